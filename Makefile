@@ -1,0 +1,50 @@
+# `make test` and `make demo` create .venv when missing and install everything once, in the
+# order mmcv needs; stamps in .venv make a second run install nothing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: test demo data lint bench clean-demo venv
+venv: $(VENV)/.installed
+
+$(VENV)/.base:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0 numpy==2.4.6 setuptools==80.9.0 wheel
+	touch $@
+
+# mmcv has no wheels: built from source with its C++ ops (about 8 minutes on 2 cores;
+# pip's wheel cache makes a rebuild on the same machine instant).
+$(VENV)/.mmcv: $(VENV)/.base
+	MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=2 $(PIP) install --no-build-isolation mmcv==2.1.0
+	touch $@
+
+$(VENV)/.deps: $(VENV)/.mmcv requirements.txt
+	$(PIP) install -r requirements.txt
+	touch $@
+
+# openmim downgrades setuptools to 60.2.0: install the package with build isolation, or it
+# lands as UNKNOWN.
+$(VENV)/.installed: $(VENV)/.deps pyproject.toml
+	$(PIP) install -e .
+	touch $@
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q tests
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check imat_kit tests benchmarks configs
+
+DEMO_DIR ?= outputs/demo
+demo: $(VENV)/.installed
+	$(BIN)/imat-kit synth --out $(DEMO_DIR)/data --images 300 --seed 0
+	$(BIN)/imat-kit prepare --data $(DEMO_DIR)/data --folds 5 --split stratified --seed 0
+	$(BIN)/imat-kit stats --data $(DEMO_DIR)/data --plot $(DEMO_DIR)/category_distribution.png
+
+clean-demo:
+	rm -rf $(DEMO_DIR)
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/rle.py
+	$(BIN)/python benchmarks/convert.py

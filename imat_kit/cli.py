@@ -1,0 +1,147 @@
+"""The ``imat-kit`` command line: parses arguments, calls the core, prints results.
+
+Every command exits 0 on success, 2 on bad input (with a one-line error naming the file, row
+and value), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import KitError
+
+
+def _cmd_synth(a: argparse.Namespace) -> int:
+    from . import synth
+
+    if a.scale == "full":
+        s = synth.generate_full_csv(a.out, seed=a.seed, quiet=a.quiet)
+        print(f"wrote {a.out}/train.csv: {s['train_images']:,} images, {s['rows']:,} rows "
+              "(full scale, no images)")
+    else:
+        s = synth.generate_images(a.out, images=a.images, test_images=a.test_images,
+                                  seed=a.seed, quiet=a.quiet)
+        print(f"wrote {a.out}: {s['train_images']} train images ({s['rows']} instances, "
+              f"{s['attr_rows']} with attributes), {s['test_images']} test images")
+    return 0
+
+
+def _cmd_prepare(a: argparse.Namespace) -> int:
+    from .prepare import prepare
+
+    r = prepare(a.data, a.out, n_folds=a.folds, split=a.split, seed=a.seed,
+                size_mismatch=a.size_mismatch, image_check=not a.no_image_check,
+                skip_bad_rows=a.skip_bad_rows, quiet=a.quiet)
+    out = Path(r["out"])
+    b = r["balance"]
+    print(f"{r['images']:,} images, {r['annotations']:,} instances ({r['layout']} layout) "
+          f"→ {out / 'annotations'}/all.json")
+    print(f"{r['folds']} {r['split']} folds (seed {r['seed']}), images per fold "
+          f"{r['images_per_fold']} → {out / 'folds.csv'}")
+    print(f"category balance (images per fold): mean max relative deviation "
+          f"{b['mean_max_rel_dev']:.4f}, worst {b['worst_max_rel_dev']:.4f} "
+          f"({b['worst_category']}) → {out / 'fold_balance.csv'}")
+    if r["test_images"] is not None:
+        print(f"{r['test_images']} test images → {out / 'annotations'}/test.json")
+    for fix in r["size_fixes"]:
+        print(f"size fix: {fix}")
+    if r["rejected_rows"]:
+        print(f"{r['rejected_rows']} row(s) left out, listed in {out / 'rejected_rows.csv'}")
+    return 0
+
+
+def _cmd_stats(a: argparse.Namespace) -> int:
+    from .prepare import find_labels
+    from .stats import dataset_stats, plot_category_distribution
+
+    data = Path(a.data)
+    s = dataset_stats(data / "train.csv", find_labels(data))
+    cats = s["categories"]
+    if a.json:
+        out = {k: v for k, v in s.items() if k not in ("categories", "attributes")}
+        out["categories"] = cats.to_dict(orient="records")
+        out["attributes"] = s["attributes"].to_dict(orient="records")
+        print(json.dumps(out, indent=2, default=int))
+    else:
+        print(f"{s['rows']:,} instances on {s['images']:,} images ({s['layout']} layout); "
+              f"{s['instances_per_image']['mean']:.2f} per image (max "
+              f"{s['instances_per_image']['max']}); {s['rows_with_attributes']:,} rows with "
+              "attributes")
+        print(f"height {s['height']}, width {s['width']}; smallest {s['smallest'][0]}x"
+              f"{s['smallest'][1]}, largest {s['largest'][0]}x{s['largest'][1]} (HxW)")
+        print(cats.sort_values("instances", ascending=False).to_string(index=False))
+        if len(s["attributes"]):
+            top = s["attributes"].sort_values("rows", ascending=False).head(15)
+            print("\nmost frequent attributes:")
+            print(top.to_string(index=False))
+    if a.plot:
+        plot_category_distribution(cats, a.plot)
+        print(f"category distribution → {a.plot}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="imat-kit", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"imat-kit {__version__}")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", parents=[quiet], help="write a synthetic dataset in the "
+                       "competition layout")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--images", type=int, default=200, help="training images (default 200)")
+    s.add_argument("--test-images", type=int, default=None,
+                   help="test images (default: a fifth of --images)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--scale", choices=["small", "full"], default="small",
+                   help="full: only a full-size train.csv (45,625 images, ~333k rows), "
+                   "for benchmarks")
+    s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("prepare", parents=[quiet], help="train.csv → COCO json, folds, "
+                       "per-fold COCO files")
+    s.add_argument("--data", required=True, help="folder with the competition files")
+    s.add_argument("--out", default=None, help="output folder (default: --data)")
+    s.add_argument("--folds", type=int, default=5)
+    s.add_argument("--split", choices=["stratified", "random"], default="stratified")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size-mismatch", choices=["error", "transpose", "drop"], default="error",
+                   help="when a CSV Height/Width disagrees with the JPEG: fail (default), "
+                   "transpose the masks of an exact swap, or drop the image")
+    s.add_argument("--no-image-check", action="store_true",
+                   help="convert without the train/ images (sizes are not checked)")
+    s.add_argument("--skip-bad-rows", action="store_true",
+                   help="leave malformed rows out (listed in rejected_rows.csv) instead of "
+                   "failing")
+    s.set_defaults(func=_cmd_prepare)
+
+    s = sub.add_parser("stats", parents=[quiet], help="category/attribute counts, image sizes")
+    s.add_argument("--data", required=True, help="folder with train.csv")
+    s.add_argument("--plot", default=None, help="write the category distribution to this PNG")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_stats)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KitError as e:
+        print(f"imat-kit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

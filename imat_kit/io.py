@@ -1,0 +1,47 @@
+"""File output that never leaves a half-written file, and quiet-aware progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success rename it onto ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def progress(it: Iterable[T], *, desc: str, total: int | None = None, quiet: bool = False,
+             unit: str = "it") -> Iterable[T]:
+    """A tqdm bar on stderr, silent when ``quiet``."""
+    return tqdm(it, desc=desc, total=total, disable=quiet, unit=unit, leave=False,
+                dynamic_ncols=True, mininterval=0.5)

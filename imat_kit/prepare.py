@@ -1,0 +1,139 @@
+"""``imat-kit prepare``: competition files → COCO json, folds and per-fold COCO files.
+
+Reads ``DATA/train.csv`` (+ ``train/`` images, ``label_descriptions.json``,
+``sample_submission.csv`` and ``test/`` when present) and writes into ``OUT`` (default DATA)::
+
+    annotations/all.json                 every training image and instance
+    annotations/fold{k}_train.json       images of the other folds
+    annotations/fold{k}_val.json         images of fold k
+    annotations/test.json                the test images (no annotations), when test/ exists
+    folds.csv                            ImageId,fold: the single truth for the splits
+    fold_balance.csv                     per category: images per fold, max relative deviation
+    rejected_rows.csv                    rows left out (--skip-bad-rows) and size fixes
+    prepare_report.json                  what was done, with counts and the balance summary
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .coco import CocoData, csv_to_coco, image_file_name, image_size
+from .errors import KitError
+from .folds import balance_report, make_folds, presence_matrix, summarise_balance, write_folds_csv
+from .io import atomic_open, progress
+from .labels import Labels, load_labels
+
+
+def find_labels(data_dir: Path) -> Labels:
+    """``DATA/label_descriptions.json`` when present, else the shipped 2019 set."""
+    path = data_dir / "label_descriptions.json"
+    return load_labels(path if path.exists() else None)
+
+
+def test_images(data_dir: Path, *, quiet: bool = False) -> list[dict]:
+    """COCO image entries of the test set: ``sample_submission.csv`` order, sizes read from
+    the JPEG headers of ``DATA/test/``."""
+    sub = data_dir / "sample_submission.csv"
+    file = str(sub)
+    try:
+        df = pd.read_csv(sub, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise KitError("file not found", file=file) from None
+    if "ImageId" not in df.columns:
+        raise KitError("header lacks ImageId", file=file, row=1, value=",".join(df.columns))
+    out, seen = [], set()
+    for i, image_id in enumerate(progress(df["ImageId"].tolist(), desc="test image sizes",
+                                          quiet=quiet, unit="img")):
+        image_id = image_id.strip()
+        if image_id in seen:
+            continue
+        seen.add(image_id)
+        name = image_file_name(image_id)
+        try:
+            h, w = image_size(data_dir / "test" / name)
+        except OSError as e:
+            raise KitError(f"test image {data_dir / 'test' / name} cannot be read: "
+                           f"{getattr(e, 'strerror', None) or e}", file=file, row=i + 2,
+                           value=image_id) from None
+        out.append({"id": len(out) + 1, "file_name": name, "height": h, "width": w,
+                    "image_key": image_id})
+    return out
+
+
+def prepare(data_dir: str | Path, out_dir: str | Path | None = None, *, n_folds: int = 5,
+            split: str = "stratified", seed: int = 0, size_mismatch: str = "error",
+            image_check: bool = True, skip_bad_rows: bool = False,
+            quiet: bool = False) -> dict:
+    """Run the whole preparation; returns the report written to ``prepare_report.json``."""
+    data_dir = Path(data_dir)
+    out = Path(out_dir) if out_dir is not None else data_dir
+    if not (data_dir / "train.csv").exists():
+        raise KitError(f"no train.csv in {data_dir} (point --data at the competition files)",
+                       file=str(data_dir / "train.csv"))
+    if image_check and not (data_dir / "train").is_dir():
+        raise KitError(f"no image folder {data_dir / 'train'}; pass --no-image-check to convert "
+                       "without images", file=str(data_dir / "train"))
+    labels = find_labels(data_dir)
+    data = csv_to_coco(data_dir / "train.csv", labels=labels,
+                       image_dir=data_dir / "train" if image_check else None,
+                       size_mismatch=size_mismatch, skip_bad_rows=skip_bad_rows, quiet=quiet)
+    if not data.images:
+        raise KitError("no usable training image left", file=str(data_dir / "train.csv"))
+    ann_dir = out / "annotations"
+    data.write(ann_dir / "all.json")
+
+    n_img = len(data.images)
+    presence = presence_matrix(data.ann_image, data.ann_category, n_img, labels.num_classes)
+    folds = make_folds(presence, n_folds, split, seed)
+    keys = [im["image_key"] for im in data.images]
+    write_folds_csv(out / "folds.csv", keys, folds)
+    write_fold_files(data, folds, ann_dir, quiet=quiet)
+
+    report = balance_report(presence, folds, labels.class_names,
+                            [c["id"] for c in labels.categories])
+    with atomic_open(out / "fold_balance.csv", "w", newline="") as f:
+        report.to_csv(f, index=False, float_format="%.4f")
+    with atomic_open(out / "rejected_rows.csv", "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["file", "row", "ImageId", "reason"])
+        for r in data.rejected:
+            wr.writerow([r.file, r.row, r.image_id, r.reason])
+        for fix in data.size_fixes:
+            wr.writerow(["", "", "", fix])
+
+    n_test = None
+    has_test = (data_dir / "test").is_dir() and (data_dir / "sample_submission.csv").exists()
+    if image_check and has_test:
+        tests = test_images(data_dir, quiet=quiet)
+        n_test = len(tests)
+        test = CocoData(images=tests, categories=data.categories, attributes=data.attributes,
+                        annotations=[], ann_image=np.zeros(0, np.int64),
+                        ann_category=np.zeros(0, np.int64), info=data.info)
+        test.write(ann_dir / "test.json")
+
+    summary = {
+        "data": str(data_dir), "out": str(out), "layout": data.info.get("layout"),
+        "labels": labels.source, "images": n_img, "annotations": len(data.annotations),
+        "test_images": n_test, "folds": n_folds, "split": split, "seed": seed,
+        "images_per_fold": np.bincount(folds, minlength=n_folds).tolist(),
+        "balance": summarise_balance(report), "rejected_rows": len(data.rejected),
+        "size_fixes": data.size_fixes, "size_mismatch": size_mismatch,
+        "image_check": image_check,
+    }
+    with atomic_open(out / "prepare_report.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def write_fold_files(data: CocoData, folds: np.ndarray, ann_dir: Path, *,
+                     quiet: bool = False) -> None:
+    """``fold{k}_train.json`` / ``fold{k}_val.json`` for every fold in ``folds``."""
+    k = int(folds.max()) + 1
+    for f in progress(range(k), desc="fold files", quiet=quiet, unit="fold"):
+        data.write(ann_dir / f"fold{f}_train.json", np.flatnonzero(folds != f))
+        data.write(ann_dir / f"fold{f}_val.json", np.flatnonzero(folds == f))
