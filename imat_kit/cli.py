@@ -19,11 +19,13 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     from . import synth
 
     if a.scale == "full":
-        s = synth.generate_full_csv(a.out, seed=a.seed, quiet=a.quiet)
+        images = a.images or synth.FULL_IMAGES
+        rows = round(images * synth.FULL_ROWS / synth.FULL_IMAGES)
+        s = synth.generate_full_csv(a.out, seed=a.seed, images=images, rows=rows, quiet=a.quiet)
         print(f"wrote {a.out}/train.csv: {s['train_images']:,} images, {s['rows']:,} rows "
               "(full scale, no images)")
     else:
-        s = synth.generate_images(a.out, images=a.images, test_images=a.test_images,
+        s = synth.generate_images(a.out, images=a.images or 200, test_images=a.test_images,
                                   seed=a.seed, quiet=a.quiet)
         print(f"wrote {a.out}: {s['train_images']} train images ({s['rows']} instances, "
               f"{s['attr_rows']} with attributes), {s['test_images']} test images")
@@ -94,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synth", parents=[quiet], help="write a synthetic dataset in the "
                        "competition layout")
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--images", type=int, default=200, help="training images (default 200)")
+    s.add_argument("--images", type=int, default=None,
+                   help="training images (default 200; 45,625 with --scale full)")
     s.add_argument("--test-images", type=int, default=None,
                    help="test images (default: a fifth of --images)")
     s.add_argument("--seed", type=int, default=0)

@@ -218,12 +218,12 @@ def _default_workers() -> int:
 
 def _chunk_runs(texts: list[str], h: np.ndarray, w: np.ndarray) -> tuple:
     """The numeric part of a chunk (picklable, runs in a worker): parse and validate every
-    RLE text, then COCO counts text, bbox and area of the valid ones."""
+    RLE text, then COCO counts text, bbox and area of each (those of a bad text are of an
+    empty mask and are not used)."""
     batch = rle_mod.parse_runs_batch(texts, h, w)
-    good = ~batch.bad
-    counts, coff = rle_mod.counts_batch(batch, h[good] * w[good])
+    counts, coff = rle_mod.counts_batch(batch, h * w)
     strings = rle_mod.coco_strings_batch(counts, coff)
-    bbox, area = rle_mod.bbox_area_batch(batch, h[good])
+    bbox, area = rle_mod.bbox_area_batch(batch, h)
     return batch.bad, strings, bbox, area
 
 
@@ -331,9 +331,10 @@ class _Converter:
     def _reject(self, e: KitError, image_id: str, row: int, nbad: int) -> None:
         if not self.skip_bad_rows:
             more = f" ({nbad - 1} more bad row(s) in this chunk)" if nbad > 1 else ""
-            raise KitError(e.reason + more + "; --skip-bad-rows leaves bad rows out",
-                           file=e.file, row=e.row, value=e.value) from None
-        self.rejected.append(Rejection(self.file, row, image_id, str(e).split(": ", 2)[-1]))
+            raise KitError(e.reason, file=e.file, row=e.row, value=e.value,
+                           hint=f"--skip-bad-rows leaves bad rows out{more}") from None
+        shown = f" (value {e.value!r})" if e.value is not None else ""
+        self.rejected.append(Rejection(self.file, row, image_id, e.reason + shown))
 
     # -- a chunk, vectorised ------------------------------------------------------------------
     def start_chunk(self, chunk: pd.DataFrame) -> _ChunkRows:
@@ -393,14 +394,14 @@ class _Converter:
                     raise AssertionError(f"row {row0 + k} flagged bad but passes the checks")
         out = self.annotations
         kept = []
-        for j, k in enumerate(run_ok.tolist()):
+        for k in run_ok.tolist():
             i = int(img[k])
             if bad[k] or i in self.dropped:
                 continue
             if i in self.transposed:
                 hh, ww, counts, bb, ar = self._transposed(rows.eps[k], int(h[k]), int(w[k]))
             else:
-                hh, ww, counts, bb, ar = int(h[k]), int(w[k]), strings[j], bbox[j], area[j]
+                hh, ww, counts, bb, ar = int(h[k]), int(w[k]), strings[k], bbox[k], area[k]
             out.append(_annotation_json(len(out) + 1, i + 1, int(cat[k]), hh, ww, counts,
                                         bb, int(ar), attrs[k]))
             kept.append(k)

@@ -84,12 +84,11 @@ def prepare(data_dir: str | Path, out_dir: str | Path | None = None, *, n_folds:
                        size_mismatch=size_mismatch, skip_bad_rows=skip_bad_rows, quiet=quiet)
     if not data.images:
         raise KitError("no usable training image left", file=str(data_dir / "train.csv"))
-    ann_dir = out / "annotations"
-    data.write(ann_dir / "all.json")
-
     n_img = len(data.images)
     presence = presence_matrix(data.ann_image, data.ann_category, n_img, labels.num_classes)
-    folds = make_folds(presence, n_folds, split, seed)
+    folds = make_folds(presence, n_folds, split, seed)  # before any output: it may refuse
+    ann_dir = out / "annotations"
+    data.write(ann_dir / "all.json")
     keys = [im["image_key"] for im in data.images]
     write_folds_csv(out / "folds.csv", keys, folds)
     write_fold_files(data, folds, ann_dir, quiet=quiet)

@@ -23,8 +23,16 @@ from pycocotools import mask as mask_util
 from .errors import KitError
 
 __all__ = [
-    "parse_runs", "runs_to_string", "encode", "decode", "runs_to_counts", "counts_to_runs",
-    "kaggle_to_coco", "coco_to_kaggle", "coco_string_to_counts", "counts_to_coco_string",
+    "coco_string_to_counts",
+    "coco_to_kaggle",
+    "counts_to_coco_string",
+    "counts_to_runs",
+    "decode",
+    "encode",
+    "kaggle_to_coco",
+    "parse_runs",
+    "runs_to_counts",
+    "runs_to_string",
 ]
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -267,7 +275,7 @@ class RunBatch:
     ``offsets`` (n+1) so that mask ``i`` owns runs ``offsets[i]:offsets[i+1]``; ``bad`` flags
     the masks whose text failed a check (their runs are left out). Touching runs are merged."""
 
-    __slots__ = ("starts", "lengths", "offsets", "bad")
+    __slots__ = ("bad", "lengths", "offsets", "starts")
 
     def __init__(self, starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray,
                  bad: np.ndarray) -> None:

@@ -1,0 +1,37 @@
+"""Shared fixtures: the real label files and one small synthetic dataset per session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "label_descriptions_2019.json").exists():
+        pytest.skip(f"the real label files are not beside the repo ({SHARED_DATA})")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A small synthetic competition dataset (read-only for tests: copy before changing)."""
+    from imat_kit.synth import generate_images
+
+    out = tmp_path_factory.mktemp("synth") / "data"
+    generate_images(out, images=40, test_images=6, seed=3, min_side=96, max_side=160,
+                    quiet=True)
+    return out
+
+
+@pytest.fixture()
+def synth_copy(synth_dir, tmp_path) -> Path:
+    """A private copy of the synthetic dataset that a test may modify."""
+    dst = tmp_path / "data"
+    shutil.copytree(synth_dir, dst)
+    return dst
