@@ -86,6 +86,28 @@ def _cmd_stats(a: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_folds(text: str) -> list[int]:
+    try:
+        folds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"folds must be like 0,1,2 (got {text!r})") from None
+    if not folds or min(folds) < 0:
+        raise argparse.ArgumentTypeError(f"folds must be non-negative (got {text!r})")
+    return folds
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from .mmdet_ext.train import train_folds
+
+    recs = train_folds(a.config, a.folds, work_root=a.work_root, data_root=a.data_root,
+                       cfg_options=a.cfg_options or [], launcher=a.launcher, gpus=a.gpus,
+                       dry_run=a.dry_run, quiet=a.quiet)
+    for r in recs:
+        print(f"fold {r['fold']} {r['phase']}: {r['status']}"
+              + (f" → {r['checkpoint']}" if "checkpoint" in r else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imat-kit", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"imat-kit {__version__}")
@@ -128,6 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", default=None, help="write the category distribution to this PNG")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_cmd_stats)
+
+    s = sub.add_parser("train", parents=[quiet], help="train folds one after another, each "
+                       "through its config's phases (resumable)")
+    s.add_argument("config", help="an MMDetection config, e.g. configs/maskrcnn_r50_imat.py")
+    s.add_argument("--folds", type=_parse_folds, default=[0], help="e.g. 0,1,2,3,4 (default 0)")
+    s.add_argument("--work-root", default="work_dirs",
+                   help="work dirs go to WORK_ROOT/<config name>/fold<k> (default work_dirs)")
+    s.add_argument("--data-root", default=None,
+                   help="the prepared data folder (sets IMAT_DATA_ROOT; default: the config's)")
+    s.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                   help="pytorch: N processes on this machine; slurm: through srun (mim)")
+    s.add_argument("--gpus", type=int, default=1, help="processes/GPUs with --launcher")
+    s.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="passed to every run, e.g. load_from=None train_cfg.max_epochs=2")
+    s.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    s.set_defaults(func=_cmd_train)
     return p
 
 

@@ -1,0 +1,3 @@
+_base_ = './two_phase_test.py'
+model = dict(backbone=dict(frozen_stages=-1, norm_eval=False))
+imat_next_phase = None

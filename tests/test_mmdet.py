@@ -1,0 +1,319 @@
+"""The MMDetection side: configs, dataset, transforms, checkpoints, training runs (CPU, small)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from imat_kit.prepare import prepare
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.py"))
+TEST_CONFIGS = REPO / "tests" / "configs"
+
+
+@pytest.fixture(scope="module")
+def prepared(synth_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("prepared")
+    for name in ["train", "test", "train.csv", "sample_submission.csv",
+                 "label_descriptions.json"]:
+        (out / name).symlink_to(synth_dir / name)
+    prepare(out, n_folds=3, seed=0, quiet=True)
+    return out
+
+
+@pytest.fixture()
+def env(prepared) -> dict:
+    e = dict(os.environ)
+    e["IMAT_DATA_ROOT"] = str(prepared) + "/"
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def _cfg(path, prepared, fold=0):
+    from mmengine.config import Config
+
+    os.environ["IMAT_DATA_ROOT"] = str(prepared) + "/"
+    os.environ["IMAT_FOLD"] = str(fold)
+    try:
+        return Config.fromfile(str(path))
+    finally:
+        del os.environ["IMAT_DATA_ROOT"], os.environ["IMAT_FOLD"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_config_builds(path, prepared):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    import imat_kit.mmdet_ext  # noqa: F401
+
+    register_all_modules()
+    cfg = _cfg(path, prepared, fold=2)
+    model = MODELS.build(cfg.model)
+    heads = ([model.roi_head.bbox_head, model.roi_head.mask_head] if hasattr(model, "roi_head")
+             else [model.bbox_head, model.mask_head])
+    assert all(h.num_classes == 46 for h in heads)
+    assert cfg.train_dataloader.dataset.type == "IMatDataset"
+    assert str(cfg.train_dataloader.dataset.fold) == "2"
+    assert cfg.val_evaluator.ann_file.endswith("annotations/fold2_val.json")
+    assert cfg.work_dir.endswith(f"{path.stem}/fold2")
+    if path.stem != "tiny_maskrcnn_imat":
+        assert str(cfg.load_from).startswith(("https://download.openmmlab.com/", "work_dirs/"))
+    assert "paramwise_cfg" not in cfg.optim_wrapper  # would drop frozen params (two phases)
+
+
+def test_dataset_splits(prepared):
+    from mmdet.utils import register_all_modules
+
+    from imat_kit.mmdet_ext import IMAT_CLASSES, IMatDataset
+
+    register_all_modules()
+    folds = __import__("pandas").read_csv(prepared / "folds.csv")
+    val = IMatDataset(data_root=str(prepared), fold=1, split="val", test_mode=True,
+                      pipeline=[])
+    assert len(val) == int((folds.fold == 1).sum())
+    assert val.metainfo["classes"] == IMAT_CLASSES and len(IMAT_CLASSES) == 46
+    tr = IMatDataset(data_root=str(prepared), fold=1, split="train", pipeline=[],
+                     filter_cfg=dict(filter_empty_gt=True))
+    assert len(tr) == int((folds.fold != 1).sum())
+    item = tr[0]
+    assert item["img_path"].startswith(str(prepared / "train"))
+    assert all(0 <= inst["bbox_label"] < 46 for inst in item["instances"])
+    test = IMatDataset(data_root=str(prepared), split="test", pipeline=[])
+    assert len(test) == 6 and test[0]["img_path"].startswith(str(prepared / "test"))
+    with pytest.raises(ValueError, match="split must be one of"):
+        IMatDataset(data_root=str(prepared), split="holdout", pipeline=[])
+
+
+def test_seed_augmentation_keeps_masks_in_boxes(prepared):
+    from mmdet.utils import register_all_modules
+    from mmengine.dataset import Compose
+    from mmengine.registry import init_default_scope
+
+    from imat_kit.mmdet_ext import IMatDataset
+
+    register_all_modules()
+    init_default_scope("mmdet")
+    cfg = _cfg(REPO / "configs" / "maskrcnn_r50_imat_all.py", prepared)
+    pipeline = Compose(cfg.train_pipeline_aug[:-1])  # all but PackDetInputs
+    ds = IMatDataset(data_root=str(prepared), fold=0, split="train", pipeline=[])
+    rng_state = np.random.get_state()
+    np.random.seed(0)
+    seen = kept = 0
+    try:
+        for _ in range(3):
+            for i in range(len(ds)):
+                out = pipeline(ds[i])
+                if out is None:
+                    continue
+                masks, boxes = out["gt_masks"], out["gt_bboxes"].tensor.numpy()
+                assert len(masks) == len(boxes) == len(out["gt_bboxes_labels"])
+                areas = np.asarray(masks.areas)
+                assert (areas > 0).all(), "an empty-after-crop instance was not dropped"
+                tight = masks.get_bboxes(type(out["gt_bboxes"])).tensor.numpy()
+                assert (tight[:, :2] >= boxes[:, :2] - 1).all()
+                assert (tight[:, 2:] <= boxes[:, 2:] + 1).all()
+                h, w = out["img"].shape[:2]
+                assert masks.height == h and masks.width == w
+                seen += 1
+                kept += len(masks)
+    finally:
+        np.random.set_state(rng_state)
+    assert seen > 50 and kept > 100
+
+
+def test_recompute_bbox_drops_empty_masks():
+    from mmdet.structures.bbox import HorizontalBoxes
+    from mmdet.structures.mask import BitmapMasks
+
+    from imat_kit.mmdet_ext import RecomputeBBoxFromMasks
+
+    m = np.zeros((3, 10, 12), np.uint8)
+    m[0, 2:5, 3:9] = 1
+    m[2, 0, 0] = 1
+    res = RecomputeBBoxFromMasks()({
+        "gt_masks": BitmapMasks(m, 10, 12),
+        "gt_bboxes": HorizontalBoxes(torch.tensor([[0, 0, 12, 10]] * 3, dtype=torch.float32)),
+        "gt_bboxes_labels": np.array([4, 5, 6]), "gt_ignore_flags": np.zeros(3, bool)})
+    assert res["gt_bboxes_labels"].tolist() == [4, 6]
+    assert res["gt_bboxes"].tensor.tolist() == [[3, 2, 9, 5], [0, 0, 1, 1]]
+
+
+def test_runner_checkpoint_loads_with_weights_only(tmp_path):
+    from mmengine.logging import HistoryBuffer
+
+    import imat_kit.mmdet_ext  # noqa: F401
+
+    buf = HistoryBuffer()
+    buf.update(np.float64(1.5))
+    ckpt = {"meta": {"eta": np.float64(3.0), "seed": np.int64(1)},
+            "message_hub": {"log_scalars": {"loss": buf}},
+            "state_dict": {"w": torch.ones(2)}}
+    path = tmp_path / "c.pth"
+    torch.save(ckpt, path)
+    back = torch.load(path)  # weights_only=True is torch's default
+    assert back["message_hub"]["log_scalars"]["loss"].mean() == 1.5
+
+
+def test_80_class_checkpoint_into_46_class_model(tmp_path, prepared):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.runner import load_checkpoint
+
+    import imat_kit.mmdet_ext  # noqa: F401
+
+    register_all_modules()
+    cfg = _cfg(REPO / "configs" / "maskrcnn_r50_imat.py", prepared)
+    coco_cfg = copy.deepcopy(cfg.model)
+    coco_cfg.roi_head.bbox_head.num_classes = 80
+    coco_cfg.roi_head.mask_head.num_classes = 80
+    torch.manual_seed(0)
+    coco = MODELS.build(coco_cfg)
+    path = tmp_path / "coco.pth"
+    torch.save({"meta": {}, "state_dict": coco.state_dict()}, path)
+    torch.manual_seed(1)
+    model = MODELS.build(cfg.model)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    load_checkpoint(model, str(path), map_location="cpu", strict=False)
+    sd, src = model.state_dict(), coco.state_dict()
+    assert sd["roi_head.bbox_head.fc_cls.weight"].shape == (47, 1024)
+    for k in ["roi_head.bbox_head.fc_cls.weight", "roi_head.bbox_head.fc_reg.weight",
+              "roi_head.mask_head.conv_logits.weight"]:
+        assert torch.equal(sd[k], fresh[k])  # class-specific: kept fresh
+    for k in ["backbone.layer3.0.conv1.weight", "neck.fpn_convs.0.conv.weight",
+              "roi_head.bbox_head.shared_fcs.0.weight", "rpn_head.rpn_conv.weight"]:
+        assert torch.equal(sd[k], src[k])  # everything else copied
+
+
+def test_offline_url_fails_fast_and_cache_is_used(tmp_path, monkeypatch):
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from imat_kit.mmdet_ext import checkpoint as ck
+
+    url = "https://download.openmmlab.com/mmdetection/v2.0/x/some_model_1234.pth"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(ck, "_reachable", lambda u, timeout=5.0: False)  # no traffic in tests
+    t = time.perf_counter()
+    with pytest.raises(ck.OfflineCheckpointError, match="load_from=None"):
+        CheckpointLoader.load_checkpoint(url, map_location="cpu")
+    assert time.perf_counter() - t < 5
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, cache / "some_model_1234.pth")
+    assert "state_dict" in CheckpointLoader.load_checkpoint(url, map_location="cpu")
+
+
+def _scalars(work_dir: Path) -> list[dict]:
+    files = sorted(work_dir.glob("*/vis_data/scalars.json"))
+    return [json.loads(line) for f in files for line in f.read_text().splitlines()]
+
+
+def _kit(*args, env, timeout=600):
+    return subprocess.run([sys.executable, "-m", "imat_kit.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_train_tiny_then_skip_finished(tmp_path, env, prepared):
+    r = _kit("train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0,1", "--work-root",
+             str(tmp_path), "-q", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for k in (0, 1):
+        wd = tmp_path / "tiny_test" / f"fold{k}"
+        done = json.loads((wd / "imat_done.json").read_text())
+        assert done["checkpoint"].endswith("iter_6.pth")
+        s = _scalars(wd)
+        assert [x["iter"] for x in s if "loss" in x and "coco/segm_mAP" not in x] == \
+            list(range(1, 7))
+        val = [x for x in s if "coco/segm_mAP" in x]
+        assert len(val) == 1 and val[0]["val_loss"] > 0 and "val_loss_mask" in val[0]
+        assert list(wd.glob("best_coco_segm_mAP_iter_*.pth"))
+    r = _kit("train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0,1", "--work-root",
+             str(tmp_path), env=env)
+    assert r.returncode == 0 and r.stdout.count("skipped (finished)") == 2
+
+
+@pytest.mark.slow
+def test_yolact_trains_a_few_iterations(tmp_path, env):
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "mim"), "train", "mmdet",
+         str(REPO / "configs" / "yolact_r50_imat.py"), "--work-dir", str(tmp_path),
+         "--cfg-options", "load_from=None", "train_dataloader.batch_size=2",
+         "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
+         "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False",
+         "train_cfg.max_epochs=1", "default_hooks.logger.interval=1",
+         "train_dataloader.dataset.indices=4", "val_dataloader.dataset.indices=2",
+         "val_evaluator.type=DumpDetResults", f"val_evaluator.out_file_path={tmp_path}/v.pkl",
+         "custom_hooks=[]"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    s = _scalars(tmp_path)
+    losses = [x["loss"] for x in s if "loss" in x]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert (tmp_path / "epoch_1.pth").exists()
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tmp_path, env):
+    cfg = str(TEST_CONFIGS / "tiny_test.py")
+    opts = ["--cfg-options", "train_cfg.max_iters=10", "train_cfg.val_interval=10",
+            "param_scheduler.1.end=10", "param_scheduler.1.milestones=[7]"]
+    ref = tmp_path / "ref"
+    r = subprocess.run([str(Path(sys.executable).parent / "mim"), "train", "mmdet", cfg,
+                        "--work-dir", str(ref), *opts], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    wd = tmp_path / "killed"
+    cmd = [str(Path(sys.executable).parent / "mim"), "train", "mmdet", cfg, "--work-dir",
+           str(wd), *opts]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    deadline = time.time() + 300
+    while not (wd / "iter_4.pth").exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGKILL)  # mid-run, after the iteration-4 checkpoint
+    p.wait()
+    assert not (wd / "iter_10.pth").exists()
+    r = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = "".join(f.read_text() for f in wd.glob("*/*.log"))
+    assert "resumed" in log.lower()
+    def train_rows(d):
+        return {x["iter"]: x for x in _scalars(d) if "loss" in x and "coco/bbox_mAP" not in x}
+    got, want = train_rows(wd), train_rows(ref)
+    assert max(got) == 10 and (wd / "iter_10.pth").exists()
+    for it in range(5, 11):  # the schedule continues where it stopped
+        assert got[it]["lr"] == pytest.approx(want[it]["lr"]), it
+    assert want[10]["lr"] == pytest.approx(want[6]["lr"] * 0.1)
+
+
+@pytest.mark.slow
+def test_two_phases_on_two_cpu_processes(tmp_path, env):
+    r = _kit("train", str(TEST_CONFIGS / "two_phase_test.py"), "--folds", "0", "--launcher",
+             "pytorch", "--gpus", "2", "--work-root", str(tmp_path), env=env, timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    heads, all_ = tmp_path / "two_phase_test" / "fold0", tmp_path / "two_phase_all_test" / "fold0"
+    d = {(ph, k): json.loads((wd / f"digest_rank{k}.json").read_text())
+         for ph, wd in [("heads", heads), ("all", all_)] for k in (0, 1)}
+    for k in (0, 1):
+        # phase 1: backbone fixed, heads trained
+        assert d["heads", k]["start"]["backbone"] == d["heads", k]["end"]["backbone"]
+        assert d["heads", k]["start"]["roi_head"] != d["heads", k]["end"]["roi_head"]
+        # phase 2 starts from phase 1's weights and changes the backbone
+        assert d["all", k]["start"] == d["heads", k]["end"]
+        assert d["all", k]["end"]["backbone"] != d["all", k]["start"]["backbone"]
+    assert d["all", 0]["end"] == d["all", 1]["end"]  # replicas identical after phase 2
+    assert d["heads", 0]["end"] == d["heads", 1]["end"]
