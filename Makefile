@@ -48,3 +48,4 @@ clean-demo:
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/rle.py
 	$(BIN)/python benchmarks/convert.py
+	$(BIN)/python benchmarks/train_speed.py

@@ -254,7 +254,6 @@ def test_yolact_trains_a_few_iterations(tmp_path, env):
          "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False",
          "train_cfg.max_epochs=1", "default_hooks.logger.interval=1",
          "train_dataloader.dataset.indices=4", "val_dataloader.dataset.indices=2",
-         "val_evaluator.type=DumpDetResults", f"val_evaluator.out_file_path={tmp_path}/v.pkl",
          "custom_hooks=[]"],
         env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
@@ -317,3 +316,40 @@ def test_two_phases_on_two_cpu_processes(tmp_path, env):
         assert d["all", k]["end"]["backbone"] != d["all", k]["start"]["backbone"]
     assert d["all", 0]["end"] == d["all", 1]["end"]  # replicas identical after phase 2
     assert d["heads", 0]["end"] == d["heads", 1]["end"]
+
+
+@pytest.mark.slow
+def test_r50_recipe_both_phases_from_cached_coco_weights(tmp_path, env, prepared):
+    """The R50 config as written (COCO weights from its URL, here served from the torch hub
+    cache without network: an 80-class checkpoint), both phases chained, one tiny epoch each."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    import imat_kit.mmdet_ext  # noqa: F401
+
+    register_all_modules()
+    cfg = _cfg(REPO / "configs" / "maskrcnn_r50_imat.py", prepared)
+    coco = copy.deepcopy(cfg.model)
+    coco.roi_head.bbox_head.num_classes = coco.roi_head.mask_head.num_classes = 80
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    torch.save({"meta": {}, "state_dict": MODELS.build(coco).state_dict()},
+               hub / Path(cfg.load_from).name)
+    env = {**env, "TORCH_HOME": str(tmp_path / "torch")}
+    r = _kit("train", str(REPO / "configs" / "maskrcnn_r50_imat.py"), "--folds", "1",
+             "--work-root", str(tmp_path / "wd"), "--cfg-options", "train_cfg.max_epochs=1",
+             "train_dataloader.dataset.indices=2", "val_dataloader.dataset.indices=1",
+             "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
+             "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False",
+             env=env, timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    heads = tmp_path / "wd" / "maskrcnn_r50_imat" / "fold1"
+    all_ = tmp_path / "wd" / "maskrcnn_r50_imat_all" / "fold1"
+    log1 = "".join(f.read_text() for f in heads.glob("*/*.log"))
+    out = r.stdout + r.stderr
+    assert "size mismatch for roi_head.bbox_head.fc_cls.weight" in out  # 81 → 47 rows
+    assert f"Load checkpoint from {cfg.load_from}" in log1
+    assert "annotations/fold1_val.json" in log1
+    log2 = "".join(f.read_text() for f in all_.glob("*/*.log"))
+    assert f"Load checkpoint from {heads}/epoch_1.pth" in log2
+    assert json.loads((all_ / "imat_done.json").read_text())["checkpoint"].endswith("epoch_1.pth")

@@ -1,0 +1,87 @@
+"""Training speed: seconds per iteration and images/s, on this machine.
+
+Runs each config for a few iterations on the synthetic dataset (generated and prepared once
+under outputs/bench/train_data) through ``mim train`` and reads mmengine's per-iteration
+``time`` from ``vis_data/scalars.json``; the first iterations (warm-up) are dropped and the
+median is reported. On CPU: the tiny config (what the demo and the tests train), and the R50
+recipe's two phases (heads: backbone frozen; all: everything trained, augmentation). With a
+GPU (``--device cuda``, e.g. through the device tool) the R50 phases at full size.
+
+    python benchmarks/train_speed.py [--iters 30] [--r50-iters 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import REPO, machine
+
+DATA = REPO / "outputs" / "bench" / "train_data"
+
+
+def ensure_data() -> None:
+    if (DATA / "annotations" / "fold0_train.json").exists():
+        return
+    kit = [sys.executable, "-m", "imat_kit.cli"]
+    subprocess.run([*kit, "synth", "--out", str(DATA), "--images", "200", "--seed", "0", "-q"],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*kit, "prepare", "--data", str(DATA), "-q"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def run(config: str, iters: int, batch: int, extra: list[str]) -> tuple[float, int]:
+    """Median seconds per iteration (after warm-up) of ``iters`` training iterations."""
+    mim = str(Path(sys.executable).parent / "mim")
+    with tempfile.TemporaryDirectory() as wd:
+        opts = [f"train_dataloader.batch_size={batch}", "train_dataloader.num_workers=2",
+                "train_dataloader.persistent_workers=False", "default_hooks.logger.interval=1",
+                "log_processor.window_size=1", "load_from=None",
+                "default_hooks.checkpoint.interval=100000", "default_hooks.checkpoint.save_best=None",
+                *extra]
+        env = {**os.environ, "IMAT_DATA_ROOT": str(DATA) + "/"}
+        subprocess.run([mim, "train", "mmdet", str(REPO / "configs" / config), "--work-dir", wd,
+                        "--cfg-options", *opts], check=True, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rows = [json.loads(x) for f in Path(wd).glob("*/vis_data/scalars.json")
+                for x in f.read_text().splitlines()]
+    times = [r["time"] for r in rows if "loss" in r and "time" in r][:iters]
+    warm = min(3, len(times) - 1)
+    return statistics.median(times[warm:]), len(times) - warm
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--r50-iters", type=int, default=6)
+    ap.add_argument("--skip-r50", action="store_true")
+    a = ap.parse_args()
+    ensure_data()
+    import torch
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"machine: {machine()}, torch threads {torch.get_num_threads()}, device {dev}")
+    iter_opts = [f"train_cfg.max_iters={a.iters}", f"train_cfg.val_interval={a.iters + 1}"]
+    s, n = run("tiny_maskrcnn_imat.py", a.iters, 2, iter_opts)
+    print(f"tiny_maskrcnn_imat (R18-FPN, 256 px, batch 2): {s:.2f} s/iter, {2 / s:.2f} img/s "
+          f"(median of {n} iterations after 3 warm-up)")
+    if a.skip_r50:
+        return
+    # R50 at the reference input size (short side 800, long <= 1024), batch 2
+    epoch_opts = [f"train_dataloader.dataset.indices={2 * a.r50_iters}",
+                  "train_cfg.max_epochs=1", "train_cfg.val_interval=2", "custom_hooks=[]"]
+    for cfg, label in [("maskrcnn_r50_imat.py", "heads, backbone frozen"),
+                       ("maskrcnn_r50_imat_all.py", "all layers, augmentation")]:
+        s, n = run(cfg, a.r50_iters, 2, epoch_opts)
+        print(f"{cfg} ({label}, 1024x800, batch 2): {s:.2f} s/iter, {2 / s:.2f} img/s "
+              f"(median of {n} iterations after 3 warm-up)")
+
+
+if __name__ == "__main__":
+    main()
