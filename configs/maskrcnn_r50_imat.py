@@ -41,5 +41,6 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3,
                     save_best='coco/segm_mAP', rule='greater'))
 custom_hooks = [dict(type='ValLossHook')]
-# base batch 16 = 8 GPUs x 2 images; `--auto-scale-lr` scales lr to the real batch
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+# The reference study's learning rates are for 2 images per step on one GPU; with
+# `--auto-scale-lr` mmdet scales lr linearly to the real total batch (GPUs x batch_size).
+auto_scale_lr = dict(enable=False, base_batch_size=2)

@@ -101,7 +101,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
     recs = train_folds(a.config, a.folds, work_root=a.work_root, data_root=a.data_root,
                        cfg_options=a.cfg_options or [], launcher=a.launcher, gpus=a.gpus,
-                       dry_run=a.dry_run, quiet=a.quiet)
+                       auto_scale_lr=a.auto_scale_lr, dry_run=a.dry_run, quiet=a.quiet)
     for r in recs:
         print(f"fold {r['fold']} {r['phase']}: {r['status']}"
               + (f" → {r['checkpoint']}" if "checkpoint" in r else ""))
@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpus", type=int, default=1, help="processes/GPUs with --launcher")
     s.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                    help="passed to every run, e.g. load_from=None train_cfg.max_epochs=2")
+    s.add_argument("--auto-scale-lr", action="store_true",
+                   help="scale lr to the real total batch (mmdet's auto_scale_lr)")
     s.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     s.set_defaults(func=_cmd_train)
     return p

@@ -81,3 +81,18 @@ def test_console_script_installed(tmp_path):
     r = subprocess.run([str(bindir / "imat-kit"), "stats", "--data", str(tmp_path)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "file not found" in r.stderr
+
+
+def test_train_dry_run_prints_the_phase_chain(tmp_path, capsys):
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    assert main(["train", str(repo / "configs" / "maskrcnn_r50_imat.py"), "--folds", "0,2",
+                 "--work-root", str(tmp_path), "--launcher", "pytorch", "--gpus", "4",
+                 "--auto-scale-lr", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("maskrcnn_r50_imat (started)") == 2
+    assert out.count("maskrcnn_r50_imat_all (started)") == 2
+    assert "IMAT_FOLD=2" in out and "--launcher pytorch --gpus 4" in out
+    assert "--auto-scale-lr" in out
+    assert f"load_from={tmp_path}/maskrcnn_r50_imat/fold2/" in out
+    assert main(["train", "nope.py", "--dry-run"]) == 2
+    assert "config not found" in capsys.readouterr().err

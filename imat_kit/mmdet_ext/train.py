@@ -72,9 +72,12 @@ CPU_DIST_OPTIONS = [
 
 
 def _mim_command(config: Path, work_dir: Path, *, resume: bool, load_from: Path | None,
-                 cfg_options: list[str], launcher: str, gpus: int) -> list[str]:
+                 cfg_options: list[str], launcher: str, gpus: int,
+                 auto_scale_lr: bool = False) -> list[str]:
     mim = str(Path(sys.executable).parent / "mim")
     cmd = [mim, "train", "mmdet", str(config), "--work-dir", str(work_dir)]
+    if auto_scale_lr:
+        cmd.append("--auto-scale-lr")
     if launcher != "none":
         cmd += ["--launcher", launcher, "--gpus", str(gpus)]
     if resume:
@@ -89,8 +92,8 @@ def _mim_command(config: Path, work_dir: Path, *, resume: bool, load_from: Path 
 
 def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path = "work_dirs",
                 data_root: str | None = None, cfg_options: list[str] | None = None,
-                launcher: str = "none", gpus: int = 1, dry_run: bool = False,
-                quiet: bool = False) -> list[dict]:
+                launcher: str = "none", gpus: int = 1, auto_scale_lr: bool = False,
+                dry_run: bool = False, quiet: bool = False) -> list[dict]:
     """Train each fold through the config's phase chain; returns one record per phase run."""
     chain = phase_chain(config)
     cfg_options = list(cfg_options or [])
@@ -123,7 +126,8 @@ def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path =
                                f"{chain[i - 1].name}, which did not finish")
             cmd = _mim_command(phase.config, work_dir, resume=resume,
                                load_from=previous if i > 0 else None,
-                               cfg_options=cfg_options, launcher=launcher, gpus=gpus)
+                               cfg_options=cfg_options, launcher=launcher, gpus=gpus,
+                               auto_scale_lr=auto_scale_lr)
             status = "resumed" if resume else "started"
             if not quiet or dry_run:
                 print(f"fold {fold} {phase.name} ({status}): IMAT_FOLD={fold} {shlex.join(cmd)}",
