@@ -242,6 +242,16 @@ def test_train_tiny_then_skip_finished(tmp_path, env, prepared):
     r = _kit("train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0,1", "--work-root",
              str(tmp_path), env=env)
     assert r.returncode == 0 and r.stdout.count("skipped (finished)") == 2
+    # a runner checkpoint (message hub, numpy scalars) loads in `mim test` under torch's
+    # weights_only default, with no environment variable
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in env
+    ckpt = json.loads((tmp_path / "tiny_test" / "fold0" / "imat_done.json").read_text())
+    t = subprocess.run([str(Path(sys.executable).parent / "mim"), "test", "mmdet",
+                        str(TEST_CONFIGS / "tiny_test.py"), "--checkpoint", ckpt["checkpoint"],
+                        "--work-dir", str(tmp_path / "test")], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert t.returncode == 0, (t.stdout + t.stderr)[-3000:]
+    assert "coco/segm_mAP" in t.stdout + t.stderr
 
 
 @pytest.mark.slow
