@@ -108,6 +108,72 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _test_sizes(data: Path, quiet: bool) -> dict[str, tuple[int, int]]:
+    """ImageId → (height, width) of the test images: prepare's test.json, else JPEG headers."""
+    test_json = data / "annotations" / "test.json"
+    if test_json.exists():
+        images = json.loads(test_json.read_text())["images"]
+    else:
+        from .prepare import test_images
+
+        images = test_images(data, quiet=quiet)
+    return {im["image_key"]: (im["height"], im["width"]) for im in images}
+
+
+def _cmd_submit(a: argparse.Namespace) -> int:
+    from .predictions import read_predictions
+    from .prepare import find_labels
+    from .submission import SubmitConfig, sample_image_ids, validate_submission, write_submission
+
+    cfg = SubmitConfig(score_thr=a.score_thr, max_per_image=a.max_per_image,
+                       min_area=a.min_area, mask_size=a.mask_size, attributes=a.attributes)
+    head, preds = read_predictions(a.predictions)
+    ids = sample_image_ids(a.data)
+    man = write_submission(preds, ids, a.out, cfg, quiet=a.quiet,
+                           manifest={"predictions": str(a.predictions), "source": head})
+    print(f"{man['rows']} rows for {man['images']} images ({man['images_without_prediction']} "
+          f"without a mask) → {a.out}, manifest {Path(a.out).with_suffix('.json')}")
+    problems = validate_submission(a.out, ids, _test_sizes(Path(a.data), a.quiet),
+                                   find_labels(Path(a.data)), mask_size=a.mask_size)
+    for p in problems:
+        print(f"{a.out}: {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print("validated: no problems")
+    return 0
+
+
+def _cmd_validate(a: argparse.Namespace) -> int:
+    from .prepare import find_labels
+    from .submission import sample_image_ids, validate_submission
+
+    data = Path(a.data)
+    problems = validate_submission(a.submission, sample_image_ids(data),
+                                   _test_sizes(data, a.quiet), find_labels(data),
+                                   mask_size=a.mask_size)
+    for p in problems:
+        print(f"{a.submission}: {p}")
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{a.submission}: valid")
+    return 0
+
+
+def _cmd_score(a: argparse.Namespace) -> int:
+    from .metric import competition_score
+    from .submission import csv_instances
+
+    sizes = _test_sizes(Path(a.data), a.quiet)
+    truth = csv_instances(a.solution, sizes, use_attributes=a.attributes)
+    sub = csv_instances(a.submission, sizes, use_attributes=a.attributes, with_scores=True)
+    r = competition_score(truth, sub, average=a.average)
+    print(f"competition score ({a.average} average, attributes "
+          f"{'matched' if a.attributes else 'ignored'}): {r['score']:.4f} over {r['count']} "
+          f"{'images' if a.average == 'image' else 'units'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imat-kit", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"imat-kit {__version__}")
@@ -168,6 +234,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale lr to the real total batch (mmdet's auto_scale_lr)")
     s.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("submit", parents=[quiet], help="predictions → competition CSV + "
+                       "manifest, validated")
+    s.add_argument("--predictions", required=True, help="a predictions .jsonl (test split)")
+    s.add_argument("--data", required=True, help="folder with sample_submission.csv and test/")
+    s.add_argument("--out", required=True, help="e.g. submissions/NAME.csv")
+    s.add_argument("--score-thr", type=float, default=0.3)
+    s.add_argument("--max-per-image", type=int, default=100)
+    s.add_argument("--min-area", type=int, default=20,
+                   help="drop instances left with fewer pixels after overlap removal")
+    s.add_argument("--mask-size", choices=["original", "512"], default="original")
+    s.add_argument("--attributes", action="store_true",
+                   help="write ClassId with attributes when predictions carry them")
+    s.set_defaults(func=_cmd_submit)
+
+    s = sub.add_parser("validate", parents=[quiet], help="check a submission CSV")
+    s.add_argument("--submission", required=True)
+    s.add_argument("--data", required=True, help="folder with sample_submission.csv and test/")
+    s.add_argument("--mask-size", choices=["original", "512"], default="original")
+    s.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("score", parents=[quiet], help="score a submission against a solution "
+                       "in train.csv layout (e.g. the synthetic test_solution.csv)")
+    s.add_argument("--submission", required=True)
+    s.add_argument("--solution", required=True)
+    s.add_argument("--data", required=True, help="folder with test/ (image sizes)")
+    s.add_argument("--average", choices=["image", "image_class", "class"], default="image")
+    s.add_argument("--attributes", action="store_true", help="ClassIds must match attributes")
+    s.set_defaults(func=_cmd_score)
     return p
 
 

@@ -449,3 +449,47 @@ def bbox_area_batch(batch: RunBatch, heights: np.ndarray) -> tuple[np.ndarray, n
     bbox[has] = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1], axis=1)
     area[has] = np.add.reduceat(batch.lengths, first)
     return bbox, area
+
+
+# --------------------------------------------------------------------------------------------
+# Set operations on runs (0-based, half-open [start, end), sorted and disjoint), without masks.
+# --------------------------------------------------------------------------------------------
+
+def _runs_where(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
+                keep) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels whose coverage level (1 inside ``a``, 2 inside ``b``, 3 inside both) passes
+    ``keep``; returned as merged ``(starts, ends)``."""
+    (a_s, a_e), (b_s, b_e) = a, b
+    pos = np.concatenate((a_s, a_e, b_s, b_e))
+    if pos.size == 0:
+        return _EMPTY, _EMPTY
+    delta = np.concatenate((np.ones(a_s.size, np.int64), -np.ones(a_e.size, np.int64),
+                            np.full(b_s.size, 2, np.int64), np.full(b_e.size, -2, np.int64)))
+    up, inv = np.unique(pos, return_inverse=True)
+    level = np.cumsum(np.bincount(inv, weights=delta, minlength=up.size).astype(np.int64))
+    sel = np.flatnonzero(keep(level[:-1]))
+    starts, ends = up[sel], up[sel + 1]
+    if starts.size > 1:  # merge segments that touch
+        cut = np.flatnonzero(starts[1:] != ends[:-1])
+        starts = starts[np.concatenate(([0], cut + 1))]
+        ends = ends[np.concatenate((cut, [ends.size - 1]))]
+    return starts, ends
+
+
+def runs_difference(a, b):
+    """Runs of ``a`` minus ``b``; both ``(starts, ends)``."""
+    return _runs_where(a, b, lambda lv: lv == 1)
+
+
+def runs_union(a, b):
+    """Runs of ``a`` or ``b``; both ``(starts, ends)``."""
+    return _runs_where(a, b, lambda lv: lv > 0)
+
+
+def coco_to_runs(coco_rle: dict) -> tuple[np.ndarray, np.ndarray]:
+    """COCO RLE (compressed or not) → 0-based ``(starts, ends)``."""
+    raw = coco_rle["counts"]
+    counts = (np.asarray(raw, dtype=np.int64) if isinstance(raw, (list, tuple, np.ndarray))
+              else coco_string_to_counts(raw))
+    starts, lengths = counts_to_runs(counts)
+    return starts, starts + lengths

@@ -123,10 +123,10 @@ def test_coco_ap_equals_pycocotools(seed):
     gt, preds = _random_case(seed)
     ours = coco_eval(gt, preds)
     # pycocotools, straight from its own objects
-    res = [{"image_id": im["id"], "category_id": int(l), "score": float(s),
+    res = [{"image_id": im["id"], "category_id": int(lab), "score": float(s),
             "segmentation": {"size": [im["height"], im["width"]], "counts": m}}
            for im in gt["images"] for p in [preds[im["image_key"]]]
-           for l, s, m in zip(p.labels, p.scores, p.masks)]
+           for lab, s, m in zip(p.labels, p.scores, p.masks)]
     with contextlib.redirect_stdout(io.StringIO()):
         api = COCO()
         api.dataset = gt
