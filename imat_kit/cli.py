@@ -174,6 +174,27 @@ def _cmd_score(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ensemble(a: argparse.Namespace) -> int:
+    from .ensemble import ensemble
+    from .io import atomic_open
+    from .predictions import header, read_predictions
+
+    heads, inputs = [], []
+    for f in a.inputs:
+        h, p = read_predictions(f)
+        heads.append({"file": f, **h})
+        inputs.append(p)
+    fused = ensemble(inputs, method=a.method, iou=a.iou, weights=a.weights, quiet=a.quiet)
+    with atomic_open(a.out, "w") as f:
+        f.write(header(split=heads[0].get("split"), method=a.method, iou=a.iou,
+                       weights=a.weights, inputs=heads) + "\n")
+        for p in fused.values():
+            f.write(p.to_json() + "\n")
+    n = sum(len(p) for p in fused.values())
+    print(f"{len(inputs)} inputs → {len(fused)} images, {n} instances ({a.method}) → {a.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imat-kit", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"imat-kit {__version__}")
@@ -263,6 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--average", choices=["image", "image_class", "class"], default="image")
     s.add_argument("--attributes", action="store_true", help="ClassIds must match attributes")
     s.set_defaults(func=_cmd_score)
+
+    s = sub.add_parser("ensemble", parents=[quiet], help="fuse several prediction files")
+    s.add_argument("--inputs", nargs="+", required=True, help="predictions .jsonl files")
+    s.add_argument("--out", required=True)
+    s.add_argument("--method", choices=["fusion", "nms"], default="fusion")
+    s.add_argument("--iou", type=float, default=0.5, help="mask IoU to group/suppress")
+    s.add_argument("--weights", type=float, nargs="+", default=None,
+                   help="one weight per input (default equal)")
+    s.set_defaults(func=_cmd_ensemble)
     return p
 
 
