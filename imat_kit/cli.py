@@ -195,6 +195,23 @@ def _cmd_ensemble(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from .mmdet_ext.predict import predict
+
+    opts = {}
+    for kv in a.cfg_options or []:
+        k, _, v = kv.partition("=")
+        try:
+            opts[k] = json.loads(v)
+        except json.JSONDecodeError:
+            opts[k] = v
+    r = predict(a.config, a.checkpoint, split=a.split, fold=a.fold, out=a.out,
+                data_root=a.data_root, tta=a.tta, batch_size=a.batch_size, device=a.device,
+                cfg_options=opts, quiet=a.quiet)
+    print(f"{r['images']} images ({r['predicted_now']} predicted now) → {r['out']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imat-kit", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"imat-kit {__version__}")
@@ -293,6 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", type=float, nargs="+", default=None,
                    help="one weight per input (default equal)")
     s.set_defaults(func=_cmd_ensemble)
+
+    s = sub.add_parser("predict", parents=[quiet], help="run a model over a fold's val images "
+                       "or the test set; resumable")
+    s.add_argument("config")
+    s.add_argument("checkpoint")
+    s.add_argument("--split", choices=["val", "test"], required=True)
+    s.add_argument("--fold", type=int, default=0)
+    s.add_argument("--out", required=True, help="predictions .jsonl")
+    s.add_argument("--data-root", default=None, help="prepared data (default: the config's)")
+    s.add_argument("--tta", choices=["flip"], default=None, help="add a mirrored pass, fused")
+    s.add_argument("--batch-size", type=int, default=2)
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
+    s.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="e.g. model.test_cfg.rcnn.score_thr=0.01")
+    s.set_defaults(func=_cmd_predict)
     return p
 
 

@@ -363,3 +363,52 @@ def test_r50_recipe_both_phases_from_cached_coco_weights(tmp_path, env, prepared
     log2 = "".join(f.read_text() for f in all_.glob("*/*.log"))
     assert f"Load checkpoint from {heads}/epoch_1.pth" in log2
     assert json.loads((all_ / "imat_done.json").read_text())["checkpoint"].endswith("epoch_1.pth")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(prepared, tmp_path_factory) -> Path:
+    wd = tmp_path_factory.mktemp("tiny_ckpt")
+    e = {**os.environ, "IMAT_DATA_ROOT": str(prepared) + "/",
+         "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([str(Path(sys.executable).parent / "mim"), "train", "mmdet",
+                        str(TEST_CONFIGS / "tiny_test.py"), "--work-dir", str(wd),
+                        "--cfg-options", "train_cfg.val_interval=100"],
+                       env=e, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return wd / "iter_6.pth"
+
+
+@pytest.mark.slow
+def test_predict_resumes_and_flip_tta(tiny_checkpoint, prepared, tmp_path, env):
+    from imat_kit.predictions import read_predictions
+
+    out = tmp_path / "val.jsonl"
+    base = ["predict", str(TEST_CONFIGS / "tiny_test.py"), str(tiny_checkpoint), "--split",
+            "val", "--fold", "0", "--data-root", str(prepared), "--cfg-options",
+            "model.test_cfg.rcnn.score_thr=0.0", "-q"]
+    r = _kit(*base, "--out", str(out), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    val = json.loads((prepared / "annotations" / "fold0_val.json").read_text())["images"]
+    head, preds = read_predictions(out)
+    assert head["split"] == "val" and head["fold"] == 0
+    assert [p for p in preds] == [im["image_key"] for im in val]
+    p = next(iter(preds.values()))
+    assert len(p) > 0 and (p.labels < 46).all()
+    from pycocotools import mask as mask_util
+    assert mask_util.decode(p.rles()[0]).shape == (p.height, p.width)
+    # resume: keep the header and the first image, tear the next line
+    lines = out.read_text().splitlines(keepends=True)
+    partial = tmp_path / "again.jsonl.partial"
+    partial.write_text(lines[0] + lines[1] + lines[2][:40])
+    r = _kit(*base, "--out", str(tmp_path / "again.jsonl"), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"({len(val) - 1} predicted now)" in r.stdout
+    assert not partial.exists()
+    assert read_predictions(tmp_path / "again.jsonl")[1].keys() == preds.keys()
+    # flip TTA on the test split
+    r = _kit(*base[:3], "--split", "test", "--data-root", str(prepared), "--tta", "flip",
+             "--out", str(tmp_path / "test.jsonl"), "--cfg-options",
+             "model.test_cfg.rcnn.score_thr=0.0", "-q", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    head, test = read_predictions(tmp_path / "test.jsonl")
+    assert head["tta"] == "flip" and len(test) == 6
