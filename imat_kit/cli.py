@@ -212,6 +212,37 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    import glob
+
+    from .evaluate import REFERENCE_TABLE3, evaluate_files
+    from .io import atomic_open
+    from .prepare import find_labels
+
+    files = sorted({f for pat in a.predictions for f in glob.glob(pat)})
+    if not files:
+        raise KitError(f"no predictions file matches {' '.join(a.predictions)}")
+    table, cats = evaluate_files(a.data, files, average=a.average, score_thr=a.score_thr)
+    names = find_labels(Path(a.data)).class_names
+    cats.insert(0, "category", [names[i] for i in cats.index])
+    out = Path(a.out)
+    with atomic_open(out / "evaluation.csv", "w", newline="") as f:
+        table.to_csv(f, index=False, float_format="%.4f")
+    with atomic_open(out / "per_category_ap.csv", "w", newline="") as f:
+        cats.to_csv(f, float_format="%.4f")
+    show = table[["fold", "segm_AP", "segm_AP50", "segm_AP75", "segm_APs", "segm_APm",
+                  "segm_APl", "bbox_AP", "competition", "images"]]
+    print(show.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    m, sd = table.iloc[-2], table.iloc[-1]
+    print(f"\nsegm AP {100 * m.segm_AP:.1f} ± {100 * sd.segm_AP:.1f}, AP50 {100 * m.segm_AP50:.1f},"
+          f" AP75 {100 * m.segm_AP75:.1f}; competition score ({a.average}) "
+          f"{m.competition:.4f} ± {sd.competition:.4f}")
+    print("reference study (Matterport R50, 100 val images):")
+    print(REFERENCE_TABLE3.to_string(index=False))
+    print(f"→ {out / 'evaluation.csv'}, {out / 'per_category_ap.csv'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imat-kit", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"imat-kit {__version__}")
@@ -325,6 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                    help="e.g. model.test_cfg.rcnn.score_thr=0.01")
     s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("evaluate", parents=[quiet], help="fold table: COCO AP and competition "
+                       "score per fold, mean ± std, per-category AP")
+    s.add_argument("--data", required=True, help="the prepared data folder")
+    s.add_argument("--predictions", nargs="+", required=True,
+                   help="validation predictions, one file per fold (glob patterns allowed)")
+    s.add_argument("--out", default=".", help="folder for evaluation.csv, per_category_ap.csv")
+    s.add_argument("--average", choices=["image", "image_class", "class"], default="image")
+    s.add_argument("--score-thr", type=float, default=0.3,
+                   help="score threshold for the competition score (COCO AP uses all)")
+    s.set_defaults(func=_cmd_evaluate)
     return p
 
 

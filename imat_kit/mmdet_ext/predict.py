@@ -50,10 +50,10 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
             cfg_options: dict | None = None, quiet: bool = False) -> dict:
     """Predict every image of the split into ``out`` (resuming ``out.partial`` if present)."""
     import torch
-    from mmengine.config import Config
-    from mmengine.dataset import Compose, pseudo_collate
     from mmdet.apis import init_detector
     from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.dataset import Compose, pseudo_collate
 
     if split not in SPLITS:
         raise KitError(f"split must be one of {', '.join(SPLITS)}", value=split)
@@ -74,7 +74,7 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
     pipelines = {False: Compose(steps)}
     if tta == "flip":
         flip = dict(type="RandomFlip", prob=1.0, direction="horizontal")
-        pipelines[True] = Compose(steps[:-1] + [flip, steps[-1]])
+        pipelines[True] = Compose([*steps[:-1], flip, steps[-1]])
 
     out = Path(out)
     partial = out.with_name(out.name + ".partial")

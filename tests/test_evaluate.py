@@ -1,0 +1,68 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from imat_kit.cli import main
+from imat_kit.predictions import ImagePrediction, header
+from imat_kit.prepare import prepare
+
+
+@pytest.fixture(scope="module")
+def prep(synth_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evalprep")
+    prepare(synth_dir, out, n_folds=2, seed=0, quiet=True)
+    return out
+
+
+def fold_predictions(prep, fold, drop_every=0):
+    gt = json.loads((prep / "annotations" / f"fold{fold}_val.json").read_text())
+    by = {im["id"]: im for im in gt["images"]}
+    anns: dict = {}
+    for i, a in enumerate(gt["annotations"]):
+        if drop_every and i % drop_every == 0:
+            continue
+        anns.setdefault(a["image_id"], []).append(a)
+    preds = {}
+    for iid, im in by.items():
+        a = anns.get(iid, [])
+        preds[im["image_key"]] = ImagePrediction(
+            im["image_key"], im["height"], im["width"],
+            np.array([x["category_id"] for x in a], np.int64), np.full(len(a), 0.9, np.float32),
+            np.array([x["bbox"] for x in a], np.float32).reshape(-1, 4),
+            [x["segmentation"]["counts"] for x in a])
+    return preds
+
+
+def write(path, preds, fold):
+    with open(path, "w") as f:
+        f.write(header(split="val", fold=fold) + "\n")
+        for p in preds.values():
+            f.write(p.to_json() + "\n")
+
+
+def test_evaluate_fold_table(prep, tmp_path, capsys):
+    write(tmp_path / "fold0.jsonl", fold_predictions(prep, 0), 0)
+    write(tmp_path / "fold1.jsonl", fold_predictions(prep, 1, drop_every=3), 1)
+    assert main(["evaluate", "--data", str(prep), "--predictions", str(tmp_path / "fold*.jsonl"),
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "reference study" in out and "22.4" in out
+    t = pd.read_csv(tmp_path / "evaluation.csv")
+    assert t.fold.tolist() == ["0", "1", "mean", "std"]
+    assert t.segm_AP[0] == pytest.approx(1.0) and t.competition[0] == pytest.approx(1.0)
+    assert t.bbox_AP[0] == pytest.approx(1.0)
+    assert 0.3 < t.segm_AP[1] < 1.0 and t.competition[1] < 1.0
+    assert t.segm_AP[2] == pytest.approx((t.segm_AP[0] + t.segm_AP[1]) / 2, abs=1e-4)
+    cats = pd.read_csv(tmp_path / "per_category_ap.csv")
+    assert {"category_id", "category", "fold0", "fold1", "mean"} <= set(cats.columns)
+    assert (cats.fold0.dropna() == 1.0).all()
+
+
+def test_evaluate_refuses_test_predictions(prep, tmp_path, capsys):
+    with open(tmp_path / "t.jsonl", "w") as f:
+        f.write(header(split="test") + "\n")
+    assert main(["evaluate", "--data", str(prep), "--predictions",
+                 str(tmp_path / "t.jsonl")]) == 2
+    assert "needs validation predictions" in capsys.readouterr().err
