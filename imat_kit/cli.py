@@ -243,6 +243,51 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _gt_for(data: Path, head: dict) -> tuple[dict, Path]:
+    """The ground truth (COCO dict) and image folder matching a predictions header."""
+    if head.get("split") == "val" and head.get("fold") is not None:
+        path, images = data / "annotations" / f"fold{head['fold']}_val.json", data / "train"
+    else:
+        path, images = data / "annotations" / "test.json", data / "test"
+    if not path.exists():
+        raise KitError(f"{path} does not exist (run imat-kit prepare)", file=str(path))
+    return json.loads(path.read_text()), images
+
+
+def _cmd_plot(a: argparse.Namespace) -> int:
+    from . import plots
+
+    if a.what == "losses":
+        plots.plot_losses(a.work_dirs, a.out, a.labels)
+    elif a.what == "categories":
+        from .prepare import find_labels
+        from .stats import dataset_stats, plot_category_distribution
+
+        data = Path(a.data)
+        plot_category_distribution(dataset_stats(data / "train.csv",
+                                                 find_labels(data))["categories"], a.out)
+    else:
+        from .metric import coco_eval
+        from .predictions import read_predictions
+        from .prepare import find_labels
+
+        data = Path(a.data)
+        head, preds = read_predictions(a.predictions)
+        gt, image_dir = _gt_for(data, head)
+        if a.what == "pr":
+            plots.plot_pr_curves(coco_eval(gt, preds, "segm"), a.out)
+        elif a.what == "confusion":
+            names = find_labels(data).class_names
+            cm = plots.confusion_matrix(gt, preds, len(names), score_thr=a.score_thr)
+            plots.plot_confusion(cm, names, a.out)
+        else:
+            keys = plots.plot_overlays(gt, preds, image_dir, a.out, image_keys=a.images,
+                                       n=a.n, seed=a.seed, score_thr=a.score_thr)
+            print("images: " + " ".join(keys))
+    print(f"{a.what} → {a.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imat-kit", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"imat-kit {__version__}")
@@ -367,11 +412,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--score-thr", type=float, default=0.3,
                    help="score threshold for the competition score (COCO AP uses all)")
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("plot", parents=[quiet], help="figures (PNG)")
+    s.add_argument("what", choices=["losses", "pr", "confusion", "overlays", "categories"])
+    s.add_argument("--out", required=True, help="PNG file")
+    s.add_argument("--work-dirs", nargs="+", help="losses: mmengine work dirs")
+    s.add_argument("--labels", nargs="+", help="losses: a name per work dir")
+    s.add_argument("--data", help="pr/confusion/overlays/categories: the prepared data")
+    s.add_argument("--predictions", help="pr/confusion/overlays: a predictions .jsonl")
+    s.add_argument("--score-thr", type=float, default=0.3)
+    s.add_argument("--images", nargs="+", help="overlays: these ImageIds")
+    s.add_argument("--n", type=int, default=6, help="overlays: random images")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_plot)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "plot":
+        need = {"losses": ["work_dirs"], "categories": ["data"]}.get(
+            args.what, ["data", "predictions"])
+        lacking = [n for n in need if not getattr(args, n)]
+        if lacking:
+            parser.error(f"plot {args.what} needs --{lacking[0].replace('_', '-')}")
     try:
         return args.func(args)
     except KitError as e:

@@ -18,6 +18,7 @@ predictions but no ground truth scores 0.
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -165,4 +166,11 @@ def coco_eval(gt_coco: dict, preds: dict, iou_type: str = "segm") -> dict:
         p = prec[:, :, k]
         per[int(cid)] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
     out["per_category"] = per
+    # precision at the 101 recall points per IoU threshold, mean over present categories
+    pr = np.where(prec > -1, prec, np.nan)
+    with warnings.catch_warnings():  # a threshold without any category: NaN, no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out["pr_curves"] = np.nanmean(pr, axis=2)  # T × R
+    out["recall_points"] = np.asarray(ev.params.recThrs)
+    out["iou_thresholds"] = np.asarray(ev.params.iouThrs)
     return out

@@ -11,8 +11,12 @@ from imat_kit.prepare import prepare
 
 @pytest.fixture(scope="module")
 def prep(synth_dir, tmp_path_factory):
+    """The synthetic competition files (linked) with a 2-fold preparation beside them."""
     out = tmp_path_factory.mktemp("evalprep")
-    prepare(synth_dir, out, n_folds=2, seed=0, quiet=True)
+    for name in ["train", "test", "train.csv", "sample_submission.csv",
+                 "label_descriptions.json"]:
+        (out / name).symlink_to(synth_dir / name)
+    prepare(out, n_folds=2, seed=0, quiet=True)
     return out
 
 

@@ -1,0 +1,67 @@
+"""Each figure renders from small inputs (and says so on the command line)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imat_kit.cli import main
+from imat_kit.plots import confusion_matrix, read_scalars
+from tests.test_evaluate import fold_predictions, prep, write  # noqa: F401 (fixture)
+
+
+def _png_ok(path):
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("L"))
+    assert im.size[0] > 300 and a.std() > 5  # a real picture, not a blank page
+
+
+@pytest.fixture()
+def val_file(prep, tmp_path):  # noqa: F811
+    preds = fold_predictions(prep, 0, drop_every=4)
+    f = tmp_path / "fold0.jsonl"
+    write(f, preds, 0)
+    return f
+
+
+@pytest.mark.parametrize("what", ["pr", "confusion", "overlays"])
+def test_prediction_plots(what, prep, val_file, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / f"{what}.png"
+    assert main(["plot", what, "--data", str(prep), "--predictions", str(val_file), "--out",
+                 str(out), "--n", "4"]) == 0
+    _png_ok(out)
+    assert f"{what} → {out}" in capsys.readouterr().out
+
+
+def test_categories_plot(prep, tmp_path):  # noqa: F811
+    assert main(["plot", "categories", "--data", str(prep), "--out", str(tmp_path / "c.png")]) == 0
+    _png_ok(tmp_path / "c.png")
+
+
+def test_confusion_counts(prep):  # noqa: F811
+    gt = json.loads((prep / "annotations" / "fold0_val.json").read_text())
+    preds = fold_predictions(prep, 0)
+    cm = confusion_matrix(gt, preds)
+    n = len(gt["annotations"])
+    assert np.trace(cm[:46, :46]) == n and cm[46].sum() == 0 and cm[:, 46].sum() == 0
+    cm = confusion_matrix(gt, fold_predictions(prep, 0, drop_every=2))
+    assert cm[:46, 46].sum() == (n + 1) // 2  # every dropped truth → background
+
+
+def test_loss_curves(tmp_path, capsys):
+    for run, (lo, hi) in {"20260101_000000": (1, 6), "20260101_010000": (6, 11)}.items():
+        d = tmp_path / "wd" / run / "vis_data"
+        d.mkdir(parents=True)
+        lines = [{"iter": i, "loss": 3 / i, "lr": 0.01, "step": i} for i in range(lo, hi)]
+        lines.append({"coco/segm_mAP": 0.1 * hi, "val_loss": 2 / hi, "step": 1})
+        (d / "scalars.json").write_text("\n".join(json.dumps(x) for x in lines))
+    train, val = read_scalars(tmp_path / "wd")
+    assert [t["x"] for t in train] == list(range(1, 11))
+    assert [v["x"] for v in val] == [5, 10]
+    out = tmp_path / "loss.png"
+    assert main(["plot", "losses", "--work-dirs", str(tmp_path / "wd"), "--out", str(out)]) == 0
+    _png_ok(out)
+    with pytest.raises(SystemExit):
+        main(["plot", "pr", "--out", str(out)])
+    assert "needs --data" in capsys.readouterr().err
