@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from _common import REPO, machine, run_measured
 from pycocotools import mask as mask_util
+from rle import notebook_decode  # benchmarks/rle.py
 
 from imat_kit.coco import _chunk_runs
-from rle import notebook_decode  # benchmarks/rle.py
 
 
 def notebook_path(rows: pd.DataFrame) -> list[dict]:

@@ -43,7 +43,8 @@ def run(config: str, iters: int, batch: int, extra: list[str]) -> tuple[float, i
         opts = [f"train_dataloader.batch_size={batch}", "train_dataloader.num_workers=2",
                 "train_dataloader.persistent_workers=False", "default_hooks.logger.interval=1",
                 "log_processor.window_size=1", "load_from=None",
-                "default_hooks.checkpoint.interval=100000", "default_hooks.checkpoint.save_best=None",
+                "default_hooks.checkpoint.interval=100000",
+                "default_hooks.checkpoint.save_best=None",
                 *extra]
         env = {**os.environ, "IMAT_DATA_ROOT": str(DATA) + "/"}
         subprocess.run([mim, "train", "mmdet", str(REPO / "configs" / config), "--work-dir", wd,

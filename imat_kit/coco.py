@@ -20,7 +20,6 @@ read); a CSV size that disagrees with the image is handled by an explicit policy
 from __future__ import annotations
 
 import json
-import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +33,7 @@ from pycocotools import mask as mask_util
 
 from . import rle as rle_mod
 from .errors import KitError
-from .io import atomic_open, progress
+from .io import atomic_open, default_workers, progress
 from .labels import Labels, load_labels, parse_attributes_ids, parse_class_id
 
 COLUMNS_2019 = ("ImageId", "EncodedPixels", "Height", "Width", "ClassId")
@@ -187,7 +186,7 @@ def csv_to_coco(csv_path: str | Path, *, labels: Labels | None = None,
     conv = _Converter(file, labels, year, image_dir, size_mismatch, skip_bad_rows)
     reader = pd.read_csv(csv_path, usecols=list(COLUMNS_2020 if year == 2020 else COLUMNS_2019),
                          dtype=str, keep_default_na=False, chunksize=chunksize)
-    workers = _default_workers() if workers is None else workers
+    workers = default_workers() if workers is None else workers
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     bar = progress(reader, desc="convert train.csv", quiet=quiet, unit="chunk")
     pending: deque = deque()
@@ -210,10 +209,6 @@ def csv_to_coco(csv_path: str | Path, *, labels: Labels | None = None,
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return conv.result()
-
-
-def _default_workers() -> int:
-    return min(2, os.cpu_count() or 1)
 
 
 def _chunk_runs(texts: list[str], h: np.ndarray, w: np.ndarray) -> tuple:

@@ -22,7 +22,7 @@ import pandas as pd
 from . import __version__
 from . import rle as rle_mod
 from .errors import KitError
-from .io import atomic_open, progress
+from .io import atomic_open, parallel_map
 from .labels import Labels, format_class_id, parse_class_id
 from .predictions import ImagePrediction
 
@@ -105,21 +105,26 @@ def _code_version() -> str:
     return __version__
 
 
+def _rows_many(preds: list, kw: dict) -> list[list[tuple[str, str]]]:
+    return [image_rows(p, kw["cfg"]) if p is not None else [] for p in preds]
+
+
 def write_submission(preds: dict[str, ImagePrediction], image_ids: list[str],
                      out: str | Path, cfg: SubmitConfig, *, manifest: dict | None = None,
-                     quiet: bool = False) -> dict:
-    """Write the CSV (atomically) and ``<out>.json`` beside it; returns the manifest."""
+                     workers: int | None = None, quiet: bool = False) -> dict:
+    """Write the CSV (atomically) and ``<out>.json`` beside it; returns the manifest. The rows
+    of the images are computed in ``workers`` processes (default: up to 2)."""
     out = Path(out)
     n_rows = n_empty = 0
     missing = 0
+    all_rows = parallel_map(_rows_many, [preds.get(key) for key in image_ids], {"cfg": cfg},
+                            workers=workers, desc="submission rows", quiet=quiet)
     with atomic_open(out, "w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(HEADER)
-        for key in progress(image_ids, desc="write submission", quiet=quiet, unit="img"):
-            p = preds.get(key)
-            if p is None:
+        for key, rows in zip(image_ids, all_rows):
+            if preds.get(key) is None:
                 missing += 1
-            rows = image_rows(p, cfg) if p is not None else []
             if not rows:
                 wr.writerow([key, "", EMPTY_CLASS])
                 n_empty += 1
