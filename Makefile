@@ -49,3 +49,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/rle.py
 	$(BIN)/python benchmarks/convert.py
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/ensemble_submit.py

@@ -3,7 +3,7 @@
 3,200 test images of realistic sizes, 5 prediction files (one per fold model), up to 100
 instances per image (10–100, the folds agreeing on most instances with masks shifted by a few
 pixels and scores jittered, plus their own false positives). Timed: reading the 5 files, fusing
-them (``imat_kit.ensemble``, fusion), writing and validating the submission. Target on 2 cores:
+them (``imat_kit.ensemble``, fusion) and writing the submission. Target on 2 cores:
 < 120 s. Baseline in the same run, on a subset of images: the naive path that decodes every
 instance to a full H×W mask, fuses by averaging full masks, removes overlaps on full masks and
 encodes with the notebook kernel.

@@ -207,7 +207,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             opts[k] = v
     r = predict(a.config, a.checkpoint, split=a.split, fold=a.fold, out=a.out,
                 data_root=a.data_root, tta=a.tta, batch_size=a.batch_size, device=a.device,
-                cfg_options=opts, quiet=a.quiet)
+                soft_size=a.soft_size, cfg_options=opts, quiet=a.quiet)
     print(f"{r['images']} images ({r['predicted_now']} predicted now) → {r['out']}")
     return 0
 
@@ -398,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tta", choices=["flip"], default=None, help="add a mirrored pass, fused")
     s.add_argument("--batch-size", type=int, default=2)
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
+    s.add_argument("--soft-size", type=int, default=0,
+                   help="also keep each mask's probabilities inside its box at SxS (e.g. 28), "
+                   "for soft ensembling")
     s.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                    help="e.g. model.test_cfg.rcnn.score_thr=0.01")
     s.set_defaults(func=_cmd_predict)

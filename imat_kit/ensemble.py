@@ -23,8 +23,10 @@ from .predictions import ImagePrediction, empty_prediction
 METHODS = ("fusion", "nms")
 
 
-def _pool(preds: list[ImagePrediction | None], weights: np.ndarray) -> tuple:
-    labels, scores, masks, model = [], [], [], []
+def _pool(preds: list[ImagePrediction | None]) -> tuple | None:
+    """All models' instances of one image, concatenated, with the model index of each; soft
+    masks only when every model that predicted anything has them."""
+    labels, scores, masks, model, boxes, soft = [], [], [], [], [], []
     for m, p in enumerate(preds):
         if p is None or not len(p):
             continue
@@ -32,10 +34,14 @@ def _pool(preds: list[ImagePrediction | None], weights: np.ndarray) -> tuple:
         scores.append(p.scores)
         masks += p.masks
         model.append(np.full(len(p), m))
+        boxes.append(p.bboxes)
+        soft.append(p.soft)
     if not labels:
         return None
+    all_soft = (np.concatenate(soft) if all(x is not None for x in soft)
+                and len({x.shape[1:] for x in soft}) == 1 else None)
     return (np.concatenate(labels), np.concatenate(scores).astype(np.float64), masks,
-            np.concatenate(model))
+            np.concatenate(model), np.concatenate(boxes), all_soft)
 
 
 def fuse_image(preds: list[ImagePrediction | None], *, method: str = "fusion",
@@ -46,12 +52,12 @@ def fuse_image(preds: list[ImagePrediction | None], *, method: str = "fusion",
     ref = next((p for p in preds if p is not None), None)
     if ref is None:
         raise KitError("no model has a prediction for this image")
-    pooled = _pool(preds, w)
+    pooled = _pool(preds)
     if pooled is None:
         return empty_prediction(ref.image_key, ref.height, ref.width)
-    labels, scores, masks, model = pooled
+    labels, scores, masks, model, boxes, soft = pooled
     h, width = ref.height, ref.width
-    out_l, out_s, out_m = [], [], []
+    out_l, out_s, out_m, out_soft = [], [], [], []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         idx = idx[np.argsort(-scores[idx], kind="stable")]
@@ -68,6 +74,7 @@ def fuse_image(preds: list[ImagePrediction | None], *, method: str = "fusion",
                 out_l.append(int(c))
                 out_s.append(scores[idx[a]])
                 out_m.append(masks[idx[a]])
+                out_soft.append(soft[idx[a]] if soft is not None else None)
                 continue
             members = [a]
             for m in range(k):
@@ -80,22 +87,63 @@ def fuse_image(preds: list[ImagePrediction | None], *, method: str = "fusion",
                     free[b] = False
             mw = w[model[idx[members]]] * scores[idx[members]]
             fused_score = float(mw.sum() / w.sum())
+            fused_soft = None
             if len(members) == 1:
                 counts = masks[idx[a]]
+                fused_soft = soft[idx[a]] if soft is not None else None
+            elif soft is not None:
+                counts, fused_soft = _soft_vote([boxes[idx[i]] for i in members],
+                                                [soft[idx[i]] for i in members], mw, h, width)
             else:
                 counts = _vote([masks[idx[i]] for i in members], mw, h * width)
-                if counts is None:
-                    continue
+            if counts is None:
+                continue
             out_l.append(int(c))
             out_s.append(fused_score)
             out_m.append(counts)
+            out_soft.append(fused_soft)
     order = np.argsort(-np.asarray(out_s), kind="stable")
     out_m = [out_m[i] for i in order]
     rles = [{"size": [h, width], "counts": m} for m in out_m]
-    boxes = (np.asarray(mask_util.toBbox(rles), np.float32).reshape(-1, 4) if rles
-             else np.zeros((0, 4), np.float32))
+    fused_boxes = (np.asarray(mask_util.toBbox(rles), np.float32).reshape(-1, 4) if rles
+                   else np.zeros((0, 4), np.float32))
+    soft_out = None
+    if soft is not None:
+        soft_out = np.stack([out_soft[i] for i in order]) if out_m else soft[:0]
     return ImagePrediction(ref.image_key, h, width, np.asarray(out_l, np.int64)[order],
-                           np.asarray(out_s, np.float32)[order], boxes, out_m)
+                           np.asarray(out_s, np.float32)[order], fused_boxes, out_m, soft_out)
+
+
+def _soft_vote(boxes: list[np.ndarray], softs: list[np.ndarray], weights: np.ndarray,
+               h: int, w: int) -> tuple[str | None, np.ndarray | None]:
+    """Weighted mean of the members' probabilities (each pasted into its box) over the union
+    of their boxes, kept where it reaches 0.5; also that mean resampled into the fused box."""
+    import cv2
+
+    def ibox(b):
+        x0, y0 = int(np.clip(np.floor(b[0]), 0, w - 1)), int(np.clip(np.floor(b[1]), 0, h - 1))
+        return (x0, y0, int(np.clip(np.ceil(b[0] + b[2]), x0 + 1, w)),
+                int(np.clip(np.ceil(b[1] + b[3]), y0 + 1, h)))
+
+    ib = [ibox(b) for b in boxes]
+    ux0, uy0 = min(b[0] for b in ib), min(b[1] for b in ib)
+    ux1, uy1 = max(b[2] for b in ib), max(b[3] for b in ib)
+    acc = np.zeros((uy1 - uy0, ux1 - ux0), np.float32)
+    for (x0, y0, x1, y1), s, wt in zip(ib, softs, weights):
+        acc[y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0] += wt * cv2.resize(
+            s.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    acc /= weights.sum() * 255.0
+    keep = acc >= 0.5
+    if not keep.any():
+        return None, None
+    full = np.zeros((h, w), np.uint8, order="F")
+    full[uy0:uy1, ux0:ux1] = keep
+    rle = mask_util.encode(full)
+    fx, fy, fw, fh = mask_util.toBbox(rle)
+    crop = acc[int(fy) - uy0:int(fy + fh) - uy0, int(fx) - ux0:int(fx + fw) - ux0]
+    size = softs[0].shape[0]
+    soft = cv2.resize(crop * 255, (size, size), interpolation=cv2.INTER_LINEAR)
+    return rle["counts"].decode("ascii"), np.clip(soft, 0, 255).astype(np.uint8)
 
 
 def _vote(counts_texts: list[str], weights: np.ndarray, npix: int) -> str | None:

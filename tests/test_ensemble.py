@@ -119,3 +119,30 @@ def test_cli_ensemble(synth_dir, tmp_path, capsys):
         ["f0.pth", "f1.pth", "f2.pth"]
     assert set(fused) == set(truth)
     assert sizes_of(synth_dir)  # the helpers stay importable
+
+
+def test_soft_fusion_averages_probabilities():
+    h = w = 20
+    a = np.zeros((h, w), bool)
+    a[4:14, 4:14] = True
+    b = np.zeros((h, w), bool)
+    b[5:15, 5:15] = True
+
+    def soft_pred(m, score, prob):
+        c, box = _encode(m)
+        return ImagePrediction("x.jpg", h, w, np.array([6]), np.array([score], np.float32),
+                               np.array([box], np.float32), [c],
+                               np.full((1, 8, 8), prob, np.uint8))
+
+    # both sure: the fused mask is where the weighted mean of the probabilities is >= 0.5
+    f = fuse_image([soft_pred(a, 0.9, 255), soft_pred(b, 0.9, 255)])
+    m = mask_util.decode(f.rles()[0]).astype(bool)
+    np.testing.assert_array_equal(m, a | b)  # each box alone carries half the weight
+    assert f.soft is not None and f.soft.shape == (1, 8, 8)
+    # a weak member cannot carry the pixels only it covers
+    f = fuse_image([soft_pred(a, 0.9, 255), soft_pred(b, 0.9, 100)])
+    m = mask_util.decode(f.rles()[0]).astype(bool)
+    np.testing.assert_array_equal(m, a)
+    # soft masks survive the file format
+    g = ImagePrediction.from_json(f.to_json(), 8)
+    np.testing.assert_array_equal(g.soft, f.soft)

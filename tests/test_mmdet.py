@@ -407,8 +407,10 @@ def test_predict_resumes_and_flip_tta(tiny_checkpoint, prepared, tmp_path, env):
     assert read_predictions(tmp_path / "again.jsonl")[1].keys() == preds.keys()
     # flip TTA on the test split
     r = _kit(*base[:3], "--split", "test", "--data-root", str(prepared), "--tta", "flip",
-             "--out", str(tmp_path / "test.jsonl"), "--cfg-options",
+             "--soft-size", "14", "--out", str(tmp_path / "test.jsonl"), "--cfg-options",
              "model.test_cfg.rcnn.score_thr=0.0", "-q", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     head, test = read_predictions(tmp_path / "test.jsonl")
-    assert head["tta"] == "flip" and len(test) == 6
+    assert head["tta"] == "flip" and head["soft_size"] == 14 and len(test) == 6
+    p = next(p for p in test.values() if len(p))
+    assert p.soft.shape == (len(p), 14, 14) and p.soft.max() > 128

@@ -26,27 +26,48 @@ def _images(data_root: Path, split: str, fold: int) -> tuple[list[dict], Path]:
     return images, data_root / ("train" if split == "val" else "test")
 
 
-def _to_prediction(sample, key: str, flip: bool = False) -> ImagePrediction:
+def _to_prediction(sample, key: str, flip: bool = False,
+                   soft_size: int = 0) -> ImagePrediction:
+    """One mmdet result as an :class:`ImagePrediction`. With ``soft_size`` the model was run
+    with ``mask_thr_binary=-1`` (masks are probabilities 0–255): masks are binarised at 0.5 and
+    each instance's probabilities inside its box are kept at soft_size × soft_size."""
     inst = sample.pred_instances
     h, w = (int(v) for v in sample.ori_shape[:2])
-    masks = inst.masks.cpu().numpy().astype(np.uint8) if len(inst) else np.zeros((0, h, w),
-                                                                                 np.uint8)
+    masks = inst.masks.cpu().numpy() if len(inst) else np.zeros((0, h, w), np.uint8)
     boxes = inst.bboxes.cpu().numpy().astype(np.float32) if len(inst) else np.zeros((0, 4))
     if flip:  # the image went in mirrored: mirror the outputs back
         masks = masks[:, :, ::-1]
         boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1) \
             if len(boxes) else boxes
-    rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
+    binary = (masks >= 128) if soft_size else masks.astype(bool)
+    rles = mask_util.encode(np.asfortranarray(binary.transpose(1, 2, 0).astype(np.uint8))) \
+        if len(masks) else []
     xywh = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
     xywh[:, 2:] -= xywh[:, :2]
+    soft = None
+    if soft_size:
+        soft = np.stack([crop_soft(m, b, soft_size) for m, b in zip(masks, xywh)]) \
+            if len(masks) else np.zeros((0, soft_size, soft_size), np.uint8)
     return ImagePrediction(key, h, w, inst.labels.cpu().numpy().astype(np.int64),
                            inst.scores.cpu().numpy().astype(np.float32), xywh,
-                           [r["counts"].decode("ascii") for r in rles])
+                           [r["counts"].decode("ascii") for r in rles], soft)
+
+
+def crop_soft(prob: np.ndarray, xywh: np.ndarray, size: int) -> np.ndarray:
+    """Probabilities (H×W uint8) inside the box, resampled to size×size (uint8)."""
+    import cv2
+
+    h, w = prob.shape
+    x0, y0 = int(np.clip(np.floor(xywh[0]), 0, w - 1)), int(np.clip(np.floor(xywh[1]), 0, h - 1))
+    x1 = int(np.clip(np.ceil(xywh[0] + xywh[2]), x0 + 1, w))
+    y1 = int(np.clip(np.ceil(xywh[1] + xywh[3]), y0 + 1, h))
+    return cv2.resize(np.ascontiguousarray(prob[y0:y1, x0:x1]), (size, size),
+                      interpolation=cv2.INTER_LINEAR)
 
 
 def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int = 0,
             out: str | Path, data_root: str | None = None, tta: str | None = None,
-            batch_size: int = 2, device: str | None = None,
+            batch_size: int = 2, device: str | None = None, soft_size: int = 0,
             cfg_options: dict | None = None, quiet: bool = False) -> dict:
     """Predict every image of the split into ``out`` (resuming ``out.partial`` if present)."""
     import torch
@@ -66,6 +87,9 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
     cfg = Config.fromfile(str(config))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    if soft_size:  # probabilities instead of binary masks from the mask head
+        test_cfg = cfg.model.test_cfg
+        (test_cfg.rcnn if "rcnn" in test_cfg else test_cfg).mask_thr_binary = -1.0
     root = Path(cfg.train_dataloader.dataset.data_root)
     images, img_dir = _images(root, split, fold)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -88,7 +112,7 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
         partial.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(header(split=split, fold=fold if split == "val" else None,
                                   config=str(config), checkpoint=str(checkpoint), tta=tta,
-                                  soft_size=None) + "\n")
+                                  soft_size=soft_size or None) + "\n")
     todo = [im for im in images if im["image_key"] not in done]
     bar = progress(range(0, len(todo), batch_size), desc=f"predict {split}", quiet=quiet,
                    unit="batch")
@@ -100,7 +124,7 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
                 items = [pipe(dict(img_path=str(img_dir / im["file_name"]), img_id=im["id"]))
                          for im in batch]
                 samples = model.test_step(pseudo_collate(items))
-                passes[flipped] = [_to_prediction(s, im["image_key"], flipped)
+                passes[flipped] = [_to_prediction(s, im["image_key"], flipped, soft_size)
                                    for s, im in zip(samples, batch)]
             for i in range(len(batch)):
                 p = passes[False][i]
