@@ -38,12 +38,11 @@ lint: $(VENV)/.installed
 
 DEMO_DIR ?= outputs/demo
 demo: $(VENV)/.installed
-	$(BIN)/imat-kit synth --out $(DEMO_DIR)/data --images 300 --seed 0
-	$(BIN)/imat-kit prepare --data $(DEMO_DIR)/data --folds 5 --split stratified --seed 0
-	$(BIN)/imat-kit stats --data $(DEMO_DIR)/data --plot $(DEMO_DIR)/category_distribution.png
+	$(BIN)/imat-kit demo --out $(DEMO_DIR) --images 300 --folds 0,1 --iters 500 --seed 0 \
+		--submission submissions/demo.csv
 
 clean-demo:
-	rm -rf $(DEMO_DIR)
+	rm -rf $(DEMO_DIR) submissions/demo.csv submissions/demo.json
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/rle.py

@@ -62,6 +62,7 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
                     max_keep_ckpts=2, save_best='coco/segm_mAP', rule='greater'))
+custom_hooks = [dict(type='ValLossHook')]
 log_processor = dict(by_epoch=False, window_size=20)
 load_from = None
 randomness = dict(seed=0)

@@ -288,6 +288,14 @@ def _cmd_plot(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(a.out, images=a.images, folds=tuple(a.folds), iters=a.iters, seed=a.seed,
+             submission=a.submission, quiet=a.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imat-kit", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"imat-kit {__version__}")
@@ -428,6 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=6, help="overlays: random images")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_cmd_plot)
+
+    s = sub.add_parser("demo", parents=[quiet], help="the whole pipeline on synthetic data "
+                       "(resumable)")
+    s.add_argument("--out", default="outputs/demo")
+    s.add_argument("--images", type=int, default=300)
+    s.add_argument("--folds", type=_parse_folds, default=[0, 1], help="folds to train")
+    s.add_argument("--iters", type=int, default=500, help="training iterations per fold")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--submission", default="submissions/demo.csv")
+    s.set_defaults(func=_cmd_demo)
     return p
 
 

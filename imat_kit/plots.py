@@ -77,9 +77,10 @@ def plot_losses(work_dirs: list[str | Path], out: str | Path,
 
 def plot_pr_curves(ev: dict, out: str | Path, title: str = "") -> None:
     """Precision-recall per IoU threshold (mean over categories), from :func:`metric.coco_eval`."""
-    if "pr_curves" not in ev:
-        raise KitError("no precision-recall data: nothing was predicted")
     fig, ax = plt.subplots(figsize=(7, 5))
+    if "pr_curves" not in ev:  # nothing predicted: say so on an empty chart
+        ax.text(0.5, 0.5, "nothing was predicted", ha="center", va="center")
+        ev = {**ev, "pr_curves": [], "iou_thresholds": [], "recall_points": []}
     cmap = plt.get_cmap("viridis")
     for t, (thr, prec) in enumerate(zip(ev["iou_thresholds"], ev["pr_curves"])):
         ap = np.nanmean(prec)

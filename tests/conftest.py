@@ -35,3 +35,16 @@ def synth_copy(synth_dir, tmp_path) -> Path:
     dst = tmp_path / "data"
     shutil.copytree(synth_dir, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def prepared(synth_dir, tmp_path_factory) -> Path:
+    """The synthetic competition files (linked) with a 3-fold `imat-kit prepare` beside them."""
+    from imat_kit.prepare import prepare
+
+    out = tmp_path_factory.mktemp("prepared")
+    for name in ["train", "test", "train.csv", "sample_submission.csv",
+                 "label_descriptions.json"]:
+        (out / name).symlink_to(synth_dir / name)
+    prepare(out, n_folds=3, seed=0, quiet=True)
+    return out

@@ -6,18 +6,11 @@ import pytest
 
 from imat_kit.cli import main
 from imat_kit.predictions import ImagePrediction, header
-from imat_kit.prepare import prepare
 
 
-@pytest.fixture(scope="module")
-def prep(synth_dir, tmp_path_factory):
-    """The synthetic competition files (linked) with a 2-fold preparation beside them."""
-    out = tmp_path_factory.mktemp("evalprep")
-    for name in ["train", "test", "train.csv", "sample_submission.csv",
-                 "label_descriptions.json"]:
-        (out / name).symlink_to(synth_dir / name)
-    prepare(out, n_folds=2, seed=0, quiet=True)
-    return out
+@pytest.fixture()
+def prep(prepared):
+    return prepared
 
 
 def fold_predictions(prep, fold, drop_every=0):

@@ -15,21 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from imat_kit.prepare import prepare
-
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.py"))
 TEST_CONFIGS = REPO / "tests" / "configs"
-
-
-@pytest.fixture(scope="module")
-def prepared(synth_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("prepared")
-    for name in ["train", "test", "train.csv", "sample_submission.csv",
-                 "label_descriptions.json"]:
-        (out / name).symlink_to(synth_dir / name)
-    prepare(out, n_folds=3, seed=0, quiet=True)
-    return out
 
 
 @pytest.fixture()
@@ -405,6 +393,8 @@ def test_predict_resumes_and_flip_tta(tiny_checkpoint, prepared, tmp_path, env):
     assert f"({len(val) - 1} predicted now)" in r.stdout
     assert not partial.exists()
     assert read_predictions(tmp_path / "again.jsonl")[1].keys() == preds.keys()
+    r = _kit(*base, "--out", str(tmp_path / "again.jsonl"), env=env)  # all there already
+    assert r.returncode == 0 and "(0 predicted now)" in r.stdout
     # flip TTA on the test split
     r = _kit(*base[:3], "--split", "test", "--data-root", str(prepared), "--tta", "flip",
              "--soft-size", "14", "--out", str(tmp_path / "test.jsonl"), "--cfg-options",

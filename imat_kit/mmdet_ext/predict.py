@@ -69,7 +69,8 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
             out: str | Path, data_root: str | None = None, tta: str | None = None,
             batch_size: int = 2, device: str | None = None, soft_size: int = 0,
             cfg_options: dict | None = None, quiet: bool = False) -> dict:
-    """Predict every image of the split into ``out`` (resuming ``out.partial`` if present)."""
+    """Predict every image of the split into ``out``: images already in ``out`` or in
+    ``out.partial`` (an interrupted run) are not predicted again."""
     import torch
     from mmdet.apis import init_detector
     from mmdet.utils import register_all_modules
@@ -92,16 +93,10 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
         (test_cfg.rcnn if "rcnn" in test_cfg else test_cfg).mask_thr_binary = -1.0
     root = Path(cfg.train_dataloader.dataset.data_root)
     images, img_dir = _images(root, split, fold)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = init_detector(cfg, str(checkpoint), device=device)
-    steps = [t for t in cfg.test_dataloader.dataset.pipeline if t["type"] != "LoadAnnotations"]
-    pipelines = {False: Compose(steps)}
-    if tta == "flip":
-        flip = dict(type="RandomFlip", prob=1.0, direction="horizontal")
-        pipelines[True] = Compose([*steps[:-1], flip, steps[-1]])
-
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
+    if out.exists() and not partial.exists():
+        os.replace(out, partial)  # a finished file: predict only what it lacks
     done: set[str] = set()
     if partial.exists():
         done = {p.image_key for p in iter_predictions(partial)}
@@ -114,6 +109,16 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
                                   config=str(config), checkpoint=str(checkpoint), tta=tta,
                                   soft_size=soft_size or None) + "\n")
     todo = [im for im in images if im["image_key"] not in done]
+    if not todo:
+        os.replace(partial, out)
+        return {"images": len(images), "predicted_now": 0, "out": str(out)}
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = init_detector(cfg, str(checkpoint), device=device)
+    steps = [t for t in cfg.test_dataloader.dataset.pipeline if t["type"] != "LoadAnnotations"]
+    pipelines = {False: Compose(steps)}
+    if tta == "flip":
+        flip = dict(type="RandomFlip", prob=1.0, direction="horizontal")
+        pipelines[True] = Compose([*steps[:-1], flip, steps[-1]])
     bar = progress(range(0, len(todo), batch_size), desc=f"predict {split}", quiet=quiet,
                    unit="batch")
     with open(partial, "a", encoding="utf-8") as f, torch.no_grad():

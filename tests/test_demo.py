@@ -1,0 +1,40 @@
+"""The demo pipeline end to end in a reduced form (few images, a few iterations), so CI covers
+the path `make demo` takes; and its resumption."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from imat_kit.demo import run_demo
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_and_resume(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out, sub = tmp_path / "demo", tmp_path / "submissions" / "demo.csv"
+    s = run_demo(out, images=24, folds=(0, 1), iters=4, seed=0, submission=sub,
+                 config=REPO / "tests" / "configs" / "tiny_test.py", quiet=True)
+    for key in ("evaluation", "submission", "manifest"):
+        assert os.path.exists(s[key]), key
+    figs = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert figs == ["category_distribution.png", "confusion_matrix.png", "loss_curves.png",
+                    "overlays.png", "pr_curves.png"]
+    table = pd.read_csv(out / "eval" / "evaluation.csv")
+    assert table.fold.tolist() == ["0", "1", "mean", "std"]
+    man = json.loads(sub.with_suffix(".json").read_text())
+    assert len(man["fold_scores"]) == 4 and len(man["source"]["inputs"]) == 2
+    csv = pd.read_csv(sub, dtype=str, keep_default_na=False)
+    sample = pd.read_csv(out / "data" / "sample_submission.csv")
+    assert list(dict.fromkeys(csv.ImageId)) == sample.ImageId.tolist()
+    assert 0 <= s["test_competition_ensemble"] <= 1
+    # a second run reuses every finished step: no training, no prediction
+    mtimes = {p: p.stat().st_mtime for p in (out / "predictions").glob("fold*.jsonl")}
+    s2 = run_demo(out, images=24, folds=(0, 1), iters=4, seed=0, submission=sub,
+                  config=REPO / "tests" / "configs" / "tiny_test.py", quiet=True)
+    assert {p: p.stat().st_mtime for p in mtimes} == mtimes
+    assert s2["seconds"]["train"] < 30 and s2["seconds"]["predict"] < 1
+    assert s2["test_competition_ensemble"] == s["test_competition_ensemble"]
