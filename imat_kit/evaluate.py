@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import KitError
-from .metric import Instance, class_key, coco_eval, competition_score
+from .metric import COCO_STATS, Instance, class_key, coco_eval, competition_score
 from .predictions import read_predictions
 
 #: The reference study (Matterport Mask R-CNN R50, COCO weights; AP on 100 validation images)
@@ -45,7 +45,7 @@ def evaluate_fold(gt_coco: dict, preds: dict, *, average: str = "image",
     bbox = coco_eval(gt_coco, preds, "bbox")
     comp = competition_score(truth_instances(gt_coco), pred_instances(preds, False, score_thr),
                              average=average)
-    row = {f"segm_{k}": v for k, v in segm.items() if k != "per_category"}
+    row = {f"segm_{k}": segm[k] for k in COCO_STATS}
     row.update({"bbox_AP": bbox["AP"], "competition": comp["score"],
                 "images": len(gt_coco["images"])})
     return {"row": row, "per_category": segm["per_category"]}

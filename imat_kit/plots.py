@@ -90,7 +90,8 @@ def plot_pr_curves(ev: dict, out: str | Path, title: str = "") -> None:
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7)
+    if len(ev["pr_curves"]):
+        ax.legend(fontsize=7)
     ax.set_title(title or f"Precision-recall (segm AP {ev['AP']:.3f})")
     fig.tight_layout()
     _save(fig, out)

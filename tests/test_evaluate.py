@@ -48,6 +48,8 @@ def test_evaluate_fold_table(prep, tmp_path, capsys):
     assert "reference study" in out and "22.4" in out
     t = pd.read_csv(tmp_path / "evaluation.csv")
     assert t.fold.tolist() == ["0", "1", "mean", "std"]
+    assert list(t.columns) == ["fold", "file", "segm_AP", "segm_AP50", "segm_AP75", "segm_APs",
+                               "segm_APm", "segm_APl", "bbox_AP", "competition", "images"]
     assert t.segm_AP[0] == pytest.approx(1.0) and t.competition[0] == pytest.approx(1.0)
     assert t.bbox_AP[0] == pytest.approx(1.0)
     assert 0.3 < t.segm_AP[1] < 1.0 and t.competition[1] < 1.0
