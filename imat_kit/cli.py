@@ -129,8 +129,15 @@ def _cmd_submit(a: argparse.Namespace) -> int:
                        min_area=a.min_area, mask_size=a.mask_size, attributes=a.attributes)
     head, preds = read_predictions(a.predictions)
     ids = sample_image_ids(a.data)
-    man = write_submission(preds, ids, a.out, cfg, quiet=a.quiet,
-                           manifest={"predictions": str(a.predictions), "source": head})
+    extra = {"predictions": str(a.predictions), "source": head}
+    if a.evaluation:  # the fold table of `imat-kit evaluate`, recorded with the submission
+        import pandas as pd
+
+        try:
+            extra["fold_scores"] = pd.read_csv(a.evaluation).to_dict(orient="records")
+        except (OSError, pd.errors.ParserError) as e:
+            raise KitError(f"cannot read the evaluation table: {e}", file=a.evaluation) from None
+    man = write_submission(preds, ids, a.out, cfg, quiet=a.quiet, manifest=extra)
     print(f"{man['rows']} rows for {man['images']} images ({man['images_without_prediction']} "
           f"without a mask) → {a.out}, manifest {Path(a.out).with_suffix('.json')}")
     problems = validate_submission(a.out, ids, _test_sizes(Path(a.data), a.quiet),
@@ -369,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mask-size", choices=["original", "512"], default="original")
     s.add_argument("--attributes", action="store_true",
                    help="write ClassId with attributes when predictions carry them")
+    s.add_argument("--evaluation", default=None,
+                   help="evaluation.csv of `imat-kit evaluate`: fold scores for the manifest")
     s.set_defaults(func=_cmd_submit)
 
     s = sub.add_parser("validate", parents=[quiet], help="check a submission CSV")

@@ -154,12 +154,16 @@ def test_cli_submit_validate_score(synth_dir, tmp_path, capsys):
             f.write(p.to_json() + "\n")
     assert read_predictions(pf)[1].keys() == preds.keys()
     out = tmp_path / "submissions" / "demo.csv"
+    ev = tmp_path / "evaluation.csv"
+    ev.write_text("fold,segm_AP\n0,0.5\n1,0.7\nmean,0.6\nstd,0.1\n")
     assert main(["submit", "--predictions", str(pf), "--data", str(synth_dir), "--out",
-                 str(out), "--score-thr", "0", "-q"]) == 0
+                 str(out), "--score-thr", "0", "--evaluation", str(ev), "-q"]) == 0
     o = capsys.readouterr().out
     assert "validated: no problems" in o
     man = json.loads(out.with_suffix(".json").read_text())
     assert man["source"]["checkpoint"] == "k.pth" and man["predictions"] == str(pf)
+    assert man["fold_scores"][2] == {"fold": "mean", "segm_AP": 0.6}
+    assert man["thresholds"]["score_thr"] == 0.0 and man["code_version"]
     assert main(["validate", "--submission", str(out), "--data", str(synth_dir)]) == 0
     assert main(["score", "--submission", str(out), "--solution",
                  str(synth_dir / "test_solution.csv"), "--data", str(synth_dir)]) == 0
