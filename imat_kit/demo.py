@@ -131,10 +131,12 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     truth = csv_instances(data / "test_solution.csv", sizes, use_attributes=False)
     test_score = competition_score(truth, csv_instances(sub, sizes, use_attributes=False,
                                                         with_scores=True))["score"]
-    single = [competition_score(truth, csv_instances(
-        _single_submission(p, ids, out / f"fold{k}_only.csv", write_submission, SubmitConfig),
-        sizes, use_attributes=False, with_scores=True))["score"]
-        for k, p in zip(folds, inputs)]
+    single = []  # each fold model's own submission, for comparison with the ensemble
+    for k, p in zip(folds, inputs):
+        own = out / f"fold{k}_only.csv"
+        write_submission(p, ids, own, SubmitConfig(), quiet=True)
+        single.append(competition_score(truth, csv_instances(
+            own, sizes, use_attributes=False, with_scores=True))["score"])
     timings["ensemble_submit"] = time.perf_counter() - t
 
     t = _step("figures", quiet)
@@ -178,8 +180,3 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
             print(f"  {key:<12} {summary[key]}")
     return summary
 
-
-def _single_submission(preds, ids, path, write_submission, submit_config) -> Path:
-    """One fold model's own submission (for comparison with the ensemble)."""
-    write_submission(preds, ids, path, submit_config(), quiet=True)
-    return path

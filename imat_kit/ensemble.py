@@ -148,23 +148,10 @@ def _soft_vote(boxes: list[np.ndarray], softs: list[np.ndarray], weights: np.nda
 
 def _vote(counts_texts: list[str], weights: np.ndarray, npix: int) -> str | None:
     """Pixels whose weighted vote reaches half the total weight, as COCO counts text."""
-    starts, ends, deltas = [], [], []
-    for text, wt in zip(counts_texts, weights):
-        s, e = rle_mod.coco_to_runs({"counts": text})
-        starts.append(s)
-        ends.append(e)
-        deltas.append(np.full(s.size, wt))
-    pos = np.concatenate(starts + ends)
-    delta = np.concatenate(deltas + [-d for d in deltas])
-    up, inv = np.unique(pos, return_inverse=True)
-    level = np.cumsum(np.bincount(inv, weights=delta, minlength=up.size))
-    sel = np.flatnonzero(level[:-1] >= 0.5 * weights.sum() - 1e-9)
-    if sel.size == 0:
+    runs = [rle_mod.coco_to_runs({"counts": text}) for text in counts_texts]
+    s, e = rle_mod.runs_vote(runs, weights, 0.5 * weights.sum())
+    if s.size == 0:
         return None
-    s, e = up[sel], up[sel + 1]
-    cut = np.flatnonzero(s[1:] != e[:-1])
-    s = s[np.concatenate(([0], cut + 1))]
-    e = e[np.concatenate((cut, [e.size - 1]))]
     counts = rle_mod.runs_to_counts(s, e - s, npix)
     return rle_mod.coco_strings_batch(counts.astype(np.int64),
                                       np.array([0, counts.size]))[0]

@@ -455,18 +455,13 @@ def bbox_area_batch(batch: RunBatch, heights: np.ndarray) -> tuple[np.ndarray, n
 # Set operations on runs (0-based, half-open [start, end), sorted and disjoint), without masks.
 # --------------------------------------------------------------------------------------------
 
-def _runs_where(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
-                keep) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels whose coverage level (1 inside ``a``, 2 inside ``b``, 3 inside both) passes
-    ``keep``; returned as merged ``(starts, ends)``."""
-    (a_s, a_e), (b_s, b_e) = a, b
-    pos = np.concatenate((a_s, a_e, b_s, b_e))
+def _level_segments(pos: np.ndarray, delta: np.ndarray, keep) -> tuple[np.ndarray, np.ndarray]:
+    """Sweep: ``delta`` added to the coverage level at each ``pos``; the pixels whose level
+    passes ``keep``, as merged ``(starts, ends)``."""
     if pos.size == 0:
         return _EMPTY, _EMPTY
-    delta = np.concatenate((np.ones(a_s.size, np.int64), -np.ones(a_e.size, np.int64),
-                            np.full(b_s.size, 2, np.int64), np.full(b_e.size, -2, np.int64)))
     up, inv = np.unique(pos, return_inverse=True)
-    level = np.cumsum(np.bincount(inv, weights=delta, minlength=up.size).astype(np.int64))
+    level = np.cumsum(np.bincount(inv, weights=delta, minlength=up.size))
     sel = np.flatnonzero(keep(level[:-1]))
     starts, ends = up[sel], up[sel + 1]
     if starts.size > 1:  # merge segments that touch
@@ -474,6 +469,26 @@ def _runs_where(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarra
         starts = starts[np.concatenate(([0], cut + 1))]
         ends = ends[np.concatenate((cut, [ends.size - 1]))]
     return starts, ends
+
+
+def _runs_where(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
+                keep) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels whose coverage level (1 inside ``a``, 2 inside ``b``, 3 inside both) passes
+    ``keep``; returned as merged ``(starts, ends)``."""
+    (a_s, a_e), (b_s, b_e) = a, b
+    pos = np.concatenate((a_s, a_e, b_s, b_e))
+    delta = np.concatenate((np.ones(a_s.size), -np.ones(a_e.size), np.full(b_s.size, 2.0),
+                            np.full(b_e.size, -2.0)))
+    return _level_segments(pos, delta, keep)
+
+
+def runs_vote(runs: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray,
+              threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels whose summed weight over the masks covering them reaches ``threshold``."""
+    pos = np.concatenate([s for s, _ in runs] + [e for _, e in runs])
+    delta = np.concatenate([np.full(s.size, float(w)) for (s, _), w in zip(runs, weights)]
+                           + [np.full(e.size, -float(w)) for (_, e), w in zip(runs, weights)])
+    return _level_segments(pos, delta, lambda lv: lv >= threshold - 1e-9)
 
 
 def runs_difference(a, b):

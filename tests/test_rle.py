@@ -147,3 +147,20 @@ def test_batch_tolerates_extra_whitespace():
     batch = rle.parse_runs_batch(["1  2", "4 1\t", " 7 2"], np.array([3] * 3), np.array([3] * 3))
     assert not batch.bad.any()
     assert batch.starts.tolist() == [0, 3, 6] and batch.lengths.tolist() == [2, 1, 2]
+
+
+def test_run_set_operations_match_masks():
+    rng = np.random.default_rng(9)
+
+    def runs(m):
+        s, lengths = rle._mask_runs(m.reshape(1, -1))
+        return s, s + lengths
+
+    for _ in range(500):
+        n = int(rng.integers(1, 50))
+        a, b, c = (rng.random(n) < 0.4 for _ in range(3))
+        for got, want in [(rle.runs_difference(runs(a), runs(b)), runs(a & ~b)),
+                          (rle.runs_union(runs(a), runs(b)), runs(a | b)),
+                          (rle.runs_vote([runs(a), runs(b), runs(c)], np.array([.5, .3, .4]),
+                                         0.6), runs(a * .5 + b * .3 + c * .4 >= 0.6 - 1e-9))]:
+            assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
