@@ -108,21 +108,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
-def _test_sizes(data: Path, quiet: bool) -> dict[str, tuple[int, int]]:
-    """ImageId → (height, width) of the test images: prepare's test.json, else JPEG headers."""
-    test_json = data / "annotations" / "test.json"
-    if test_json.exists():
-        images = json.loads(test_json.read_text())["images"]
-    else:
-        from .prepare import test_images
-
-        images = test_images(data, quiet=quiet)
-    return {im["image_key"]: (im["height"], im["width"]) for im in images}
-
-
 def _cmd_submit(a: argparse.Namespace) -> int:
     from .predictions import read_predictions
-    from .prepare import find_labels
+    from .prepare import find_labels, test_image_sizes
     from .submission import SubmitConfig, sample_image_ids, validate_submission, write_submission
 
     cfg = SubmitConfig(score_thr=a.score_thr, max_per_image=a.max_per_image,
@@ -140,7 +128,7 @@ def _cmd_submit(a: argparse.Namespace) -> int:
     man = write_submission(preds, ids, a.out, cfg, quiet=a.quiet, manifest=extra)
     print(f"{man['rows']} rows for {man['images']} images ({man['images_without_prediction']} "
           f"without a mask) → {a.out}, manifest {Path(a.out).with_suffix('.json')}")
-    problems = validate_submission(a.out, ids, _test_sizes(Path(a.data), a.quiet),
+    problems = validate_submission(a.out, ids, test_image_sizes(Path(a.data), quiet=a.quiet),
                                    find_labels(Path(a.data)), mask_size=a.mask_size)
     for p in problems:
         print(f"{a.out}: {p}", file=sys.stderr)
@@ -151,12 +139,12 @@ def _cmd_submit(a: argparse.Namespace) -> int:
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
-    from .prepare import find_labels
+    from .prepare import find_labels, test_image_sizes
     from .submission import sample_image_ids, validate_submission
 
     data = Path(a.data)
     problems = validate_submission(a.submission, sample_image_ids(data),
-                                   _test_sizes(data, a.quiet), find_labels(data),
+                                   test_image_sizes(data, quiet=a.quiet), find_labels(data),
                                    mask_size=a.mask_size)
     for p in problems:
         print(f"{a.submission}: {p}")
@@ -169,9 +157,10 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
 def _cmd_score(a: argparse.Namespace) -> int:
     from .metric import competition_score
+    from .prepare import test_image_sizes
     from .submission import csv_instances
 
-    sizes = _test_sizes(Path(a.data), a.quiet)
+    sizes = test_image_sizes(Path(a.data), quiet=a.quiet)
     truth = csv_instances(a.solution, sizes, use_attributes=a.attributes)
     sub = csv_instances(a.submission, sizes, use_attributes=a.attributes, with_scores=True)
     r = competition_score(truth, sub, average=a.average)
@@ -252,10 +241,12 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 def _gt_for(data: Path, head: dict) -> tuple[dict, Path]:
     """The ground truth (COCO dict) and image folder matching a predictions header."""
+    from .prepare import ann_relpath
+
     if head.get("split") == "val" and head.get("fold") is not None:
-        path, images = data / "annotations" / f"fold{head['fold']}_val.json", data / "train"
+        path, images = data / ann_relpath("val", head["fold"]), data / "train"
     else:
-        path, images = data / "annotations" / "test.json", data / "test"
+        path, images = data / ann_relpath("test"), data / "test"
     if not path.exists():
         raise KitError(f"{path} does not exist (run imat-kit prepare)", file=str(path))
     return json.loads(path.read_text()), images

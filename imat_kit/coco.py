@@ -232,8 +232,9 @@ class _ChunkRows:
     cls_txt: list[str]
     at_txt: list
     texts: list[str]
-    h: np.ndarray
+    h: np.ndarray  # Height, 1 where the cell is not a positive integer
     w: np.ndarray
+    size_bad: np.ndarray  # Height or Width not a positive integer
 
 
 class _Converter:
@@ -345,16 +346,15 @@ class _Converter:
             row0=row0, ids=[s.strip() for s in chunk["ImageId"].tolist()], eps=eps,
             hs_txt=hs_txt, ws_txt=ws_txt, cls_txt=chunk["ClassId"].tolist(),
             at_txt=chunk["AttributesIds"].tolist() if self.year == 2020 else [None] * n,
-            texts=[e.strip() for e in eps], h=np.maximum(h, 1), w=np.maximum(w, 1))
+            texts=[e.strip() for e in eps], h=np.maximum(h, 1), w=np.maximum(w, 1),
+            size_bad=(h < 1) | (w < 1))
 
     def finish_chunk(self, rows: _ChunkRows, runs: tuple) -> None:
         """Row checks, images, classes; then the annotations of the good rows, in order."""
         run_bad, strings, bbox, area = runs
         n, row0, ids = len(rows.ids), rows.row0, rows.ids
         h, w = rows.h, rows.w
-        bad = np.array([not (a.strip().isdigit() and b.strip().isdigit() and int(a) > 0
-                             and int(b) > 0) for a, b in zip(rows.hs_txt, rows.ws_txt)])
-        bad |= np.array([not s for s in ids])
+        bad = rows.size_bad | np.array([not s for s in ids])
 
         # images: create on first sight (checks the file), then the size must agree
         img = np.full(n, -1, dtype=np.int64)

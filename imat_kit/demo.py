@@ -45,7 +45,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     from .mmdet_ext.predict import predict
     from .mmdet_ext.train import train_folds
     from .predictions import header, read_predictions
-    from .prepare import find_labels, prepare
+    from .prepare import ann_relpath, find_labels, prepare, test_image_sizes
     from .stats import dataset_stats, plot_category_distribution
     from .submission import (
         SubmitConfig,
@@ -122,8 +122,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     write_submission(fused, ids, sub, SubmitConfig(), quiet=quiet,
                      manifest={"predictions": str(ens), "source": {"inputs": heads},
                                "fold_scores": fold_scores, "data": str(data)})
-    sizes = {im["image_key"]: (im["height"], im["width"]) for im in
-             json.loads((data / "annotations" / "test.json").read_text())["images"]}
+    sizes = test_image_sizes(data)
     problems = validate_submission(sub, ids, sizes, find_labels(data))
     if problems:
         raise KitError("the demo's submission failed validation: "
@@ -143,7 +142,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     figs.mkdir(parents=True, exist_ok=True)
     plots.plot_losses([out / "work_dirs" / config.stem / f"fold{k}" for k in folds],
                       figs / "loss_curves.png", [f"fold {k}" for k in folds])
-    gt0 = json.loads((data / "annotations" / f"fold{folds[0]}_val.json").read_text())
+    gt0 = json.loads((data / ann_relpath("val", folds[0])).read_text())
     _, val0 = read_predictions(preds_dir / f"fold{folds[0]}_val.jsonl")
     plots.plot_pr_curves(coco_eval(gt0, val0, "segm"), figs / "pr_curves.png",
                          f"Precision-recall, fold {folds[0]} validation")

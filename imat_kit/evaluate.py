@@ -11,6 +11,7 @@ import pandas as pd
 from .errors import KitError
 from .metric import COCO_STATS, Instance, class_key, coco_eval, competition_score
 from .predictions import read_predictions
+from .prepare import ann_relpath
 
 #: The reference study (Matterport Mask R-CNN R50, COCO weights; AP on 100 validation images)
 REFERENCE_TABLE3 = pd.DataFrame({
@@ -63,7 +64,7 @@ def evaluate_files(data: str | Path, files: list[str], *, average: str = "image"
         if head.get("split") != "val" or fold is None:
             raise KitError("evaluate needs validation predictions of one fold (imat-kit "
                            "predict --split val --fold k)", file=f, row=1)
-        gt_path = data / "annotations" / f"fold{fold}_val.json"
+        gt_path = data / ann_relpath("val", fold)
         if not gt_path.exists():
             raise KitError(f"{gt_path} does not exist (run imat-kit prepare)", file=f)
         gt = json.loads(gt_path.read_text())

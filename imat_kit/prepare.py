@@ -28,6 +28,26 @@ from .folds import balance_report, make_folds, presence_matrix, summarise_balanc
 from .io import atomic_open, progress
 from .labels import Labels, load_labels
 
+ANN_SPLITS = ("train", "val", "all", "test")
+
+
+def ann_relpath(split: str, fold: int = 0) -> str:
+    """Where ``prepare`` writes a split's COCO file, relative to its output folder."""
+    if split not in ANN_SPLITS:
+        raise KitError(f"split must be one of {', '.join(ANN_SPLITS)}", value=split)
+    if split in ("all", "test"):
+        return f"annotations/{split}.json"
+    return f"annotations/fold{int(fold)}_{split}.json"
+
+
+def test_image_sizes(data_dir: Path, *, quiet: bool = False) -> dict[str, tuple[int, int]]:
+    """ImageId → (height, width) of the test images: from ``test.json`` when prepared, else
+    from the JPEG headers."""
+    path = data_dir / ann_relpath("test")
+    images = (json.loads(path.read_text())["images"] if path.exists()
+              else test_images(data_dir, quiet=quiet))
+    return {im["image_key"]: (im["height"], im["width"]) for im in images}
+
 
 def find_labels(data_dir: Path) -> Labels:
     """``DATA/label_descriptions.json`` when present, else the shipped 2019 set."""
@@ -87,11 +107,10 @@ def prepare(data_dir: str | Path, out_dir: str | Path | None = None, *, n_folds:
     n_img = len(data.images)
     presence = presence_matrix(data.ann_image, data.ann_category, n_img, labels.num_classes)
     folds = make_folds(presence, n_folds, split, seed)  # before any output: it may refuse
-    ann_dir = out / "annotations"
-    data.write(ann_dir / "all.json")
+    data.write(out / ann_relpath("all"))
     keys = [im["image_key"] for im in data.images]
     write_folds_csv(out / "folds.csv", keys, folds)
-    write_fold_files(data, folds, ann_dir, quiet=quiet)
+    write_fold_files(data, folds, out, quiet=quiet)
 
     report = balance_report(presence, folds, labels.class_names,
                             [c["id"] for c in labels.categories])
@@ -113,7 +132,7 @@ def prepare(data_dir: str | Path, out_dir: str | Path | None = None, *, n_folds:
         test = CocoData(images=tests, categories=data.categories, attributes=data.attributes,
                         annotations=[], ann_image=np.zeros(0, np.int64),
                         ann_category=np.zeros(0, np.int64), info=data.info)
-        test.write(ann_dir / "test.json")
+        test.write(out / ann_relpath("test"))
 
     summary = {
         "data": str(data_dir), "out": str(out), "layout": data.info.get("layout"),
@@ -129,10 +148,10 @@ def prepare(data_dir: str | Path, out_dir: str | Path | None = None, *, n_folds:
     return summary
 
 
-def write_fold_files(data: CocoData, folds: np.ndarray, ann_dir: Path, *,
+def write_fold_files(data: CocoData, folds: np.ndarray, out: Path, *,
                      quiet: bool = False) -> None:
     """``fold{k}_train.json`` / ``fold{k}_val.json`` for every fold in ``folds``."""
     k = int(folds.max()) + 1
     for f in progress(range(k), desc="fold files", quiet=quiet, unit="fold"):
-        data.write(ann_dir / f"fold{f}_train.json", np.flatnonzero(folds != f))
-        data.write(ann_dir / f"fold{f}_val.json", np.flatnonzero(folds == f))
+        data.write(out / ann_relpath("train", f), np.flatnonzero(folds != f))
+        data.write(out / ann_relpath("val", f), np.flatnonzero(folds == f))

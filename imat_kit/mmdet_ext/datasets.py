@@ -7,22 +7,19 @@ from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 
 from ..labels import load_labels
+from ..prepare import ANN_SPLITS, ann_relpath
 
 #: category names in id order (0..45), as a tuple (a list breaks mmdet's confusion matrix)
 IMAT_CLASSES: tuple[str, ...] = load_labels().class_names
 
-SPLITS = ("train", "val", "all", "test")
+SPLITS = ANN_SPLITS
 
 
 def ann_file_for(split: str, fold: int) -> str:
     """The file under ``data_root`` that ``imat-kit prepare`` writes for a split."""
     if split not in SPLITS:
         raise ValueError(f"IMatDataset split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if split == "all":
-        return "annotations/all.json"
-    if split == "test":
-        return "annotations/test.json"
-    return f"annotations/fold{int(fold)}_{split}.json"
+    return ann_relpath(split, fold)
 
 
 @DATASETS.register_module()

@@ -14,12 +14,13 @@ from ..ensemble import fuse_image
 from ..errors import KitError
 from ..io import progress
 from ..predictions import ImagePrediction, header, iter_predictions
+from ..prepare import ann_relpath
 
 SPLITS = ("val", "test")
 
 
 def _images(data_root: Path, split: str, fold: int) -> tuple[list[dict], Path]:
-    ann = data_root / "annotations" / (f"fold{fold}_val.json" if split == "val" else "test.json")
+    ann = data_root / ann_relpath(split, fold)
     if not ann.exists():
         raise KitError(f"{ann} does not exist: run `imat-kit prepare` first", file=str(ann))
     images = json.loads(ann.read_text())["images"]
