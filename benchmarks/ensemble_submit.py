@@ -14,6 +14,7 @@ encodes with the notebook kernel.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from rle import notebook_encode
 
 from imat_kit import rle
 from imat_kit.ensemble import ensemble
-from imat_kit.predictions import ImagePrediction, header, read_predictions
+from imat_kit.predictions import ImagePrediction, PredictionsWriter, read_predictions
 from imat_kit.submission import SubmitConfig, write_submission
 from imat_kit.synth import _SHAPES, _convex_runs, _full_image_sizes, category_weights
 
@@ -43,9 +44,9 @@ def make_inputs(n_images: int, k: int = 5, seed: int = 0) -> tuple[list[Path], d
     hgt, wid = _full_image_sizes(rng, n_images)
     hgt[0], wid[0] = 1500, 1000  # no 10717×6824 outlier: it would dominate the naive baseline
     np.save(sizes_path, np.stack([hgt, wid], 1))
-    handles = [open(f, "w") for f in files]  # noqa: SIM115 (closed below, written in turn)
-    for f, h in zip(files, handles):
-        h.write(header(split="test", config="synthetic", checkpoint=f.stem) + "\n")
+    stack = contextlib.ExitStack()
+    handles = [stack.enter_context(PredictionsWriter(
+        f, {"split": "test", "config": "synthetic", "checkpoint": f.stem})) for f in files]
     p = category_weights(1.0)
     for i, key in enumerate(keys):
         h, w = int(hgt[i]), int(wid[i])
@@ -80,9 +81,8 @@ def make_inputs(n_images: int, k: int = 5, seed: int = 0) -> tuple[list[Path], d
             bbox, _ = rle.bbox_area_batch(batch, np.full(len(texts), h))
             fh.write(ImagePrediction(key, h, w, np.array(labels)[order],
                                      np.array(scores, np.float32)[order],
-                                     bbox.astype(np.float32), strings).to_json() + "\n")
-    for fh in handles:
-        fh.close()
+                                     bbox.astype(np.float32), strings))
+    stack.close()
     return files, {kk: (int(h), int(w)) for kk, h, w in zip(keys, hgt, wid)}
 
 

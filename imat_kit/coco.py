@@ -35,6 +35,7 @@ from . import rle as rle_mod
 from .errors import KitError
 from .io import atomic_open, default_workers, progress
 from .labels import Labels, load_labels, parse_attributes_ids, parse_class_id
+from .readers import csv_columns, iter_csv
 
 COLUMNS_2019 = ("ImageId", "EncodedPixels", "Height", "Width", "ClassId")
 COLUMNS_2020 = (*COLUMNS_2019, "AttributesIds")
@@ -176,16 +177,10 @@ def csv_to_coco(csv_path: str | Path, *, labels: Labels | None = None,
                        value=size_mismatch)
     labels = labels or load_labels()
     file = str(csv_path)
-    try:
-        header = pd.read_csv(csv_path, nrows=0).columns.tolist()
-    except FileNotFoundError:
-        raise KitError("file not found", file=file) from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise KitError(f"not a readable CSV: {e}", file=file) from None
-    year = detect_layout(header, file)
+    year = detect_layout(csv_columns(csv_path, what="train.csv"), file)
     conv = _Converter(file, labels, year, image_dir, size_mismatch, skip_bad_rows)
-    reader = pd.read_csv(csv_path, usecols=list(COLUMNS_2020 if year == 2020 else COLUMNS_2019),
-                         dtype=str, keep_default_na=False, chunksize=chunksize)
+    reader = iter_csv(csv_path, usecols=COLUMNS_2020 if year == 2020 else COLUMNS_2019,
+                      chunksize=chunksize, what="train.csv")
     workers = default_workers() if workers is None else workers
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     bar = progress(reader, desc="convert train.csv", quiet=quiet, unit="chunk")
@@ -193,6 +188,8 @@ def csv_to_coco(csv_path: str | Path, *, labels: Labels | None = None,
     try:
         # the run arithmetic of chunk i runs in a worker while chunk i+1 is read
         for chunk in bar:
+            if not len(chunk):
+                continue
             rows = conv.start_chunk(chunk)
             args = (rows.texts, rows.h, rows.w)
             pending.append((rows, pool.submit(_chunk_runs, *args) if pool else _chunk_runs(*args)))
@@ -202,12 +199,12 @@ def csv_to_coco(csv_path: str | Path, *, labels: Labels | None = None,
         while pending:
             done, res = pending.popleft()
             conv.finish_chunk(done, res.result() if pool else res)
-    except pd.errors.ParserError as e:
-        raise KitError(f"CSV parse error: {e}", file=file) from None
     finally:
         bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    if conv.next_row == 2:
+        raise KitError("train.csv has a header but no rows", file=file, row=2)
     return conv.result()
 
 
@@ -354,7 +351,7 @@ class _Converter:
         run_bad, strings, bbox, area = runs
         n, row0, ids = len(rows.ids), rows.row0, rows.ids
         h, w = rows.h, rows.w
-        bad = rows.size_bad | np.array([not s for s in ids])
+        bad = rows.size_bad | np.array([not s for s in ids], dtype=bool)
 
         # images: create on first sight (checks the file), then the size must agree
         img = np.full(n, -1, dtype=np.int64)

@@ -1,20 +1,37 @@
 """``imat-kit demo`` (``make demo``): the whole pipeline on a seeded synthetic dataset.
 
 synthetic data → prepare (5 stratified folds) → train the tiny CPU Mask R-CNN on some folds →
-fold-wise evaluation → predict the test set with each fold model → ensemble → submission +
-manifest → validate → score against the synthetic test solution → figures. Every step reuses
-what a previous run finished, so a second run is quick and an interrupted one resumes.
+predict each fold's validation images and the test set → fold-wise evaluation → ensemble →
+submission + manifest → validate → score against the synthetic test solution → figures.
+
+Each step is the function the matching ``imat-kit`` command calls, so the demo is literally the
+user's commands in order. Every step reuses what an earlier run finished with the same inputs
+(training and prediction check their recorded settings; the demo checks its own options in
+``OUT/demo_options.json``): a second run is quick, an interrupted one resumes, and a run with
+other options (``--iters``, ``--images``, ``--seed``) stops and says what differs instead of
+reusing the first run's results; ``--overwrite`` starts such a run afresh.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from importlib import resources
 from pathlib import Path
 
 from .errors import KitError
+from .io import atomic_open, describe_differences, file_fingerprint
 
-REPO = Path(__file__).resolve().parents[1]
+#: what the demo writes under OUT (all of it is removed by --overwrite, nothing else)
+OUTPUTS = ("data", "work_dirs", "predictions", "eval", "figures", "summary.json",
+           "demo_options.json")
+OPTIONS = "demo_options.json"
+
+
+def default_config() -> Path:
+    """The tiny CPU config, shipped inside the package (found from any working folder)."""
+    return Path(str(resources.files("imat_kit") / "configs" / "tiny_maskrcnn_imat.py"))
 
 
 def _step(name: str, quiet: bool) -> float:
@@ -33,124 +50,116 @@ def _schedule(iters: int) -> list[str]:
             f"default_hooks.checkpoint.interval={iters}"]
 
 
+def _check_options(out: Path, options: dict, *, overwrite: bool, quiet: bool) -> None:
+    """Refuse (or, with ``overwrite``, clear) a demo folder made with other options."""
+    path = out / OPTIONS
+    if path.exists():
+        old = json.loads(path.read_text())
+        diffs = describe_differences(old, options)
+        if diffs and not overwrite:
+            raise KitError("this demo folder holds a run made with other options, whose "
+                           "results would be reused: " + "; ".join(diffs) + ". Pass "
+                           "--overwrite to start afresh, or choose another --out", file=str(out))
+        if diffs:
+            if not quiet:
+                print(f"--overwrite: removing the earlier demo run in {out}", flush=True)
+            for name in OUTPUTS:
+                target = out / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+    with atomic_open(path, "w") as f:
+        json.dump(options, f, indent=2)
+
+
 def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tuple = (0, 1),
              iters: int = 500, seed: int = 0, submission: str | Path = "submissions/demo.csv",
-             config: str | Path | None = None, quiet: bool = False) -> dict:
+             config: str | Path | None = None, overwrite: bool = False,
+             quiet: bool = False) -> dict:
     """Run (or resume) the demo; returns the key figures, also written to ``OUT/summary.json``."""
-    from . import plots
-    from .ensemble import ensemble
-    from .evaluate import evaluate_files
-    from .io import atomic_open
-    from .metric import coco_eval, competition_score
+    from .ensemble import ensemble_files
+    from .evaluate import evaluate_to
     from .mmdet_ext.predict import predict
     from .mmdet_ext.train import train_folds
-    from .predictions import header, read_predictions
-    from .prepare import ann_relpath, find_labels, prepare, test_image_sizes
-    from .stats import dataset_stats, plot_category_distribution
-    from .submission import (
-        SubmitConfig,
-        csv_instances,
-        sample_image_ids,
-        validate_submission,
-        write_submission,
-    )
+    from .plots import make_plot
+    from .prepare import prepare
+    from .submission import score_submission, submit
     from .synth import generate_images
 
     out = Path(out)
     data, preds_dir, figs = out / "data", out / "predictions", out / "figures"
-    config = Path(config) if config else REPO / "configs" / "tiny_maskrcnn_imat.py"
+    config = Path(config) if config else default_config()
+    if not config.is_file():
+        raise KitError("config not found", file=str(config))
+    _check_options(out, {"images": images, "seed": seed, "iters": iters,
+                         "config_sha256": file_fingerprint(config)["sha256"]},
+                   overwrite=overwrite, quiet=quiet)
     t_all = time.perf_counter()
     timings = {}
 
-    t = _step(f"synthetic dataset: {images} training images, seed {seed}", quiet)
+    t = _step(f"imat-kit synth: {images} training images, seed {seed}", quiet)
     if not (data / "train.csv").exists():
         generate_images(data, images=images, seed=seed, quiet=quiet)
     timings["synth"] = time.perf_counter() - t
 
-    t = _step("prepare: COCO json, 5 stratified folds", quiet)
+    t = _step("imat-kit prepare: COCO json, 5 stratified folds", quiet)
     if not (data / "prepare_report.json").exists():
         prepare(data, n_folds=5, split="stratified", seed=seed, quiet=quiet)
     timings["prepare"] = time.perf_counter() - t
 
-    t = _step(f"train {config.name} on folds {list(folds)} ({iters} iterations each, CPU)",
-              quiet)
+    t = _step(f"imat-kit train {config.name} on folds {list(folds)} ({iters} iterations "
+              "each, CPU)", quiet)
     recs = train_folds(config, list(folds), work_root=out / "work_dirs", data_root=str(data),
-                       cfg_options=[*_schedule(iters), f"randomness.seed={seed}"], quiet=quiet)
+                       cfg_options=[*_schedule(iters), f"randomness.seed={seed}"],
+                       overwrite=overwrite, quiet=quiet)
     ckpt = {r["fold"]: r["checkpoint"] for r in recs}
     timings["train"] = time.perf_counter() - t
 
-    t = _step("predict each fold's validation images and the test set", quiet)
+    t = _step("imat-kit predict: each fold's validation images and the test set", quiet)
     for k in folds:
         for split in ("val", "test"):
-            f = preds_dir / f"fold{k}_{split}.jsonl"
-            if not f.exists():
-                predict(config, ckpt[k], split=split, fold=k, out=f, data_root=str(data),
-                        quiet=quiet)
+            predict(config, ckpt[k], split=split, fold=k, out=preds_dir / f"fold{k}_{split}.jsonl",
+                    data_root=str(data), overwrite=overwrite, quiet=quiet)
     timings["predict"] = time.perf_counter() - t
 
-    t = _step("fold-wise evaluation", quiet)
-    table, cats = evaluate_files(data, [str(preds_dir / f"fold{k}_val.jsonl") for k in folds])
-    names = find_labels(data).class_names
-    cats.insert(0, "category", [names[i] for i in cats.index])
-    (out / "eval").mkdir(parents=True, exist_ok=True)
-    with atomic_open(out / "eval" / "evaluation.csv", "w", newline="") as f:
-        table.to_csv(f, index=False, float_format="%.4f")
-    with atomic_open(out / "eval" / "per_category_ap.csv", "w", newline="") as f:
-        cats.to_csv(f, float_format="%.4f")
+    t = _step("imat-kit evaluate: fold-wise evaluation", quiet)
+    table, _ = evaluate_to(data, [str(preds_dir / f"fold{k}_val.jsonl") for k in folds],
+                           out / "eval")
     if not quiet:
-        cols = ["fold", "segm_AP", "segm_AP50", "segm_AP75", "bbox_AP", "competition"]
-        print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        from .cli import print_evaluation
+
+        print_evaluation(table, "image")
     timings["evaluate"] = time.perf_counter() - t
 
-    t = _step("ensemble the fold models' test predictions, write and validate the submission",
-              quiet)
-    inputs, heads = [], []
-    for k in folds:
-        h, p = read_predictions(preds_dir / f"fold{k}_test.jsonl")
-        heads.append({"file": str(preds_dir / f"fold{k}_test.jsonl"), **h})
-        inputs.append(p)
-    fused = ensemble(inputs, quiet=quiet)
+    t = _step("imat-kit ensemble + submit + score: the fold models' test predictions fused, the "
+              "submission written, validated and scored", quiet)
     ens = preds_dir / "ensemble_test.jsonl"
-    with atomic_open(ens, "w") as f:
-        f.write(header(split="test", method="fusion", iou=0.5, inputs=heads) + "\n")
-        for p in fused.values():
-            f.write(p.to_json() + "\n")
-    ids = sample_image_ids(data)
-    fold_scores = table[["fold", "segm_AP", "segm_AP50", "segm_AP75", "competition"]] \
-        .to_dict(orient="records")
+    ensemble_files([preds_dir / f"fold{k}_test.jsonl" for k in folds], ens, quiet=quiet)
     sub = Path(submission)
-    write_submission(fused, ids, sub, SubmitConfig(), quiet=quiet,
-                     manifest={"predictions": str(ens), "source": {"inputs": heads},
-                               "fold_scores": fold_scores, "data": str(data)})
-    sizes = test_image_sizes(data)
-    problems = validate_submission(sub, ids, sizes, find_labels(data))
+    _, problems = submit(ens, data, sub, evaluation=out / "eval" / "evaluation.csv",
+                         manifest={"data": str(data)}, quiet=quiet)
     if problems:
         raise KitError("the demo's submission failed validation: "
                        + "; ".join(map(str, problems[:5])), file=str(sub))
-    truth = csv_instances(data / "test_solution.csv", sizes, use_attributes=False)
-    test_score = competition_score(truth, csv_instances(sub, sizes, use_attributes=False,
-                                                        with_scores=True))["score"]
+    solution = data / "test_solution.csv"
+    test_score = score_submission(sub, solution, data, quiet=quiet)["score"]
     single = []  # each fold model's own submission, for comparison with the ensemble
-    for k, p in zip(folds, inputs):
-        own = out / f"fold{k}_only.csv"
-        write_submission(p, ids, own, SubmitConfig(), quiet=True)
-        single.append(competition_score(truth, csv_instances(
-            own, sizes, use_attributes=False, with_scores=True))["score"])
+    for k in folds:
+        own = out / "eval" / f"fold{k}_only.csv"
+        submit(preds_dir / f"fold{k}_test.jsonl", data, own, quiet=True)
+        single.append(score_submission(own, solution, data, quiet=True)["score"])
     timings["ensemble_submit"] = time.perf_counter() - t
 
-    t = _step("figures", quiet)
-    figs.mkdir(parents=True, exist_ok=True)
-    plots.plot_losses([out / "work_dirs" / config.stem / f"fold{k}" for k in folds],
-                      figs / "loss_curves.png", [f"fold {k}" for k in folds])
-    gt0 = json.loads((data / ann_relpath("val", folds[0])).read_text())
-    _, val0 = read_predictions(preds_dir / f"fold{folds[0]}_val.jsonl")
-    plots.plot_pr_curves(coco_eval(gt0, val0, "segm"), figs / "pr_curves.png",
-                         f"Precision-recall, fold {folds[0]} validation")
-    plots.plot_confusion(plots.confusion_matrix(gt0, val0, len(names)), names,
-                         figs / "confusion_matrix.png")
-    plots.plot_overlays(gt0, val0, data / "train", figs / "overlays.png", n=6, seed=seed)
-    plot_category_distribution(dataset_stats(data / "train.csv", find_labels(data))
-                               ["categories"], figs / "category_distribution.png")
+    t = _step("imat-kit plot: figures", quiet)
+    val0 = preds_dir / f"fold{folds[0]}_val.jsonl"
+    make_plot("losses", figs / "loss_curves.png", work_dirs=[
+        out / "work_dirs" / config.stem / f"fold{k}" for k in folds],
+        labels=[f"fold {k}" for k in folds])
+    make_plot("pr", figs / "pr_curves.png", data=data, predictions=val0)
+    make_plot("confusion", figs / "confusion_matrix.png", data=data, predictions=val0)
+    make_plot("overlays", figs / "overlays.png", data=data, predictions=val0, n=6, seed=seed)
+    make_plot("categories", figs / "category_distribution.png", data=data)
     timings["figures"] = time.perf_counter() - t
 
     mean = table.iloc[-2]
@@ -178,4 +187,3 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
                     "figures"):
             print(f"  {key:<12} {summary[key]}")
     return summary
-

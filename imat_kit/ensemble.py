@@ -12,13 +12,15 @@ pooled and suppressed greedily at mask IoU ≥ ``iou`` per class.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from pycocotools import mask as mask_util
 
 from . import rle as rle_mod
 from .errors import KitError
 from .io import parallel_map
-from .predictions import ImagePrediction, empty_prediction
+from .predictions import ImagePrediction, empty_prediction, read_predictions, write_predictions
 
 METHODS = ("fusion", "nms")
 
@@ -178,3 +180,26 @@ def ensemble(inputs: list[dict[str, ImagePrediction]], *, method: str = "fusion"
 
 def _fuse_many(jobs: list, kw: dict) -> list[ImagePrediction]:
     return [fuse_image(j, **kw) for j in jobs]
+
+
+def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "fusion",
+                   iou: float = 0.5, weights: list[float] | None = None,
+                   quiet: bool = False) -> dict:
+    """The ``imat-kit ensemble`` step: read predictions files, fuse them, write ``out``
+    (atomically; its header lists the inputs' headers). Returns a summary."""
+    if not files:
+        raise KitError("no predictions file to ensemble")
+    heads, inputs = [], []
+    for f in files:
+        h, p = read_predictions(f)
+        heads.append({"file": str(f), **h})
+        inputs.append(p)
+    splits = {h.get("split") for h in heads}
+    if len(splits) > 1:
+        raise KitError(f"the inputs predict different splits ({', '.join(map(str, splits))})",
+                       file=str(files[-1]))
+    fused = ensemble(inputs, method=method, iou=iou, weights=weights, quiet=quiet)
+    write_predictions(out, {"split": heads[0].get("split"), "method": method, "iou": iou,
+                            "weights": weights, "inputs": heads}, fused.values())
+    return {"inputs": len(inputs), "images": len(fused), "out": str(out), "headers": heads,
+            "instances": sum(len(p) for p in fused.values()), "fused": fused}

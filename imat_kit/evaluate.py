@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import KitError
+from .io import atomic_open
+from .layout import find_labels, read_ann
 from .metric import COCO_STATS, Instance, class_key, coco_eval, competition_score
 from .predictions import read_predictions
-from .prepare import ann_relpath
 
 #: The reference study (Matterport Mask R-CNN R50, COCO weights; AP on 100 validation images)
 REFERENCE_TABLE3 = pd.DataFrame({
@@ -58,16 +58,15 @@ def evaluate_files(data: str | Path, files: list[str], *, average: str = "image"
     per-category segm AP table (categories × folds)."""
     data = Path(data)
     rows, per_cat = [], {}
+    if not files:
+        raise KitError("no predictions file to evaluate")
     for f in files:
         head, preds = read_predictions(f)
         fold = head.get("fold")
         if head.get("split") != "val" or fold is None:
             raise KitError("evaluate needs validation predictions of one fold (imat-kit "
                            "predict --split val --fold k)", file=f, row=1)
-        gt_path = data / ann_relpath("val", fold)
-        if not gt_path.exists():
-            raise KitError(f"{gt_path} does not exist (run imat-kit prepare)", file=f)
-        gt = json.loads(gt_path.read_text())
+        gt = read_ann(data, "val", fold)
         r = evaluate_fold(gt, preds, average=average, score_thr=score_thr)
         rows.append({"fold": fold, "file": f, **r["row"]})
         per_cat[f"fold{fold}"] = r["per_category"]
@@ -79,4 +78,19 @@ def evaluate_files(data: str | Path, files: list[str], *, average: str = "image"
     cats = pd.DataFrame(per_cat)
     cats.index.name = "category_id"
     cats["mean"] = cats.mean(axis=1)
+    return table, cats
+
+
+def evaluate_to(data: str | Path, files: list[str], out: str | Path, *, average: str = "image",
+                score_thr: float = 0.3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`evaluate_files`, written to ``OUT/evaluation.csv`` and ``OUT/per_category_ap.csv``
+    (with the category names): the ``imat-kit evaluate`` step."""
+    table, cats = evaluate_files(data, files, average=average, score_thr=score_thr)
+    names = find_labels(data).class_names
+    cats.insert(0, "category", [names[i] for i in cats.index])
+    out = Path(out)
+    with atomic_open(out / "evaluation.csv", "w", newline="") as f:
+        table.to_csv(f, index=False, float_format="%.4f")
+    with atomic_open(out / "per_category_ap.csv", "w", newline="") as f:
+        cats.to_csv(f, float_format="%.4f")
     return table, cats

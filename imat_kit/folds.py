@@ -18,6 +18,7 @@ import pandas as pd
 
 from .errors import KitError
 from .io import atomic_open
+from .readers import read_csv
 
 METHODS = ("stratified", "random")
 
@@ -100,13 +101,8 @@ def read_folds_csv(path: str | Path) -> pd.DataFrame:
     """Read and check a ``folds.csv``: columns ``ImageId,fold``, integer folds ≥ 0, no
     duplicate images."""
     file = str(path)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise KitError("file not found", file=file) from None
-    if list(df.columns) != ["ImageId", "fold"]:
-        raise KitError("header must be ImageId,fold", file=file, row=1,
-                       value=",".join(df.columns))
+    df = read_csv(path, what="folds file", required=["ImageId", "fold"],
+                  usecols=["ImageId", "fold"])[["ImageId", "fold"]]
     ok = df["fold"].str.fullmatch(r"\d+")
     if not ok.all():
         i = int(np.flatnonzero(~ok.to_numpy())[0])

@@ -8,7 +8,7 @@ One loader for both competition years:
   ``ClassId`` is the category alone and a separate ``AttributesIds`` column holds
   ``"115,136,143"`` or nothing.
 
-The 2019 file ships inside the package and is the default.
+Both years' files ship inside the package (``imat_kit/data``); 2019 is the default.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from pathlib import Path
 
 from .errors import KitError
 
-DEFAULT_LABELS = "label_descriptions_2019.json"
+#: the label files shipped inside the package, by competition year
+SHIPPED_LABELS = {2019: "label_descriptions_2019.json", 2020: "label_descriptions_2020.json"}
+DEFAULT_LABELS = SHIPPED_LABELS[2019]
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,16 @@ def _check_items(items: object, key: str, path: str) -> tuple[dict, ...]:
     return tuple(sorted(out, key=lambda d: d["id"]))
 
 
-def load_labels(path: str | Path | None = None) -> Labels:
-    """Load a ``label_descriptions.json`` (2019 or 2020 layout); ``None``: the shipped 2019 set."""
+def load_labels(path: str | Path | None = None, *, year: int = 2019) -> Labels:
+    """Load a ``label_descriptions.json`` (2019 or 2020 layout); ``None``: the set shipped for
+    ``year`` (2019 or 2020)."""
     if path is None:
-        text = resources.files("imat_kit.data").joinpath(DEFAULT_LABELS).read_text("utf-8")
-        where = f"<imat_kit>/{DEFAULT_LABELS}"
+        if year not in SHIPPED_LABELS:
+            raise KitError(f"no label file is shipped for {year} (known: 2019, 2020)",
+                           value=year)
+        name = SHIPPED_LABELS[year]
+        text = resources.files("imat_kit.data").joinpath(name).read_text("utf-8")
+        where = f"<imat_kit>/{name}"
     else:
         where = str(path)
         try:

@@ -1,5 +1,8 @@
-"""Figures (PNG, matplotlib, headless): loss curves, precision-recall curves, confusion matrix,
-ground-truth/prediction overlays. The category distribution is in :mod:`imat_kit.stats`."""
+"""Every figure of the kit (PNG, matplotlib, headless): loss curves, precision-recall curves,
+confusion matrix, ground-truth/prediction overlays, the category distribution.
+
+A figure with too little to draw (a run that logged no training loss yet, nothing predicted)
+still gets written, showing what exists and saying on the chart what is missing."""
 
 from __future__ import annotations
 
@@ -34,7 +37,10 @@ def read_scalars(work_dir: str | Path) -> tuple[list[dict], list[dict]]:
     train, val, last = [], [], 0
     for f in files:
         for line in f.read_text().splitlines():
-            d = json.loads(line)
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a killed run
             if "coco/segm_mAP" in d or "val_loss" in d or "coco/bbox_mAP" in d:
                 val.append({**d, "x": last})
             elif "loss" in d:
@@ -43,20 +49,33 @@ def read_scalars(work_dir: str | Path) -> tuple[list[dict], list[dict]]:
     return train, val
 
 
+def moving_average(y: np.ndarray, k: int) -> np.ndarray:
+    """Mean of each window of ``k`` values (``len(y) - k + 1`` values; none when ``y`` is
+    shorter than ``k``)."""
+    y = np.asarray(y, dtype=np.float64)
+    if k < 1 or len(y) < k:
+        return np.zeros(0)
+    c = np.cumsum(np.concatenate(([0.0], y)))
+    return (c[k:] - c[:-k]) / k
+
+
 def plot_losses(work_dirs: list[str | Path], out: str | Path,
-                labels: list[str] | None = None) -> None:
+                labels: list[str] | None = None) -> int:
     """Train loss (moving average) and validation loss per work dir; validation segm AP on a
-    second axis."""
+    second axis. Returns the number of points drawn (0: the chart says nothing was logged)."""
     fig, ax = plt.subplots(figsize=(9, 5))
     ax2 = ax.twinx()
+    drawn = 0
     for i, wd in enumerate(work_dirs):
         name = labels[i] if labels else Path(wd).name
         train, val = read_scalars(wd)
         x = np.array([t["x"] for t in train])
         y = np.array([t["loss"] for t in train])
         k = max(1, len(y) // 50)
-        smooth = np.convolve(y, np.ones(k) / k, mode="valid")
-        line, = ax.plot(x[k - 1:], smooth, label=f"{name} train loss")
+        smooth = moving_average(y, k)
+        line, = ax.plot(x[k - 1:], smooth, "-" if len(smooth) > 1 else "o",
+                        label=f"{name} train loss")
+        drawn += len(smooth)
         vl = [(v["x"], v["val_loss"]) for v in val if "val_loss" in v]
         if vl:
             ax.plot(*zip(*vl), "o--", color=line.get_color(), label=f"{name} val loss")
@@ -64,15 +83,21 @@ def plot_losses(work_dirs: list[str | Path], out: str | Path,
         if ap:
             ax2.plot(*zip(*ap), "s:", color=line.get_color(), alpha=0.7,
                      label=f"{name} val segm AP")
+        drawn += len(vl) + len(ap)
+    if not drawn:
+        ax.text(0.5, 0.5, "no loss logged yet", ha="center", va="center",
+                transform=ax.transAxes)
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax2.set_ylabel("segm AP")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
+    if drawn:
+        ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
     ax.set_title("Loss curves")
     fig.tight_layout()
     _save(fig, out)
+    return drawn
 
 
 def plot_pr_curves(ev: dict, out: str | Path, title: str = "") -> None:
@@ -169,6 +194,12 @@ def plot_overlays(gt_coco: dict, preds: dict, image_dir: str | Path, out: str | 
     anns: dict[int, list] = {}
     for a in gt_coco["annotations"]:
         anns.setdefault(a["image_id"], []).append(a)
+    if not image_keys:
+        fig, ax = plt.subplots(figsize=(5, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no images to draw", ha="center", va="center")
+        _save(fig, out)
+        return []
     cols = min(3, len(image_keys))
     rows_n = -(-len(image_keys) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 5 * rows_n), squeeze=False)
@@ -206,3 +237,66 @@ def _outline(m: np.ndarray, width: int = 2) -> np.ndarray:
         inner[[0, -1], :] = False
         inner[:, [0, -1]] = False
     return m & ~inner
+
+
+def plot_category_distribution(per_cat, out: str | Path) -> None:
+    """Horizontal bar chart of instances per category (log scale), most frequent on top;
+    ``per_cat`` is the ``categories`` table of :func:`imat_kit.stats.dataset_stats`."""
+    d = per_cat.sort_values("instances")
+    fig, ax = plt.subplots(figsize=(8, 10))
+    ax.barh([f"{i} {n[:28]}" for i, n in zip(d["category_id"], d["name"])],
+            np.maximum(d["instances"], 0.5), color="#3b75af")
+    ax.set_xscale("log")
+    ax.set_xlabel("instances (log scale)")
+    ax.set_title(f"Category distribution: {int(d['instances'].sum()):,} instances")
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+PLOTS = ("losses", "pr", "confusion", "overlays", "categories")
+#: what each figure is made from
+PLOT_INPUTS = {"losses": ("work_dirs",), "categories": ("data",), "pr": ("data", "predictions"),
+               "confusion": ("data", "predictions"), "overlays": ("data", "predictions")}
+
+
+def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
+              labels: list[str] | None = None, data: str | Path | None = None,
+              predictions: str | Path | None = None, score_thr: float = 0.3,
+              images: list[str] | None = None, n: int = 6, seed: int = 0) -> dict:
+    """The ``imat-kit plot WHAT`` step: read the inputs of one figure and draw it into ``out``.
+    Returns what was drawn (``points`` for losses, ``images`` for overlays)."""
+    from .layout import find_labels, image_dir, read_ann
+    from .predictions import read_predictions
+
+    if what not in PLOTS:
+        raise KitError(f"figure must be one of {', '.join(PLOTS)}", value=what)
+    given = {"work_dirs": work_dirs, "data": data, "predictions": predictions}
+    lacking = [k for k in PLOT_INPUTS[what] if not given[k]]
+    if lacking:
+        raise KitError(f"plot {what} needs --{lacking[0].replace('_', '-')}")
+    if what == "losses":
+        return {"points": plot_losses(work_dirs, out, labels)}
+    data = Path(data)
+    if what == "categories":
+        from .stats import dataset_stats
+
+        plot_category_distribution(dataset_stats(data / "train.csv", find_labels(data))
+                                   ["categories"], out)
+        return {}
+    from .metric import coco_eval
+
+    head, preds = read_predictions(predictions)
+    split = "val" if head.get("split") == "val" and head.get("fold") is not None else "test"
+    gt = read_ann(data, split, head.get("fold") or 0)
+    if what == "pr":
+        where = f"fold {head['fold']} validation" if split == "val" else "test"
+        plot_pr_curves(coco_eval(gt, preds, "segm"), out, f"Precision-recall, {where}")
+        return {}
+    if what == "confusion":
+        names = find_labels(data).class_names
+        plot_confusion(confusion_matrix(gt, preds, len(names), score_thr=score_thr), names, out)
+        return {}
+    keys = plot_overlays(gt, preds, image_dir(data, split), out, image_keys=images, n=n,
+                         seed=seed, score_thr=score_thr)
+    return {"images": keys}

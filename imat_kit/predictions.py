@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import KitError
+from .io import atomic_open
 
 FORMAT = "imat-kit-predictions"
 
@@ -93,10 +94,51 @@ def empty_prediction(image_key: str, height: int, width: int,
 
 
 def header(**meta) -> str:
+    """The header line (without its newline) of a predictions file."""
     return json.dumps({"format": FORMAT, "version": 1, **meta})
 
 
+class PredictionsWriter:
+    """Writes a predictions file atomically: the header on entering, one line per
+    :meth:`write`, renamed onto ``path`` only when the block ends without an error::
+
+        with PredictionsWriter(path, {"split": "test"}) as w:
+            for p in preds:
+                w.write(p)
+    """
+
+    def __init__(self, path: str | Path, meta: dict) -> None:
+        self.path, self.meta, self.count = Path(path), dict(meta), 0
+        self._ctx = atomic_open(self.path, "w", encoding="utf-8")
+        self._f = None
+
+    def __enter__(self) -> PredictionsWriter:
+        self._f = self._ctx.__enter__()
+        self._f.write(header(**self.meta) + "\n")
+        return self
+
+    def write(self, pred: ImagePrediction) -> None:
+        self._f.write(pred.to_json() + "\n")
+        self.count += 1
+
+    def __exit__(self, *exc) -> bool | None:
+        return self._ctx.__exit__(*exc)
+
+
+def write_predictions(path: str | Path, meta: dict,
+                      preds: Iterable[ImagePrediction]) -> int:
+    """Write a whole predictions file atomically (header from ``meta``, then one line per
+    image); returns the number of images written."""
+    with PredictionsWriter(path, meta) as w:
+        for p in preds:
+            w.write(p)
+    return w.count
+
+
 def read_header(path: str | Path) -> dict:
+    file = str(path)
+    if not Path(path).is_file():
+        raise KitError("predictions file not found", file=file)
     with open(path, encoding="utf-8") as f:
         first = f.readline()
     try:
@@ -105,7 +147,7 @@ def read_header(path: str | Path) -> dict:
         h = None
     if not isinstance(h, dict) or h.get("format") != FORMAT:
         raise KitError(f"not an imat-kit predictions file (first line must be a {FORMAT} "
-                       "header)", file=str(path), row=1)
+                       "header)", file=file, row=1, value=first.strip()[:60] or None)
     return h
 
 
@@ -120,11 +162,18 @@ def iter_predictions(path: str | Path) -> Iterator[ImagePrediction]:
                 return  # torn by a kill mid-write: the image is predicted again on resume
             try:
                 yield ImagePrediction.from_json(line, soft)
-            except (json.JSONDecodeError, KeyError, ValueError) as e:
-                raise KitError(f"malformed prediction line: {e}", file=str(path),
-                               row=i) from None
+            except (json.JSONDecodeError, KeyError, ValueError, TypeError) as e:
+                what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
+                raise KitError(f"malformed prediction line: {what}", file=str(path),
+                               row=i, value=line.strip()[:60]) from None
 
 
-def read_predictions(path: str | Path) -> tuple[dict, dict[str, ImagePrediction]]:
-    """Header and ``image_key → prediction`` (a later line for the same image wins)."""
-    return read_header(path), {p.image_key: p for p in iter_predictions(path)}
+def read_predictions(path: str | Path, *,
+                     require_images: bool = True) -> tuple[dict, dict[str, ImagePrediction]]:
+    """Header and ``image_key → prediction`` (a later line for the same image wins). A file
+    without any image line is an error unless ``require_images`` is False."""
+    head, preds = read_header(path), {p.image_key: p for p in iter_predictions(path)}
+    if require_images and not preds:
+        raise KitError("the predictions file holds no image (only its header)", file=str(path),
+                       row=2)
+    return head, preds

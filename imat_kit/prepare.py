@@ -20,69 +20,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from .coco import CocoData, csv_to_coco, image_file_name, image_size
+from .coco import CocoData, csv_to_coco
 from .errors import KitError
 from .folds import balance_report, make_folds, presence_matrix, summarise_balance, write_folds_csv
 from .io import atomic_open, progress
-from .labels import Labels, load_labels
-
-ANN_SPLITS = ("train", "val", "all", "test")
-
-
-def ann_relpath(split: str, fold: int = 0) -> str:
-    """Where ``prepare`` writes a split's COCO file, relative to its output folder."""
-    if split not in ANN_SPLITS:
-        raise KitError(f"split must be one of {', '.join(ANN_SPLITS)}", value=split)
-    if split in ("all", "test"):
-        return f"annotations/{split}.json"
-    return f"annotations/fold{int(fold)}_{split}.json"
-
-
-def test_image_sizes(data_dir: Path, *, quiet: bool = False) -> dict[str, tuple[int, int]]:
-    """ImageId → (height, width) of the test images: from ``test.json`` when prepared, else
-    from the JPEG headers."""
-    path = data_dir / ann_relpath("test")
-    images = (json.loads(path.read_text())["images"] if path.exists()
-              else test_images(data_dir, quiet=quiet))
-    return {im["image_key"]: (im["height"], im["width"]) for im in images}
-
-
-def find_labels(data_dir: Path) -> Labels:
-    """``DATA/label_descriptions.json`` when present, else the shipped 2019 set."""
-    path = data_dir / "label_descriptions.json"
-    return load_labels(path if path.exists() else None)
-
-
-def test_images(data_dir: Path, *, quiet: bool = False) -> list[dict]:
-    """COCO image entries of the test set: ``sample_submission.csv`` order, sizes read from
-    the JPEG headers of ``DATA/test/``."""
-    sub = data_dir / "sample_submission.csv"
-    file = str(sub)
-    try:
-        df = pd.read_csv(sub, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise KitError("file not found", file=file) from None
-    if "ImageId" not in df.columns:
-        raise KitError("header lacks ImageId", file=file, row=1, value=",".join(df.columns))
-    out, seen = [], set()
-    for i, image_id in enumerate(progress(df["ImageId"].tolist(), desc="test image sizes",
-                                          quiet=quiet, unit="img")):
-        image_id = image_id.strip()
-        if image_id in seen:
-            continue
-        seen.add(image_id)
-        name = image_file_name(image_id)
-        try:
-            h, w = image_size(data_dir / "test" / name)
-        except OSError as e:
-            raise KitError(f"test image {data_dir / 'test' / name} cannot be read: "
-                           f"{getattr(e, 'strerror', None) or e}", file=file, row=i + 2,
-                           value=image_id) from None
-        out.append({"id": len(out) + 1, "file_name": name, "height": h, "width": w,
-                    "image_key": image_id})
-    return out
+from .layout import ann_relpath, find_labels, test_images
 
 
 def prepare(data_dir: str | Path, out_dir: str | Path | None = None, *, n_folds: int = 5,
@@ -103,7 +46,9 @@ def prepare(data_dir: str | Path, out_dir: str | Path | None = None, *, n_folds:
                        image_dir=data_dir / "train" if image_check else None,
                        size_mismatch=size_mismatch, skip_bad_rows=skip_bad_rows, quiet=quiet)
     if not data.images:
-        raise KitError("no usable training image left", file=str(data_dir / "train.csv"))
+        first = f"; the first: {data.rejected[0]}" if data.rejected else ""
+        raise KitError(f"no usable training image left: all {len(data.rejected)} row(s) or "
+                       f"image(s) were rejected{first}", file=str(data_dir / "train.csv"))
     n_img = len(data.images)
     presence = presence_matrix(data.ann_image, data.ann_category, n_img, labels.num_classes)
     folds = make_folds(presence, n_folds, split, seed)  # before any output: it may refuse

@@ -38,13 +38,30 @@ __all__ = [
 _EMPTY = np.zeros(0, dtype=np.int64)
 
 
+def _fromstring(text: str) -> np.ndarray | None:
+    """The leading integers of ``text`` (C speed), or None where numpy refuses the text.
+
+    numpy 2 raises on a token that is not an integer; numpy 1 instead stops there with a
+    DeprecationWarning and returns what it read so far. Callers therefore compare the count
+    with the number of tokens themselves and never trust a short result.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return np.fromstring(text, dtype=np.int64, sep=" ")
+        except ValueError:
+            return None
+
+
 def _tokens(rle: str) -> np.ndarray:
     """All integers of ``rle`` (int64); a non-integer token raises :class:`KitError`."""
-    try:
-        return np.fromstring(rle, dtype=np.int64, sep=" ")  # C speed; text mode is not deprecated
-    except ValueError:
-        pass
-    for tok in rle.split():
+    toks = rle.split()
+    values = _fromstring(rle)
+    if values is not None and values.size == len(toks):
+        return values
+    for tok in toks:
         if not tok.lstrip("-").isdigit():
             raise KitError("RLE token is not an integer", value=tok) from None
     raise KitError("RLE text could not be parsed", value=rle) from None  # pragma: no cover
@@ -300,19 +317,12 @@ def _tokens_per_text(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """
     n = len(texts)
     ntok = np.fromiter((t.count(" ") + 1 for t in texts), dtype=np.int64, count=n)
-    blob = " ".join(texts)
-    try:
-        values = np.fromstring(blob, dtype=np.int64, sep=" ")
-        if values.size == ntok.sum():
-            return values, ntok, np.zeros(n, dtype=bool)
-    except ValueError:
-        pass
+    values = _fromstring(" ".join(texts))
+    if values is not None and values.size == ntok.sum():
+        return values, ntok, np.zeros(n, dtype=bool)
     parts, bad = [], np.zeros(n, dtype=bool)
     for i, t in enumerate(texts):
-        try:
-            v = np.fromstring(t, dtype=np.int64, sep=" ")
-        except ValueError:
-            v = None
+        v = _fromstring(t)
         if v is None or v.size != len(t.split()):
             bad[i], ntok[i] = True, 0
             continue

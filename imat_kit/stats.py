@@ -10,6 +10,7 @@ import pandas as pd
 from .coco import detect_layout
 from .errors import KitError
 from .labels import Labels, parse_attributes_ids, parse_class_id
+from .readers import csv_columns, read_csv
 
 
 def dataset_stats(csv_path: str | Path, labels: Labels) -> dict:
@@ -19,13 +20,9 @@ def dataset_stats(csv_path: str | Path, labels: Labels) -> dict:
     columns; masks are not decoded.
     """
     file = str(csv_path)
-    try:
-        header = pd.read_csv(csv_path, nrows=0).columns.tolist()
-    except FileNotFoundError:
-        raise KitError("file not found", file=file) from None
-    year = detect_layout(header, file)
+    year = detect_layout(csv_columns(csv_path, what="train.csv"), file)
     cols = ["ImageId", "Height", "Width", "ClassId"] + (["AttributesIds"] if year == 2020 else [])
-    df = pd.read_csv(csv_path, usecols=cols, dtype=str, keep_default_na=False)
+    df = read_csv(csv_path, what="train.csv", usecols=cols)
     cache: dict = {}
     cats = np.empty(len(df), dtype=np.int64)
     attr_counts: dict[int, int] = {}
@@ -76,26 +73,3 @@ def dataset_stats(csv_path: str | Path, labels: Labels) -> dict:
 
 def _summary(v: np.ndarray) -> dict:
     return {"min": int(v.min()), "median": float(np.median(v)), "max": int(v.max())}
-
-
-def plot_category_distribution(per_cat: pd.DataFrame, out: str | Path) -> None:
-    """Horizontal bar chart of instances per category (log scale), most frequent on top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_open
-
-    d = per_cat.sort_values("instances")
-    fig, ax = plt.subplots(figsize=(8, 10))
-    ax.barh([f"{i} {n[:28]}" for i, n in zip(d["category_id"], d["name"])],
-            np.maximum(d["instances"], 0.5), color="#3b75af")
-    ax.set_xscale("log")
-    ax.set_xlabel("instances (log scale)")
-    ax.set_title(f"Category distribution: {int(d['instances'].sum()):,} instances")
-    ax.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
-    with atomic_open(out, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)

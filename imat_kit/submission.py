@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from . import __version__
 from . import rle as rle_mod
@@ -25,6 +24,7 @@ from .errors import KitError
 from .io import atomic_open, parallel_map
 from .labels import Labels, format_class_id, parse_class_id
 from .predictions import ImagePrediction
+from .readers import csv_columns, read_csv
 
 HEADER = ["ImageId", "EncodedPixels", "ClassId"]
 EMPTY_CLASS = "23"  # the placeholder class of sample_submission.csv, on rows without a mask
@@ -81,17 +81,6 @@ def image_rows(pred: ImagePrediction, cfg: SubmitConfig) -> list[tuple[str, str]
         owned[cid] = runs if taken is None else rle_mod.runs_union(taken, runs)
         rows.append((rle_mod.runs_to_string(mine[0], mine[1] - mine[0]), cid))
     return rows
-
-
-def sample_image_ids(data_dir: str | Path) -> list[str]:
-    path = Path(data_dir) / "sample_submission.csv"
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise KitError("file not found", file=str(path)) from None
-    if "ImageId" not in df.columns:
-        raise KitError("header lacks ImageId", file=str(path), row=1)
-    return list(dict.fromkeys(s.strip() for s in df["ImageId"]))
 
 
 def _code_version() -> str:
@@ -158,21 +147,16 @@ def validate_submission(path: str | Path, image_ids: list[str],
     ``sizes`` maps ImageId → (height, width) of the test image (``mask_size='512'`` checks
     against 512×512 instead).
     """
-    file = str(path)
     problems: list[Problem] = []
 
     def add(row: int | None, msg: str) -> None:
         if len(problems) < max_problems:
             problems.append(Problem(row, msg))
 
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise KitError("file not found", file=file) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        return [Problem(None, f"not a readable CSV: {e}")]
-    if list(df.columns) != HEADER:
-        return [Problem(1, f"header must be {','.join(HEADER)}, got {','.join(df.columns)}")]
+    cols = csv_columns(path, what="submission")
+    if sorted(cols) != sorted(HEADER):
+        return [Problem(1, f"header must be {','.join(HEADER)}, got {','.join(cols)}")]
+    df = read_csv(path, what="submission", rows_required=False)
     expected = set(image_ids)
     seen: set[str] = set()
     runs_by: dict[tuple[str, str], list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
@@ -240,17 +224,25 @@ def csv_instances(path: str | Path, sizes: dict[str, tuple[int, int]], *,
     from .metric import Instance, class_key
 
     file = str(path)
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = read_csv(path, what="submission or solution", required=HEADER, rows_required=False)
     out: dict[str, list] = defaultdict(list)
+    own_sizes = "Height" in df.columns and "Width" in df.columns
     for k, (iid, enc, cid) in enumerate(zip(df.ImageId, df.EncodedPixels, df.ClassId)):
         iid = iid.strip()
         out.setdefault(iid, [])
         if not enc.strip():
             continue
-        if "Height" in df.columns:
-            h, w = int(df.Height.iat[k]), int(df.Width.iat[k])
-        else:
+        if own_sizes:
+            hs, ws = df.Height.iat[k].strip(), df.Width.iat[k].strip()
+            if not (hs.isdigit() and ws.isdigit()):
+                raise KitError("Height/Width must be integers", file=file, row=k + 2,
+                               value=f"{hs}x{ws}")
+            h, w = int(hs), int(ws)
+        elif iid in sizes:
             h, w = sizes[iid]
+        else:
+            raise KitError("ImageId is not a test image (not in sample_submission.csv / "
+                           "test.json)", file=file, row=k + 2, value=iid)
         try:
             cat, attrs = parse_class_id(cid)
             rle = rle_mod.kaggle_to_coco(enc, h, w)
@@ -259,3 +251,62 @@ def csv_instances(path: str | Path, sizes: dict[str, tuple[int, int]], *,
         score = 1.0 - k / max(len(df), 1) if with_scores else 1.0
         out[iid].append(Instance(class_key(cat, attrs, use_attributes), rle, score))
     return dict(out)
+
+
+def submit(predictions: str | Path, data: str | Path, out: str | Path,
+           cfg: SubmitConfig | None = None, *, evaluation: str | Path | None = None,
+           manifest: dict | None = None, quiet: bool = False) -> tuple[dict, list[Problem]]:
+    """The ``imat-kit submit`` step: a predictions file (test split) → the submission CSV and
+    its manifest, then validated. ``evaluation`` (the ``evaluation.csv`` of ``imat-kit
+    evaluate``) puts the fold table into the manifest. Returns the manifest and the problems
+    validation found (none for a file this writer made)."""
+    from .layout import find_labels, sample_image_ids, test_image_sizes
+    from .predictions import read_predictions
+    from .readers import read_csv
+
+    cfg = cfg or SubmitConfig()
+    head, preds = read_predictions(predictions)
+    if head.get("split") not in (None, "test"):
+        raise KitError(f"a submission is made from test predictions, not {head['split']!r} "
+                       "ones (imat-kit predict --split test)", file=str(predictions), row=1)
+    ids = sample_image_ids(data)
+    extra = {"predictions": str(predictions), "source": head, **(manifest or {})}
+    if evaluation is not None:  # the fold table of `imat-kit evaluate`
+        table = read_csv(evaluation, what="evaluation table", required=["fold"])
+        extra["fold_scores"] = [{k: _number(v) for k, v in r.items()}
+                                for r in table.to_dict(orient="records")]
+    man = write_submission(preds, ids, out, cfg, quiet=quiet, manifest=extra)
+    problems = validate_submission(out, ids, test_image_sizes(data, quiet=quiet),
+                                   find_labels(data), mask_size=cfg.mask_size)
+    return man, problems
+
+
+def _number(text: str) -> object:
+    """A table cell as a number where it is one (``"0.6"`` → 0.6), else the text."""
+    try:
+        v = float(text)
+    except ValueError:
+        return text
+    return int(v) if v.is_integer() and text.strip().lstrip("-").isdigit() else v
+
+
+def score_submission(submission: str | Path, solution: str | Path, data: str | Path, *,
+                     average: str = "image", attributes: bool = False,
+                     quiet: bool = False) -> dict:
+    """The ``imat-kit score`` step: the competition score of a submission against a solution
+    in ``train.csv`` layout. Every ImageId of the submission must be in the solution."""
+    from .layout import test_image_sizes
+    from .metric import competition_score
+
+    sizes = test_image_sizes(data, quiet=quiet)
+    truth = csv_instances(solution, sizes, use_attributes=attributes)
+    sub = csv_instances(submission, sizes, use_attributes=attributes, with_scores=True)
+    stray = [k for k in sub if k not in truth]
+    if stray:
+        from .readers import read_csv
+
+        ids = [s.strip() for s in read_csv(submission, what="submission",
+                                           rows_required=False)["ImageId"]]
+        raise KitError(f"ImageId not in the solution {solution} ({len(stray)} such image(s))",
+                       file=str(submission), row=ids.index(stray[0]) + 2, value=stray[0])
+    return competition_score(truth, sub, average=average)

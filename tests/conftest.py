@@ -1,4 +1,4 @@
-"""Shared fixtures: the real label files and one small synthetic dataset per session."""
+"""Shared fixtures: one small synthetic dataset per session, and its prepared folds."""
 
 from __future__ import annotations
 
@@ -8,14 +8,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not (SHARED_DATA / "label_descriptions_2019.json").exists():
-        pytest.skip(f"the real label files are not beside the repo ({SHARED_DATA})")
-    return SHARED_DATA
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,7 @@ def test_workers_and_chunks_give_the_same_result(synth_dir):
     assert a.to_json() == b.to_json()
 
 
-def test_2020_layout(synth_dir, tmp_path, shared_data):
+def test_2020_layout(synth_dir, tmp_path):
     df = pd.read_csv(synth_dir / "train.csv", dtype=str)
     parsed = [parse_class_id(c) for c in df.ClassId]
     df20 = pd.DataFrame({
@@ -62,7 +62,7 @@ def test_2020_layout(synth_dir, tmp_path, shared_data):
     path = tmp_path / "train.csv"
     df20.to_csv(path, index=False)
     assert detect_layout(df20.columns.tolist()) == 2020
-    lab = load_labels(shared_data / "label_descriptions_2020.json")
+    lab = load_labels(year=2020)
     data = csv_to_coco(path, labels=lab, image_dir=synth_dir / "train", quiet=True)
     coco, _ = _load(data, tmp_path)
     assert coco["images"][0]["file_name"].endswith(".jpg")

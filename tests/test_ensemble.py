@@ -5,8 +5,8 @@ from pycocotools import mask as mask_util
 from imat_kit.cli import main
 from imat_kit.ensemble import ensemble, fuse_image
 from imat_kit.metric import Instance, class_key, competition_score
-from imat_kit.predictions import ImagePrediction, header, read_predictions
-from tests.test_submission import sizes_of, truth_predictions
+from imat_kit.predictions import ImagePrediction, read_predictions, write_predictions
+from tests.test_submission import truth_predictions
 
 
 def _encode(m):
@@ -103,13 +103,12 @@ def test_fusion_known_answer():
 
 def test_cli_ensemble(synth_dir, tmp_path, capsys):
     truth = truth_predictions(synth_dir, attributes=False)
-    files = []
+    files, models = [], []
     for s in range(3):
         f = tmp_path / f"fold{s}.jsonl"
-        with open(f, "w") as fh:
-            fh.write(header(split="test", fold=s, config="c.py", checkpoint=f"f{s}.pth") + "\n")
-            for p in noisy_model(truth, s).values():
-                fh.write(p.to_json() + "\n")
+        models.append(noisy_model(truth, s))
+        write_predictions(f, {"split": "test", "fold": s, "config": "c.py",
+                              "checkpoint": f"f{s}.pth"}, models[-1].values())
         files.append(str(f))
     out = tmp_path / "fused.jsonl"
     assert main(["ensemble", "--inputs", *files, "--out", str(out), "--weights", "1", "1", "2",
@@ -117,8 +116,12 @@ def test_cli_ensemble(synth_dir, tmp_path, capsys):
     head, fused = read_predictions(out)
     assert head["method"] == "fusion" and [i["checkpoint"] for i in head["inputs"]] == \
         ["f0.pth", "f1.pth", "f2.pth"]
-    assert set(fused) == set(truth)
-    assert sizes_of(synth_dir)  # the helpers stay importable
+    assert set(fused) == set(truth) and head["weights"] == [1.0, 1.0, 2.0]
+    for key, p in fused.items():  # every fused instance stands for at least one input one
+        given = [m[key] for m in models if key in m]
+        assert len(p) <= sum(len(g) for g in given)
+        assert (len(p) > 0) == any(len(g) > 0 for g in given)
+        assert set(p.labels.tolist()) <= {c for g in given for c in g.labels.tolist()}
 
 
 def test_soft_fusion_averages_probabilities():

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from imat_kit.cli import main
-from imat_kit.predictions import ImagePrediction, header
+from imat_kit.predictions import ImagePrediction, write_predictions
 
 
 @pytest.fixture()
@@ -33,10 +33,7 @@ def fold_predictions(prep, fold, drop_every=0):
 
 
 def write(path, preds, fold):
-    with open(path, "w") as f:
-        f.write(header(split="val", fold=fold) + "\n")
-        for p in preds.values():
-            f.write(p.to_json() + "\n")
+    write_predictions(path, {"split": "val", "fold": fold}, preds.values())
 
 
 def test_evaluate_fold_table(prep, tmp_path, capsys):
@@ -60,8 +57,8 @@ def test_evaluate_fold_table(prep, tmp_path, capsys):
 
 
 def test_evaluate_refuses_test_predictions(prep, tmp_path, capsys):
-    with open(tmp_path / "t.jsonl", "w") as f:
-        f.write(header(split="test") + "\n")
+    write_predictions(tmp_path / "t.jsonl", {"split": "test"},
+                      fold_predictions(prep, 0).values())
     assert main(["evaluate", "--data", str(prep), "--predictions",
                  str(tmp_path / "t.jsonl")]) == 2
     assert "needs validation predictions" in capsys.readouterr().err

@@ -30,8 +30,11 @@ def test_folds_deterministic(presence):
     a = make_folds(presence, 5, "stratified", seed=7)
     assert (a == make_folds(presence, 5, "stratified", seed=7)).all()
     assert (a != make_folds(presence, 5, "stratified", seed=8)).any()
-    assert sorted(np.bincount(a).tolist()) == sorted(np.bincount(a).tolist())
+    sizes = np.bincount(a, minlength=5)  # stratification trades a few images for balance
+    assert sizes.sum() == len(presence) and np.abs(sizes - len(presence) / 5).max() <= 0.02 * 500
     r = make_folds(presence, 5, "random", seed=7)
+    rs = np.bincount(r, minlength=5)
+    assert rs.max() - rs.min() <= 1  # plain K-fold: sizes differ by at most one image
     assert (r == make_folds(presence, 5, "random", seed=7)).all()
     assert set(a.tolist()) == set(r.tolist()) == set(range(5))
     # fold 0 of a random 5-fold split is the reference study's 80/20 split
@@ -76,8 +79,10 @@ def test_read_folds_csv_errors(tmp_path):
     with pytest.raises(KitError, match=r"folds.csv:3: ImageId listed twice"):
         read_folds_csv(p)
     p.write_text("Image,fold\na.jpg,0\n")
-    with pytest.raises(KitError, match=r"folds.csv:1: header must be ImageId,fold"):
+    with pytest.raises(KitError, match=r"folds.csv:1: header lacks column\(s\) ImageId"):
         read_folds_csv(p)
+    p.write_text("fold,ImageId\r\n1,b.jpg\r\n0,a.jpg\r\n")  # another column order, CRLF
+    assert read_folds_csv(p).to_dict("list") == {"ImageId": ["b.jpg", "a.jpg"], "fold": [1, 0]}
 
 
 def test_prepare_writes_consistent_fold_files(synth_dir, tmp_path):

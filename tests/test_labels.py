@@ -6,18 +6,29 @@ from imat_kit.errors import KitError
 from imat_kit.labels import format_class_id, load_labels, parse_attributes_ids, parse_class_id
 
 
-def test_shipped_labels_are_the_2019_file(shared_data):
+def test_shipped_labels_are_the_2019_file():
     ours = load_labels()
-    real = json.loads((shared_data / "label_descriptions_2019.json").read_text())
-    assert ours.year == 2019
+    assert ours.year == 2019 and ours.source.endswith("label_descriptions_2019.json")
     assert ours.num_classes == 46 and len(ours.attributes) == 92
-    assert [c["name"] for c in real["categories"]] == list(ours.class_names)
-    assert ours.category_name(31) == "sleeve"
+    assert sorted(ours.attribute_ids) == list(range(92))
+    assert ours.class_names[:2] == ("shirt, blouse", "top, t-shirt, sweatshirt")
+    assert ours.category_name(31) == "sleeve" and ours.attribute_name(91) == "no waistline"
 
 
-def test_2020_file_non_contiguous_attributes(shared_data):
-    lab = load_labels(shared_data / "label_descriptions_2020.json")
-    assert lab.year == 2020
+def test_both_years_ship_the_same_categories():
+    a, b = load_labels(year=2019), load_labels(year=2020)
+    assert a.class_names == b.class_names and len(b.attributes) == 294
+    with pytest.raises(KitError, match="no label file is shipped for 2021"):
+        load_labels(year=2021)
+
+
+def test_2020_file_non_contiguous_attributes(tmp_path):
+    lab = load_labels(year=2020)
+    assert lab.year == 2020 and lab.attribute_name(340) == "plant"
+    # read from a file, its year is recognised by the attribute ids alone (no info block)
+    p = tmp_path / "label_descriptions.json"
+    p.write_text(json.dumps(lab.to_json() | {"info": {}}))
+    assert load_labels(p).year == 2020
     assert lab.num_classes == 46 and len(lab.attributes) == 294
     ids = sorted(lab.attribute_ids)
     assert ids[-1] == 340 and ids != list(range(294))

@@ -44,7 +44,7 @@ def test_every_config_builds(path, prepared):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
-    import imat_kit.mmdet_ext  # noqa: F401
+    from imat_kit.mmdet_ext.runner import fold_work_dir
 
     register_all_modules()
     cfg = _cfg(path, prepared, fold=2)
@@ -55,9 +55,16 @@ def test_every_config_builds(path, prepared):
     assert cfg.train_dataloader.dataset.type == "IMatDataset"
     assert str(cfg.train_dataloader.dataset.fold) == "2"
     assert cfg.val_evaluator.ann_file.endswith("annotations/fold2_val.json")
-    assert cfg.work_dir.endswith(f"{path.stem}/fold2")
-    if path.stem != "tiny_maskrcnn_imat":
-        assert str(cfg.load_from).startswith(("https://download.openmmlab.com/", "work_dirs/"))
+    # one source: the work dir (per fold) and phase 2's checkpoint come from IMatRunner
+    assert cfg.runner_type == "IMatRunner" and "work_dir" not in cfg
+    assert fold_work_dir(f"work_dirs/{path.stem}", cfg.fold) == f"work_dirs/{path.stem}/fold2"
+    text = path.read_text()
+    assert "num_classes=46" not in text.replace(" ", "") and "epoch_" not in text
+    if cfg.get("imat_previous_phase"):  # phase 2: starts from phase 1's run on the same fold
+        assert cfg.load_from is None
+        assert (path.parent / cfg.imat_previous_phase).is_file()
+    elif path.stem != "tiny_maskrcnn_imat":
+        assert str(cfg.load_from).startswith("https://download.openmmlab.com/")
     assert "paramwise_cfg" not in cfg.optim_wrapper  # would drop frozen params (two phases)
 
 

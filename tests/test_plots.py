@@ -62,6 +62,5 @@ def test_loss_curves(tmp_path, capsys):
     out = tmp_path / "loss.png"
     assert main(["plot", "losses", "--work-dirs", str(tmp_path / "wd"), "--out", str(out)]) == 0
     _png_ok(out)
-    with pytest.raises(SystemExit):
-        main(["plot", "pr", "--out", str(out)])
-    assert "needs --data" in capsys.readouterr().err
+    assert main(["plot", "pr", "--out", str(out)]) == 2
+    assert "plot pr needs --data" in capsys.readouterr().err

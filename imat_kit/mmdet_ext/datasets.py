@@ -7,7 +7,7 @@ from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 
 from ..labels import load_labels
-from ..prepare import ANN_SPLITS, ann_relpath
+from ..layout import ANN_SPLITS, ann_relpath
 
 #: category names in id order (0..45), as a tuple (a list breaks mmdet's confusion matrix)
 IMAT_CLASSES: tuple[str, ...] = load_labels().class_names

@@ -1,5 +1,19 @@
 """``imat-kit predict``: run a trained model over a fold's validation images or the test set and
-store per-image predictions (:mod:`imat_kit.predictions`), batched and resumable."""
+store per-image predictions (:mod:`imat_kit.predictions`), batched and resumable.
+
+**Batching never changes a prediction.** MMDetection pads the images of a batch to one shape,
+so an image batched with a larger one would be seen with extra padding and predicted
+differently than alone. Images are therefore batched only with images that pad to the same
+shape as they do alone (their resized shape rounded up to the model's ``pad_size_divisor``),
+and the finished file lists the images in the split's order: the file is the same for every
+batch size.
+
+**Resuming never mixes runs.** The header records what shaped the predictions: split, fold,
+the resolved config (with ``--cfg-options``), the checkpoint's content (SHA-256), flip TTA and
+the soft-mask size. An existing output (or an interrupted ``.partial``) is continued only when
+all of these match; otherwise predict names what differs and stops, and ``overwrite=True``
+(``--overwrite``) discards the old file and predicts everything again.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +26,16 @@ from pycocotools import mask as mask_util
 
 from ..ensemble import fuse_image
 from ..errors import KitError
-from ..io import progress
-from ..predictions import ImagePrediction, header, iter_predictions
-from ..prepare import ann_relpath
+from ..io import atomic_open, describe_differences, file_fingerprint, json_fingerprint, progress
+from ..layout import image_dir, read_ann
+from ..predictions import ImagePrediction, header, iter_predictions, read_header
+from .config import flat_settings, load_config
 
 SPLITS = ("val", "test")
 
-
-def _images(data_root: Path, split: str, fold: int) -> tuple[list[dict], Path]:
-    ann = data_root / ann_relpath(split, fold)
-    if not ann.exists():
-        raise KitError(f"{ann} does not exist: run `imat-kit prepare` first", file=str(ann))
-    images = json.loads(ann.read_text())["images"]
-    return images, data_root / ("train" if split == "val" else "test")
-
-
+#: header fields that must match for an existing predictions file to be continued
+RESUME_KEYS = ("version", "split", "fold", "config_sha256", "checkpoint_sha256", "tta",
+               "soft_size")
 def _to_prediction(sample, key: str, flip: bool = False,
                    soft_size: int = 0) -> ImagePrediction:
     """One mmdet result as an :class:`ImagePrediction`. With ``soft_size`` the model was run
@@ -69,74 +78,150 @@ def crop_soft(prob: np.ndarray, xywh: np.ndarray, size: int) -> np.ndarray:
 def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int = 0,
             out: str | Path, data_root: str | None = None, tta: str | None = None,
             batch_size: int = 2, device: str | None = None, soft_size: int = 0,
-            cfg_options: dict | None = None, quiet: bool = False) -> dict:
-    """Predict every image of the split into ``out``: images already in ``out`` or in
-    ``out.partial`` (an interrupted run) are not predicted again."""
+            cfg_options: list[str] | None = None, overwrite: bool = False,
+            quiet: bool = False) -> dict:
+    """Predict every image of the split into ``out`` (see the module docstring for the batching
+    and resume rules); returns ``images``, ``predicted_now`` and ``out``."""
     import torch
-    from mmdet.apis import init_detector
     from mmdet.utils import register_all_modules
-    from mmengine.config import Config
-    from mmengine.dataset import Compose, pseudo_collate
 
     if split not in SPLITS:
         raise KitError(f"split must be one of {', '.join(SPLITS)}", value=split)
     if tta not in (None, "flip"):
         raise KitError("tta must be 'flip' or nothing", value=tta)
+    if batch_size < 1:
+        raise KitError("batch size must be at least 1", value=batch_size)
+    if not Path(checkpoint).is_file():
+        raise KitError("checkpoint not found", file=str(checkpoint))
     register_all_modules()
-    os.environ["IMAT_FOLD"] = str(fold)
-    if data_root is not None:
-        os.environ["IMAT_DATA_ROOT"] = data_root if data_root.endswith("/") else data_root + "/"
-    cfg = Config.fromfile(str(config))
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg = load_config(config, fold=fold, data_root=data_root, options=cfg_options)
     if soft_size:  # probabilities instead of binary masks from the mask head
         test_cfg = cfg.model.test_cfg
         (test_cfg.rcnn if "rcnn" in test_cfg else test_cfg).mask_thr_binary = -1.0
     root = Path(cfg.train_dataloader.dataset.data_root)
-    images, img_dir = _images(root, split, fold)
+    images = read_ann(root, split, fold)["images"]
+    img_dir = image_dir(root, split)
+    meta = {"split": split, "fold": fold if split == "val" else None, "config": str(config),
+            "config_sha256": json_fingerprint(flat_settings(cfg)),
+            "checkpoint": str(checkpoint),
+            "checkpoint_sha256": file_fingerprint(checkpoint)["sha256"], "tta": tta,
+            "soft_size": soft_size or None, "cfg_options": list(cfg_options or [])}
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
-    if out.exists() and not partial.exists():
-        os.replace(out, partial)  # a finished file: predict only what it lacks
-    done: set[str] = set()
+    done = _resume(out, partial, meta, overwrite)
+    todo = [im for im in images if im["image_key"] not in done]
+    if todo:
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        _predict_into(partial, todo, img_dir, cfg, checkpoint, device=device, tta=tta,
+                      soft_size=soft_size, batch_size=batch_size, quiet=quiet)
+    _finish(partial, out, [im["image_key"] for im in images])
+    return {"images": len(images), "predicted_now": len(todo), "out": str(out)}
+
+
+def _resume(out: Path, partial: Path, meta: dict, overwrite: bool) -> set[str]:
+    """Prepare ``partial`` for appending; returns the images it already holds. An existing
+    output or partial file is continued only when its header matches ``meta``."""
+    for old in (partial, out):
+        if not old.exists():
+            continue
+        head = read_header(old)
+        current = {"version": 1, **meta}
+        diffs = describe_differences(head, current, RESUME_KEYS)
+        if diffs and not overwrite:
+            raise KitError("it holds predictions made with other settings: " + "; ".join(diffs)
+                           + ". Pass --overwrite to predict every image again, or choose "
+                           "another --out", file=str(old))
+        if diffs:
+            old.unlink()
+            continue
+        if old == out and not partial.exists():
+            os.replace(out, partial)  # a finished file: predict only what it lacks
+        break
     if partial.exists():
         done = {p.image_key for p in iter_predictions(partial)}
         with open(partial, "rb+") as f:  # drop a torn last line before appending
             data = f.read()
             f.truncate(data.rfind(b"\n") + 1)
-    else:
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(header(split=split, fold=fold if split == "val" else None,
-                                  config=str(config), checkpoint=str(checkpoint), tta=tta,
-                                  soft_size=soft_size or None) + "\n")
-    todo = [im for im in images if im["image_key"] not in done]
-    if not todo:
-        os.replace(partial, out)
-        return {"images": len(images), "predicted_now": 0, "out": str(out)}
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return done
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_text(header(**meta) + "\n")
+    return set()
+
+
+def _finish(partial: Path, out: Path, order: list[str]) -> None:
+    """The partial file's lines (the last line of an image wins) in the split's image order,
+    written atomically to ``out``; the partial file is removed."""
+    with open(partial, encoding="utf-8") as f:
+        head = f.readline()
+        lines = {}
+        for line in f:
+            if line.endswith("\n"):
+                lines[json.loads(line)["image_key"]] = line
+    with atomic_open(out, "w", encoding="utf-8") as f:
+        f.write(head)
+        for key in order:
+            if key in lines:
+                f.write(lines[key])
+    partial.unlink()
+
+
+def _pad_key(sample, divisor: int) -> tuple[int, int]:
+    """The shape an image is padded to when it is predicted alone."""
+    h, w = sample.metainfo["img_shape"][:2]
+    d = max(int(divisor), 1)
+    return (-(-int(h) // d) * d, -(-int(w) // d) * d)
+
+
+def _predict_into(partial: Path, todo: list[dict], img_dir: Path, cfg, checkpoint, *,
+                  device: str, tta: str | None, soft_size: int, batch_size: int,
+                  quiet: bool) -> None:
+    """Append the predictions of ``todo`` to ``partial``, batching only same-padding images."""
+    import torch
+    from mmdet.apis import init_detector
+    from mmengine.dataset import Compose, pseudo_collate
+
     model = init_detector(cfg, str(checkpoint), device=device)
+    divisor = getattr(model.data_preprocessor, "pad_size_divisor", 1)
     steps = [t for t in cfg.test_dataloader.dataset.pipeline if t["type"] != "LoadAnnotations"]
     pipelines = {False: Compose(steps)}
     if tta == "flip":
         flip = dict(type="RandomFlip", prob=1.0, direction="horizontal")
         pipelines[True] = Compose([*steps[:-1], flip, steps[-1]])
-    bar = progress(range(0, len(todo), batch_size), desc=f"predict {split}", quiet=quiet,
-                   unit="batch")
+    buckets: dict[tuple[int, int], list] = {}
+    held = 0
+    bar = progress(range(len(todo)), desc=f"predict {len(todo)} images", quiet=quiet,
+                   unit="img")
+
     with open(partial, "a", encoding="utf-8") as f, torch.no_grad():
-        for start in bar:
-            batch = todo[start:start + batch_size]
+        def run(key: tuple[int, int]) -> None:
+            nonlocal held
+            batch = buckets.pop(key)
+            held -= len(batch)
             passes = {}
-            for flipped, pipe in pipelines.items():
-                items = [pipe(dict(img_path=str(img_dir / im["file_name"]), img_id=im["id"]))
-                         for im in batch]
-                samples = model.test_step(pseudo_collate(items))
+            for flipped in pipelines:
+                samples = model.test_step(pseudo_collate([items[flipped] for _, items in batch]))
                 passes[flipped] = [_to_prediction(s, im["image_key"], flipped, soft_size)
-                                   for s, im in zip(samples, batch)]
+                                   for s, (im, _) in zip(samples, batch)]
             for i in range(len(batch)):
                 p = passes[False][i]
                 if tta == "flip":
                     p = fuse_image([passes[False][i], passes[True][i]], method="fusion")
                 f.write(p.to_json() + "\n")
             f.flush()
-    os.replace(partial, out)
-    return {"images": len(images), "predicted_now": len(todo), "out": str(out)}
+            bar.update(len(batch))
+
+        for im in todo:
+            src = dict(img_path=str(img_dir / im["file_name"]), img_id=im["id"])
+            items = {flipped: pipe(dict(src)) for flipped, pipe in pipelines.items()}
+            key = _pad_key(items[False]["data_samples"], divisor)
+            buckets.setdefault(key, []).append((im, items))
+            held += 1
+            if len(buckets[key]) >= batch_size:
+                run(key)
+            elif held >= 4 * batch_size:  # bound memory: a partial batch is still same-shape
+                run(max(buckets, key=lambda k: len(buckets[k])))
+        for key in list(buckets):
+            run(key)
+    bar.close()
+
+

@@ -1,8 +1,6 @@
 # Mask R-CNN R101-FPN, phase 1 (heads) of the reference recipe; phase 2 is
 # maskrcnn_r101_imat_all.py. COCO weights: box AP 42.7, mask AP 38.5.
 _base_ = './maskrcnn_r50_imat.py'
-fold = '{{$IMAT_FOLD:0}}'
-work_dir = 'work_dirs/maskrcnn_r101_imat/fold' + fold
 imat_next_phase = 'maskrcnn_r101_imat_all.py'
 model = dict(backbone=dict(depth=101))
 load_from = ('https://download.openmmlab.com/mmdetection/v2.0/mask_rcnn/'

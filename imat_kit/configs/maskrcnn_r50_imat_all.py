@@ -1,15 +1,15 @@
 # Phase 2 of the reference recipe: all layers, the seed augmentation on 80% of samples, SGD
-# lr 1e-4 then 1e-5. Starts from phase 1's last checkpoint (`imat-kit train` passes it; by hand:
+# lr 1e-4 then 1e-5. Starts from the last checkpoint of phase 1 on the same fold
+# (imat_previous_phase): `imat-kit train` passes it; by hand,
 #   IMAT_FOLD=k mim train mmdet configs/maskrcnn_r50_imat_all.py
-# reads work_dirs/maskrcnn_r50_imat/fold{k}/epoch_4.pth, or give --cfg-options load_from=...).
+# reads work_dirs/maskrcnn_r50_imat/fold{k}/last_checkpoint (or give --cfg-options load_from=...).
 _base_ = './maskrcnn_r50_imat.py'
-fold = '{{$IMAT_FOLD:0}}'
-work_dir = 'work_dirs/maskrcnn_r50_imat_all/fold' + fold
 imat_next_phase = None
+imat_previous_phase = 'maskrcnn_r50_imat.py'
 
 all_epochs = 8
 model = dict(backbone=dict(frozen_stages=-1))
-load_from = 'work_dirs/maskrcnn_r50_imat/fold' + fold + '/epoch_4.pth'
+load_from = None
 
 train_dataloader = dict(dataset=dict(pipeline={{_base_.train_pipeline_aug}}))
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=all_epochs, val_interval=1)

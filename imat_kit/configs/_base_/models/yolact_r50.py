@@ -1,6 +1,6 @@
-# The YOLACT R50 model of mmdet's yolact/yolact_r50_1xb8-55e_coco.py, for 46 classes. It is
-# restated here because that file also defines COCO dataloaders, which cannot sit beside
-# _base_/imat_instance.py among one config's bases (mmengine forbids duplicate keys there).
+# The YOLACT R50 model of mmdet's yolact/yolact_r50_1xb8-55e_coco.py (num_classes is set by the
+# config, from _base_/imat_instance.py). It is restated here because that file also defines COCO
+# dataloaders, which cannot sit beside imat_instance.py among one config's bases (duplicate keys).
 # init_cfg=None: the weights come from load_from (COCO YOLACT), never from a download at init.
 img_norm_cfg = dict(
     mean=[123.68, 116.78, 103.94], std=[58.40, 57.12, 57.38], to_rgb=True)
@@ -35,7 +35,6 @@ model = dict(
         upsample_cfg=dict(mode='bilinear')),
     bbox_head=dict(
         type='YOLACTHead',
-        num_classes=46,
         in_channels=256,
         feat_channels=256,
         anchor_generator=dict(
@@ -64,7 +63,6 @@ model = dict(
         type='YOLACTProtonet',
         in_channels=256,
         num_protos=32,
-        num_classes=46,
         max_masks_to_train=100,
         loss_mask_weight=6.125,
         with_seg_branch=True,

@@ -10,17 +10,13 @@ _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py', './_base_/imat_instance.py'
 ]
-fold = '{{$IMAT_FOLD:0}}'
-work_dir = 'work_dirs/maskrcnn_r50_imat/fold' + fold
 imat_next_phase = 'maskrcnn_r50_imat_all.py'
 
-num_classes = 46
-heads_epochs = 4
 model = dict(
     # load_from provides the backbone: no torchvision download at init
     backbone=dict(frozen_stages=4, init_cfg=None),
-    roi_head=dict(bbox_head=dict(num_classes=num_classes),
-                  mask_head=dict(num_classes=num_classes)))
+    roi_head=dict(bbox_head=dict(num_classes={{_base_.num_classes}}),
+                  mask_head=dict(num_classes={{_base_.num_classes}})))
 
 # COCO-pretrained (box AP 40.9, mask AP 37.1); the 80-class heads (fc_cls, fc_reg,
 # conv_logits) do not fit 46 classes and keep their fresh initialisation.
@@ -28,7 +24,7 @@ load_from = ('https://download.openmmlab.com/mmdetection/v2.0/mask_rcnn/'
              'mask_rcnn_r50_fpn_mstrain-poly_3x_coco/'
              'mask_rcnn_r50_fpn_mstrain-poly_3x_coco_20210524_201154-21b550bb.pth')
 
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=heads_epochs, val_interval=1)
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=4, val_interval=1)
 # No paramwise_cfg: with one, mmengine leaves frozen parameters out of the optimizer.
 optim_wrapper = dict(
     type='OptimWrapper',

@@ -5,9 +5,6 @@ _base_ = [
     'mmdet::_base_/default_runtime.py', './_base_/imat_instance.py'
 ]
 
-fold = '{{$IMAT_FOLD:0}}'
-work_dir = 'work_dirs/tiny_maskrcnn_imat/fold' + fold
-num_classes = 46
 image_size = (256, 256)
 model = dict(
     backbone=dict(depth=18, frozen_stages=-1, norm_eval=False, init_cfg=None),
@@ -16,9 +13,11 @@ model = dict(
                   anchor_generator=dict(scales=[4])),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=128),
-        bbox_head=dict(in_channels=128, fc_out_channels=256, num_classes=num_classes),
+        bbox_head=dict(in_channels=128, fc_out_channels=256,
+                       num_classes={{_base_.num_classes}}),
         mask_roi_extractor=dict(out_channels=128),
-        mask_head=dict(in_channels=128, conv_out_channels=128, num_classes=num_classes)),
+        mask_head=dict(in_channels=128, conv_out_channels=128,
+                       num_classes={{_base_.num_classes}})),
     train_cfg=dict(
         rpn_proposal=dict(nms_pre=500, max_per_img=200),
         rcnn=dict(sampler=dict(num=64))),

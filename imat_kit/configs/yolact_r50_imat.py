@@ -4,9 +4,9 @@ _base_ = [
     './_base_/models/yolact_r50.py', 'mmdet::_base_/default_runtime.py',
     './_base_/imat_instance.py'
 ]
-fold = '{{$IMAT_FOLD:0}}'
-work_dir = 'work_dirs/yolact_r50_imat/fold' + fold
 input_size = 550
+model = dict(bbox_head=dict(num_classes={{_base_.num_classes}}),
+             mask_head=dict(num_classes={{_base_.num_classes}}))
 mean = [123.68, 116.78, 103.94]  # = the model's data_preprocessor mean (RGB)
 load_from = ('https://download.openmmlab.com/mmdetection/v2.0/yolact/yolact_r50_1x8_coco/'
              'yolact_r50_1x8_coco_20200908-f38d58df.pth')

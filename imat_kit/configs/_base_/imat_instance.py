@@ -4,7 +4,12 @@
 # Data root and fold come from the environment, so one override trains fold k:
 #   IMAT_FOLD=3 mim train mmdet configs/maskrcnn_r50_imat.py
 #   IMAT_DATA_ROOT=/data/imat2019/ ...      (default: data/imat2019/, with the trailing /)
+# IMatRunner (imat_kit) puts every run in a work dir ending in fold<k> (work_dirs/<config>/
+# fold<k> by default), and starts a later phase (imat_previous_phase) from the last checkpoint
+# of the earlier phase's run on the same fold.
 custom_imports = dict(imports=['imat_kit.mmdet_ext'], allow_failed_imports=False)
+runner_type = 'IMatRunner'
+num_classes = 46  # the competition's categories, both years
 
 dataset_type = 'IMatDataset'
 data_root = '{{$IMAT_DATA_ROOT:data/imat2019/}}'
