@@ -434,7 +434,7 @@ def _cmd_plot(a: argparse.Namespace) -> int:
     if "images" in r:
         print("images: " + " ".join(r["images"]))
     if r.get("points") == 0:
-        print("nothing logged yet: the figure says so")
+        print("no training loss logged yet: the figure says so")
     print(f"{a.what} → {a.out}")
     return 0
 

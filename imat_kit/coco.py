@@ -40,6 +40,7 @@ from .readers import csv_columns, iter_csv
 COLUMNS_2019 = ("ImageId", "EncodedPixels", "Height", "Width", "ClassId")
 COLUMNS_2020 = (*COLUMNS_2019, "AttributesIds")
 SIZE_POLICIES = ("error", "transpose", "drop")
+NO_ANNOTATIONS = "image left without annotations"
 
 
 def detect_layout(columns: list[str] | tuple[str, ...], file: str = "train.csv") -> int:
@@ -423,7 +424,7 @@ class _Converter:
         for i in np.flatnonzero(~has_ann & keep).tolist():
             self.rejected.append(Rejection(self.file, self.image_first_row[i],
                                            self.images[i]["image_key"],
-                                           "image left without annotations"))
+                                           NO_ANNOTATIONS))
         keep &= has_ann
         self.rejected.sort(key=lambda r: r.row)
         data = CocoData(images=self.images, categories=list(self.labels.categories),

@@ -62,10 +62,11 @@ def moving_average(y: np.ndarray, k: int) -> np.ndarray:
 def plot_losses(work_dirs: list[str | Path], out: str | Path,
                 labels: list[str] | None = None) -> int:
     """Train loss (moving average) and validation loss per work dir; validation segm AP on a
-    second axis. Returns the number of points drawn (0: the chart says nothing was logged)."""
+    second axis. Returns the number of training-loss points drawn (0: the chart says so and
+    shows the validation points alone)."""
     fig, ax = plt.subplots(figsize=(9, 5))
     ax2 = ax.twinx()
-    drawn = 0
+    drawn = shown = 0
     for i, wd in enumerate(work_dirs):
         name = labels[i] if labels else Path(wd).name
         train, val = read_scalars(wd)
@@ -83,16 +84,16 @@ def plot_losses(work_dirs: list[str | Path], out: str | Path,
         if ap:
             ax2.plot(*zip(*ap), "s:", color=line.get_color(), alpha=0.7,
                      label=f"{name} val segm AP")
-        drawn += len(vl) + len(ap)
+        shown += len(vl) + len(ap)
     if not drawn:
-        ax.text(0.5, 0.5, "no loss logged yet", ha="center", va="center",
+        ax.text(0.5, 0.5, "no training loss logged yet", ha="center", va="center",
                 transform=ax.transAxes)
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax2.set_ylabel("segm AP")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    if drawn:
+    if drawn + shown:
         ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
     ax.set_title("Loss curves")
     fig.tight_layout()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .coco import CocoData, csv_to_coco
+from .coco import NO_ANNOTATIONS, CocoData, csv_to_coco
 from .errors import KitError
 from .folds import balance_report, make_folds, presence_matrix, summarise_balance, write_folds_csv
 from .io import atomic_open, progress
@@ -46,9 +46,10 @@ def prepare(data_dir: str | Path, out_dir: str | Path | None = None, *, n_folds:
                        image_dir=data_dir / "train" if image_check else None,
                        size_mismatch=size_mismatch, skip_bad_rows=skip_bad_rows, quiet=quiet)
     if not data.images:
-        first = f"; the first: {data.rejected[0]}" if data.rejected else ""
-        raise KitError(f"no usable training image left: all {len(data.rejected)} row(s) or "
-                       f"image(s) were rejected{first}", file=str(data_dir / "train.csv"))
+        rows = [r for r in data.rejected if r.reason != NO_ANNOTATIONS]
+        first = f"; the first: {rows[0]}" if rows else ""
+        raise KitError(f"no usable training image left: all {len(rows)} row(s) were rejected"
+                       f"{first}", file=str(data_dir / "train.csv"))
     n_img = len(data.images)
     presence = presence_matrix(data.ann_image, data.ann_category, n_img, labels.num_classes)
     folds = make_folds(presence, n_folds, split, seed)  # before any output: it may refuse

@@ -40,3 +40,21 @@ def prepared(synth_dir, tmp_path_factory) -> Path:
         (out / name).symlink_to(synth_dir / name)
     prepare(out, n_folds=3, seed=0, quiet=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(prepared, tmp_path_factory) -> Path:
+    """A 6-iteration run of tests/configs/tiny_test.py on fold 0 (checkpoints at 4 and 6)."""
+    import os
+    import subprocess
+    import sys
+
+    wd = tmp_path_factory.mktemp("tiny_ckpt")
+    e = {**os.environ, "IMAT_DATA_ROOT": str(prepared) + "/",
+         "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([str(Path(sys.executable).parent / "mim"), "train", "mmdet",
+                        str(REPO / "tests" / "configs" / "tiny_test.py"), "--work-dir", str(wd),
+                        "--cfg-options", "train_cfg.val_interval=100"],
+                       env=e, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return wd / "fold0" / "iter_6.pth"

@@ -6,7 +6,8 @@ import hashlib
 import json
 
 import torch
-from mmdet.registry import HOOKS
+from mmdet.models.detectors import BaseDetector
+from mmdet.registry import HOOKS, MODELS
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -41,3 +42,49 @@ class ParamDigestHook(Hook):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         return {"backbone": _digest(model.backbone), "neck": _digest(model.neck),
                 "roi_head": _digest(model.roi_head)}
+
+
+@MODELS.register_module()
+class BrightBlobDetector(BaseDetector):
+    """A detector without learning, for checking the predict path: one instance per image, the
+    pixels brighter than mid-grey in the network input, mapped back to the original image size
+    the way mmdet's heads do (crop the padding, resize to ``ori_shape``). It knows nothing of
+    flips: a mirrored input gives a mirrored mask, which ``predict`` must mirror back."""
+
+    def __init__(self, data_preprocessor=None, init_cfg=None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.dummy = torch.nn.Parameter(torch.zeros(1))  # a checkpoint needs a state dict
+
+    def predict(self, batch_inputs, batch_data_samples, rescale: bool = True):
+        import torch.nn.functional as F
+        from mmengine.structures import InstanceData
+
+        for img, sample in zip(batch_inputs, batch_data_samples):
+            h, w = sample.metainfo["img_shape"][:2]
+            oh, ow = sample.metainfo["ori_shape"][:2]
+            bright = (img[:, :h, :w].float().mean(0) > 128).float()[None, None]
+            mask = F.interpolate(bright, size=(oh, ow), mode="nearest")[0, 0] > 0.5
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            inst = InstanceData()
+            if len(ys):
+                inst.bboxes = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]],
+                                           dtype=torch.float32)
+                inst.scores = torch.tensor([0.9])
+                inst.labels = torch.tensor([6])
+                inst.masks = mask[None]
+            else:
+                inst.bboxes = torch.zeros((0, 4))
+                inst.scores = torch.zeros(0)
+                inst.labels = torch.zeros(0, dtype=torch.long)
+                inst.masks = torch.zeros((0, oh, ow), dtype=torch.bool)
+            sample.pred_instances = inst
+        return batch_data_samples
+
+    def loss(self, batch_inputs, batch_data_samples):  # pragma: no cover - never trained
+        raise NotImplementedError
+
+    def _forward(self, batch_inputs, batch_data_samples=None):  # pragma: no cover
+        raise NotImplementedError
+
+    def extract_feat(self, batch_inputs):  # pragma: no cover
+        raise NotImplementedError

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from imat_kit.demo import run_demo
+from imat_kit.errors import KitError
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -32,9 +33,14 @@ def test_demo_end_to_end_and_resume(tmp_path, monkeypatch):
     assert list(dict.fromkeys(csv.ImageId)) == sample.ImageId.tolist()
     assert 0 <= s["test_competition_ensemble"] <= 1
     # a second run reuses every finished step: no training, no prediction
-    mtimes = {p: p.stat().st_mtime for p in (out / "predictions").glob("fold*.jsonl")}
+    kept = [*(out / "predictions").glob("fold*.jsonl"), *(out / "work_dirs").rglob("*.pth")]
+    mtimes = {p: p.stat().st_mtime_ns for p in kept}
     s2 = run_demo(out, images=24, folds=(0, 1), iters=4, seed=0, submission=sub,
                   config=REPO / "tests" / "configs" / "tiny_test.py", quiet=True)
-    assert {p: p.stat().st_mtime for p in mtimes} == mtimes
-    assert s2["seconds"]["train"] < 30 and s2["seconds"]["predict"] < 1
+    assert len(mtimes) >= 6 and {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert s2["test_competition_ensemble"] == s["test_competition_ensemble"]
+    # another --iters must not reuse the first run's checkpoints: it stops and says why
+    with pytest.raises(KitError, match=r"other options.*iters: was 4, now 5.*--overwrite"):
+        run_demo(out, images=24, folds=(0, 1), iters=5, seed=0, submission=sub,
+                 config=REPO / "tests" / "configs" / "tiny_test.py", quiet=True)
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes

@@ -237,6 +237,19 @@ def test_train_tiny_then_skip_finished(tmp_path, env, prepared):
     r = _kit("train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0,1", "--work-root",
              str(tmp_path), env=env)
     assert r.returncode == 0 and r.stdout.count("skipped (finished)") == 2
+    # other settings: never a silent skip or resume of the old run
+    more = ["--cfg-options", "train_cfg.max_iters=8", "param_scheduler.1.end=8"]
+    r = _kit("train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0", "--work-root",
+             str(tmp_path), *more, env=env)
+    assert r.returncode == 2, r.stdout[-2000:]
+    assert "train_cfg.max_iters: was 6, now 8" in r.stderr and "--overwrite" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = _kit("train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0", "--work-root",
+             str(tmp_path), *more, "--overwrite", "-q", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    done0 = json.loads((tmp_path / "tiny_test" / "fold0" / "imat_done.json").read_text())
+    assert done0["checkpoint"].endswith("iter_8.pth")
+    assert not (tmp_path / "tiny_test" / "fold0" / "iter_6.pth").exists()  # the old run is gone
     # a runner checkpoint (message hub, numpy scalars) loads in `mim test` under torch's
     # weights_only default, with no environment variable
     assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in env
@@ -251,9 +264,10 @@ def test_train_tiny_then_skip_finished(tmp_path, env, prepared):
 
 @pytest.mark.slow
 def test_yolact_trains_a_few_iterations(tmp_path, env):
+    wd = tmp_path / "fold0"
     r = subprocess.run(
         [str(Path(sys.executable).parent / "mim"), "train", "mmdet",
-         str(REPO / "configs" / "yolact_r50_imat.py"), "--work-dir", str(tmp_path),
+         str(REPO / "configs" / "yolact_r50_imat.py"), "--work-dir", str(wd),
          "--cfg-options", "load_from=None", "train_dataloader.batch_size=2",
          "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
          "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False",
@@ -262,10 +276,10 @@ def test_yolact_trains_a_few_iterations(tmp_path, env):
          "custom_hooks=[]"],
         env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    s = _scalars(tmp_path)
+    s = _scalars(wd)
     losses = [x["loss"] for x in s if "loss" in x]
     assert len(losses) == 2 and all(np.isfinite(losses))
-    assert (tmp_path / "epoch_1.pth").exists()
+    assert (wd / "epoch_1.pth").exists()
 
 
 @pytest.mark.slow
@@ -273,12 +287,12 @@ def test_resume_after_sigkill(tmp_path, env):
     cfg = str(TEST_CONFIGS / "tiny_test.py")
     opts = ["--cfg-options", "train_cfg.max_iters=10", "train_cfg.val_interval=10",
             "param_scheduler.1.end=10", "param_scheduler.1.milestones=[7]"]
-    ref = tmp_path / "ref"
+    ref = tmp_path / "ref" / "fold0"  # IMatRunner keeps a work dir that ends in the fold
     r = subprocess.run([str(Path(sys.executable).parent / "mim"), "train", "mmdet", cfg,
                         "--work-dir", str(ref), *opts], env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    wd = tmp_path / "killed"
+    wd = tmp_path / "killed" / "fold0"
     cmd = [str(Path(sys.executable).parent / "mim"), "train", "mmdet", cfg, "--work-dir",
            str(wd), *opts]
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -360,19 +374,6 @@ def test_r50_recipe_both_phases_from_cached_coco_weights(tmp_path, env, prepared
     assert json.loads((all_ / "imat_done.json").read_text())["checkpoint"].endswith("epoch_1.pth")
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(prepared, tmp_path_factory) -> Path:
-    wd = tmp_path_factory.mktemp("tiny_ckpt")
-    e = {**os.environ, "IMAT_DATA_ROOT": str(prepared) + "/",
-         "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    r = subprocess.run([str(Path(sys.executable).parent / "mim"), "train", "mmdet",
-                        str(TEST_CONFIGS / "tiny_test.py"), "--work-dir", str(wd),
-                        "--cfg-options", "train_cfg.val_interval=100"],
-                       env=e, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return wd / "iter_6.pth"
-
-
 @pytest.mark.slow
 def test_predict_resumes_and_flip_tta(tiny_checkpoint, prepared, tmp_path, env):
     from imat_kit.predictions import read_predictions
@@ -402,6 +403,29 @@ def test_predict_resumes_and_flip_tta(tiny_checkpoint, prepared, tmp_path, env):
     assert read_predictions(tmp_path / "again.jsonl")[1].keys() == preds.keys()
     r = _kit(*base, "--out", str(tmp_path / "again.jsonl"), env=env)  # all there already
     assert r.returncode == 0 and "(0 predicted now)" in r.stdout
+    # a resumed file is the file an uninterrupted run writes, and so is any batch size's
+    assert (tmp_path / "again.jsonl").read_bytes() == out.read_bytes()
+    for bs in ("1", "4"):
+        r = _kit(*base, "--batch-size", bs, "--out", str(tmp_path / f"b{bs}.jsonl"), env=env)
+        assert r.returncode == 0 and r.stderr == "", r.stderr[-3000:]  # no third-party noise
+        assert r.stdout.strip().splitlines() == [f"{len(val)} images ({len(val)} predicted now)"
+                                                 f" → {tmp_path / f'b{bs}.jsonl'}"]
+        assert (tmp_path / f"b{bs}.jsonl").read_bytes() == out.read_bytes(), bs
+    # never silently stale: another checkpoint, TTA or config value stops with what differs
+    other = tiny_checkpoint.with_name("iter_4.pth")
+    again = str(tmp_path / "again.jsonl")
+    r = _kit(*base[:2], str(other), *base[3:], "--out", again, env=env)
+    assert r.returncode == 2 and "checkpoint_sha256: was" in r.stderr and "--overwrite" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = _kit(*base, "--tta", "flip", "--out", again, env=env)
+    assert r.returncode == 2 and "tta: was None, now 'flip'" in r.stderr
+    r = _kit(*base[:-2], "model.test_cfg.rcnn.score_thr=0.05", "-q", "--out", again, env=env)
+    assert r.returncode == 2 and "config_sha256: was" in r.stderr
+    r = _kit(*base[:2], str(other), *base[3:], "--out", again, "--overwrite", env=env)
+    assert r.returncode == 0 and f"({len(val)} predicted now)" in r.stdout
+    from imat_kit.io import file_fingerprint
+
+    assert read_predictions(again)[0]["checkpoint_sha256"] == file_fingerprint(other)["sha256"]
     # flip TTA on the test split
     r = _kit(*base[:3], "--split", "test", "--data-root", str(prepared), "--tta", "flip",
              "--soft-size", "14", "--out", str(tmp_path / "test.jsonl"), "--cfg-options",

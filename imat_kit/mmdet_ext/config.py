@@ -59,11 +59,21 @@ def parse_cfg_options(options: list[str] | None) -> dict:
     return dict(p.parse_args(["--cfg-options", *options]).cfg_options)
 
 
+def quiet_mmengine_log() -> None:
+    """Keep mmengine's INFO lines (``Using env variable …``, ``Loads checkpoint by …``) out of
+    the kit's own commands' output: they log to the current MMLogger, made here at WARNING."""
+    from mmengine.logging import MMLogger
+
+    if not MMLogger.check_instance_created("imat_kit"):
+        MMLogger.get_instance("imat_kit", log_level="WARNING")
+
+
 def load_config(path: str | Path, *, fold: int | None = None,
                 data_root: str | Path | None = None, options: list[str] | None = None):
     """The config at ``path`` for ``fold``/``data_root`` with ``options`` merged."""
     from mmengine.config import Config
 
+    quiet_mmengine_log()
     if not Path(path).is_file():
         raise KitError("config not found", file=str(path))
     with imat_env(fold, data_root):

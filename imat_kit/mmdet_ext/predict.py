@@ -108,36 +108,47 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
             "soft_size": soft_size or None, "cfg_options": list(cfg_options or [])}
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
-    done = _resume(out, partial, meta, overwrite)
+    keys = [im["image_key"] for im in images]
+    done = _resume(out, partial, meta, overwrite, keys)
+    if done is None:
+        return {"images": len(images), "predicted_now": 0, "out": str(out)}
     todo = [im for im in images if im["image_key"] not in done]
     if todo:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         _predict_into(partial, todo, img_dir, cfg, checkpoint, device=device, tta=tta,
                       soft_size=soft_size, batch_size=batch_size, quiet=quiet)
-    _finish(partial, out, [im["image_key"] for im in images])
+    _finish(partial, out, keys)
     return {"images": len(images), "predicted_now": len(todo), "out": str(out)}
 
 
-def _resume(out: Path, partial: Path, meta: dict, overwrite: bool) -> set[str]:
-    """Prepare ``partial`` for appending; returns the images it already holds. An existing
-    output or partial file is continued only when its header matches ``meta``."""
-    for old in (partial, out):
-        if not old.exists():
-            continue
-        head = read_header(old)
-        current = {"version": 1, **meta}
-        diffs = describe_differences(head, current, RESUME_KEYS)
-        if diffs and not overwrite:
-            raise KitError("it holds predictions made with other settings: " + "; ".join(diffs)
-                           + ". Pass --overwrite to predict every image again, or choose "
-                           "another --out", file=str(old))
-        if diffs:
-            old.unlink()
-            continue
-        if old == out and not partial.exists():
-            os.replace(out, partial)  # a finished file: predict only what it lacks
-        break
-    if partial.exists():
+def _usable(path: Path, meta: dict, overwrite: bool) -> bool:
+    """Whether an existing predictions file was made with ``meta``'s settings; one made with
+    other settings is deleted (``overwrite``) or refused with what differs."""
+    if not path.exists():
+        return False
+    diffs = describe_differences(read_header(path), {"version": 1, **meta}, RESUME_KEYS)
+    if not diffs:
+        return True
+    if not overwrite:
+        raise KitError("it holds predictions made with other settings: " + "; ".join(diffs)
+                       + ". Pass --overwrite to predict every image again, or choose another "
+                       "--out", file=str(path))
+    path.unlink()
+    return False
+
+
+def _resume(out: Path, partial: Path, meta: dict, overwrite: bool,
+            keys: list[str]) -> set[str] | None:
+    """Prepare ``partial`` for appending and return the images it already holds; None when
+    ``out`` is finished with the same settings and every image (nothing to do, untouched)."""
+    have_partial = _usable(partial, meta, overwrite)
+    if _usable(out, meta, overwrite) and not have_partial:
+        done = {p.image_key for p in iter_predictions(out)}
+        if done >= set(keys):
+            return None
+        os.replace(out, partial)  # a file that lacks images: predict only those
+        have_partial = True
+    if have_partial:
         done = {p.image_key for p in iter_predictions(partial)}
         with open(partial, "rb+") as f:  # drop a torn last line before appending
             data = f.read()
@@ -165,6 +176,28 @@ def _finish(partial: Path, out: Path, order: list[str]) -> None:
     partial.unlink()
 
 
+def build_detector(cfg, checkpoint: str | Path, device: str):
+    """The model of ``cfg`` with the checkpoint's weights, in eval mode on ``device``: what
+    ``mmdet.apis.init_detector`` does, without its side effects on the process (it turns every
+    warning filter to ``once``) and without mmengine's "Loads checkpoint" print."""
+    import contextlib
+    import io
+
+    from mmdet.registry import MODELS
+    from mmengine.model.utils import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    init_default_scope(cfg.get("default_scope", "mmdet"))
+    if "init_cfg" in cfg.model.get("backbone", {}):
+        cfg.model.backbone.init_cfg = None  # the checkpoint has the weights: no download
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))  # SyncBN needs a process group
+    with contextlib.redirect_stdout(io.StringIO()):
+        load_checkpoint(model, str(checkpoint), map_location="cpu")
+    model.cfg = cfg
+    return model.to(device).eval()
+
+
 def _pad_key(sample, divisor: int) -> tuple[int, int]:
     """The shape an image is padded to when it is predicted alone."""
     h, w = sample.metainfo["img_shape"][:2]
@@ -177,10 +210,9 @@ def _predict_into(partial: Path, todo: list[dict], img_dir: Path, cfg, checkpoin
                   quiet: bool) -> None:
     """Append the predictions of ``todo`` to ``partial``, batching only same-padding images."""
     import torch
-    from mmdet.apis import init_detector
     from mmengine.dataset import Compose, pseudo_collate
 
-    model = init_detector(cfg, str(checkpoint), device=device)
+    model = build_detector(cfg, checkpoint, device)
     divisor = getattr(model.data_preprocessor, "pad_size_divisor", 1)
     steps = [t for t in cfg.test_dataloader.dataset.pipeline if t["type"] != "LoadAnnotations"]
     pipelines = {False: Compose(steps)}

@@ -51,6 +51,17 @@ def previous_phase_checkpoint(work_dir: str | Path, previous_config: str | Path)
     return ckpt
 
 
+def apply_run_rules(cfg) -> None:
+    """The module docstring's two rules, applied to a config (in place) before a run."""
+    cfg.work_dir = fold_work_dir(cfg.work_dir, cfg.get("fold", 0))
+    prev = cfg.get("imat_previous_phase")
+    resuming = cfg.get("resume") and last_checkpoint(Path(cfg.work_dir)) is not None
+    if prev and not cfg.get("load_from") and not resuming:
+        # mmengine resumes *from* load_from when both are set: start fresh from it
+        cfg.load_from = str(previous_phase_checkpoint(cfg.work_dir, prev))
+        cfg.resume = False
+
+
 @RUNNERS.register_module()
 class IMatRunner(Runner):
     """See the module docstring; otherwise exactly mmengine's Runner."""
@@ -58,12 +69,5 @@ class IMatRunner(Runner):
     @classmethod
     def from_cfg(cls, cfg) -> Runner:
         cfg = cfg.copy()
-        fold = cfg.get("fold", 0)
-        cfg.work_dir = fold_work_dir(cfg.work_dir, fold)
-        prev = cfg.get("imat_previous_phase")
-        resuming = cfg.get("resume") and last_checkpoint(Path(cfg.work_dir)) is not None
-        if prev and not cfg.get("load_from") and not resuming:
-            # mmengine resumes *from* load_from when both are set: start fresh from it
-            cfg.load_from = str(previous_phase_checkpoint(cfg.work_dir, prev))
-            cfg.resume = False
+        apply_run_rules(cfg)
         return super().from_cfg(cfg)

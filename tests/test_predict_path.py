@@ -1,0 +1,211 @@
+"""The MMDetection side of the kit's own commands: flip TTA lands on the original instance,
+evaluate agrees with mmdet's CocoMetric, cfg-options parse as mim's, the environment is left
+alone, run rules of IMatRunner, and the installed (non-editable) package finds its configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_util
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIGS = REPO / "tests" / "configs"
+
+
+def _blob_data(root: Path) -> np.ndarray:
+    """A test split of one image: a bright L-shaped blob in the left part of a dark image,
+    far from mirror-symmetric. Returns the blob's mask (H×W bool)."""
+    h, w = 70, 120
+    m = np.zeros((h, w), bool)
+    m[10:60, 8:22] = True   # the L's upright
+    m[45:60, 8:50] = True   # its foot
+    img = np.where(m[..., None], 230, 20).astype(np.uint8).repeat(3, axis=2)
+    (root / "test").mkdir(parents=True)
+    Image.fromarray(img).save(root / "test" / "blob.png")
+    (root / "annotations").mkdir()
+    (root / "annotations" / "test.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "blob.png", "height": h, "width": w,
+                    "image_key": "blob.png"}], "annotations": [], "categories": []}))
+    return m
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_flip_tta_lands_on_the_original_instance(tmp_path):
+    from imat_kit.mmdet_ext.predict import predict
+    from imat_kit.predictions import read_predictions
+    from tests.mmdet_helpers import BrightBlobDetector
+
+    truth = _blob_data(tmp_path / "data")
+    ckpt = tmp_path / "blob.pth"
+    torch.save({"meta": {}, "state_dict": BrightBlobDetector().state_dict()}, ckpt)
+    cfg = TEST_CONFIGS / "blob_detector.py"
+    masks = {}
+    for tta in (None, "flip"):
+        out = tmp_path / f"{tta}.jsonl"
+        predict(cfg, ckpt, split="test", out=out, data_root=str(tmp_path / "data"), tta=tta,
+                device="cpu", quiet=True)
+        p = read_predictions(out)[1]["blob.png"]
+        assert len(p) == 1 and p.labels.tolist() == [6]
+        masks[tta] = mask_util.decode(p.rles()[0]).astype(bool)
+    plain = masks[None]
+    assert _iou(plain, truth) > 0.9  # the detector finds the blob
+    assert _iou(masks["flip"], truth) > 0.9  # the mirrored pass, mirrored back, lands on it
+    assert _iou(plain[:, ::-1], truth) < 0.3  # (a pass left mirrored would not)
+    # the mirrored pass alone, as predict turns it back
+    from mmdet.utils import register_all_modules
+    from mmengine.dataset import Compose, pseudo_collate
+
+    from imat_kit.mmdet_ext.config import load_config
+    from imat_kit.mmdet_ext.predict import _to_prediction, build_detector
+
+    register_all_modules()
+    c = load_config(cfg, data_root=tmp_path / "data")
+    model = build_detector(c, ckpt, "cpu")
+    steps = list(c.test_dataloader.dataset.pipeline)
+    flip = Compose([*steps[:-1], dict(type="RandomFlip", prob=1.0, direction="horizontal"),
+                    steps[-1]])
+    item = flip(dict(img_path=str(tmp_path / "data" / "test" / "blob.png"), img_id=1))
+    sample = model.test_step(pseudo_collate([item]))[0]
+    mirrored = sample.pred_instances.masks[0].numpy()
+    assert _iou(mirrored, truth) < 0.3 and _iou(mirrored[:, ::-1], truth) > 0.9
+    back = _to_prediction(sample, "blob.png", flip=True)
+    assert _iou(mask_util.decode(back.rles()[0]).astype(bool), truth) > 0.9
+    x, y, bw, _ = back.bboxes[0]
+    ys, xs = np.nonzero(truth)
+    assert abs(x - xs.min()) <= 2 and abs(x + bw - xs.max() - 1) <= 2 and abs(y - ys.min()) <= 2
+
+
+def test_cfg_options_parse_as_mim_and_environment_is_restored(monkeypatch):
+    from imat_kit.errors import KitError
+    from imat_kit.mmdet_ext.config import imat_env, load_config, parse_cfg_options
+
+    got = parse_cfg_options(["a.b=False", "c=None", "d=[1,2]", "e=0.5", "f=text", "g=3"])
+    assert got == {"a.b": False, "c": None, "d": [1, 2], "e": 0.5, "f": "text", "g": 3}
+    with pytest.raises(KitError, match="KEY=VALUE"):
+        parse_cfg_options(["oops"])
+    monkeypatch.delenv("IMAT_FOLD", raising=False)
+    monkeypatch.setenv("IMAT_DATA_ROOT", "/somewhere/")
+    with imat_env(3, "/data/x"):
+        assert os.environ["IMAT_FOLD"] == "3" and os.environ["IMAT_DATA_ROOT"] == "/data/x/"
+    assert "IMAT_FOLD" not in os.environ and os.environ["IMAT_DATA_ROOT"] == "/somewhere/"
+    cfg = load_config(REPO / "configs" / "tiny_maskrcnn_imat.py", fold=2, data_root="/d",
+                      options=["train_cfg.max_iters=7", "model.backbone.norm_eval=True"])
+    assert cfg.train_cfg.max_iters == 7 and cfg.model.backbone.norm_eval is True
+    assert str(cfg.fold) == "2" and cfg.train_dataloader.dataset.data_root == "/d/"
+    assert "IMAT_FOLD" not in os.environ and os.environ["IMAT_DATA_ROOT"] == "/somewhere/"
+
+
+def test_runner_rules_fold_work_dir_and_previous_phase(tmp_path):
+    from mmengine.config import Config
+
+    from imat_kit.errors import KitError
+    from imat_kit.mmdet_ext.runner import apply_run_rules
+
+    cfg = Config(dict(work_dir=str(tmp_path / "maskrcnn_r50_imat_all"), fold="1",
+                      imat_previous_phase="maskrcnn_r50_imat.py", load_from=None))
+    with pytest.raises(KitError, match="holds none: train that phase first"):
+        apply_run_rules(cfg.copy())
+    prev = tmp_path / "maskrcnn_r50_imat" / "fold1"
+    prev.mkdir(parents=True)
+    (prev / "epoch_7.pth").write_bytes(b"x")
+    (prev / "last_checkpoint").write_text(str(prev / "epoch_7.pth"))
+    c = cfg.copy()
+    apply_run_rules(c)
+    assert c.work_dir == str(tmp_path / "maskrcnn_r50_imat_all" / "fold1")
+    assert c.load_from == str(prev / "epoch_7.pth") and c.resume is False
+    c2 = Config(dict(work_dir=str(tmp_path / "x" / "fold1"), fold=1, load_from="given.pth",
+                     imat_previous_phase="maskrcnn_r50_imat.py"))
+    apply_run_rules(c2)  # an explicit load_from wins; a work dir ending in its fold is kept
+    assert c2.work_dir == str(tmp_path / "x" / "fold1") and c2.load_from == "given.pth"
+
+
+@pytest.mark.slow
+def test_evaluate_agrees_with_mmdet_cocometric(tiny_checkpoint, prepared, tmp_path):
+    """mmdet's own test loop (CocoMetric, batch 1) and `imat-kit predict` + `evaluate` on the
+    same checkpoint and images: the same detections, the same AP."""
+    from mmdet.utils import register_all_modules
+    from mmengine.runner import Runner
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from imat_kit.evaluate import evaluate_fold
+    from imat_kit.layout import read_ann
+    from imat_kit.mmdet_ext.config import load_config
+    from imat_kit.mmdet_ext.predict import predict
+    from imat_kit.predictions import read_predictions
+
+    opts = ["model.test_cfg.rcnn.score_thr=0.0"]
+    predict(TEST_CONFIGS / "tiny_test.py", tiny_checkpoint, split="val", fold=0,
+            out=tmp_path / "val.jsonl", data_root=str(prepared), cfg_options=opts,
+            batch_size=3, device="cpu", quiet=True)
+    ours = read_predictions(tmp_path / "val.jsonl")[1]
+    register_all_modules()
+    cfg = load_config(TEST_CONFIGS / "tiny_test.py", fold=0, data_root=prepared,
+                      options=[*opts, f"test_evaluator.outfile_prefix={tmp_path / 'mmdet'}"])
+    cfg.work_dir, cfg.load_from = str(tmp_path / "wd"), str(tiny_checkpoint)
+    cfg.default_hooks.logger = dict(type="LoggerHook", interval=50)
+    metrics = Runner.from_cfg(cfg).test()
+    gt = read_ann(prepared, "val", 0)
+    theirs = json.loads((tmp_path / "mmdet.segm.json").read_text())
+    key_of = {im["id"]: im["image_key"] for im in gt["images"]}
+    by_img: dict = {}
+    for d in theirs:
+        by_img.setdefault(key_of[d["image_id"]], []).append(d)
+    n = 0
+    for key, p in ours.items():
+        t = sorted(by_img.get(key, []), key=lambda d: -d["score"])
+        assert len(t) == len(p), key
+        for j, d in enumerate(t):
+            assert int(p.labels[j]) == d["category_id"]
+            assert p.scores[j] == pytest.approx(d["score"], abs=1e-5)
+            assert p.masks[j] == d["segmentation"]["counts"]
+            n += 1
+    assert n > 0
+    coco = COCO()
+    coco.dataset = gt
+    coco.createIndex()
+    ev = COCOeval(coco, coco.loadRes(theirs), "segm")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    mine = evaluate_fold(gt, ours)["row"]
+    assert mine["segm_AP"] == pytest.approx(max(ev.stats[0], 0.0), abs=1e-4)
+    assert round(mine["segm_AP"], 3) == pytest.approx(metrics["coco/segm_mAP"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_installed_package_finds_its_configs(tmp_path):
+    """After a plain `pip install .` (not editable), the demo and its tiny config are found from
+    any working folder."""
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet",
+                        "--target", str(target), str(REPO)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = subprocess.run([sys.executable, "-m", "imat_kit.cli", "demo", "--help"], env=env,
+                       cwd=elsewhere, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--iters" in r.stdout, r.stderr
+    code = ("import imat_kit, sys; from imat_kit.demo import default_config; "
+            "from mmengine.config import Config; p = default_config(); "
+            "c = Config.fromfile(str(p)); print(imat_kit.__file__); print(p); "
+            "print(c.model.roi_head.bbox_head.num_classes, c.runner_type)")
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=elsewhere,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    where, config, classes = r.stdout.strip().splitlines()[-3:]
+    assert where.startswith(str(target)) and config.startswith(str(target))
+    assert classes == "46 IMatRunner"
