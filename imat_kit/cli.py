@@ -59,19 +59,6 @@ def _quiet_parent() -> argparse.ArgumentParser:
 
 # --- synth, prepare, stats ------------------------------------------------------------------
 
-def _add_synth(sub, parents) -> None:
-    s = sub.add_parser("synth", parents=parents, help="write a synthetic dataset in the "
-                       "competition layout")
-    s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--images", type=int, default=None,
-                   help="training images (default 200; 45,625 with --scale full)")
-    s.add_argument("--test-images", type=int, default=None,
-                   help="test images (default: a fifth of --images)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--scale", choices=["small", "full"], default="small",
-                   help="full: only a full-size train.csv (45,625 images, ~333k rows), "
-                   "for benchmarks")
-    s.set_defaults(func=_cmd_synth)
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
@@ -91,26 +78,6 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_prepare(sub, parents) -> None:
-    from .coco import SIZE_POLICIES
-    from .folds import METHODS
-
-    s = sub.add_parser("prepare", parents=parents, help="train.csv → COCO json, folds, "
-                       "per-fold COCO files")
-    s.add_argument("--data", required=True, help="folder with the competition files")
-    s.add_argument("--out", default=None, help="output folder (default: --data)")
-    s.add_argument("--folds", type=int, default=5)
-    s.add_argument("--split", choices=METHODS, default="stratified")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--size-mismatch", choices=SIZE_POLICIES, default="error",
-                   help="when a CSV Height/Width disagrees with the JPEG: fail (default), "
-                   "transpose the masks of an exact swap, or drop the image")
-    s.add_argument("--no-image-check", action="store_true",
-                   help="convert without the train/ images (sizes are not checked)")
-    s.add_argument("--skip-bad-rows", action="store_true",
-                   help="leave malformed rows out (listed in rejected_rows.csv) instead of "
-                   "failing")
-    s.set_defaults(func=_cmd_prepare)
 
 
 def _cmd_prepare(a: argparse.Namespace) -> int:
@@ -137,12 +104,6 @@ def _cmd_prepare(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_stats(sub, parents) -> None:
-    s = sub.add_parser("stats", parents=parents, help="category/attribute counts, image sizes")
-    s.add_argument("--data", required=True, help="folder with train.csv")
-    s.add_argument("--plot", default=None, help="write the category distribution to this PNG")
-    s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(func=_cmd_stats)
 
 
 def _cmd_stats(a: argparse.Namespace) -> int:
@@ -180,28 +141,6 @@ def _cmd_stats(a: argparse.Namespace) -> int:
 
 # --- train, predict --------------------------------------------------------------------------
 
-def _add_train(sub, parents) -> None:
-    s = sub.add_parser("train", parents=parents, help="train folds one after another, each "
-                       "through its config's phases (resumable)")
-    s.add_argument("config", help="an MMDetection config, e.g. configs/maskrcnn_r50_imat.py")
-    s.add_argument("--folds", type=_parse_folds, default=[0], help="e.g. 0,1,2,3,4 (default 0)")
-    s.add_argument("--work-root", default="work_dirs",
-                   help="work dirs go to WORK_ROOT/<config name>/fold<k> (default work_dirs)")
-    s.add_argument("--data-root", default=None,
-                   help="the prepared data folder (sets IMAT_DATA_ROOT; default: the config's)")
-    s.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
-                   help="pytorch: N processes on this machine; slurm: through srun (mim)")
-    s.add_argument("--gpus", type=int, default=1, help="processes/GPUs with --launcher")
-    s.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
-                   help="passed to every run as mim does, e.g. load_from=None "
-                   "train_cfg.max_epochs=2")
-    s.add_argument("--auto-scale-lr", action="store_true",
-                   help="scale lr to the real total batch (mmdet's auto_scale_lr)")
-    s.add_argument("--overwrite", action="store_true",
-                   help="delete a phase's earlier run when it was made with other settings "
-                   "(default: stop and say what differs)")
-    s.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    s.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
@@ -217,28 +156,6 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_predict(sub, parents) -> None:
-    s = sub.add_parser("predict", parents=parents, help="run a model over a fold's val images "
-                       "or the test set; resumable")
-    s.add_argument("config")
-    s.add_argument("checkpoint")
-    s.add_argument("--split", choices=["val", "test"], required=True)
-    s.add_argument("--fold", type=int, default=0)
-    s.add_argument("--out", required=True, help="predictions .jsonl")
-    s.add_argument("--data-root", default=None, help="prepared data (default: the config's)")
-    s.add_argument("--tta", choices=["flip"], default=None, help="add a mirrored pass, fused")
-    s.add_argument("--batch-size", type=int, default=2,
-                   help="images per forward pass (the predictions do not depend on it)")
-    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
-    s.add_argument("--soft-size", type=int, default=0,
-                   help="also keep each mask's probabilities inside its box at SxS (e.g. 28), "
-                   "for soft ensembling")
-    s.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
-                   help="as mim's, e.g. model.test_cfg.rcnn.score_thr=0.01")
-    s.add_argument("--overwrite", action="store_true",
-                   help="predict every image again when OUT holds predictions made with other "
-                   "settings (default: stop and say what differs)")
-    s.set_defaults(func=_cmd_predict)
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
@@ -254,19 +171,6 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 # --- evaluate, ensemble, submit, validate, score ---------------------------------------------
 
-def _add_evaluate(sub, parents) -> None:
-    from .metric import AVERAGES
-
-    s = sub.add_parser("evaluate", parents=parents, help="fold table: COCO AP and competition "
-                       "score per fold, mean ± std, per-category AP")
-    s.add_argument("--data", required=True, help="the prepared data folder")
-    s.add_argument("--predictions", nargs="+", required=True,
-                   help="validation predictions, one file per fold (glob patterns allowed)")
-    s.add_argument("--out", default=".", help="folder for evaluation.csv, per_category_ap.csv")
-    s.add_argument("--average", choices=AVERAGES, default="image")
-    s.add_argument("--score-thr", type=float, default=0.3,
-                   help="score threshold for the competition score (COCO AP uses all)")
-    s.set_defaults(func=_cmd_evaluate)
 
 
 def print_evaluation(table, average: str) -> None:
@@ -299,17 +203,6 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_ensemble(sub, parents) -> None:
-    from .ensemble import METHODS
-
-    s = sub.add_parser("ensemble", parents=parents, help="fuse several prediction files")
-    s.add_argument("--inputs", nargs="+", required=True, help="predictions .jsonl files")
-    s.add_argument("--out", required=True)
-    s.add_argument("--method", choices=METHODS, default="fusion")
-    s.add_argument("--iou", type=float, default=0.5, help="mask IoU to group/suppress")
-    s.add_argument("--weights", type=float, nargs="+", default=None,
-                   help="one weight per input (default equal)")
-    s.set_defaults(func=_cmd_ensemble)
 
 
 def _cmd_ensemble(a: argparse.Namespace) -> int:
@@ -322,22 +215,6 @@ def _cmd_ensemble(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_submit(sub, parents) -> None:
-    s = sub.add_parser("submit", parents=parents, help="predictions → competition CSV + "
-                       "manifest, validated")
-    s.add_argument("--predictions", required=True, help="a predictions .jsonl (test split)")
-    s.add_argument("--data", required=True, help="folder with sample_submission.csv and test/")
-    s.add_argument("--out", required=True, help="e.g. submissions/NAME.csv")
-    s.add_argument("--score-thr", type=float, default=0.3)
-    s.add_argument("--max-per-image", type=int, default=100)
-    s.add_argument("--min-area", type=int, default=20,
-                   help="drop instances left with fewer pixels after overlap removal")
-    s.add_argument("--mask-size", choices=["original", "512"], default="original")
-    s.add_argument("--attributes", action="store_true",
-                   help="write ClassId with attributes when predictions carry them")
-    s.add_argument("--evaluation", default=None,
-                   help="evaluation.csv of `imat-kit evaluate`: fold scores for the manifest")
-    s.set_defaults(func=_cmd_submit)
 
 
 def _cmd_submit(a: argparse.Namespace) -> int:
@@ -357,12 +234,6 @@ def _cmd_submit(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_validate(sub, parents) -> None:
-    s = sub.add_parser("validate", parents=parents, help="check a submission CSV")
-    s.add_argument("--submission", required=True)
-    s.add_argument("--data", required=True, help="folder with sample_submission.csv and test/")
-    s.add_argument("--mask-size", choices=["original", "512"], default="original")
-    s.set_defaults(func=_cmd_validate)
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
@@ -382,17 +253,6 @@ def _cmd_validate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_score(sub, parents) -> None:
-    from .metric import AVERAGES
-
-    s = sub.add_parser("score", parents=parents, help="score a submission against a solution "
-                       "in train.csv layout (e.g. the synthetic test_solution.csv)")
-    s.add_argument("--submission", required=True)
-    s.add_argument("--solution", required=True)
-    s.add_argument("--data", required=True, help="folder with test/ (image sizes)")
-    s.add_argument("--average", choices=AVERAGES, default="image")
-    s.add_argument("--attributes", action="store_true", help="ClassIds must match attributes")
-    s.set_defaults(func=_cmd_score)
 
 
 def _cmd_score(a: argparse.Namespace) -> int:
@@ -408,21 +268,6 @@ def _cmd_score(a: argparse.Namespace) -> int:
 
 # --- plot, demo -----------------------------------------------------------------------------
 
-def _add_plot(sub, parents) -> None:
-    from .plots import PLOTS
-
-    s = sub.add_parser("plot", parents=parents, help="figures (PNG)")
-    s.add_argument("what", choices=PLOTS)
-    s.add_argument("--out", required=True, help="PNG file")
-    s.add_argument("--work-dirs", nargs="+", help="losses: mmengine work dirs")
-    s.add_argument("--labels", nargs="+", help="losses: a name per work dir")
-    s.add_argument("--data", help="pr/confusion/overlays/categories: the prepared data")
-    s.add_argument("--predictions", help="pr/confusion/overlays: a predictions .jsonl")
-    s.add_argument("--score-thr", type=float, default=0.3)
-    s.add_argument("--images", nargs="+", help="overlays: these ImageIds")
-    s.add_argument("--n", type=int, default=6, help="overlays: random images")
-    s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(func=_cmd_plot)
 
 
 def _cmd_plot(a: argparse.Namespace) -> int:
@@ -439,19 +284,6 @@ def _cmd_plot(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_demo(sub, parents) -> None:
-    s = sub.add_parser("demo", parents=parents, help="the whole pipeline on synthetic data "
-                       "(resumable)")
-    s.add_argument("--out", default="outputs/demo")
-    s.add_argument("--images", type=int, default=300)
-    s.add_argument("--folds", type=_parse_folds, default=[0, 1], help="folds to train")
-    s.add_argument("--iters", type=int, default=500, help="training iterations per fold")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--submission", default="submissions/demo.csv")
-    s.add_argument("--overwrite", action="store_true",
-                   help="start afresh when OUT holds a demo run with other options (default: "
-                   "stop and say what differs)")
-    s.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
@@ -462,14 +294,202 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- the parser ------------------------------------------------------------------------------
+# Options that several commands share are declared once, by the helpers below.
+
+def _data(s, help: str = "the prepared data folder") -> None:
+    s.add_argument("--data", required=True, help=help)
+
+
+def _overwrite(s, what: str) -> None:
+    s.add_argument("--overwrite", action="store_true", help=f"{what} (default: stop and say "
+                   "what differs)")
+
+
+def _cfg_options(s, example: str) -> None:
+    s.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
+                   help=f"config overrides, parsed as mim parses them, e.g. {example}")
+
+
+def _mask_size(s) -> None:
+    s.add_argument("--mask-size", choices=["original", "512"], default="original")
+
+
+def _average(s) -> None:
+    from .metric import AVERAGES
+
+    s.add_argument("--average", choices=AVERAGES, default="image",
+                   help="how the competition score averages (see the README)")
+
+
+def _parser_data_steps(sub, parents) -> None:
+    from .coco import SIZE_POLICIES
+    from .folds import METHODS
+
+    s = sub.add_parser("synth", parents=parents, help="write a synthetic dataset in the "
+                       "competition layout")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--images", type=int, default=None,
+                   help="training images (default 200; 45,625 with --scale full)")
+    s.add_argument("--test-images", type=int, default=None,
+                   help="test images (default: a fifth of --images)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--scale", choices=["small", "full"], default="small",
+                   help="full: only a full-size train.csv (45,625 images, ~333k rows), "
+                   "for benchmarks")
+    s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("prepare", parents=parents, help="train.csv → COCO json, folds, "
+                       "per-fold COCO files")
+    _data(s, "folder with the competition files")
+    s.add_argument("--out", default=None, help="output folder (default: --data)")
+    s.add_argument("--folds", type=int, default=5)
+    s.add_argument("--split", choices=METHODS, default="stratified")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size-mismatch", choices=SIZE_POLICIES, default="error",
+                   help="when a CSV Height/Width disagrees with the JPEG: fail (default), "
+                   "transpose the masks of an exact swap, or drop the image")
+    s.add_argument("--no-image-check", action="store_true",
+                   help="convert without the train/ images (sizes are not checked)")
+    s.add_argument("--skip-bad-rows", action="store_true",
+                   help="leave malformed rows out (listed in rejected_rows.csv) instead of "
+                   "failing")
+    s.set_defaults(func=_cmd_prepare)
+
+    s = sub.add_parser("stats", parents=parents, help="category/attribute counts, image sizes")
+    _data(s, "folder with train.csv")
+    s.add_argument("--plot", default=None, help="write the category distribution to this PNG")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_stats)
+
+
+def _parser_model_steps(sub, parents) -> None:
+    s = sub.add_parser("train", parents=parents, help="train folds one after another, each "
+                       "through its config's phases (resumable)")
+    s.add_argument("config", help="an MMDetection config, e.g. configs/maskrcnn_r50_imat.py")
+    s.add_argument("--folds", type=_parse_folds, default=[0], help="e.g. 0,1,2,3,4 (default 0)")
+    s.add_argument("--work-root", default="work_dirs",
+                   help="work dirs go to WORK_ROOT/<config name>/fold<k> (default work_dirs)")
+    s.add_argument("--data-root", default=None,
+                   help="the prepared data folder (sets IMAT_DATA_ROOT; default: the config's)")
+    s.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                   help="pytorch: N processes on this machine; slurm: through srun (mim)")
+    s.add_argument("--gpus", type=int, default=1, help="processes/GPUs with --launcher")
+    _cfg_options(s, "load_from=None train_cfg.max_epochs=2 (passed to every run)")
+    s.add_argument("--auto-scale-lr", action="store_true",
+                   help="scale lr to the real total batch (mmdet's auto_scale_lr)")
+    _overwrite(s, "delete a phase's earlier run when it was made with other settings")
+    s.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("predict", parents=parents, help="run a model over a fold's val images "
+                       "or the test set; resumable")
+    s.add_argument("config")
+    s.add_argument("checkpoint")
+    s.add_argument("--split", choices=["val", "test"], required=True)
+    s.add_argument("--fold", type=int, default=0)
+    s.add_argument("--out", required=True, help="predictions .jsonl")
+    s.add_argument("--data-root", default=None, help="prepared data (default: the config's)")
+    s.add_argument("--tta", choices=["flip"], default=None, help="add a mirrored pass, fused")
+    s.add_argument("--batch-size", type=int, default=2,
+                   help="images per forward pass (the predictions do not depend on it)")
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
+    s.add_argument("--soft-size", type=int, default=0,
+                   help="also keep each mask's probabilities inside its box at SxS (e.g. 28), "
+                   "for soft ensembling")
+    _cfg_options(s, "model.test_cfg.rcnn.score_thr=0.01")
+    _overwrite(s, "predict every image again when OUT holds predictions made with other "
+               "settings")
+    s.set_defaults(func=_cmd_predict)
+
+
+def _parser_result_steps(sub, parents) -> None:
+    from .ensemble import METHODS
+    from .plots import PLOTS
+
+    s = sub.add_parser("evaluate", parents=parents, help="fold table: COCO AP and competition "
+                       "score per fold, mean ± std, per-category AP")
+    _data(s)
+    s.add_argument("--predictions", nargs="+", required=True,
+                   help="validation predictions, one file per fold (glob patterns allowed)")
+    s.add_argument("--out", default=".", help="folder for evaluation.csv, per_category_ap.csv")
+    _average(s)
+    s.add_argument("--score-thr", type=float, default=0.3,
+                   help="score threshold for the competition score (COCO AP uses all)")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("ensemble", parents=parents, help="fuse several prediction files")
+    s.add_argument("--inputs", nargs="+", required=True, help="predictions .jsonl files")
+    s.add_argument("--out", required=True)
+    s.add_argument("--method", choices=METHODS, default="fusion")
+    s.add_argument("--iou", type=float, default=0.5, help="mask IoU to group/suppress")
+    s.add_argument("--weights", type=float, nargs="+", default=None,
+                   help="one weight per input (default equal)")
+    s.set_defaults(func=_cmd_ensemble)
+
+    s = sub.add_parser("submit", parents=parents, help="predictions → competition CSV + "
+                       "manifest, validated")
+    s.add_argument("--predictions", required=True, help="a predictions .jsonl (test split)")
+    _data(s, "folder with sample_submission.csv and test/")
+    s.add_argument("--out", required=True, help="e.g. submissions/NAME.csv")
+    s.add_argument("--score-thr", type=float, default=0.3)
+    s.add_argument("--max-per-image", type=int, default=100)
+    s.add_argument("--min-area", type=int, default=20,
+                   help="drop instances left with fewer pixels after overlap removal")
+    _mask_size(s)
+    s.add_argument("--attributes", action="store_true",
+                   help="write ClassId with attributes when predictions carry them")
+    s.add_argument("--evaluation", default=None,
+                   help="evaluation.csv of `imat-kit evaluate`: fold scores for the manifest")
+    s.set_defaults(func=_cmd_submit)
+
+    s = sub.add_parser("validate", parents=parents, help="check a submission CSV")
+    s.add_argument("--submission", required=True)
+    _data(s, "folder with sample_submission.csv and test/")
+    _mask_size(s)
+    s.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("score", parents=parents, help="score a submission against a solution "
+                       "in train.csv layout (e.g. the synthetic test_solution.csv)")
+    s.add_argument("--submission", required=True)
+    s.add_argument("--solution", required=True)
+    _data(s, "folder with test/ (image sizes)")
+    _average(s)
+    s.add_argument("--attributes", action="store_true", help="ClassIds must match attributes")
+    s.set_defaults(func=_cmd_score)
+
+    s = sub.add_parser("plot", parents=parents, help="figures (PNG)")
+    s.add_argument("what", choices=PLOTS)
+    s.add_argument("--out", required=True, help="PNG file")
+    s.add_argument("--work-dirs", nargs="+", help="losses: mmengine work dirs")
+    s.add_argument("--labels", nargs="+", help="losses: a name per work dir")
+    s.add_argument("--data", help="pr/confusion/overlays/categories: the prepared data")
+    s.add_argument("--predictions", help="pr/confusion/overlays: a predictions .jsonl")
+    s.add_argument("--score-thr", type=float, default=0.3)
+    s.add_argument("--images", nargs="+", help="overlays: these ImageIds")
+    s.add_argument("--n", type=int, default=6, help="overlays: random images")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_plot)
+
+    s = sub.add_parser("demo", parents=parents, help="the whole pipeline on synthetic data "
+                       "(resumable)")
+    s.add_argument("--out", default="outputs/demo")
+    s.add_argument("--images", type=int, default=300)
+    s.add_argument("--folds", type=_parse_folds, default=[0, 1], help="folds to train")
+    s.add_argument("--iters", type=int, default=500, help="training iterations per fold")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--submission", default="submissions/demo.csv")
+    _overwrite(s, "start afresh when OUT holds a demo run with other options")
+    s.set_defaults(func=_cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imat-kit", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"imat-kit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parents = [_quiet_parent()]
-    for add in (_add_synth, _add_prepare, _add_stats, _add_train, _add_predict, _add_evaluate,
-                _add_ensemble, _add_submit, _add_validate, _add_score, _add_plot, _add_demo):
+    for add in (_parser_data_steps, _parser_model_steps, _parser_result_steps):
         add(sub, parents)
     return p
 

@@ -184,16 +184,26 @@ def _numpy1_fromstring(text, dtype=np.int64, sep=" "):
     return np.array(out, dtype=dtype)
 
 
-@pytest.mark.parametrize("fromstring", [np.fromstring, _numpy1_fromstring],
-                         ids=["numpy2", "numpy1-lenient"])
+def _numpy20_fromstring(text, dtype=np.int64, sep=" "):
+    """numpy 2.0's np.fromstring: reads the integer part of '2.5' and goes on."""
+    return np.array([int(float(t)) if t.replace(".", "", 1).isdigit() else 0
+                     for t in text.split()], dtype=dtype)
+
+
+@pytest.mark.parametrize("fromstring", [np.fromstring, _numpy1_fromstring, _numpy20_fromstring],
+                         ids=["this-numpy", "numpy1-stops", "numpy2.0-truncates"])
 def test_rle_parser_does_not_trust_numpy(monkeypatch, fromstring):
     monkeypatch.setattr(rle.np, "fromstring", fromstring)
-    with pytest.raises(KitError, match=r"RLE token is not an integer.*'x'"):
-        rle.parse_runs("1 2 x 4", 10, 10)
-    batch = rle.parse_runs_batch(["1 2", "1 2 x 4", "5 1 9 2"], np.full(3, 10), np.full(3, 10))
-    assert batch.bad.tolist() == [False, True, False]
-    assert np.diff(batch.offsets).tolist() == [1, 0, 2]
+    for text, bad in [("1 2 x 4", "x"), ("1 2.5", "2.5"), ("3 4 5²", "5²"), ("1 --2", "--2")]:
+        with pytest.raises(KitError, match=f"RLE token is not an integer.*'{bad}'"):
+            rle.parse_runs(text, 10, 10)
+    batch = rle.parse_runs_batch(["1 2", "1 2 x 4", "5 1 9 2", "1 2.5"], np.full(4, 10),
+                                 np.full(4, 10))
+    assert batch.bad.tolist() == [False, True, False, True]
+    assert np.diff(batch.offsets).tolist() == [1, 0, 2, 0]
     assert rle.parse_runs("1 2 5 1", 10, 10)[0].tolist() == [0, 4]
+    with pytest.raises(KitError, match="run 1 has length -2"):
+        rle.parse_runs("3 -2", 10, 10)
 
 
 # --- figures from runs too short to have logged anything --------------------------------------
