@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: test demo data lint bench clean-demo venv
+.PHONY: test demo data lint bench clean-demo venv chromium
 venv: $(VENV)/.installed
 
 $(VENV)/.base:
@@ -30,7 +30,16 @@ $(VENV)/.installed: $(VENV)/.deps pyproject.toml
 	$(PIP) install -e .
 	touch $@
 
-test: $(VENV)/.installed
+# Headless Chromium renders the HTML report in a test; installed where apt-get works as root,
+# else that one test skips and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q chromium >/dev/null 2>&1)) ; } \
+		|| echo "chromium not installed: the report's render test will skip"
+
+test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest -q tests
 
 lint: $(VENV)/.installed
@@ -49,3 +58,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/convert.py
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/ensemble_submit.py
+	$(BIN)/python benchmarks/predict_speed.py

@@ -3,14 +3,16 @@ the path `make demo` takes; and its resumption."""
 
 import json
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from imat_kit.demo import run_demo
 from imat_kit.errors import KitError
+from tests.test_report import check_report
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
@@ -19,8 +21,10 @@ def test_demo_end_to_end_and_resume(tmp_path, monkeypatch):
     out, sub = tmp_path / "demo", tmp_path / "submissions" / "demo.csv"
     s = run_demo(out, images=24, folds=(0, 1), iters=4, seed=0, submission=sub,
                  config=REPO / "tests" / "configs" / "tiny_test.py", quiet=True)
-    for key in ("evaluation", "submission", "manifest"):
+    for key in ("evaluation", "submission", "manifest", "report"):
         assert os.path.exists(s[key]), key
+    page = check_report(Path(s["report"]))
+    assert str(sub.name) in page  # the submission's manifest is in the provenance
     figs = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert figs == ["category_distribution.png", "confusion_matrix.png", "loss_curves.png",
                     "overlays.png", "pr_curves.png"]

@@ -222,8 +222,17 @@ def _kit(*args, env, timeout=600):
 @pytest.mark.slow
 def test_train_tiny_then_skip_finished(tmp_path, env, prepared):
     r = _kit("train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0,1", "--work-root",
-             str(tmp_path), "-q", env=env)
+             str(tmp_path), "--tensorboard", "-q", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list((tmp_path / "tiny_test" / "fold0").glob("*/vis_data/events.out.tfevents.*"))
+    assert len(events) == 1
+    acc = EventAccumulator(str(events[0]))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss", "lr", "coco/segm_mAP", "val_loss"} <= tags, tags
+    assert len(acc.Scalars("loss")) == 6
     for k in (0, 1):
         wd = tmp_path / "tiny_test" / f"fold{k}"
         done = json.loads((wd / "imat_done.json").read_text())
@@ -235,7 +244,7 @@ def test_train_tiny_then_skip_finished(tmp_path, env, prepared):
         assert len(val) == 1 and val[0]["val_loss"] > 0 and "val_loss_mask" in val[0]
         assert list(wd.glob("best_coco_segm_mAP_iter_*.pth"))
     r = _kit("train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0,1", "--work-root",
-             str(tmp_path), env=env)
+             str(tmp_path), "--tensorboard", env=env)
     assert r.returncode == 0 and r.stdout.count("skipped (finished)") == 2
     # other settings: never a silent skip or resume of the old run
     more = ["--cfg-options", "train_cfg.max_iters=8", "param_scheduler.1.end=8"]

@@ -128,6 +128,12 @@ def test_runner_rules_fold_work_dir_and_previous_phase(tmp_path):
                      imat_previous_phase="maskrcnn_r50_imat.py"))
     apply_run_rules(c2)  # an explicit load_from wins; a work dir ending in its fold is kept
     assert c2.work_dir == str(tmp_path / "x" / "fold1") and c2.load_from == "given.pth"
+    c3 = Config(dict(work_dir="w", fold=0, imat_tensorboard=True,
+                     visualizer=dict(type="DetLocalVisualizer",
+                                     vis_backends=[dict(type="LocalVisBackend")])))
+    apply_run_rules(c3)
+    assert [b["type"] for b in c3.visualizer.vis_backends] == ["LocalVisBackend",
+                                                               "TensorboardVisBackend"]
 
 
 @pytest.mark.slow

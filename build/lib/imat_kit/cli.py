@@ -1,0 +1,515 @@
+"""The ``imat-kit`` command line: parses arguments, calls the step functions, prints results.
+
+Every command exits 0 on success, 2 on bad input (one line naming the file, row and value),
+1 when a submission fails validation, 130 when interrupted. Each command's work is one
+function of the core (or of ``imat_kit.mmdet_ext``) that ``imat-kit demo`` calls too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import KitError
+
+DESCRIPTION = """\
+From the iMaterialist Fashion competition files to a scored submission with MMDetection.
+
+Typical run (real data in data/imat2019, 5 folds):
+  imat-kit prepare  --data data/imat2019
+  imat-kit train    configs/maskrcnn_r50_imat.py --folds 0,1,2,3,4 --data-root data/imat2019
+  imat-kit predict  CONFIG CHECKPOINT --split val --fold 0 --out preds/fold0_val.jsonl
+  imat-kit evaluate --data data/imat2019 --predictions 'preds/fold*_val.jsonl'
+  imat-kit ensemble --inputs preds/fold*_test.jsonl --out preds/ensemble_test.jsonl
+  imat-kit submit   --predictions preds/ensemble_test.jsonl --data data/imat2019 \\
+                    --out submissions/mine.csv
+Try it all on synthetic data first: imat-kit demo (make demo)."""
+
+#: modules whose import-time deprecation notices are not the user's business
+_THIRD_PARTY = r"(mmcv|mmdet|mmengine|mim|torch|pkg_resources|setuptools|albumentations|" \
+               r"albucore|pycocotools|matplotlib|openxlab|yapf|numpy|pandas|cv2)(\.|$)"
+
+
+def quiet_third_party_warnings() -> None:
+    """Hide the deprecation warnings that mmcv/mmdet/mmengine and friends raise on import (and
+    pkg_resources' notice about itself); warnings of imat-kit itself still show."""
+    for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=_THIRD_PARTY)
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated as an API")
+
+
+def _parse_folds(text: str) -> list[int]:
+    try:
+        folds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"folds must be like 0,1,2 (got {text!r})") from None
+    if not folds or min(folds) < 0:
+        raise argparse.ArgumentTypeError(f"folds must be non-negative (got {text!r})")
+    return folds
+
+
+def _quiet_parent() -> argparse.ArgumentParser:
+    q = argparse.ArgumentParser(add_help=False)
+    q.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    return q
+
+
+# --- synth, prepare, stats ------------------------------------------------------------------
+
+
+
+def _cmd_synth(a: argparse.Namespace) -> int:
+    from . import synth
+
+    if a.scale == "full":
+        images = a.images or synth.FULL_IMAGES
+        rows = round(images * synth.FULL_ROWS / synth.FULL_IMAGES)
+        s = synth.generate_full_csv(a.out, seed=a.seed, images=images, rows=rows, quiet=a.quiet)
+        print(f"wrote {a.out}/train.csv: {s['train_images']:,} images, {s['rows']:,} rows "
+              "(full scale, no images)")
+    else:
+        s = synth.generate_images(a.out, images=a.images or 200, test_images=a.test_images,
+                                  seed=a.seed, quiet=a.quiet)
+        print(f"wrote {a.out}: {s['train_images']} train images ({s['rows']} instances, "
+              f"{s['attr_rows']} with attributes), {s['test_images']} test images")
+    return 0
+
+
+
+
+def _cmd_prepare(a: argparse.Namespace) -> int:
+    from .prepare import prepare
+
+    r = prepare(a.data, a.out, n_folds=a.folds, split=a.split, seed=a.seed,
+                size_mismatch=a.size_mismatch, image_check=not a.no_image_check,
+                skip_bad_rows=a.skip_bad_rows, quiet=a.quiet)
+    out = Path(r["out"])
+    b = r["balance"]
+    print(f"{r['images']:,} images, {r['annotations']:,} instances ({r['layout']} layout) "
+          f"→ {out / 'annotations'}/all.json")
+    print(f"{r['folds']} {r['split']} folds (seed {r['seed']}), images per fold "
+          f"{r['images_per_fold']} → {out / 'folds.csv'}")
+    print(f"category balance (images per fold): mean max relative deviation "
+          f"{b['mean_max_rel_dev']:.4f}, worst {b['worst_max_rel_dev']:.4f} "
+          f"({b['worst_category']}) → {out / 'fold_balance.csv'}")
+    if r["test_images"] is not None:
+        print(f"{r['test_images']} test images → {out / 'annotations'}/test.json")
+    for fix in r["size_fixes"]:
+        print(f"size fix: {fix}")
+    if r["rejected_rows"]:
+        print(f"{r['rejected_rows']} row(s) left out, listed in {out / 'rejected_rows.csv'}")
+    return 0
+
+
+
+
+def _cmd_stats(a: argparse.Namespace) -> int:
+    import json
+
+    from .layout import find_labels
+    from .plots import plot_category_distribution
+    from .stats import dataset_stats
+
+    data = Path(a.data)
+    s = dataset_stats(data / "train.csv", find_labels(data))
+    cats = s["categories"]
+    if a.json:
+        out = {k: v for k, v in s.items() if k not in ("categories", "attributes")}
+        out["categories"] = cats.to_dict(orient="records")
+        out["attributes"] = s["attributes"].to_dict(orient="records")
+        print(json.dumps(out, indent=2, default=int))
+    else:
+        print(f"{s['rows']:,} instances on {s['images']:,} images ({s['layout']} layout); "
+              f"{s['instances_per_image']['mean']:.2f} per image (max "
+              f"{s['instances_per_image']['max']}); {s['rows_with_attributes']:,} rows with "
+              "attributes")
+        print(f"height {s['height']}, width {s['width']}; smallest {s['smallest'][0]}x"
+              f"{s['smallest'][1]}, largest {s['largest'][0]}x{s['largest'][1]} (HxW)")
+        print(cats.sort_values("instances", ascending=False).to_string(index=False))
+        if len(s["attributes"]):
+            top = s["attributes"].sort_values("rows", ascending=False).head(15)
+            print("\nmost frequent attributes:")
+            print(top.to_string(index=False))
+    if a.plot:
+        plot_category_distribution(cats, a.plot)
+        print(f"category distribution → {a.plot}")
+    return 0
+
+
+# --- train, predict --------------------------------------------------------------------------
+
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from .mmdet_ext.train import train_folds
+
+    recs = train_folds(a.config, a.folds, work_root=a.work_root, data_root=a.data_root,
+                       cfg_options=a.cfg_options or [], launcher=a.launcher, gpus=a.gpus,
+                       auto_scale_lr=a.auto_scale_lr, dry_run=a.dry_run,
+                       overwrite=a.overwrite, quiet=a.quiet)
+    for r in recs:
+        print(f"fold {r['fold']} {r['phase']}: {r['status']}"
+              + (f" → {r['checkpoint']}" if "checkpoint" in r else ""))
+    return 0
+
+
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from .mmdet_ext.predict import predict
+
+    r = predict(a.config, a.checkpoint, split=a.split, fold=a.fold, out=a.out,
+                data_root=a.data_root, tta=a.tta, batch_size=a.batch_size, device=a.device,
+                soft_size=a.soft_size, cfg_options=a.cfg_options, overwrite=a.overwrite,
+                quiet=a.quiet)
+    print(f"{r['images']} images ({r['predicted_now']} predicted now) → {r['out']}")
+    return 0
+
+
+# --- evaluate, ensemble, submit, validate, score ---------------------------------------------
+
+
+
+def print_evaluation(table, average: str) -> None:
+    """The fold table as ``imat-kit evaluate`` (and the demo) print it."""
+    from .evaluate import REFERENCE_TABLE3
+
+    show = table[["fold", "segm_AP", "segm_AP50", "segm_AP75", "segm_APs", "segm_APm",
+                  "segm_APl", "bbox_AP", "competition", "images"]]
+    print(show.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    m, sd = table.iloc[-2], table.iloc[-1]
+    print(f"\nsegm AP {100 * m.segm_AP:.1f} ± {100 * sd.segm_AP:.1f}, AP50 {100 * m.segm_AP50:.1f},"
+          f" AP75 {100 * m.segm_AP75:.1f}; competition score ({average}) "
+          f"{m.competition:.4f} ± {sd.competition:.4f}")
+    print("reference study (Matterport R50, 100 val images):")
+    print(REFERENCE_TABLE3.to_string(index=False))
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    import glob
+
+    from .evaluate import evaluate_to
+
+    files = sorted({f for pat in a.predictions for f in glob.glob(pat)})
+    if not files:
+        raise KitError(f"no predictions file matches {' '.join(a.predictions)}")
+    table, _ = evaluate_to(a.data, files, a.out, average=a.average, score_thr=a.score_thr)
+    print_evaluation(table, a.average)
+    out = Path(a.out)
+    print(f"→ {out / 'evaluation.csv'}, {out / 'per_category_ap.csv'}")
+    return 0
+
+
+
+
+def _cmd_ensemble(a: argparse.Namespace) -> int:
+    from .ensemble import ensemble_files
+
+    r = ensemble_files(a.inputs, a.out, method=a.method, iou=a.iou, weights=a.weights,
+                       quiet=a.quiet)
+    print(f"{r['inputs']} inputs → {r['images']} images, {r['instances']} instances "
+          f"({a.method}) → {a.out}")
+    return 0
+
+
+
+
+def _cmd_submit(a: argparse.Namespace) -> int:
+    from .submission import SubmitConfig, submit
+
+    cfg = SubmitConfig(score_thr=a.score_thr, max_per_image=a.max_per_image,
+                       min_area=a.min_area, mask_size=a.mask_size, attributes=a.attributes)
+    man, problems = submit(a.predictions, a.data, a.out, cfg, evaluation=a.evaluation,
+                           quiet=a.quiet)
+    print(f"{man['rows']} rows for {man['images']} images ({man['images_without_prediction']} "
+          f"without a mask) → {a.out}, manifest {Path(a.out).with_suffix('.json')}")
+    for p in problems:
+        print(f"{a.out}: {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print("validated: no problems")
+    return 0
+
+
+
+
+def _cmd_validate(a: argparse.Namespace) -> int:
+    from .layout import find_labels, sample_image_ids, test_image_sizes
+    from .submission import validate_submission
+
+    data = Path(a.data)
+    problems = validate_submission(a.submission, sample_image_ids(data),
+                                   test_image_sizes(data, quiet=a.quiet), find_labels(data),
+                                   mask_size=a.mask_size)
+    for p in problems:
+        print(f"{a.submission}: {p}")
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{a.submission}: valid")
+    return 0
+
+
+
+
+def _cmd_score(a: argparse.Namespace) -> int:
+    from .submission import score_submission
+
+    r = score_submission(a.submission, a.solution, a.data, average=a.average,
+                         attributes=a.attributes, quiet=a.quiet)
+    print(f"competition score ({a.average} average, attributes "
+          f"{'matched' if a.attributes else 'ignored'}): {r['score']:.4f} over {r['count']} "
+          f"{'images' if a.average == 'image' else 'units'}")
+    return 0
+
+
+# --- plot, demo -----------------------------------------------------------------------------
+
+
+
+def _cmd_plot(a: argparse.Namespace) -> int:
+    from .plots import make_plot
+
+    r = make_plot(a.what, a.out, work_dirs=a.work_dirs, labels=a.labels, data=a.data,
+                  predictions=a.predictions, score_thr=a.score_thr, images=a.images, n=a.n,
+                  seed=a.seed)
+    if "images" in r:
+        print("images: " + " ".join(r["images"]))
+    if r.get("points") == 0:
+        print("no training loss logged yet: the figure says so")
+    print(f"{a.what} → {a.out}")
+    return 0
+
+
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(a.out, images=a.images, folds=tuple(a.folds), iters=a.iters, seed=a.seed,
+             submission=a.submission, overwrite=a.overwrite, quiet=a.quiet)
+    return 0
+
+
+# --- the parser ------------------------------------------------------------------------------
+# Options that several commands share are declared once, by the helpers below.
+
+def _data(s, help: str = "the prepared data folder") -> None:
+    s.add_argument("--data", required=True, help=help)
+
+
+def _overwrite(s, what: str) -> None:
+    s.add_argument("--overwrite", action="store_true", help=f"{what} (default: stop and say "
+                   "what differs)")
+
+
+def _cfg_options(s, example: str) -> None:
+    s.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
+                   help=f"config overrides, parsed as mim parses them, e.g. {example}")
+
+
+def _mask_size(s) -> None:
+    s.add_argument("--mask-size", choices=["original", "512"], default="original")
+
+
+def _average(s) -> None:
+    from .metric import AVERAGES
+
+    s.add_argument("--average", choices=AVERAGES, default="image",
+                   help="how the competition score averages (see the README)")
+
+
+def _parser_data_steps(sub, parents) -> None:
+    from .coco import SIZE_POLICIES
+    from .folds import METHODS
+
+    s = sub.add_parser("synth", parents=parents, help="write a synthetic dataset in the "
+                       "competition layout")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--images", type=int, default=None,
+                   help="training images (default 200; 45,625 with --scale full)")
+    s.add_argument("--test-images", type=int, default=None,
+                   help="test images (default: a fifth of --images)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--scale", choices=["small", "full"], default="small",
+                   help="full: only a full-size train.csv (45,625 images, ~333k rows), "
+                   "for benchmarks")
+    s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("prepare", parents=parents, help="train.csv → COCO json, folds, "
+                       "per-fold COCO files")
+    _data(s, "folder with the competition files")
+    s.add_argument("--out", default=None, help="output folder (default: --data)")
+    s.add_argument("--folds", type=int, default=5)
+    s.add_argument("--split", choices=METHODS, default="stratified")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size-mismatch", choices=SIZE_POLICIES, default="error",
+                   help="when a CSV Height/Width disagrees with the JPEG: fail (default), "
+                   "transpose the masks of an exact swap, or drop the image")
+    s.add_argument("--no-image-check", action="store_true",
+                   help="convert without the train/ images (sizes are not checked)")
+    s.add_argument("--skip-bad-rows", action="store_true",
+                   help="leave malformed rows out (listed in rejected_rows.csv) instead of "
+                   "failing")
+    s.set_defaults(func=_cmd_prepare)
+
+    s = sub.add_parser("stats", parents=parents, help="category/attribute counts, image sizes")
+    _data(s, "folder with train.csv")
+    s.add_argument("--plot", default=None, help="write the category distribution to this PNG")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_stats)
+
+
+def _parser_model_steps(sub, parents) -> None:
+    s = sub.add_parser("train", parents=parents, help="train folds one after another, each "
+                       "through its config's phases (resumable)")
+    s.add_argument("config", help="an MMDetection config, e.g. configs/maskrcnn_r50_imat.py")
+    s.add_argument("--folds", type=_parse_folds, default=[0], help="e.g. 0,1,2,3,4 (default 0)")
+    s.add_argument("--work-root", default="work_dirs",
+                   help="work dirs go to WORK_ROOT/<config name>/fold<k> (default work_dirs)")
+    s.add_argument("--data-root", default=None,
+                   help="the prepared data folder (sets IMAT_DATA_ROOT; default: the config's)")
+    s.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                   help="pytorch: N processes on this machine; slurm: through srun (mim)")
+    s.add_argument("--gpus", type=int, default=1, help="processes/GPUs with --launcher")
+    _cfg_options(s, "load_from=None train_cfg.max_epochs=2 (passed to every run)")
+    s.add_argument("--auto-scale-lr", action="store_true",
+                   help="scale lr to the real total batch (mmdet's auto_scale_lr)")
+    _overwrite(s, "delete a phase's earlier run when it was made with other settings")
+    s.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("predict", parents=parents, help="run a model over a fold's val images "
+                       "or the test set; resumable")
+    s.add_argument("config")
+    s.add_argument("checkpoint")
+    s.add_argument("--split", choices=["val", "test"], required=True)
+    s.add_argument("--fold", type=int, default=0)
+    s.add_argument("--out", required=True, help="predictions .jsonl")
+    s.add_argument("--data-root", default=None, help="prepared data (default: the config's)")
+    s.add_argument("--tta", choices=["flip"], default=None, help="add a mirrored pass, fused")
+    s.add_argument("--batch-size", type=int, default=2,
+                   help="images per forward pass (the predictions do not depend on it)")
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
+    s.add_argument("--soft-size", type=int, default=0,
+                   help="also keep each mask's probabilities inside its box at SxS (e.g. 28), "
+                   "for soft ensembling")
+    _cfg_options(s, "model.test_cfg.rcnn.score_thr=0.01")
+    _overwrite(s, "predict every image again when OUT holds predictions made with other "
+               "settings")
+    s.set_defaults(func=_cmd_predict)
+
+
+def _parser_result_steps(sub, parents) -> None:
+    from .ensemble import METHODS
+    from .plots import PLOTS
+
+    s = sub.add_parser("evaluate", parents=parents, help="fold table: COCO AP and competition "
+                       "score per fold, mean ± std, per-category AP")
+    _data(s)
+    s.add_argument("--predictions", nargs="+", required=True,
+                   help="validation predictions, one file per fold (glob patterns allowed)")
+    s.add_argument("--out", default=".", help="folder for evaluation.csv, per_category_ap.csv")
+    _average(s)
+    s.add_argument("--score-thr", type=float, default=0.3,
+                   help="score threshold for the competition score (COCO AP uses all)")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("ensemble", parents=parents, help="fuse several prediction files")
+    s.add_argument("--inputs", nargs="+", required=True, help="predictions .jsonl files")
+    s.add_argument("--out", required=True)
+    s.add_argument("--method", choices=METHODS, default="fusion")
+    s.add_argument("--iou", type=float, default=0.5, help="mask IoU to group/suppress")
+    s.add_argument("--weights", type=float, nargs="+", default=None,
+                   help="one weight per input (default equal)")
+    s.set_defaults(func=_cmd_ensemble)
+
+    s = sub.add_parser("submit", parents=parents, help="predictions → competition CSV + "
+                       "manifest, validated")
+    s.add_argument("--predictions", required=True, help="a predictions .jsonl (test split)")
+    _data(s, "folder with sample_submission.csv and test/")
+    s.add_argument("--out", required=True, help="e.g. submissions/NAME.csv")
+    s.add_argument("--score-thr", type=float, default=0.3)
+    s.add_argument("--max-per-image", type=int, default=100)
+    s.add_argument("--min-area", type=int, default=20,
+                   help="drop instances left with fewer pixels after overlap removal")
+    _mask_size(s)
+    s.add_argument("--attributes", action="store_true",
+                   help="write ClassId with attributes when predictions carry them")
+    s.add_argument("--evaluation", default=None,
+                   help="evaluation.csv of `imat-kit evaluate`: fold scores for the manifest")
+    s.set_defaults(func=_cmd_submit)
+
+    s = sub.add_parser("validate", parents=parents, help="check a submission CSV")
+    s.add_argument("--submission", required=True)
+    _data(s, "folder with sample_submission.csv and test/")
+    _mask_size(s)
+    s.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("score", parents=parents, help="score a submission against a solution "
+                       "in train.csv layout (e.g. the synthetic test_solution.csv)")
+    s.add_argument("--submission", required=True)
+    s.add_argument("--solution", required=True)
+    _data(s, "folder with test/ (image sizes)")
+    _average(s)
+    s.add_argument("--attributes", action="store_true", help="ClassIds must match attributes")
+    s.set_defaults(func=_cmd_score)
+
+    s = sub.add_parser("plot", parents=parents, help="figures (PNG)")
+    s.add_argument("what", choices=PLOTS)
+    s.add_argument("--out", required=True, help="PNG file")
+    s.add_argument("--work-dirs", nargs="+", help="losses: mmengine work dirs")
+    s.add_argument("--labels", nargs="+", help="losses: a name per work dir")
+    s.add_argument("--data", help="pr/confusion/overlays/categories: the prepared data")
+    s.add_argument("--predictions", help="pr/confusion/overlays: a predictions .jsonl")
+    s.add_argument("--score-thr", type=float, default=0.3)
+    s.add_argument("--images", nargs="+", help="overlays: these ImageIds")
+    s.add_argument("--n", type=int, default=6, help="overlays: random images")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_plot)
+
+    s = sub.add_parser("demo", parents=parents, help="the whole pipeline on synthetic data "
+                       "(resumable)")
+    s.add_argument("--out", default="outputs/demo")
+    s.add_argument("--images", type=int, default=300)
+    s.add_argument("--folds", type=_parse_folds, default=[0, 1], help="folds to train")
+    s.add_argument("--iters", type=int, default=500, help="training iterations per fold")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--submission", default="submissions/demo.csv")
+    _overwrite(s, "start afresh when OUT holds a demo run with other options")
+    s.set_defaults(func=_cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="imat-kit", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"imat-kit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parents = [_quiet_parent()]
+    for add in (_parser_data_steps, _parser_model_steps, _parser_result_steps):
+        add(sub, parents)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_third_party_warnings()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KitError as e:
+        print(f"imat-kit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

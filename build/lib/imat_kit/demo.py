@@ -1,0 +1,189 @@
+"""``imat-kit demo`` (``make demo``): the whole pipeline on a seeded synthetic dataset.
+
+synthetic data → prepare (5 stratified folds) → train the tiny CPU Mask R-CNN on some folds →
+predict each fold's validation images and the test set → fold-wise evaluation → ensemble →
+submission + manifest → validate → score against the synthetic test solution → figures.
+
+Each step is the function the matching ``imat-kit`` command calls, so the demo is literally the
+user's commands in order. Every step reuses what an earlier run finished with the same inputs
+(training and prediction check their recorded settings; the demo checks its own options in
+``OUT/demo_options.json``): a second run is quick, an interrupted one resumes, and a run with
+other options (``--iters``, ``--images``, ``--seed``) stops and says what differs instead of
+reusing the first run's results; ``--overwrite`` starts such a run afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from importlib import resources
+from pathlib import Path
+
+from .errors import KitError
+from .io import atomic_open, describe_differences, file_fingerprint
+
+#: what the demo writes under OUT (all of it is removed by --overwrite, nothing else)
+OUTPUTS = ("data", "work_dirs", "predictions", "eval", "figures", "summary.json",
+           "demo_options.json")
+OPTIONS = "demo_options.json"
+
+
+def default_config() -> Path:
+    """The tiny CPU config, shipped inside the package (found from any working folder)."""
+    return Path(str(resources.files("imat_kit") / "configs" / "tiny_maskrcnn_imat.py"))
+
+
+def _step(name: str, quiet: bool) -> float:
+    if not quiet:
+        print(f"\n== {name}", flush=True)
+    return time.perf_counter()
+
+
+def _schedule(iters: int) -> list[str]:
+    """cfg-options that give the tiny config a schedule of ``iters`` iterations, validated 4
+    times (for the loss and AP curves)."""
+    return [f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={max(iters // 4, 1)}",
+            f"param_scheduler.0.end={min(100, iters // 4)}",
+            f"param_scheduler.1.end={iters}",
+            f"param_scheduler.1.milestones=[{int(iters * 0.85)}]",
+            f"default_hooks.checkpoint.interval={iters}"]
+
+
+def _check_options(out: Path, options: dict, *, overwrite: bool, quiet: bool) -> None:
+    """Refuse (or, with ``overwrite``, clear) a demo folder made with other options."""
+    path = out / OPTIONS
+    if path.exists():
+        old = json.loads(path.read_text())
+        diffs = describe_differences(old, options)
+        if diffs and not overwrite:
+            raise KitError("this demo folder holds a run made with other options, whose "
+                           "results would be reused: " + "; ".join(diffs) + ". Pass "
+                           "--overwrite to start afresh, or choose another --out", file=str(out))
+        if diffs:
+            if not quiet:
+                print(f"--overwrite: removing the earlier demo run in {out}", flush=True)
+            for name in OUTPUTS:
+                target = out / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+    with atomic_open(path, "w") as f:
+        json.dump(options, f, indent=2)
+
+
+def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tuple = (0, 1),
+             iters: int = 500, seed: int = 0, submission: str | Path = "submissions/demo.csv",
+             config: str | Path | None = None, overwrite: bool = False,
+             quiet: bool = False) -> dict:
+    """Run (or resume) the demo; returns the key figures, also written to ``OUT/summary.json``."""
+    from .ensemble import ensemble_files
+    from .evaluate import evaluate_to
+    from .mmdet_ext.predict import predict
+    from .mmdet_ext.train import train_folds
+    from .plots import make_plot
+    from .prepare import prepare
+    from .submission import score_submission, submit
+    from .synth import generate_images
+
+    out = Path(out)
+    data, preds_dir, figs = out / "data", out / "predictions", out / "figures"
+    config = Path(config) if config else default_config()
+    if not config.is_file():
+        raise KitError("config not found", file=str(config))
+    _check_options(out, {"images": images, "seed": seed, "iters": iters,
+                         "config_sha256": file_fingerprint(config)["sha256"]},
+                   overwrite=overwrite, quiet=quiet)
+    t_all = time.perf_counter()
+    timings = {}
+
+    t = _step(f"imat-kit synth: {images} training images, seed {seed}", quiet)
+    if not (data / "train.csv").exists():
+        generate_images(data, images=images, seed=seed, quiet=quiet)
+    timings["synth"] = time.perf_counter() - t
+
+    t = _step("imat-kit prepare: COCO json, 5 stratified folds", quiet)
+    if not (data / "prepare_report.json").exists():
+        prepare(data, n_folds=5, split="stratified", seed=seed, quiet=quiet)
+    timings["prepare"] = time.perf_counter() - t
+
+    t = _step(f"imat-kit train {config.name} on folds {list(folds)} ({iters} iterations "
+              "each, CPU)", quiet)
+    recs = train_folds(config, list(folds), work_root=out / "work_dirs", data_root=str(data),
+                       cfg_options=[*_schedule(iters), f"randomness.seed={seed}"],
+                       overwrite=overwrite, quiet=quiet)
+    ckpt = {r["fold"]: r["checkpoint"] for r in recs}
+    timings["train"] = time.perf_counter() - t
+
+    t = _step("imat-kit predict: each fold's validation images and the test set", quiet)
+    for k in folds:
+        for split in ("val", "test"):
+            predict(config, ckpt[k], split=split, fold=k, out=preds_dir / f"fold{k}_{split}.jsonl",
+                    data_root=str(data), overwrite=overwrite, quiet=quiet)
+    timings["predict"] = time.perf_counter() - t
+
+    t = _step("imat-kit evaluate: fold-wise evaluation", quiet)
+    table, _ = evaluate_to(data, [str(preds_dir / f"fold{k}_val.jsonl") for k in folds],
+                           out / "eval")
+    if not quiet:
+        from .cli import print_evaluation
+
+        print_evaluation(table, "image")
+    timings["evaluate"] = time.perf_counter() - t
+
+    t = _step("imat-kit ensemble + submit + score: the fold models' test predictions fused, the "
+              "submission written, validated and scored", quiet)
+    ens = preds_dir / "ensemble_test.jsonl"
+    ensemble_files([preds_dir / f"fold{k}_test.jsonl" for k in folds], ens, quiet=quiet)
+    sub = Path(submission)
+    _, problems = submit(ens, data, sub, evaluation=out / "eval" / "evaluation.csv",
+                         manifest={"data": str(data)}, quiet=quiet)
+    if problems:
+        raise KitError("the demo's submission failed validation: "
+                       + "; ".join(map(str, problems[:5])), file=str(sub))
+    solution = data / "test_solution.csv"
+    test_score = score_submission(sub, solution, data, quiet=quiet)["score"]
+    single = []  # each fold model's own submission, for comparison with the ensemble
+    for k in folds:
+        own = out / "eval" / f"fold{k}_only.csv"
+        submit(preds_dir / f"fold{k}_test.jsonl", data, own, quiet=True)
+        single.append(score_submission(own, solution, data, quiet=True)["score"])
+    timings["ensemble_submit"] = time.perf_counter() - t
+
+    t = _step("imat-kit plot: figures", quiet)
+    val0 = preds_dir / f"fold{folds[0]}_val.jsonl"
+    make_plot("losses", figs / "loss_curves.png", work_dirs=[
+        out / "work_dirs" / config.stem / f"fold{k}" for k in folds],
+        labels=[f"fold {k}" for k in folds])
+    make_plot("pr", figs / "pr_curves.png", data=data, predictions=val0)
+    make_plot("confusion", figs / "confusion_matrix.png", data=data, predictions=val0)
+    make_plot("overlays", figs / "overlays.png", data=data, predictions=val0, n=6, seed=seed)
+    make_plot("categories", figs / "category_distribution.png", data=data)
+    timings["figures"] = time.perf_counter() - t
+
+    mean = table.iloc[-2]
+    summary = {
+        "data": str(data), "work_dirs": str(out / "work_dirs"), "predictions": str(preds_dir),
+        "evaluation": str(out / "eval" / "evaluation.csv"), "submission": str(sub),
+        "manifest": str(sub.with_suffix(".json")), "figures": str(figs),
+        "folds_trained": list(folds), "iterations": iters,
+        "val_segm_AP_mean": float(mean.segm_AP), "val_segm_AP50_mean": float(mean.segm_AP50),
+        "val_competition_mean": float(mean.competition),
+        "test_competition_ensemble": test_score, "test_competition_single_folds": single,
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+        "total_seconds": round(time.perf_counter() - t_all, 1),
+    }
+    with atomic_open(out / "summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    if not quiet:
+        print(f"\n== done in {summary['total_seconds'] / 60:.1f} min")
+        print(f"validation segm AP (mean of folds {list(folds)}): "
+              f"{100 * summary['val_segm_AP_mean']:.1f} (AP50 "
+              f"{100 * summary['val_segm_AP50_mean']:.1f})")
+        print(f"test competition score: ensemble {test_score:.4f}, single folds "
+              + ", ".join(f"{s:.4f}" for s in single))
+        for key in ("data", "work_dirs", "predictions", "evaluation", "submission", "manifest",
+                    "figures"):
+            print(f"  {key:<12} {summary[key]}")
+    return summary

@@ -1,0 +1,205 @@
+"""Fusing the predictions of several models (e.g. the K fold models) image by image.
+
+``fusion`` (default): per image and class, instances of all models are clustered greedily by
+descending score: a cluster takes, from each other model, its unclaimed instance of the same
+class with the highest mask IoU ≥ ``iou`` with the cluster's best instance. The fused mask is a
+weighted pixel vote of the members (weight = model weight × score), kept where the vote reaches
+half of the members' total weight, computed on runs without building masks; the fused score is
+the weighted mean of the member scores over **all** models, so an instance found by few models
+(a singleton keeps only its own share) is penalised. ``nms``: the plain baseline, all instances
+pooled and suppressed greedily at mask IoU ≥ ``iou`` per class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_util
+
+from . import rle as rle_mod
+from .errors import KitError
+from .io import parallel_map
+from .predictions import ImagePrediction, empty_prediction, read_predictions, write_predictions
+
+METHODS = ("fusion", "nms")
+
+
+def _pool(preds: list[ImagePrediction | None]) -> tuple | None:
+    """All models' instances of one image, concatenated, with the model index of each; soft
+    masks only when every model that predicted anything has them."""
+    labels, scores, masks, model, boxes, soft = [], [], [], [], [], []
+    for m, p in enumerate(preds):
+        if p is None or not len(p):
+            continue
+        labels.append(p.labels)
+        scores.append(p.scores)
+        masks += p.masks
+        model.append(np.full(len(p), m))
+        boxes.append(p.bboxes)
+        soft.append(p.soft)
+    if not labels:
+        return None
+    all_soft = (np.concatenate(soft) if all(x is not None for x in soft)
+                and len({x.shape[1:] for x in soft}) == 1 else None)
+    return (np.concatenate(labels), np.concatenate(scores).astype(np.float64), masks,
+            np.concatenate(model), np.concatenate(boxes), all_soft)
+
+
+def fuse_image(preds: list[ImagePrediction | None], *, method: str = "fusion",
+               iou: float = 0.5, weights: list[float] | None = None) -> ImagePrediction:
+    """Fuse one image's predictions from several models (``None`` = the model has none)."""
+    k = len(preds)
+    w = np.ones(k) if weights is None else np.asarray(weights, dtype=np.float64)
+    ref = next((p for p in preds if p is not None), None)
+    if ref is None:
+        raise KitError("no model has a prediction for this image")
+    pooled = _pool(preds)
+    if pooled is None:
+        return empty_prediction(ref.image_key, ref.height, ref.width)
+    labels, scores, masks, model, boxes, soft = pooled
+    h, width = ref.height, ref.width
+    out_l, out_s, out_m, out_soft = [], [], [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        rles = [{"size": [h, width], "counts": masks[i]} for i in idx]
+        ious = np.asarray(mask_util.iou(rles, rles, [0] * len(rles))).reshape(len(idx),
+                                                                                len(idx))
+        free = np.ones(len(idx), dtype=bool)
+        for a in range(len(idx)):
+            if not free[a]:
+                continue
+            free[a] = False
+            if method == "nms":
+                free &= ~(ious[a] >= iou)
+                out_l.append(int(c))
+                out_s.append(scores[idx[a]])
+                out_m.append(masks[idx[a]])
+                out_soft.append(soft[idx[a]] if soft is not None else None)
+                continue
+            members = [a]
+            for m in range(k):
+                if m == model[idx[a]]:
+                    continue
+                cand = np.flatnonzero(free & (model[idx] == m) & (ious[a] >= iou))
+                if cand.size:
+                    b = cand[np.argmax(ious[a, cand])]
+                    members.append(int(b))
+                    free[b] = False
+            mw = w[model[idx[members]]] * scores[idx[members]]
+            fused_score = float(mw.sum() / w.sum())
+            fused_soft = None
+            if len(members) == 1:
+                counts = masks[idx[a]]
+                fused_soft = soft[idx[a]] if soft is not None else None
+            elif soft is not None:
+                counts, fused_soft = _soft_vote([boxes[idx[i]] for i in members],
+                                                [soft[idx[i]] for i in members], mw, h, width)
+            else:
+                counts = _vote([masks[idx[i]] for i in members], mw, h * width)
+            if counts is None:
+                continue
+            out_l.append(int(c))
+            out_s.append(fused_score)
+            out_m.append(counts)
+            out_soft.append(fused_soft)
+    order = np.argsort(-np.asarray(out_s), kind="stable")
+    out_m = [out_m[i] for i in order]
+    rles = [{"size": [h, width], "counts": m} for m in out_m]
+    fused_boxes = (np.asarray(mask_util.toBbox(rles), np.float32).reshape(-1, 4) if rles
+                   else np.zeros((0, 4), np.float32))
+    soft_out = None
+    if soft is not None:
+        soft_out = np.stack([out_soft[i] for i in order]) if out_m else soft[:0]
+    return ImagePrediction(ref.image_key, h, width, np.asarray(out_l, np.int64)[order],
+                           np.asarray(out_s, np.float32)[order], fused_boxes, out_m, soft_out)
+
+
+def _soft_vote(boxes: list[np.ndarray], softs: list[np.ndarray], weights: np.ndarray,
+               h: int, w: int) -> tuple[str | None, np.ndarray | None]:
+    """Weighted mean of the members' probabilities (each pasted into its box) over the union
+    of their boxes, kept where it reaches 0.5; also that mean resampled into the fused box."""
+    import cv2
+
+    def ibox(b):
+        x0, y0 = int(np.clip(np.floor(b[0]), 0, w - 1)), int(np.clip(np.floor(b[1]), 0, h - 1))
+        return (x0, y0, int(np.clip(np.ceil(b[0] + b[2]), x0 + 1, w)),
+                int(np.clip(np.ceil(b[1] + b[3]), y0 + 1, h)))
+
+    ib = [ibox(b) for b in boxes]
+    ux0, uy0 = min(b[0] for b in ib), min(b[1] for b in ib)
+    ux1, uy1 = max(b[2] for b in ib), max(b[3] for b in ib)
+    acc = np.zeros((uy1 - uy0, ux1 - ux0), np.float32)
+    for (x0, y0, x1, y1), s, wt in zip(ib, softs, weights):
+        acc[y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0] += wt * cv2.resize(
+            s.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    acc /= weights.sum() * 255.0
+    keep = acc >= 0.5
+    if not keep.any():
+        return None, None
+    full = np.zeros((h, w), np.uint8, order="F")
+    full[uy0:uy1, ux0:ux1] = keep
+    rle = mask_util.encode(full)
+    fx, fy, fw, fh = mask_util.toBbox(rle)
+    crop = acc[int(fy) - uy0:int(fy + fh) - uy0, int(fx) - ux0:int(fx + fw) - ux0]
+    size = softs[0].shape[0]
+    soft = cv2.resize(crop * 255, (size, size), interpolation=cv2.INTER_LINEAR)
+    return rle["counts"].decode("ascii"), np.clip(soft, 0, 255).astype(np.uint8)
+
+
+def _vote(counts_texts: list[str], weights: np.ndarray, npix: int) -> str | None:
+    """Pixels whose weighted vote reaches half the total weight, as COCO counts text."""
+    runs = [rle_mod.coco_to_runs({"counts": text}) for text in counts_texts]
+    s, e = rle_mod.runs_vote(runs, weights, 0.5 * weights.sum())
+    if s.size == 0:
+        return None
+    counts = rle_mod.runs_to_counts(s, e - s, npix)
+    return rle_mod.coco_strings_batch(counts.astype(np.int64),
+                                      np.array([0, counts.size]))[0]
+
+
+def ensemble(inputs: list[dict[str, ImagePrediction]], *, method: str = "fusion",
+             iou: float = 0.5, weights: list[float] | None = None, workers: int | None = None,
+             quiet: bool = False) -> dict[str, ImagePrediction]:
+    """Fuse several predictions (``image_key → ImagePrediction`` each), over the union of
+    their images, in ``workers`` processes (default: up to 2; the result is the same)."""
+    if method not in METHODS:
+        raise KitError(f"method must be one of {', '.join(METHODS)}", value=method)
+    if not 0 < iou <= 1:
+        raise KitError("iou must be within (0, 1]", value=iou)
+    if weights is not None and (len(weights) != len(inputs) or min(weights) <= 0):
+        raise KitError(f"need one positive weight per input ({len(inputs)})", value=weights)
+    keys = list(dict.fromkeys(k for d in inputs for k in d))
+    jobs = [[d.get(key) for d in inputs] for key in keys]
+    kw = dict(method=method, iou=iou, weights=weights)
+    fused = parallel_map(_fuse_many, jobs, kw, workers=workers,
+                         desc=f"ensemble ({method})", quiet=quiet)
+    return dict(zip(keys, fused))
+
+
+def _fuse_many(jobs: list, kw: dict) -> list[ImagePrediction]:
+    return [fuse_image(j, **kw) for j in jobs]
+
+
+def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "fusion",
+                   iou: float = 0.5, weights: list[float] | None = None,
+                   quiet: bool = False) -> dict:
+    """The ``imat-kit ensemble`` step: read predictions files, fuse them, write ``out``
+    (atomically; its header lists the inputs' headers). Returns a summary."""
+    if not files:
+        raise KitError("no predictions file to ensemble")
+    heads, inputs = [], []
+    for f in files:
+        h, p = read_predictions(f)
+        heads.append({"file": str(f), **h})
+        inputs.append(p)
+    splits = {h.get("split") for h in heads}
+    if len(splits) > 1:
+        raise KitError(f"the inputs predict different splits ({', '.join(map(str, splits))})",
+                       file=str(files[-1]))
+    fused = ensemble(inputs, method=method, iou=iou, weights=weights, quiet=quiet)
+    write_predictions(out, {"split": heads[0].get("split"), "method": method, "iou": iou,
+                            "weights": weights, "inputs": heads}, fused.values())
+    return {"inputs": len(inputs), "images": len(fused), "out": str(out), "headers": heads,
+            "instances": sum(len(p) for p in fused.values()), "fused": fused}

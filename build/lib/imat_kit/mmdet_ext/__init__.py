@@ -1,0 +1,31 @@
+"""Everything imat-kit registers into MMDetection; configs reach it with
+``custom_imports = dict(imports=['imat_kit.mmdet_ext'], allow_failed_imports=False)``.
+
+Importing it also:
+
+* lets checkpoints written by mmengine load under torch >= 2.6 (``weights_only=True`` by
+  default): the few non-tensor globals such a checkpoint holds are allow-listed, so ``--resume``,
+  ``mim test --checkpoint`` and ``load_from`` work with no environment variable;
+* makes an ``http(s)://`` ``load_from`` fail fast, with a message saying what to do, when the
+  checkpoint is neither cached nor reachable (it would otherwise wait on the network);
+* registers ``IMatRunner`` (``runner_type`` of our configs): work dirs end in ``fold<k>``, and a
+  later phase starts from the earlier phase's last checkpoint on the same fold;
+* on a machine without CUDA only, lets mmengine's distributed launcher run on CPU processes
+  (gloo backend), which it otherwise cannot (it calls ``torch.cuda.set_device``).
+"""
+
+from __future__ import annotations
+
+from . import checkpoint as _checkpoint
+from . import cpu_dist as _cpu_dist
+from . import hooks as _hooks  # noqa: F401  (registers ValLossHook)
+from . import metrics as _metrics  # noqa: F401  (registers IMatCocoMetric)
+from . import runner as _runner  # noqa: F401  (registers IMatRunner)
+from .datasets import IMAT_CLASSES, IMatDataset
+from .transforms import RecomputeBBoxFromMasks
+
+_checkpoint.register_safe_globals()
+_checkpoint.register_fail_fast_http_loader()
+_cpu_dist.patch_for_cpu()
+
+__all__ = ["IMAT_CLASSES", "IMatDataset", "RecomputeBBoxFromMasks"]

@@ -1,0 +1,104 @@
+"""Loading a config the way ``mim train`` / ``mim test`` do, for the kit's own commands.
+
+``--cfg-options`` go through mmengine's ``DictAction`` (so ``False``, ``None``, numbers and
+``[a,b]`` lists mean what they mean to ``mim``), and the fold / data root reach the config
+through ``IMAT_FOLD`` / ``IMAT_DATA_ROOT`` only while it is read: the caller's environment is
+left as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import KitError
+
+ENV_KEYS = ("IMAT_FOLD", "IMAT_DATA_ROOT")
+
+
+def data_root_env(data_root: str | Path) -> str:
+    """``IMAT_DATA_ROOT`` as the configs expect it: with a trailing slash."""
+    text = str(data_root)
+    return text if text.endswith("/") else text + "/"
+
+
+@contextlib.contextmanager
+def imat_env(fold: int | None = None, data_root: str | Path | None = None) -> Iterator[None]:
+    """Set ``IMAT_FOLD``/``IMAT_DATA_ROOT`` for the duration of the block, then restore them."""
+    saved = {k: os.environ.get(k) for k in ENV_KEYS}
+    try:
+        if fold is not None:
+            os.environ["IMAT_FOLD"] = str(int(fold))
+        if data_root is not None:
+            os.environ["IMAT_DATA_ROOT"] = data_root_env(data_root)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def parse_cfg_options(options: list[str] | None) -> dict:
+    """``KEY=VALUE`` strings → a dict, parsed exactly as ``mim``'s ``--cfg-options``."""
+    from mmengine.config import DictAction
+
+    options = list(options or [])
+    for o in options:
+        if "=" not in o:
+            raise KitError("--cfg-options takes KEY=VALUE pairs", value=o)
+    if not options:
+        return {}
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--cfg-options", nargs="+", action=DictAction)
+    return dict(p.parse_args(["--cfg-options", *options]).cfg_options)
+
+
+def quiet_mmengine_log() -> None:
+    """Keep mmengine's INFO lines (``Using env variable …``, ``Loads checkpoint by …``) out of
+    the kit's own commands' output: they log to the current MMLogger, made here at WARNING."""
+    from mmengine.logging import MMLogger
+
+    if not MMLogger.check_instance_created("imat_kit"):
+        MMLogger.get_instance("imat_kit", log_level="WARNING")
+
+
+def load_config(path: str | Path, *, fold: int | None = None,
+                data_root: str | Path | None = None, options: list[str] | None = None):
+    """The config at ``path`` for ``fold``/``data_root`` with ``options`` merged."""
+    from mmengine.config import Config
+
+    quiet_mmengine_log()
+    if not Path(path).is_file():
+        raise KitError("config not found", file=str(path))
+    with imat_env(fold, data_root):
+        cfg = Config.fromfile(str(path))
+    opts = parse_cfg_options(options)
+    if opts:
+        cfg.merge_from_dict(opts)
+    return cfg
+
+
+def flat_settings(cfg, drop: tuple[str, ...] = ("work_dir", "resume")) -> dict[str, object]:
+    """Every value of a config as ``{"a.b.0.c": value}`` (JSON types), for recording what a
+    run was made with and naming what changed since."""
+    tree = json.loads(json.dumps(cfg.to_dict(), default=repr))
+    out: dict[str, object] = {}
+
+    def walk(prefix: str, v: object) -> None:
+        if isinstance(v, dict) and v:
+            for k in v:
+                walk(f"{prefix}.{k}" if prefix else str(k), v[k])
+        elif isinstance(v, list) and v and any(isinstance(x, (dict, list)) for x in v):
+            for i, x in enumerate(v):
+                walk(f"{prefix}.{i}", x)
+        else:
+            out[prefix] = v
+
+    walk("", tree)
+    return {k: v for k, v in out.items() if k.split(".")[0] not in drop}

@@ -1,0 +1,259 @@
+"""``imat-kit predict``: run a trained model over a fold's validation images or the test set and
+store per-image predictions (:mod:`imat_kit.predictions`), batched and resumable.
+
+**Batching never changes a prediction.** MMDetection pads the images of a batch to one shape,
+so an image batched with a larger one would be seen with extra padding and predicted
+differently than alone. Images are therefore batched only with images that pad to the same
+shape as they do alone (their resized shape rounded up to the model's ``pad_size_divisor``),
+and the finished file lists the images in the split's order: the file is the same for every
+batch size.
+
+**Resuming never mixes runs.** The header records what shaped the predictions: split, fold,
+the resolved config (with ``--cfg-options``), the checkpoint's content (SHA-256), flip TTA and
+the soft-mask size. An existing output (or an interrupted ``.partial``) is continued only when
+all of these match; otherwise predict names what differs and stops, and ``overwrite=True``
+(``--overwrite``) discards the old file and predicts everything again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_util
+
+from ..ensemble import fuse_image
+from ..errors import KitError
+from ..io import atomic_open, describe_differences, file_fingerprint, json_fingerprint, progress
+from ..layout import image_dir, read_ann
+from ..predictions import ImagePrediction, header, iter_predictions, read_header
+from .config import flat_settings, load_config
+
+SPLITS = ("val", "test")
+
+#: header fields that must match for an existing predictions file to be continued
+RESUME_KEYS = ("version", "split", "fold", "config_sha256", "checkpoint_sha256", "tta",
+               "soft_size")
+def _to_prediction(sample, key: str, flip: bool = False,
+                   soft_size: int = 0) -> ImagePrediction:
+    """One mmdet result as an :class:`ImagePrediction`. With ``soft_size`` the model was run
+    with ``mask_thr_binary=-1`` (masks are probabilities 0–255): masks are binarised at 0.5 and
+    each instance's probabilities inside its box are kept at soft_size × soft_size."""
+    inst = sample.pred_instances
+    h, w = (int(v) for v in sample.ori_shape[:2])
+    masks = inst.masks.cpu().numpy() if len(inst) else np.zeros((0, h, w), np.uint8)
+    boxes = inst.bboxes.cpu().numpy().astype(np.float32) if len(inst) else np.zeros((0, 4))
+    if flip:  # the image went in mirrored: mirror the outputs back
+        masks = masks[:, :, ::-1]
+        boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1) \
+            if len(boxes) else boxes
+    binary = (masks >= 128) if soft_size else masks.astype(bool)
+    rles = mask_util.encode(np.asfortranarray(binary.transpose(1, 2, 0).astype(np.uint8))) \
+        if len(masks) else []
+    xywh = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    xywh[:, 2:] -= xywh[:, :2]
+    soft = None
+    if soft_size:
+        soft = np.stack([crop_soft(m, b, soft_size) for m, b in zip(masks, xywh)]) \
+            if len(masks) else np.zeros((0, soft_size, soft_size), np.uint8)
+    return ImagePrediction(key, h, w, inst.labels.cpu().numpy().astype(np.int64),
+                           inst.scores.cpu().numpy().astype(np.float32), xywh,
+                           [r["counts"].decode("ascii") for r in rles], soft)
+
+
+def crop_soft(prob: np.ndarray, xywh: np.ndarray, size: int) -> np.ndarray:
+    """Probabilities (H×W uint8) inside the box, resampled to size×size (uint8)."""
+    import cv2
+
+    h, w = prob.shape
+    x0, y0 = int(np.clip(np.floor(xywh[0]), 0, w - 1)), int(np.clip(np.floor(xywh[1]), 0, h - 1))
+    x1 = int(np.clip(np.ceil(xywh[0] + xywh[2]), x0 + 1, w))
+    y1 = int(np.clip(np.ceil(xywh[1] + xywh[3]), y0 + 1, h))
+    return cv2.resize(np.ascontiguousarray(prob[y0:y1, x0:x1]), (size, size),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int = 0,
+            out: str | Path, data_root: str | None = None, tta: str | None = None,
+            batch_size: int = 2, device: str | None = None, soft_size: int = 0,
+            cfg_options: list[str] | None = None, overwrite: bool = False,
+            quiet: bool = False) -> dict:
+    """Predict every image of the split into ``out`` (see the module docstring for the batching
+    and resume rules); returns ``images``, ``predicted_now`` and ``out``."""
+    import torch
+    from mmdet.utils import register_all_modules
+
+    if split not in SPLITS:
+        raise KitError(f"split must be one of {', '.join(SPLITS)}", value=split)
+    if tta not in (None, "flip"):
+        raise KitError("tta must be 'flip' or nothing", value=tta)
+    if batch_size < 1:
+        raise KitError("batch size must be at least 1", value=batch_size)
+    if not Path(checkpoint).is_file():
+        raise KitError("checkpoint not found", file=str(checkpoint))
+    register_all_modules()
+    cfg = load_config(config, fold=fold, data_root=data_root, options=cfg_options)
+    if soft_size:  # probabilities instead of binary masks from the mask head
+        test_cfg = cfg.model.test_cfg
+        (test_cfg.rcnn if "rcnn" in test_cfg else test_cfg).mask_thr_binary = -1.0
+    root = Path(cfg.train_dataloader.dataset.data_root)
+    images = read_ann(root, split, fold)["images"]
+    img_dir = image_dir(root, split)
+    meta = {"split": split, "fold": fold if split == "val" else None, "config": str(config),
+            "config_sha256": json_fingerprint(flat_settings(cfg)),
+            "checkpoint": str(checkpoint),
+            "checkpoint_sha256": file_fingerprint(checkpoint)["sha256"], "tta": tta,
+            "soft_size": soft_size or None, "cfg_options": list(cfg_options or [])}
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    keys = [im["image_key"] for im in images]
+    done = _resume(out, partial, meta, overwrite, keys)
+    if done is None:
+        return {"images": len(images), "predicted_now": 0, "out": str(out)}
+    todo = [im for im in images if im["image_key"] not in done]
+    if todo:
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        _predict_into(partial, todo, img_dir, cfg, checkpoint, device=device, tta=tta,
+                      soft_size=soft_size, batch_size=batch_size, quiet=quiet)
+    _finish(partial, out, keys)
+    return {"images": len(images), "predicted_now": len(todo), "out": str(out)}
+
+
+def _usable(path: Path, meta: dict, overwrite: bool) -> bool:
+    """Whether an existing predictions file was made with ``meta``'s settings; one made with
+    other settings is deleted (``overwrite``) or refused with what differs."""
+    if not path.exists():
+        return False
+    diffs = describe_differences(read_header(path), {"version": 1, **meta}, RESUME_KEYS)
+    if not diffs:
+        return True
+    if not overwrite:
+        raise KitError("it holds predictions made with other settings: " + "; ".join(diffs)
+                       + ". Pass --overwrite to predict every image again, or choose another "
+                       "--out", file=str(path))
+    path.unlink()
+    return False
+
+
+def _resume(out: Path, partial: Path, meta: dict, overwrite: bool,
+            keys: list[str]) -> set[str] | None:
+    """Prepare ``partial`` for appending and return the images it already holds; None when
+    ``out`` is finished with the same settings and every image (nothing to do, untouched)."""
+    have_partial = _usable(partial, meta, overwrite)
+    if _usable(out, meta, overwrite) and not have_partial:
+        done = {p.image_key for p in iter_predictions(out)}
+        if done >= set(keys):
+            return None
+        os.replace(out, partial)  # a file that lacks images: predict only those
+        have_partial = True
+    if have_partial:
+        done = {p.image_key for p in iter_predictions(partial)}
+        with open(partial, "rb+") as f:  # drop a torn last line before appending
+            data = f.read()
+            f.truncate(data.rfind(b"\n") + 1)
+        return done
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_text(header(**meta) + "\n")
+    return set()
+
+
+def _finish(partial: Path, out: Path, order: list[str]) -> None:
+    """The partial file's lines (the last line of an image wins) in the split's image order,
+    written atomically to ``out``; the partial file is removed."""
+    with open(partial, encoding="utf-8") as f:
+        head = f.readline()
+        lines = {}
+        for line in f:
+            if line.endswith("\n"):
+                lines[json.loads(line)["image_key"]] = line
+    with atomic_open(out, "w", encoding="utf-8") as f:
+        f.write(head)
+        for key in order:
+            if key in lines:
+                f.write(lines[key])
+    partial.unlink()
+
+
+def build_detector(cfg, checkpoint: str | Path, device: str):
+    """The model of ``cfg`` with the checkpoint's weights, in eval mode on ``device``: what
+    ``mmdet.apis.init_detector`` does, without its side effects on the process (it turns every
+    warning filter to ``once``) and without mmengine's "Loads checkpoint" print."""
+    import contextlib
+    import io
+
+    from mmdet.registry import MODELS
+    from mmengine.model.utils import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    init_default_scope(cfg.get("default_scope", "mmdet"))
+    if "init_cfg" in cfg.model.get("backbone", {}):
+        cfg.model.backbone.init_cfg = None  # the checkpoint has the weights: no download
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))  # SyncBN needs a process group
+    with contextlib.redirect_stdout(io.StringIO()):
+        load_checkpoint(model, str(checkpoint), map_location="cpu")
+    model.cfg = cfg
+    return model.to(device).eval()
+
+
+def _pad_key(sample, divisor: int) -> tuple[int, int]:
+    """The shape an image is padded to when it is predicted alone."""
+    h, w = sample.metainfo["img_shape"][:2]
+    d = max(int(divisor), 1)
+    return (-(-int(h) // d) * d, -(-int(w) // d) * d)
+
+
+def _predict_into(partial: Path, todo: list[dict], img_dir: Path, cfg, checkpoint, *,
+                  device: str, tta: str | None, soft_size: int, batch_size: int,
+                  quiet: bool) -> None:
+    """Append the predictions of ``todo`` to ``partial``, batching only same-padding images."""
+    import torch
+    from mmengine.dataset import Compose, pseudo_collate
+
+    model = build_detector(cfg, checkpoint, device)
+    divisor = getattr(model.data_preprocessor, "pad_size_divisor", 1)
+    steps = [t for t in cfg.test_dataloader.dataset.pipeline if t["type"] != "LoadAnnotations"]
+    pipelines = {False: Compose(steps)}
+    if tta == "flip":
+        flip = dict(type="RandomFlip", prob=1.0, direction="horizontal")
+        pipelines[True] = Compose([*steps[:-1], flip, steps[-1]])
+    buckets: dict[tuple[int, int], list] = {}
+    held = 0
+    bar = progress(range(len(todo)), desc=f"predict {len(todo)} images", quiet=quiet,
+                   unit="img")
+
+    with open(partial, "a", encoding="utf-8") as f, torch.no_grad():
+        def run(key: tuple[int, int]) -> None:
+            nonlocal held
+            batch = buckets.pop(key)
+            held -= len(batch)
+            passes = {}
+            for flipped in pipelines:
+                samples = model.test_step(pseudo_collate([items[flipped] for _, items in batch]))
+                passes[flipped] = [_to_prediction(s, im["image_key"], flipped, soft_size)
+                                   for s, (im, _) in zip(samples, batch)]
+            for i in range(len(batch)):
+                p = passes[False][i]
+                if tta == "flip":
+                    p = fuse_image([passes[False][i], passes[True][i]], method="fusion")
+                f.write(p.to_json() + "\n")
+            f.flush()
+            bar.update(len(batch))
+
+        for im in todo:
+            src = dict(img_path=str(img_dir / im["file_name"]), img_id=im["id"])
+            items = {flipped: pipe(dict(src)) for flipped, pipe in pipelines.items()}
+            key = _pad_key(items[False]["data_samples"], divisor)
+            buckets.setdefault(key, []).append((im, items))
+            held += 1
+            if len(buckets[key]) >= batch_size:
+                run(key)
+            elif held >= 4 * batch_size:  # bound memory: a partial batch is still same-shape
+                run(max(buckets, key=lambda k: len(buckets[k])))
+        for key in list(buckets):
+            run(key)
+    bar.close()
+
+

@@ -1,0 +1,73 @@
+"""``IMatRunner``: mmengine's Runner with the two rules our configs would otherwise restate.
+
+* **One work dir per fold.** A run's work dir ends in ``fold<k>`` (k = the config's ``fold``,
+  i.e. ``IMAT_FOLD``): ``mim train mmdet configs/x.py`` writes to ``work_dirs/x/fold<k>``, and
+  ``--work-dir W`` to ``W/fold<k>`` unless W already ends in ``fold<k>``. Two folds can never
+  resume or overwrite each other's run.
+* **A later phase starts from the earlier one.** A config with ``imat_previous_phase`` (the
+  earlier phase's config, relative to this one) and no ``load_from`` starts from the last
+  checkpoint of the earlier phase's run on the same fold, found beside this run's work dir
+  (``<root>/<earlier config name>/fold<k>``). No checkpoint name (``epoch_4.pth``) is written
+  in any config, so changing the epochs or the fold cannot leave one pointing at a file that
+  does not exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from ..errors import KitError
+
+
+def fold_work_dir(work_dir: str | Path, fold: object) -> str:
+    """``work_dir`` ending in ``fold<k>``."""
+    wd = Path(str(work_dir))
+    leaf = f"fold{int(str(fold))}"
+    return str(wd if wd.name == leaf else wd / leaf)
+
+
+def last_checkpoint(work_dir: Path) -> Path | None:
+    """The checkpoint mmengine last saved in ``work_dir`` (its ``last_checkpoint`` file)."""
+    marker = Path(work_dir) / "last_checkpoint"
+    if not marker.exists():
+        return None
+    ckpt = Path(marker.read_text().strip())
+    return ckpt if ckpt.exists() else None
+
+
+def previous_phase_checkpoint(work_dir: str | Path, previous_config: str | Path) -> Path:
+    """The last checkpoint of the earlier phase's run beside ``work_dir`` (same fold)."""
+    wd = Path(work_dir)
+    prev_dir = wd.parent.parent / Path(str(previous_config)).stem / wd.name
+    ckpt = last_checkpoint(prev_dir)
+    if ckpt is None:
+        raise KitError(f"this phase starts from the last checkpoint of {Path(previous_config).stem}"
+                       f" on {wd.name}, but {prev_dir} holds none: train that phase first "
+                       "(`imat-kit train` runs the phases in order) or pass --cfg-options "
+                       "load_from=CHECKPOINT", file=str(prev_dir))
+    return ckpt
+
+
+def apply_run_rules(cfg) -> None:
+    """The module docstring's two rules, applied to a config (in place) before a run."""
+    cfg.work_dir = fold_work_dir(cfg.work_dir, cfg.get("fold", 0))
+    prev = cfg.get("imat_previous_phase")
+    resuming = cfg.get("resume") and last_checkpoint(Path(cfg.work_dir)) is not None
+    if prev and not cfg.get("load_from") and not resuming:
+        # mmengine resumes *from* load_from when both are set: start fresh from it
+        cfg.load_from = str(previous_phase_checkpoint(cfg.work_dir, prev))
+        cfg.resume = False
+
+
+@RUNNERS.register_module()
+class IMatRunner(Runner):
+    """See the module docstring; otherwise exactly mmengine's Runner."""
+
+    @classmethod
+    def from_cfg(cls, cfg) -> Runner:
+        cfg = cfg.copy()
+        apply_run_rules(cfg)
+        return super().from_cfg(cfg)

@@ -1,0 +1,215 @@
+"""``imat-kit train``: train folds one after another, each through its chain of phases.
+
+A config may name the config of its next phase in ``imat_next_phase`` (a path relative to the
+config), which names it back in ``imat_previous_phase``: the reference recipe's "heads" run is
+followed by the "all layers" run, which starts from the heads run's last checkpoint. Each
+phase of each fold is one ``mim train`` run in its own work dir,
+``WORK_ROOT/<config name>/fold<k>``, so a run on N GPUs (or a cluster) is an ordinary mmengine
+run and DDP wraps the model once per phase with exactly the parameters it trains.
+
+Re-running the same command resumes, but only a run made with the same settings: every phase
+records what shaped it (``imat_run.json``: the resolved config with the options, the launcher,
+the GPUs, the checkpoint it starts from and that checkpoint's content hash). A finished phase
+(``imat_done.json``) with the same record is skipped, an interrupted one resumes from its last
+checkpoint (``--resume``), a new one starts (phase 2 from phase 1's last checkpoint). When the
+record differs (another config value, more iterations, a retrained phase 1), the command names
+what differs and stops; ``overwrite=True`` (``--overwrite``) deletes that phase's work dir and
+trains it afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import KitError
+from ..io import atomic_open, describe_differences, file_fingerprint
+from .config import data_root_env, flat_settings, load_config
+from .runner import last_checkpoint
+
+DONE = "imat_done.json"
+RECORD = "imat_run.json"
+
+#: third-party warnings hidden in the training subprocess: their deprecation notices (torch.jit,
+#: pkg_resources) concern mmcv/mmdet/mmengine's code, not the user's
+THIRD_PARTY_WARNINGS = ",".join([
+    "ignore::DeprecationWarning", "ignore::FutureWarning",
+    "ignore:pkg_resources is deprecated as an API:UserWarning",
+])
+
+
+@dataclass
+class Phase:
+    config: Path
+    name: str
+
+
+def phase_chain(config: str | Path) -> list[Phase]:
+    """The config and the configs it chains to through ``imat_next_phase``; each next phase
+    must name the one before as its ``imat_previous_phase``."""
+    from mmengine.config import Config
+
+    chain: list[Phase] = []
+    path = Path(config)
+    while True:
+        if not path.exists():
+            raise KitError("config not found", file=str(path))
+        if any(p.config.resolve() == path.resolve() for p in chain):
+            raise KitError("imat_next_phase chain loops back", file=str(path))
+        cfg = Config.fromfile(str(path))
+        prev = cfg.get("imat_previous_phase")
+        if chain and (not prev or (path.parent / prev).resolve() != chain[-1].config.resolve()):
+            raise KitError(f"this config follows {chain[-1].config.name} (its imat_next_phase) "
+                           f"but names {prev!r} as its imat_previous_phase", file=str(path))
+        chain.append(Phase(path, path.stem))
+        nxt = cfg.get("imat_next_phase")
+        if not nxt:
+            return chain
+        path = path.parent / nxt
+
+
+#: what DDP on CPU processes needs (gloo, and no device_ids, which CPU modules reject);
+#: added to every run with a launcher when CUDA is absent.
+CPU_DIST_OPTIONS = [
+    "env_cfg.dist_cfg.backend=gloo",
+    "model_wrapper_cfg.type=MMDistributedDataParallel",
+    "model_wrapper_cfg.device_ids=None",
+    "model_wrapper_cfg.broadcast_buffers=False",
+    "model_wrapper_cfg.find_unused_parameters=False",
+]
+
+
+def _mim_command(config: Path, work_dir: Path, *, resume: bool, load_from: Path | None,
+                 cfg_options: list[str], launcher: str, gpus: int,
+                 auto_scale_lr: bool = False) -> list[str]:
+    mim = str(Path(sys.executable).parent / "mim")
+    cmd = [mim, "train", "mmdet", str(config), "--work-dir", str(work_dir)]
+    if auto_scale_lr:
+        cmd.append("--auto-scale-lr")
+    if launcher != "none":
+        cmd += ["--launcher", launcher, "--gpus", str(gpus)]
+    if resume:
+        cmd.append("--resume")
+    opts = list(cfg_options)
+    if load_from is not None and not resume:
+        opts.append(f"load_from={load_from}")
+    if opts:
+        cmd += ["--cfg-options", *opts]
+    return cmd
+
+
+def run_record(phase: Phase, fold: int, *, data_root: str | None, cfg_options: list[str],
+               launcher: str, gpus: int, auto_scale_lr: bool,
+               start_checkpoint: Path | None) -> dict:
+    """Everything that shapes a phase's run on a fold, as recorded in ``imat_run.json``."""
+    cfg = load_config(phase.config, fold=fold, data_root=data_root, options=cfg_options)
+    settings = flat_settings(cfg)
+    settings.update({"(launcher)": launcher, "(gpus)": gpus if launcher != "none" else 1,
+                     "(auto_scale_lr)": auto_scale_lr})
+    if start_checkpoint is not None:
+        settings["load_from"] = str(start_checkpoint)
+        settings["(start checkpoint sha256)"] = (
+            file_fingerprint(start_checkpoint)["sha256"] if start_checkpoint.exists() else None)
+    return {"config": str(phase.config), "fold": fold, "settings": settings}
+
+
+def _reusable(work_dir: Path, record: dict, *, overwrite: bool, quiet: bool) -> bool:
+    """Whether the work dir holds a run with exactly ``record``'s settings. A run with other
+    settings is deleted (``overwrite``) or refused with what differs."""
+    if not work_dir.exists() or not any(work_dir.iterdir()):
+        return False
+    path = work_dir / RECORD
+    old = json.loads(path.read_text()) if path.exists() else None
+    if old is not None and old.get("settings") == record["settings"]:
+        return True
+    diffs = (describe_differences(old["settings"], record["settings"]) if old is not None
+             else ["the run has no record of its settings (imat_run.json)"])
+    if not overwrite:
+        shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+        raise KitError(f"{work_dir} holds a run made with other settings: {shown}. Pass "
+                       "--overwrite to delete it and train afresh, or use another --work-root",
+                       file=record["config"])
+    if not quiet:
+        print(f"--overwrite: deleting {work_dir} ({len(diffs)} setting(s) differ)", flush=True)
+    shutil.rmtree(work_dir)
+    return False
+
+
+def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path = "work_dirs",
+                data_root: str | None = None, cfg_options: list[str] | None = None,
+                launcher: str = "none", gpus: int = 1, auto_scale_lr: bool = False,
+                dry_run: bool = False, overwrite: bool = False,
+                quiet: bool = False) -> list[dict]:
+    """Train each fold through the config's phase chain; returns one record per phase run."""
+    chain = phase_chain(config)
+    cfg_options = list(cfg_options or [])
+    if launcher != "none":
+        import torch
+
+        if not torch.cuda.is_available():
+            cfg_options = CPU_DIST_OPTIONS + cfg_options
+    env = dict(os.environ)
+    if data_root is not None:
+        env["IMAT_DATA_ROOT"] = data_root_env(data_root)
+    env.setdefault("PYTHONWARNINGS", THIRD_PARTY_WARNINGS)
+    records = []
+    for fold in folds:
+        env["IMAT_FOLD"] = str(fold)
+        previous: Path | None = None
+        for i, phase in enumerate(chain):
+            work_dir = Path(work_root) / phase.name / f"fold{fold}"
+            done = work_dir / DONE
+            rec = {"fold": fold, "phase": phase.name, "work_dir": str(work_dir)}
+            if i > 0 and previous is None:
+                raise KitError(f"phase {phase.name} of fold {fold} needs the checkpoint of "
+                               f"{chain[i - 1].name}, which did not finish")
+            record = run_record(phase, fold, data_root=data_root, cfg_options=cfg_options,
+                                launcher=launcher, gpus=gpus, auto_scale_lr=auto_scale_lr,
+                                start_checkpoint=previous if i > 0 else None)
+            reuse = not dry_run and _reusable(work_dir, record, overwrite=overwrite,
+                                              quiet=quiet)
+            if reuse and done.exists():
+                info = json.loads(done.read_text())
+                previous = Path(info["checkpoint"])
+                records.append({**rec, "status": "skipped (finished)", **info})
+                if not quiet:
+                    print(f"fold {fold} {phase.name}: finished before with the same settings, "
+                          "skipped")
+                continue
+            resume = reuse and last_checkpoint(work_dir) is not None
+            cmd = _mim_command(phase.config, work_dir, resume=resume,
+                               load_from=previous if i > 0 else None,
+                               cfg_options=cfg_options, launcher=launcher, gpus=gpus,
+                               auto_scale_lr=auto_scale_lr)
+            status = "resumed" if resume else "started"
+            if not quiet or dry_run:
+                print(f"fold {fold} {phase.name} ({status}): IMAT_FOLD={fold} {shlex.join(cmd)}",
+                      flush=True)
+            if dry_run:
+                records.append({**rec, "status": "dry run", "command": cmd})
+                previous = work_dir / "<its last checkpoint>"
+                continue
+            work_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_open(work_dir / RECORD, "w") as f:
+                json.dump(record, f, indent=1)
+            r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL if quiet else None)
+            if r.returncode != 0:
+                raise KitError(f"training fold {fold} phase {phase.name} failed with exit code "
+                               f"{r.returncode}; its log is in {work_dir}; re-run the same "
+                               "command to resume", file=str(phase.config))
+            ckpt = last_checkpoint(work_dir)
+            if ckpt is None:
+                raise KitError(f"fold {fold} phase {phase.name} finished without a checkpoint "
+                               f"in {work_dir}", file=str(phase.config))
+            info = {"checkpoint": str(ckpt), "config": str(phase.config)}
+            with atomic_open(done, "w") as f:
+                json.dump(info, f, indent=2)
+            previous = ckpt
+            records.append({**rec, "status": status, **info})
+    return records

@@ -1,0 +1,303 @@
+"""Every figure of the kit (PNG, matplotlib, headless): loss curves, precision-recall curves,
+confusion matrix, ground-truth/prediction overlays, the category distribution.
+
+A figure with too little to draw (a run that logged no training loss yet, nothing predicted)
+still gets written, showing what exists and saying on the chart what is missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from pycocotools import mask as mask_util
+
+from .errors import KitError
+from .io import atomic_open
+
+
+def _save(fig, out: str | Path) -> None:
+    with atomic_open(out, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def read_scalars(work_dir: str | Path) -> tuple[list[dict], list[dict]]:
+    """Train and validation entries of an mmengine work dir (``*/vis_data/scalars.json``, all
+    runs in time order). Each entry gets ``x``: the training iteration it belongs to (a
+    validation entry: the last training iteration logged before it)."""
+    files = sorted(Path(work_dir).glob("*/vis_data/scalars.json"))
+    if not files:
+        raise KitError("no mmengine logs (*/vis_data/scalars.json) in the work dir",
+                       file=str(work_dir))
+    train, val, last = [], [], 0
+    for f in files:
+        for line in f.read_text().splitlines():
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a killed run
+            if "coco/segm_mAP" in d or "val_loss" in d or "coco/bbox_mAP" in d:
+                val.append({**d, "x": last})
+            elif "loss" in d:
+                last = int(d.get("iter", d.get("step", last + 1)))
+                train.append({**d, "x": last})
+    return train, val
+
+
+def moving_average(y: np.ndarray, k: int) -> np.ndarray:
+    """Mean of each window of ``k`` values (``len(y) - k + 1`` values; none when ``y`` is
+    shorter than ``k``)."""
+    y = np.asarray(y, dtype=np.float64)
+    if k < 1 or len(y) < k:
+        return np.zeros(0)
+    c = np.cumsum(np.concatenate(([0.0], y)))
+    return (c[k:] - c[:-k]) / k
+
+
+def plot_losses(work_dirs: list[str | Path], out: str | Path,
+                labels: list[str] | None = None) -> int:
+    """Train loss (moving average) and validation loss per work dir; validation segm AP on a
+    second axis. Returns the number of training-loss points drawn (0: the chart says so and
+    shows the validation points alone)."""
+    fig, ax = plt.subplots(figsize=(9, 5))
+    ax2 = ax.twinx()
+    drawn = shown = 0
+    for i, wd in enumerate(work_dirs):
+        name = labels[i] if labels else Path(wd).name
+        train, val = read_scalars(wd)
+        x = np.array([t["x"] for t in train])
+        y = np.array([t["loss"] for t in train])
+        k = max(1, len(y) // 50)
+        smooth = moving_average(y, k)
+        line, = ax.plot(x[k - 1:], smooth, "-" if len(smooth) > 1 else "o",
+                        label=f"{name} train loss")
+        drawn += len(smooth)
+        vl = [(v["x"], v["val_loss"]) for v in val if "val_loss" in v]
+        if vl:
+            ax.plot(*zip(*vl), "o--", color=line.get_color(), label=f"{name} val loss")
+        ap = [(v["x"], v["coco/segm_mAP"]) for v in val if "coco/segm_mAP" in v]
+        if ap:
+            ax2.plot(*zip(*ap), "s:", color=line.get_color(), alpha=0.7,
+                     label=f"{name} val segm AP")
+        shown += len(vl) + len(ap)
+    if not drawn:
+        ax.text(0.5, 0.5, "no training loss logged yet", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax2.set_ylabel("segm AP")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    if drawn + shown:
+        ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
+    ax.set_title("Loss curves")
+    fig.tight_layout()
+    _save(fig, out)
+    return drawn
+
+
+def plot_pr_curves(ev: dict, out: str | Path, title: str = "") -> None:
+    """Precision-recall per IoU threshold (mean over categories), from :func:`metric.coco_eval`."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if "pr_curves" not in ev:  # nothing predicted: say so on an empty chart
+        ax.text(0.5, 0.5, "nothing was predicted", ha="center", va="center")
+        ev = {**ev, "pr_curves": [], "iou_thresholds": [], "recall_points": []}
+    cmap = plt.get_cmap("viridis")
+    for t, (thr, prec) in enumerate(zip(ev["iou_thresholds"], ev["pr_curves"])):
+        ap = np.nanmean(prec)
+        ax.plot(ev["recall_points"], prec, color=cmap(t / len(ev["iou_thresholds"])),
+                label=f"IoU {thr:.2f} (AP {ap:.3f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    if len(ev["pr_curves"]):
+        ax.legend(fontsize=7)
+    ax.set_title(title or f"Precision-recall (segm AP {ev['AP']:.3f})")
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def confusion_matrix(gt_coco: dict, preds: dict, n_classes: int = 46, iou: float = 0.5,
+                     score_thr: float = 0.3) -> np.ndarray:
+    """(C+1)×(C+1) counts, rows = truth, columns = prediction, index C = background. Each
+    truth is matched (greedy by score, mask IoU ≥ ``iou``, any class) to at most one
+    prediction; unmatched truths count as background predictions, unmatched predictions as
+    background truths."""
+    cm = np.zeros((n_classes + 1, n_classes + 1), dtype=np.int64)
+    by_img: dict[int, list] = {}
+    for a in gt_coco["annotations"]:
+        by_img.setdefault(a["image_id"], []).append(a)
+    for im in gt_coco["images"]:
+        gts = by_img.get(im["id"], [])
+        p = preds.get(im["image_key"])
+        keep = np.flatnonzero(p.scores >= score_thr) if p is not None else np.zeros(0, int)
+        keep = keep[np.argsort(-p.scores[keep])] if keep.size else keep
+        g_lab = [a["category_id"] for a in gts]
+        if gts and keep.size:
+            ious = np.asarray(mask_util.iou([p.rles()[j] for j in keep],
+                                            [a["segmentation"] for a in gts], [0] * len(gts)))
+            ious = ious.reshape(keep.size, len(gts))
+        free = np.ones(len(gts), dtype=bool)
+        for r, j in enumerate(keep.tolist()):
+            hit = -1
+            if gts:
+                cand = np.where(free & (ious[r] >= iou), ious[r], -1)
+                if cand.max() >= 0:
+                    hit = int(cand.argmax())
+            if hit >= 0:
+                free[hit] = False
+                cm[g_lab[hit], int(p.labels[j])] += 1
+            else:
+                cm[n_classes, int(p.labels[j])] += 1
+        for gi in np.flatnonzero(free):
+            cm[g_lab[gi], n_classes] += 1
+    return cm
+
+
+def plot_confusion(cm: np.ndarray, names: tuple[str, ...], out: str | Path) -> None:
+    """Row-normalised confusion matrix (each truth row sums to 1)."""
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    labels = [f"{i} {n[:18]}" for i, n in enumerate(names)] + ["background"]
+    fig, ax = plt.subplots(figsize=(13, 12))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    ax.set_title("Confusion matrix (mask IoU ≥ 0.5, rows normalised)")
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_overlays(gt_coco: dict, preds: dict, image_dir: str | Path, out: str | Path, *,
+                  image_keys: list[str] | None = None, n: int = 6, seed: int = 0,
+                  score_thr: float = 0.3, names: tuple[str, ...] | None = None) -> list[str]:
+    """Ground truth (green) and predictions (red) over chosen or random images; returns the
+    image keys drawn."""
+    from PIL import Image
+
+    by_key = {im["image_key"]: im for im in gt_coco["images"]}
+    if image_keys is None:
+        keys = sorted(by_key)
+        rng = np.random.default_rng(seed)
+        image_keys = [keys[i] for i in rng.choice(len(keys), min(n, len(keys)), replace=False)]
+    missing = [k for k in image_keys if k not in by_key]
+    if missing:
+        raise KitError(f"image(s) not in the set: {missing[:3]}")
+    anns: dict[int, list] = {}
+    for a in gt_coco["annotations"]:
+        anns.setdefault(a["image_id"], []).append(a)
+    if not image_keys:
+        fig, ax = plt.subplots(figsize=(5, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no images to draw", ha="center", va="center")
+        _save(fig, out)
+        return []
+    cols = min(3, len(image_keys))
+    rows_n = -(-len(image_keys) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 5 * rows_n), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, key in zip(axes.ravel(), image_keys):
+        im = by_key[key]
+        with Image.open(Path(image_dir) / im["file_name"]) as f:
+            img = np.asarray(f.convert("RGB"), dtype=np.float32) / 255
+        overlay = img.copy()
+        gt_masks = [mask_util.decode(a["segmentation"]).astype(bool)
+                    for a in anns.get(im["id"], [])]
+        p = preds.get(key)
+        pr_masks = [mask_util.decode(r).astype(bool) for j, r in enumerate(p.rles())
+                    if p.scores[j] >= score_thr] if p is not None else []
+        for m in gt_masks:  # truth: filled green
+            overlay[m] = 0.55 * overlay[m] + 0.45 * np.array([0, 1, 0])
+        for m in pr_masks:  # prediction: red outline, so both stay readable
+            overlay[_outline(m)] = np.array([1, 0, 0])
+        ax.imshow(overlay)
+        ax.set_title(f"{key[:16]}… truth {len(gt_masks)} (green), pred {len(pr_masks)} "
+                     "(red outline)",
+                     fontsize=8)
+    fig.tight_layout()
+    _save(fig, out)
+    return image_keys
+
+
+def _outline(m: np.ndarray, width: int = 2) -> np.ndarray:
+    """The pixels of ``m`` within ``width`` of its border."""
+    inner = m.copy()
+    for _ in range(width):
+        inner[1:-1, 1:-1] &= (inner[:-2, 1:-1] & inner[2:, 1:-1] & inner[1:-1, :-2]
+                              & inner[1:-1, 2:])
+        inner[[0, -1], :] = False
+        inner[:, [0, -1]] = False
+    return m & ~inner
+
+
+def plot_category_distribution(per_cat, out: str | Path) -> None:
+    """Horizontal bar chart of instances per category (log scale), most frequent on top;
+    ``per_cat`` is the ``categories`` table of :func:`imat_kit.stats.dataset_stats`."""
+    d = per_cat.sort_values("instances")
+    fig, ax = plt.subplots(figsize=(8, 10))
+    ax.barh([f"{i} {n[:28]}" for i, n in zip(d["category_id"], d["name"])],
+            np.maximum(d["instances"], 0.5), color="#3b75af")
+    ax.set_xscale("log")
+    ax.set_xlabel("instances (log scale)")
+    ax.set_title(f"Category distribution: {int(d['instances'].sum()):,} instances")
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+PLOTS = ("losses", "pr", "confusion", "overlays", "categories")
+#: what each figure is made from
+PLOT_INPUTS = {"losses": ("work_dirs",), "categories": ("data",), "pr": ("data", "predictions"),
+               "confusion": ("data", "predictions"), "overlays": ("data", "predictions")}
+
+
+def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
+              labels: list[str] | None = None, data: str | Path | None = None,
+              predictions: str | Path | None = None, score_thr: float = 0.3,
+              images: list[str] | None = None, n: int = 6, seed: int = 0) -> dict:
+    """The ``imat-kit plot WHAT`` step: read the inputs of one figure and draw it into ``out``.
+    Returns what was drawn (``points`` for losses, ``images`` for overlays)."""
+    from .layout import find_labels, image_dir, read_ann
+    from .predictions import read_predictions
+
+    if what not in PLOTS:
+        raise KitError(f"figure must be one of {', '.join(PLOTS)}", value=what)
+    given = {"work_dirs": work_dirs, "data": data, "predictions": predictions}
+    lacking = [k for k in PLOT_INPUTS[what] if not given[k]]
+    if lacking:
+        raise KitError(f"plot {what} needs --{lacking[0].replace('_', '-')}")
+    if what == "losses":
+        return {"points": plot_losses(work_dirs, out, labels)}
+    data = Path(data)
+    if what == "categories":
+        from .stats import dataset_stats
+
+        plot_category_distribution(dataset_stats(data / "train.csv", find_labels(data))
+                                   ["categories"], out)
+        return {}
+    from .metric import coco_eval
+
+    head, preds = read_predictions(predictions)
+    split = "val" if head.get("split") == "val" and head.get("fold") is not None else "test"
+    gt = read_ann(data, split, head.get("fold") or 0)
+    if what == "pr":
+        where = f"fold {head['fold']} validation" if split == "val" else "test"
+        plot_pr_curves(coco_eval(gt, preds, "segm"), out, f"Precision-recall, {where}")
+        return {}
+    if what == "confusion":
+        names = find_labels(data).class_names
+        plot_confusion(confusion_matrix(gt, preds, len(names), score_thr=score_thr), names, out)
+        return {}
+    keys = plot_overlays(gt, preds, image_dir(data, split), out, image_keys=images, n=n,
+                         seed=seed, score_thr=score_thr)
+    return {"images": keys}

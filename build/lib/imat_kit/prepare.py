@@ -1,0 +1,103 @@
+"""``imat-kit prepare``: competition files → COCO json, folds and per-fold COCO files.
+
+Reads ``DATA/train.csv`` (+ ``train/`` images, ``label_descriptions.json``,
+``sample_submission.csv`` and ``test/`` when present) and writes into ``OUT`` (default DATA)::
+
+    annotations/all.json                 every training image and instance
+    annotations/fold{k}_train.json       images of the other folds
+    annotations/fold{k}_val.json         images of fold k
+    annotations/test.json                the test images (no annotations), when test/ exists
+    folds.csv                            ImageId,fold: the single truth for the splits
+    fold_balance.csv                     per category: images per fold, max relative deviation
+    rejected_rows.csv                    rows left out (--skip-bad-rows) and size fixes
+    prepare_report.json                  what was done, with counts and the balance summary
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .coco import NO_ANNOTATIONS, CocoData, csv_to_coco
+from .errors import KitError
+from .folds import balance_report, make_folds, presence_matrix, summarise_balance, write_folds_csv
+from .io import atomic_open, progress
+from .layout import ann_relpath, find_labels, test_images
+
+
+def prepare(data_dir: str | Path, out_dir: str | Path | None = None, *, n_folds: int = 5,
+            split: str = "stratified", seed: int = 0, size_mismatch: str = "error",
+            image_check: bool = True, skip_bad_rows: bool = False,
+            quiet: bool = False) -> dict:
+    """Run the whole preparation; returns the report written to ``prepare_report.json``."""
+    data_dir = Path(data_dir)
+    out = Path(out_dir) if out_dir is not None else data_dir
+    if not (data_dir / "train.csv").exists():
+        raise KitError(f"no train.csv in {data_dir} (point --data at the competition files)",
+                       file=str(data_dir / "train.csv"))
+    if image_check and not (data_dir / "train").is_dir():
+        raise KitError(f"no image folder {data_dir / 'train'}; pass --no-image-check to convert "
+                       "without images", file=str(data_dir / "train"))
+    labels = find_labels(data_dir)
+    data = csv_to_coco(data_dir / "train.csv", labels=labels,
+                       image_dir=data_dir / "train" if image_check else None,
+                       size_mismatch=size_mismatch, skip_bad_rows=skip_bad_rows, quiet=quiet)
+    if not data.images:
+        rows = [r for r in data.rejected if r.reason != NO_ANNOTATIONS]
+        first = f"; the first: {rows[0]}" if rows else ""
+        raise KitError(f"no usable training image left: all {len(rows)} row(s) were rejected"
+                       f"{first}", file=str(data_dir / "train.csv"))
+    n_img = len(data.images)
+    presence = presence_matrix(data.ann_image, data.ann_category, n_img, labels.num_classes)
+    folds = make_folds(presence, n_folds, split, seed)  # before any output: it may refuse
+    data.write(out / ann_relpath("all"))
+    keys = [im["image_key"] for im in data.images]
+    write_folds_csv(out / "folds.csv", keys, folds)
+    write_fold_files(data, folds, out, quiet=quiet)
+
+    report = balance_report(presence, folds, labels.class_names,
+                            [c["id"] for c in labels.categories])
+    with atomic_open(out / "fold_balance.csv", "w", newline="") as f:
+        report.to_csv(f, index=False, float_format="%.4f")
+    with atomic_open(out / "rejected_rows.csv", "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["file", "row", "ImageId", "reason"])
+        for r in data.rejected:
+            wr.writerow([r.file, r.row, r.image_id, r.reason])
+        for fix in data.size_fixes:
+            wr.writerow(["", "", "", fix])
+
+    n_test = None
+    has_test = (data_dir / "test").is_dir() and (data_dir / "sample_submission.csv").exists()
+    if image_check and has_test:
+        tests = test_images(data_dir, quiet=quiet)
+        n_test = len(tests)
+        test = CocoData(images=tests, categories=data.categories, attributes=data.attributes,
+                        annotations=[], ann_image=np.zeros(0, np.int64),
+                        ann_category=np.zeros(0, np.int64), info=data.info)
+        test.write(out / ann_relpath("test"))
+
+    summary = {
+        "data": str(data_dir), "out": str(out), "layout": data.info.get("layout"),
+        "labels": labels.source, "images": n_img, "annotations": len(data.annotations),
+        "test_images": n_test, "folds": n_folds, "split": split, "seed": seed,
+        "images_per_fold": np.bincount(folds, minlength=n_folds).tolist(),
+        "balance": summarise_balance(report), "rejected_rows": len(data.rejected),
+        "size_fixes": data.size_fixes, "size_mismatch": size_mismatch,
+        "image_check": image_check,
+    }
+    with atomic_open(out / "prepare_report.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def write_fold_files(data: CocoData, folds: np.ndarray, out: Path, *,
+                     quiet: bool = False) -> None:
+    """``fold{k}_train.json`` / ``fold{k}_val.json`` for every fold in ``folds``."""
+    k = int(folds.max()) + 1
+    for f in progress(range(k), desc="fold files", quiet=quiet, unit="fold"):
+        data.write(out / ann_relpath("train", f), np.flatnonzero(folds != f))
+        data.write(out / ann_relpath("val", f), np.flatnonzero(folds == f))

@@ -1,0 +1,75 @@
+"""Counts of a competition ``train.csv``: categories, attributes, image sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .coco import detect_layout
+from .errors import KitError
+from .labels import Labels, parse_attributes_ids, parse_class_id
+from .readers import csv_columns, read_csv
+
+
+def dataset_stats(csv_path: str | Path, labels: Labels) -> dict:
+    """Per-category instance and image counts, per-attribute counts, image size summary.
+
+    Reads only the ``ImageId``, ``Height``, ``Width``, ``ClassId`` (and ``AttributesIds``)
+    columns; masks are not decoded.
+    """
+    file = str(csv_path)
+    year = detect_layout(csv_columns(csv_path, what="train.csv"), file)
+    cols = ["ImageId", "Height", "Width", "ClassId"] + (["AttributesIds"] if year == 2020 else [])
+    df = read_csv(csv_path, what="train.csv", usecols=cols)
+    cache: dict = {}
+    cats = np.empty(len(df), dtype=np.int64)
+    attr_counts: dict[int, int] = {}
+    attr_rows = 0
+    at = df["AttributesIds"].tolist() if year == 2020 else [None] * len(df)
+    for i, (c, a) in enumerate(zip(df["ClassId"].tolist(), at)):
+        key = (c, a)
+        if key not in cache:
+            cat, attrs = parse_class_id(c, labels, file=file, row=i + 2)
+            if a is not None:
+                attrs = parse_attributes_ids(a, labels, file=file, row=i + 2)
+            cache[key] = (cat, attrs)
+        cat, attrs = cache[key]
+        cats[i] = cat
+        attr_rows += bool(attrs)
+        for x in attrs:
+            attr_counts[x] = attr_counts.get(x, 0) + 1
+    ids = df["ImageId"].to_numpy()
+    images = df.drop_duplicates("ImageId")
+    hw = images[["Height", "Width"]].apply(pd.to_numeric, errors="coerce")
+    if hw.isna().any().any():
+        bad = int(np.flatnonzero(hw.isna().any(axis=1).to_numpy())[0])
+        raise KitError("Height/Width must be integers", file=file,
+                       row=int(images.index[bad]) + 2, value=images.iloc[bad][["Height", "Width"]]
+                       .tolist())
+    cat_ids = [c["id"] for c in labels.categories]
+    inst = np.array([(cats == c).sum() for c in cat_ids])
+    img_per_cat = np.array([len(np.unique(ids[cats == c])) for c in cat_ids])
+    per_cat = pd.DataFrame({"category_id": cat_ids, "name": labels.class_names,
+                            "supercategory": [c["supercategory"] for c in labels.categories],
+                            "instances": inst, "images": img_per_cat})
+    area = (hw["Height"] * hw["Width"]).to_numpy()
+    return {
+        "layout": year, "rows": len(df), "images": len(images),
+        "rows_with_attributes": attr_rows,
+        "instances_per_image": {"mean": len(df) / max(len(images), 1),
+                                "max": int(df.groupby("ImageId").size().max())},
+        "height": _summary(hw["Height"].to_numpy()), "width": _summary(hw["Width"].to_numpy()),
+        "smallest": [int(v) for v in hw.iloc[int(np.argmin(area))]],
+        "largest": [int(v) for v in hw.iloc[int(np.argmax(area))]],
+        "categories": per_cat,
+        "attributes": pd.DataFrame(
+            {"attribute_id": sorted(attr_counts),
+             "name": [labels.attribute_name(a) for a in sorted(attr_counts)],
+             "rows": [attr_counts[a] for a in sorted(attr_counts)]}),
+    }
+
+
+def _summary(v: np.ndarray) -> dict:
+    return {"min": int(v.min()), "median": float(np.median(v)), "max": int(v.max())}

@@ -1,0 +1,312 @@
+"""The competition submission: writing it from predictions, and validating any CSV.
+
+A submission is ``ImageId,EncodedPixels,ClassId``, one row per predicted instance, every test
+image of ``sample_submission.csv`` present (in its order); an image without predictions gets one
+row with empty ``EncodedPixels`` (and the sample's placeholder ``ClassId``). Masks of one
+``ClassId`` in one image must not overlap. Overlaps are resolved on runs (no H×W masks): each
+pixel stays with the highest-scoring instance of its class.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from . import rle as rle_mod
+from .errors import KitError
+from .io import atomic_open, parallel_map
+from .labels import Labels, format_class_id, parse_class_id
+from .predictions import ImagePrediction
+from .readers import csv_columns, read_csv
+
+HEADER = ["ImageId", "EncodedPixels", "ClassId"]
+EMPTY_CLASS = "23"  # the placeholder class of sample_submission.csv, on rows without a mask
+
+
+@dataclass(frozen=True)
+class SubmitConfig:
+    """Every threshold of the writer, recorded in the submission's manifest."""
+
+    score_thr: float = 0.3
+    max_per_image: int = 100
+    min_area: int = 20
+    mask_size: str = "original"  # or "512": masks resized to 512×512 before encoding
+    attributes: bool = False  # write ClassId with attributes (when predictions carry them)
+
+    def __post_init__(self) -> None:
+        if self.mask_size not in ("original", "512"):
+            raise KitError("mask_size must be 'original' or '512'", value=self.mask_size)
+        if not 0 <= self.score_thr <= 1:
+            raise KitError("score_thr must be within 0..1", value=self.score_thr)
+        if self.max_per_image < 1 or self.min_area < 0:
+            raise KitError("max_per_image must be >= 1 and min_area >= 0",
+                           value=(self.max_per_image, self.min_area))
+
+
+def _resized_runs(rle: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of a mask resized (nearest) to size×size."""
+    from pycocotools import mask as mask_util
+
+    m = mask_util.decode(rle)
+    h, w = m.shape
+    ys = (np.arange(size) * h // size).clip(0, h - 1)
+    xs = (np.arange(size) * w // size).clip(0, w - 1)
+    s, lengths = rle_mod._mask_runs(m[np.ix_(ys, xs)])
+    return s, s + lengths
+
+
+def image_rows(pred: ImagePrediction, cfg: SubmitConfig) -> list[tuple[str, str]]:
+    """``(EncodedPixels, ClassId)`` rows of one image: thresholded, capped, same-class overlaps
+    removed (best score keeps the pixel), small leftovers dropped."""
+    keep = np.flatnonzero(pred.scores >= cfg.score_thr)
+    keep = keep[np.argsort(-pred.scores[keep], kind="stable")][: cfg.max_per_image]
+    owned: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    rows = []
+    for i in keep.tolist():
+        attrs = pred.attributes[i] if (cfg.attributes and pred.attributes) else ()
+        cid = format_class_id(int(pred.labels[i]), attrs)
+        rle = {"size": [pred.height, pred.width], "counts": pred.masks[i]}
+        runs = (_resized_runs(rle, 512) if cfg.mask_size == "512" else rle_mod.coco_to_runs(rle))
+        taken = owned.get(cid)
+        mine = runs if taken is None else rle_mod.runs_difference(runs, taken)
+        if int((mine[1] - mine[0]).sum()) < max(cfg.min_area, 1):
+            continue
+        owned[cid] = runs if taken is None else rle_mod.runs_union(taken, runs)
+        rows.append((rle_mod.runs_to_string(mine[0], mine[1] - mine[0]), cid))
+    return rows
+
+
+def _code_version() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).parent)
+        if rev.returncode == 0:
+            return f"{__version__}+g{rev.stdout.strip()}"
+    except OSError:
+        pass
+    return __version__
+
+
+def _rows_many(preds: list, kw: dict) -> list[list[tuple[str, str]]]:
+    return [image_rows(p, kw["cfg"]) if p is not None else [] for p in preds]
+
+
+def write_submission(preds: dict[str, ImagePrediction], image_ids: list[str],
+                     out: str | Path, cfg: SubmitConfig, *, manifest: dict | None = None,
+                     workers: int | None = None, quiet: bool = False) -> dict:
+    """Write the CSV (atomically) and ``<out>.json`` beside it; returns the manifest. The rows
+    of the images are computed in ``workers`` processes (default: up to 2)."""
+    out = Path(out)
+    n_rows = n_empty = 0
+    missing = 0
+    all_rows = parallel_map(_rows_many, [preds.get(key) for key in image_ids], {"cfg": cfg},
+                            workers=workers, desc="submission rows", quiet=quiet)
+    with atomic_open(out, "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(HEADER)
+        for key, rows in zip(image_ids, all_rows):
+            if preds.get(key) is None:
+                missing += 1
+            if not rows:
+                wr.writerow([key, "", EMPTY_CLASS])
+                n_empty += 1
+            for enc, cid in rows:
+                wr.writerow([key, enc, cid])
+            n_rows += max(len(rows), 1)
+    man = {"submission": out.name, "rows": n_rows, "images": len(image_ids),
+           "images_without_prediction": n_empty, "images_missing_from_predictions": missing,
+           "thresholds": asdict(cfg), "code_version": _code_version(), **(manifest or {})}
+    with atomic_open(out.with_suffix(".json"), "w") as f:
+        json.dump(man, f, indent=2, default=str)
+    return man
+
+
+# --- validation -----------------------------------------------------------------------------
+
+@dataclass
+class Problem:
+    row: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: {self.message}" if self.row else self.message
+
+
+def validate_submission(path: str | Path, image_ids: list[str],
+                        sizes: dict[str, tuple[int, int]], labels: Labels, *,
+                        mask_size: str = "original", max_problems: int = 1000) -> list[Problem]:
+    """Every problem of a submission CSV, with 1-based row numbers (header = row 1).
+
+    ``sizes`` maps ImageId → (height, width) of the test image (``mask_size='512'`` checks
+    against 512×512 instead).
+    """
+    problems: list[Problem] = []
+
+    def add(row: int | None, msg: str) -> None:
+        if len(problems) < max_problems:
+            problems.append(Problem(row, msg))
+
+    cols = csv_columns(path, what="submission")
+    if sorted(cols) != sorted(HEADER):
+        return [Problem(1, f"header must be {','.join(HEADER)}, got {','.join(cols)}")]
+    df = read_csv(path, what="submission", rows_required=False)
+    expected = set(image_ids)
+    seen: set[str] = set()
+    runs_by: dict[tuple[str, str], list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
+    rows_of: dict[str, list[int]] = defaultdict(list)
+    empties: dict[str, int] = {}
+    class_ok: dict[str, str | None] = {}
+    for k, (iid, enc, cid) in enumerate(zip(df.ImageId, df.EncodedPixels, df.ClassId)):
+        row = k + 2
+        iid = iid.strip()
+        if iid not in expected:
+            add(row, f"ImageId {iid!r} is not in sample_submission.csv")
+            continue
+        seen.add(iid)
+        rows_of[iid].append(row)
+        if not enc.strip():
+            empties[iid] = row
+            continue
+        if cid not in class_ok:
+            try:
+                parse_class_id(cid, labels)
+                class_ok[cid] = None
+            except KitError as e:
+                class_ok[cid] = e.reason
+        if class_ok[cid] is not None:
+            add(row, f"ClassId {cid!r}: {class_ok[cid]}")
+        h, w = (512, 512) if mask_size == "512" else sizes.get(iid, (0, 0))
+        if not h:
+            add(row, f"no size known for image {iid!r}")
+            continue
+        try:
+            s, lengths = rle_mod.parse_runs(enc, h, w)
+        except KitError as e:
+            add(row, f"EncodedPixels: {e.reason}")
+            continue
+        runs_by[iid, cid].append((row, s, s + lengths))
+    for iid, row in empties.items():
+        if len(rows_of[iid]) > 1:
+            add(row, f"empty EncodedPixels for {iid!r}, which has other rows")
+    for (iid, cid), items in runs_by.items():
+        if len(items) < 2:
+            continue
+        rows = np.concatenate([np.full(s.size, r) for r, s, _ in items])
+        st = np.concatenate([s for _, s, _ in items])
+        en = np.concatenate([e for _, _, e in items])
+        o = np.argsort(st, kind="stable")
+        st, en, rows = st[o], en[o], rows[o]
+        reach = np.maximum.accumulate(en)
+        clash = np.flatnonzero(st[1:] < reach[:-1])
+        if clash.size:
+            j = int(clash[0]) + 1
+            other = int(rows[:j][np.argmax(en[:j] > st[j])])
+            add(int(rows[j]), f"mask overlaps row {other}'s mask of the same ClassId {cid!r} "
+                f"in {iid!r}")
+    missing = [i for i in image_ids if i not in seen]
+    if missing:
+        add(None, f"{len(missing)} test image(s) missing, e.g. {missing[:3]}")
+    return problems
+
+
+def csv_instances(path: str | Path, sizes: dict[str, tuple[int, int]], *,
+                  use_attributes: bool = True, with_scores: bool = False) -> dict:
+    """A submission (``ImageId,EncodedPixels,ClassId``) or a ``train.csv``-layout truth file as
+    ``image_key → [metric.Instance]``; rows with empty ``EncodedPixels`` contribute nothing.
+    A submission has no scores: row order stands in for them (earlier = higher)."""
+    from .metric import Instance, class_key
+
+    file = str(path)
+    df = read_csv(path, what="submission or solution", required=HEADER, rows_required=False)
+    out: dict[str, list] = defaultdict(list)
+    own_sizes = "Height" in df.columns and "Width" in df.columns
+    for k, (iid, enc, cid) in enumerate(zip(df.ImageId, df.EncodedPixels, df.ClassId)):
+        iid = iid.strip()
+        out.setdefault(iid, [])
+        if not enc.strip():
+            continue
+        if own_sizes:
+            hs, ws = df.Height.iat[k].strip(), df.Width.iat[k].strip()
+            if not (hs.isdigit() and ws.isdigit()):
+                raise KitError("Height/Width must be integers", file=file, row=k + 2,
+                               value=f"{hs}x{ws}")
+            h, w = int(hs), int(ws)
+        elif iid in sizes:
+            h, w = sizes[iid]
+        else:
+            raise KitError("ImageId is not a test image (not in sample_submission.csv / "
+                           "test.json)", file=file, row=k + 2, value=iid)
+        try:
+            cat, attrs = parse_class_id(cid)
+            rle = rle_mod.kaggle_to_coco(enc, h, w)
+        except KitError as e:
+            raise e.located(file, k + 2) from None
+        score = 1.0 - k / max(len(df), 1) if with_scores else 1.0
+        out[iid].append(Instance(class_key(cat, attrs, use_attributes), rle, score))
+    return dict(out)
+
+
+def submit(predictions: str | Path, data: str | Path, out: str | Path,
+           cfg: SubmitConfig | None = None, *, evaluation: str | Path | None = None,
+           manifest: dict | None = None, quiet: bool = False) -> tuple[dict, list[Problem]]:
+    """The ``imat-kit submit`` step: a predictions file (test split) → the submission CSV and
+    its manifest, then validated. ``evaluation`` (the ``evaluation.csv`` of ``imat-kit
+    evaluate``) puts the fold table into the manifest. Returns the manifest and the problems
+    validation found (none for a file this writer made)."""
+    from .layout import find_labels, sample_image_ids, test_image_sizes
+    from .predictions import read_predictions
+    from .readers import read_csv
+
+    cfg = cfg or SubmitConfig()
+    head, preds = read_predictions(predictions)
+    if head.get("split") not in (None, "test"):
+        raise KitError(f"a submission is made from test predictions, not {head['split']!r} "
+                       "ones (imat-kit predict --split test)", file=str(predictions), row=1)
+    ids = sample_image_ids(data)
+    extra = {"predictions": str(predictions), "source": head, **(manifest or {})}
+    if evaluation is not None:  # the fold table of `imat-kit evaluate`
+        table = read_csv(evaluation, what="evaluation table", required=["fold"])
+        extra["fold_scores"] = [{k: _number(v) for k, v in r.items()}
+                                for r in table.to_dict(orient="records")]
+    man = write_submission(preds, ids, out, cfg, quiet=quiet, manifest=extra)
+    problems = validate_submission(out, ids, test_image_sizes(data, quiet=quiet),
+                                   find_labels(data), mask_size=cfg.mask_size)
+    return man, problems
+
+
+def _number(text: str) -> object:
+    """A table cell as a number where it is one (``"0.6"`` → 0.6), else the text."""
+    try:
+        v = float(text)
+    except ValueError:
+        return text
+    return int(v) if v.is_integer() and text.strip().lstrip("-").isdigit() else v
+
+
+def score_submission(submission: str | Path, solution: str | Path, data: str | Path, *,
+                     average: str = "image", attributes: bool = False,
+                     quiet: bool = False) -> dict:
+    """The ``imat-kit score`` step: the competition score of a submission against a solution
+    in ``train.csv`` layout. Every ImageId of the submission must be in the solution."""
+    from .layout import test_image_sizes
+    from .metric import competition_score
+
+    sizes = test_image_sizes(data, quiet=quiet)
+    truth = csv_instances(solution, sizes, use_attributes=attributes)
+    sub = csv_instances(submission, sizes, use_attributes=attributes, with_scores=True)
+    stray = [k for k in sub if k not in truth]
+    if stray:
+        from .readers import read_csv
+
+        ids = [s.strip() for s in read_csv(submission, what="submission",
+                                           rows_required=False)["ImageId"]]
+        raise KitError(f"ImageId not in the solution {solution} ({len(stray)} such image(s))",
+                       file=str(submission), row=ids.index(stray[0]) + 2, value=stray[0])
+    return competition_score(truth, sub, average=average)

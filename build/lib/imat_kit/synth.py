@@ -1,0 +1,329 @@
+"""A synthetic dataset in the exact competition layout, deterministic by seed.
+
+``generate_images`` writes what the competition ships::
+
+    OUT/train.csv               ImageId,EncodedPixels,Height,Width,ClassId  (2019 layout)
+    OUT/train/<ImageId>         JPEGs of varied sizes
+    OUT/test/<ImageId>          JPEGs without annotations
+    OUT/sample_submission.csv   ImageId,EncodedPixels,ClassId, every test image once
+    OUT/label_descriptions.json the 2019 label file
+
+plus ``OUT/test_solution.csv`` (the test ground truth in ``train.csv`` form), which the real
+competition never gave out and which lets the demo score a submission.
+
+Images hold several garment-like shapes: each category has its own silhouette (a tee, trousers,
+a skirt, a shoe, …), colour and stripe texture, so a small model can learn them. Garments and
+accessories (categories 0–26) occlude each other; garment parts (27–45: sleeves, pockets,
+necklines, …) sit on top of garments and overlap their masks, as in the real data. Category
+frequencies follow the real 2019 counts (flattened by an exponent so rare classes still appear
+in a small set); categories 0–12 carry attributes on some rows.
+
+``generate_full_csv`` writes only a full-size ``train.csv`` (45,625 images, ~333k rows,
+realistic image and mask sizes) for benchmarks: masks are built directly as runs, one per
+column of each convex silhouette, without any image.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .errors import KitError
+from .io import atomic_open, progress
+from .labels import format_class_id
+from .rle import encode, runs_to_string
+
+# Approximate per-category instance counts of the 2019 train.csv (for frequencies only).
+REAL_COUNTS = np.array([
+    6161, 16548, 1494, 1107, 7833, 719, 12414, 2756, 5046, 3124, 18739, 922, 152, 4855, 2518,
+    3470, 1457, 777, 3389, 6851, 112, 4326, 2582, 46374, 7217, 1374, 135, 927, 6720, 5972, 874,
+    59448, 27179, 34258, 3300, 7991, 3529, 5084, 528, 1367, 1044, 633, 10485, 3130, 1003, 1178,
+], dtype=np.float64)
+NUM_CATEGORIES = 46
+PART_FIRST = 27  # categories 27..45 are garment parts and decorations
+ATTR_CATEGORIES = 13  # only categories 0..12 carry attributes
+FULL_IMAGES = 45_625
+FULL_ROWS = 333_415
+
+# Silhouettes in a unit box (x right, y down), as polygons.
+_T = {
+    "tee": [(.3, 0), (.7, 0), (1, .2), (.88, .38), (.75, .3), (.75, 1), (.25, 1), (.25, .3),
+            (.12, .38), (0, .2)],
+    "vest": [(.25, 0), (.42, 0), (.5, .25), (.58, 0), (.75, 0), (.85, .3), (.85, 1), (.15, 1),
+             (.15, .3)],
+    "coat": [(.3, 0), (.7, 0), (1, .15), (.95, .6), (.8, .55), (.85, 1), (.15, 1), (.2, .55),
+             (.05, .6), (0, .15)],
+    "pants": [(.1, 0), (.9, 0), (1, 1), (.62, 1), (.5, .35), (.38, 1), (0, 1)],
+    "skirt": [(.3, 0), (.7, 0), (1, 1), (0, 1)],
+    "dress": [(.35, 0), (.65, 0), (.7, .35), (1, 1), (0, 1), (.3, .35)],
+    "shoe": [(0, 0), (.4, 0), (.45, .5), (1, .65), (1, 1), (0, 1)],
+    "bag": [(.3, 0), (.7, 0), (.7, .3), (1, .3), (1, 1), (0, 1), (0, .3), (.3, .3)],
+    "hat": [(.25, 0), (.75, 0), (.85, .7), (1, .75), (1, 1), (0, 1), (0, .75), (.15, .7)],
+    "strip": [(0, 0), (1, 0), (1, 1), (0, 1)],
+    "oval": [(0.5 + 0.5 * np.cos(a), 0.5 + 0.5 * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 20,
+                                                                                   endpoint=False)],
+    "tri": [(0, 0), (1, .5), (0, 1)],
+    "v": [(0, 0), (.25, 0), (.5, .7), (.75, 0), (1, 0), (.5, 1)],
+    "bow": [(0, 0), (.5, .4), (1, 0), (1, 1), (.5, .6), (0, 1)],
+    "star": [(0.5 + (0.5 if i % 2 == 0 else 0.22) * np.cos(a), 0.5 + (0.5 if i % 2 == 0 else 0.22)
+              * np.sin(a)) for i, a in enumerate(np.linspace(0, 2 * np.pi, 10, endpoint=False))],
+    "comb": [(0, 0), (1, 0), (1, 1), (.85, 1), (.85, .4), (.7, .4), (.7, 1), (.55, 1), (.55, .4),
+             (.4, .4), (.4, 1), (.25, 1), (.25, .4), (.1, .4), (.1, 1), (0, 1)],
+}
+# category -> (template, width/height aspect, size as a fraction of the image's short side)
+_SHAPES: dict[int, tuple[str, float, float]] = {
+    0: ("tee", 1.0, .55), 1: ("tee", 1.2, .45), 2: ("coat", 1.1, .5), 3: ("vest", .9, .55),
+    4: ("coat", 1.0, .6), 5: ("vest", .7, .45), 6: ("pants", .6, .65), 7: ("pants", 1.1, .35),
+    8: ("skirt", .9, .45), 9: ("coat", .7, .75), 10: ("dress", .6, .75), 11: ("pants", .45, .8),
+    12: ("skirt", 1.6, .5), 13: ("bow", 2.5, .12), 14: ("hat", 1.4, .25), 15: ("strip", 4.0, .08),
+    16: ("v", .3, .35), 17: ("oval", .6, .15), 18: ("oval", 1.0, .08), 19: ("strip", 6.0, .07),
+    20: ("strip", .4, .3), 21: ("pants", .4, .7), 22: ("shoe", .6, .2), 23: ("shoe", 1.6, .16),
+    24: ("bag", 1.0, .3), 25: ("comb", 2.0, .2), 26: ("hat", 1.8, .5), 27: ("hat", 1.0, .25),
+    28: ("v", 2.0, .12), 29: ("tri", .5, .2), 30: ("strip", 2.0, .05), 31: ("strip", .4, .3),
+    32: ("strip", .9, .12), 33: ("v", 1.5, .1), 34: ("oval", 1.3, .06), 35: ("strip", .12, .35),
+    36: ("star", 1.0, .12), 37: ("oval", 1.0, .04), 38: ("bow", 1.8, .1), 39: ("star", 1.0, .1),
+    40: ("comb", 2.0, .1), 41: ("strip", 5.0, .05), 42: ("oval", 1.0, .03), 43: ("comb", 3.0, .07),
+    44: ("oval", 1.0, .035), 45: ("comb", .5, .1),
+}
+
+
+def _category_look(cat: int) -> tuple[np.ndarray, float, float]:
+    """Category colour (RGB 0–255), stripe angle and stripe period: fixed per category."""
+    rng = np.random.default_rng(10_000 + cat)
+    hue = (cat * 0.618034) % 1.0
+    rgb = _hsv_to_rgb(hue, 0.55 + 0.4 * rng.random(), 0.45 + 0.5 * rng.random())
+    return rgb, float(rng.uniform(0, np.pi)), float(rng.uniform(4, 14))
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    i = int(h * 6) % 6
+    f = h * 6 - int(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    r, g, b = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+    return np.array([r, g, b]) * 255
+
+
+def category_weights(flatten: float = 1.0) -> np.ndarray:
+    """Sampling probability per category: the real counts raised to ``flatten`` (1 = real)."""
+    w = REAL_COUNTS ** flatten
+    return w / w.sum()
+
+
+def _attributes(rng: np.random.Generator, cat: int, prob: float, num_attributes: int) -> tuple:
+    if cat >= ATTR_CATEGORIES or rng.random() >= prob:
+        return ()
+    pool = np.random.default_rng(20_000 + cat).choice(num_attributes, 12, replace=False)
+    return tuple(sorted(rng.choice(pool, int(rng.integers(1, 4)), replace=False).tolist()))
+
+
+def _polygon(cat: int, cx: float, cy: float, size: float, angle: float,
+             rng: np.random.Generator) -> list[tuple[float, float]]:
+    name, aspect, _ = _SHAPES[cat]
+    pts = np.array(_T[name], dtype=np.float64) - 0.5
+    pts += rng.normal(0, 0.015, pts.shape)  # a little jitter: no two instances alike
+    hgt = size / np.sqrt(aspect)
+    pts *= (hgt * aspect, hgt)
+    c, s = np.cos(angle), np.sin(angle)
+    pts = pts @ np.array([[c, s], [-s, c]])
+    return [(float(x + cx), float(y + cy)) for x, y in pts]
+
+
+@dataclass
+class _Instance:
+    cat: int
+    attrs: tuple
+    mask: np.ndarray  # H×W bool
+
+
+def render_image(seed: int, index: int, *, min_side: int = 192, max_side: int = 320,
+                 flatten: float = 0.6, attr_prob: float = 0.25,
+                 num_attributes: int = 92) -> tuple[np.ndarray, list[_Instance]]:
+    """One synthetic image (H×W×3 uint8) and its visible instances, deterministic by
+    ``(seed, index)``."""
+    rng = np.random.default_rng([seed, index])
+    h, w = (int(v) for v in rng.integers(min_side, max_side + 1, 2))
+    short = min(h, w)
+    weights_g = category_weights(flatten)[:PART_FIRST]
+    weights_g /= weights_g.sum()
+    weights_p = category_weights(flatten)[PART_FIRST:]
+    weights_p /= weights_p.sum()
+
+    yy, xx = np.mgrid[0:h, 0:w]
+    bg = rng.uniform(150, 235, 3)
+    img = bg + rng.normal(0, 10, (h, w, 3))
+    garments: list[_Instance] = []
+    parts: list[_Instance] = []
+
+    def place(cat: int, cx: float, cy: float, scale: float) -> _Instance | None:
+        size = _SHAPES[cat][2] * short * scale
+        poly = _polygon(cat, cx, cy, size, float(rng.normal(0, 0.2)), rng)
+        canvas = Image.new("L", (w, h), 0)
+        ImageDraw.Draw(canvas).polygon(poly, fill=1)
+        m = np.asarray(canvas, dtype=bool)
+        if m.sum() < 30:
+            return None
+        rgb, ang, period = _category_look(cat)
+        col = np.clip(rgb + rng.normal(0, 12, 3), 0, 255)
+        stripes = np.sin((xx * np.cos(ang) + yy * np.sin(ang)) * (2 * np.pi / period))
+        tex = col[None, None, :] * (0.8 + 0.2 * stripes[..., None])
+        img[m] = tex[m] + rng.normal(0, 6, (int(m.sum()), 3))
+        return _Instance(cat, _attributes(rng, cat, attr_prob, num_attributes), m)
+
+    for _ in range(int(rng.integers(1, 4))):
+        cat = int(rng.choice(PART_FIRST, p=weights_g))
+        inst = place(cat, rng.uniform(.2, .8) * w, rng.uniform(.2, .8) * h, rng.uniform(.8, 1.25))
+        if inst is not None:
+            for g in garments:  # the new garment hides what it covers
+                g.mask &= ~inst.mask
+            garments.append(inst)
+    cover = np.zeros((h, w), dtype=bool)
+    for g in garments:
+        cover |= g.mask
+    for _ in range(int(rng.poisson(3.5))):
+        cat = int(PART_FIRST + rng.choice(NUM_CATEGORIES - PART_FIRST, p=weights_p))
+        if cover.any():
+            ys, xs = np.nonzero(cover)
+            j = int(rng.integers(ys.size))
+            cy, cx = float(ys[j]), float(xs[j])
+        else:
+            cx, cy = rng.uniform(.2, .8) * w, rng.uniform(.2, .8) * h
+        inst = place(cat, cx, cy, rng.uniform(.8, 1.25))
+        if inst is not None:
+            for p in parts:
+                p.mask &= ~inst.mask
+            parts.append(inst)
+    visible = [i for i in garments + parts if i.mask.sum() >= 20]
+    return np.clip(img, 0, 255).astype(np.uint8), visible
+
+
+def _image_name(rng: np.random.Generator) -> str:
+    return rng.bytes(16).hex() + ".jpg"
+
+
+def generate_images(out: str | Path, *, images: int = 200, test_images: int | None = None,
+                    seed: int = 0, min_side: int = 192, max_side: int = 320,
+                    quiet: bool = False) -> dict:
+    """Write a small synthetic competition dataset into ``out`` (see the module doc).
+
+    Returns a summary: counts of images, rows and rows with attributes.
+    """
+    if images < 1:
+        raise KitError("--images must be at least 1", value=images)
+    if not 16 <= min_side <= max_side:
+        raise KitError("need 16 <= min_side <= max_side", value=(min_side, max_side))
+    out = Path(out)
+    test_images = max(1, images // 5) if test_images is None else test_images
+    names_rng = np.random.default_rng([seed, 7])
+    train_names = [_image_name(names_rng) for _ in range(images)]
+    test_names = [_image_name(names_rng) for _ in range(test_images)]
+    for sub in ("train", "test"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(resources.files("imat_kit.data") / "label_descriptions_2019.json",
+                    out / "label_descriptions.json")
+    header = ["ImageId", "EncodedPixels", "Height", "Width", "ClassId"]
+    summary = {"train_images": images, "test_images": test_images, "rows": 0, "attr_rows": 0}
+
+    def write_split(names: list[str], offset: int, sub: str, csv_name: str) -> None:
+        with atomic_open(out / csv_name, "w", newline="") as f:
+            wr = csv.writer(f)
+            wr.writerow(header)
+            for i, name in enumerate(progress(names, desc=f"synth {sub}", quiet=quiet,
+                                              unit="img")):
+                img, insts = render_image(seed, offset + i, min_side=min_side,
+                                          max_side=max_side)
+                Image.fromarray(img).save(out / sub / name, quality=92)
+                h, w = img.shape[:2]
+                for inst in insts:
+                    wr.writerow([name, encode(inst.mask), h, w,
+                                 format_class_id(inst.cat, inst.attrs)])
+                    if sub == "train":
+                        summary["rows"] += 1
+                        summary["attr_rows"] += bool(inst.attrs)
+
+    write_split(train_names, 0, "train", "train.csv")
+    write_split(test_names, images, "test", "test_solution.csv")
+    with atomic_open(out / "sample_submission.csv", "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["ImageId", "EncodedPixels", "ClassId"])
+        for name in test_names:
+            wr.writerow([name, "1 1", "23"])
+    return summary
+
+
+def _full_image_sizes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Realistic (H, W): long side log-normal around ~1000 px, mostly portrait, within the
+    real extremes (236×304 … 10717×6824), both extremes present."""
+    long = np.clip(np.exp(rng.normal(np.log(1000), 0.45, n)), 304, 10717).round()
+    ratio = np.clip(rng.normal(0.72, 0.12, n), 0.45, 1.0)
+    short = np.maximum((long * ratio).round(), 236)
+    portrait = rng.random(n) < 0.8
+    hgt = np.where(portrait, long, short).astype(np.int64)
+    wid = np.where(portrait, short, long).astype(np.int64)
+    hgt[0], wid[0] = 10717, 6824
+    hgt[-1], wid[-1] = 236, 304
+    return hgt, wid
+
+
+def _convex_runs(rng: np.random.Generator, h: int, w: int, frac: float,
+                 elongation: float) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of a random ellipse-like blob (one run per column) covering ~``frac`` of the
+    short side: built column by column as ``(start, length)``, 0-based column-major."""
+    short = min(h, w)
+    ry = max(2.0, frac * short * 0.5 * np.sqrt(elongation))
+    rx = max(2.0, frac * short * 0.5 / np.sqrt(elongation))
+    ry, rx = min(ry, h / 2 - 1), min(rx, w / 2 - 1)
+    cy = rng.uniform(ry, h - ry)
+    cx = rng.uniform(rx, w - rx)
+    x = np.arange(int(np.ceil(cx - rx)), int(np.floor(cx + rx)) + 1)
+    x = x[(x >= 0) & (x < w)]
+    t = np.clip((x + 0.5 - cx) / rx, -1, 1)
+    half = ry * np.sqrt(1 - t * t) * (1 + 0.08 * np.sin(x * (0.05 + 0.1 * rng.random())))
+    top = np.clip(np.floor(cy - half), 0, h - 1).astype(np.int64)
+    bot = np.clip(np.ceil(cy + half), 0, h).astype(np.int64)
+    keep = bot > top
+    x, top, bot = x[keep], top[keep], bot[keep]
+    if x.size == 0:
+        return np.array([int(cy) + int(cx) * h]), np.array([1])
+    return x * h + top, bot - top
+
+
+def generate_full_csv(out: str | Path, *, seed: int = 0, images: int = FULL_IMAGES,
+                      rows: int = FULL_ROWS, quiet: bool = False) -> dict:
+    """Write a full-size synthetic ``train.csv`` (no images) and the label file into ``out``."""
+    if images < 2 or rows < images:
+        raise KitError("need at least 2 images and one row per image", value=(images, rows))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(resources.files("imat_kit.data") / "label_descriptions_2019.json",
+                    out / "label_descriptions.json")
+    rng = np.random.default_rng([seed, 1])
+    hgt, wid = _full_image_sizes(rng, images)
+    # instances per image: 1 + multinomial spread of the rest, so the total is exact
+    per = 1 + rng.multinomial(rows - images, np.full(images, 1.0 / images))
+    cats = rng.choice(NUM_CATEGORIES, size=rows, p=category_weights(1.0))
+    names_rng = np.random.default_rng([seed, 7])
+    r = 0
+    with atomic_open(out / "train.csv", "w", newline="") as f:
+        f.write("ImageId,EncodedPixels,Height,Width,ClassId\n")
+        for i in progress(range(images), desc="synth full train.csv", quiet=quiet, unit="img"):
+            name = _image_name(names_rng)
+            h, w = int(hgt[i]), int(wid[i])
+            irng = np.random.default_rng([seed, 2, i])
+            lines = []
+            for _ in range(int(per[i])):
+                cat = int(cats[r])
+                r += 1
+                _, aspect, size = _SHAPES[cat]
+                starts, lengths = _convex_runs(irng, h, w, size * irng.uniform(0.6, 1.4),
+                                               1.0 / aspect)
+                attrs = _attributes(irng, cat, 0.06, 92)
+                lines.append(f"{name},{runs_to_string(starts, lengths)},{h},{w},"
+                             f"{format_class_id(cat, attrs)}\n")
+            f.write("".join(lines))
+    return {"train_images": images, "rows": rows}

@@ -1,0 +1,110 @@
+"""The HTML report: its content checked as a reader would, and rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imat_kit.cli import main
+from imat_kit.predictions import ImagePrediction, write_predictions
+from imat_kit.report import SECTIONS
+
+
+def check_report(path: Path) -> str:
+    """What any report must hold: every section, numbers in every table, every figure a valid
+    image, nothing loaded from the network. Returns the page."""
+    page = path.read_text(encoding="utf-8")
+    for s in SECTIONS:
+        assert f'<section id="{s}">' in page, s
+    tables = re.findall(r"<table>(.*?)</table>", page, re.S)
+    assert len(tables) >= 5
+    for t in tables:
+        cells = re.findall(r"<td>(.*?)</td>", t, re.S)
+        assert any(re.fullmatch(r"-?\d+(\.\d+)?", c.strip()) for c in cells), t[:300]
+    images = re.findall(r'<img alt="[^"]*" src="data:image/(png|jpeg);base64,([^"]+)"', page)
+    assert len(images) >= 5 and len(images) == page.count("<img ")
+    for kind, data in images:
+        im = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert im.format == {"png": "PNG", "jpeg": "JPEG"}[kind]
+        im.verify()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//|ftp:)""", page, re.I)
+    assert "<script" not in page.lower() and "url(" not in page and "@import" not in page
+    return page
+
+
+def _noisy_val(prepared: Path, fold: int, out: Path) -> None:
+    gt = json.loads((prepared / "annotations" / f"fold{fold}_val.json").read_text())
+    anns: dict = {}
+    for a in gt["annotations"]:
+        anns.setdefault(a["image_id"], []).append(a)
+    rng = np.random.default_rng(fold)
+    preds = []
+    for im in gt["images"]:
+        a = [x for x in anns.get(im["id"], []) if rng.random() < 0.8]
+        labels = [x["category_id"] if rng.random() < 0.8 else (x["category_id"] + 5) % 46
+                  for x in a]
+        preds.append(ImagePrediction(
+            im["image_key"], im["height"], im["width"], np.array(labels, np.int64),
+            rng.uniform(0.2, 1, len(a)).astype(np.float32),
+            np.array([x["bbox"] for x in a], np.float32).reshape(-1, 4),
+            [x["segmentation"]["counts"] for x in a],
+            attributes=[tuple(x["attribute_ids"]) if rng.random() < 0.7 else (3,) for x in a]))
+    write_predictions(out, {"split": "val", "fold": fold, "config": "configs/x.py",
+                            "checkpoint": f"fold{fold}.pth", "checkpoint_sha256": "ab" * 32,
+                            "tta": "flip", "cfg_options": ["a=1"]}, preds)
+
+
+@pytest.fixture(scope="module")
+def report(prepared, tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("report")
+    for k in (0, 1):
+        _noisy_val(prepared, k, d / f"fold{k}_val.jsonl")
+    out = d / "report.html"
+    assert main(["report", "--data", str(prepared), "--predictions", str(d / "fold*_val.jsonl"),
+                 "--out", str(out), "--gallery", "3", "-q"]) == 0
+    return out
+
+
+def test_report_content(report):
+    page = check_report(report)
+    assert "fold0.pth" in page and "abababababab" in page  # provenance from the headers
+    assert "Matterport" in page and "22.4" in page  # the reference study beside the folds
+    assert page.count("<h3>Worst 3</h3>") == 1 and page.count("<h3>Best 3</h3>") == 1
+    assert "micro F1 over matched instances" in page  # the predictions carry attributes
+    for name in ("classification", "localisation", "duplicate", "background", "missed"):
+        assert f"dAP {name}" in page
+
+
+def test_report_renders_in_chromium(report, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (make test installs it where apt-get works)")
+    base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--enable-logging=stderr", "--v=0"]
+    r = subprocess.run([*base, "--dump-dom", report.as_uri()], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for s in SECTIONS:
+        assert f'id="{s}"' in r.stdout
+    assert "Failed to load resource" not in r.stderr and "net::ERR_" not in r.stderr
+    shot = tmp_path / "shot.png"
+    r = subprocess.run([*base, "--window-size=1200,3000", f"--screenshot={shot}",
+                        report.as_uri()], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and shot.exists(), r.stderr[-2000:]
+    px = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert px.shape == (3000, 1200) and px.std() > 20  # a page, not a blank window
+
+
+def test_report_needs_predictions(prepared, tmp_path, capsys):
+    assert main(["report", "--data", str(prepared), "--predictions",
+                 str(tmp_path / "none*.jsonl")]) == 2
+    assert "no predictions file matches" in capsys.readouterr().err
