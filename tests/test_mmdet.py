@@ -258,7 +258,10 @@ def test_train_tiny_then_skip_finished(tmp_path, env, prepared):
     assert r.returncode == 0, r.stderr[-3000:]
     done0 = json.loads((tmp_path / "tiny_test" / "fold0" / "imat_done.json").read_text())
     assert done0["checkpoint"].endswith("iter_8.pth")
-    assert not (tmp_path / "tiny_test" / "fold0" / "iter_6.pth").exists()  # the old run is gone
+    runs = [d for d in (tmp_path / "tiny_test" / "fold0").iterdir() if d.is_dir()]
+    assert len(runs) == 1  # the old run (its own timestamped log folder) is gone
+    record = json.loads((tmp_path / "tiny_test" / "fold0" / "imat_run.json").read_text())
+    assert record["settings"]["train_cfg.max_iters"] == 8
     # a runner checkpoint (message hub, numpy scalars) loads in `mim test` under torch's
     # weights_only default, with no environment variable
     assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in env

@@ -146,8 +146,9 @@ def _cmd_stats(a: argparse.Namespace) -> int:
 def _cmd_train(a: argparse.Namespace) -> int:
     from .mmdet_ext.train import train_folds
 
+    options = [*(a.cfg_options or []), *(["imat_tensorboard=True"] if a.tensorboard else [])]
     recs = train_folds(a.config, a.folds, work_root=a.work_root, data_root=a.data_root,
-                       cfg_options=a.cfg_options or [], launcher=a.launcher, gpus=a.gpus,
+                       cfg_options=options, launcher=a.launcher, gpus=a.gpus,
                        auto_scale_lr=a.auto_scale_lr, dry_run=a.dry_run,
                        overwrite=a.overwrite, quiet=a.quiet)
     for r in recs:
@@ -286,6 +287,21 @@ def _cmd_plot(a: argparse.Namespace) -> int:
 
 
 
+def _cmd_report(a: argparse.Namespace) -> int:
+    import glob
+
+    from .report import build_report
+
+    files = sorted({f for pat in a.predictions for f in glob.glob(pat)})
+    if not files:
+        raise KitError(f"no predictions file matches {' '.join(a.predictions)}")
+    r = build_report(a.data, files, a.out, work_dirs=a.work_dirs, submission=a.submission,
+                     gallery=a.gallery, average=a.average, score_thr=a.score_thr,
+                     quiet=a.quiet)
+    print(f"report of {len(files)} fold(s) → {r['out']}")
+    return 0
+
+
 def _cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -378,6 +394,8 @@ def _parser_model_steps(sub, parents) -> None:
     _cfg_options(s, "load_from=None train_cfg.max_epochs=2 (passed to every run)")
     s.add_argument("--auto-scale-lr", action="store_true",
                    help="scale lr to the real total batch (mmdet's auto_scale_lr)")
+    s.add_argument("--tensorboard", action="store_true",
+                   help="also log to TensorBoard (tensorboard --logdir WORK_ROOT)")
     _overwrite(s, "delete a phase's earlier run when it was made with other settings")
     s.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     s.set_defaults(func=_cmd_train)
@@ -470,6 +488,21 @@ def _parser_result_steps(sub, parents) -> None:
     s.add_argument("--n", type=int, default=6, help="overlays: random images")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_cmd_plot)
+
+    s = sub.add_parser("report", parents=parents, help="one self-contained HTML page: fold "
+                       "table, provenance, per-category AP, error breakdown, curves, gallery")
+    _data(s)
+    s.add_argument("--predictions", nargs="+", required=True,
+                   help="validation predictions, one file per fold (glob patterns allowed)")
+    s.add_argument("--out", default="report.html", help="the HTML file (default report.html)")
+    s.add_argument("--work-dirs", nargs="+", default=None,
+                   help="training work dirs, for the loss curves")
+    s.add_argument("--submission", default=None,
+                   help="a submission CSV: its manifest (NAME.json) goes into the provenance")
+    s.add_argument("--gallery", type=int, default=6, help="worst and best images shown")
+    _average(s)
+    s.add_argument("--score-thr", type=float, default=0.3)
+    s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("demo", parents=parents, help="the whole pipeline on synthetic data "
                        "(resumable)")

@@ -25,7 +25,7 @@ from .io import atomic_open, describe_differences, file_fingerprint
 
 #: what the demo writes under OUT (all of it is removed by --overwrite, nothing else)
 OUTPUTS = ("data", "work_dirs", "predictions", "eval", "figures", "summary.json",
-           "demo_options.json")
+           "demo_options.json", "report.html")
 OPTIONS = "demo_options.json"
 
 
@@ -84,6 +84,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     from .mmdet_ext.train import train_folds
     from .plots import make_plot
     from .prepare import prepare
+    from .report import build_report
     from .submission import score_submission, submit
     from .synth import generate_images
 
@@ -153,20 +154,27 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
 
     t = _step("imat-kit plot: figures", quiet)
     val0 = preds_dir / f"fold{folds[0]}_val.jsonl"
-    make_plot("losses", figs / "loss_curves.png", work_dirs=[
-        out / "work_dirs" / config.stem / f"fold{k}" for k in folds],
-        labels=[f"fold {k}" for k in folds])
+    work_dirs = [out / "work_dirs" / config.stem / f"fold{k}" for k in folds]
+    make_plot("losses", figs / "loss_curves.png", work_dirs=work_dirs,
+              labels=[f"fold {k}" for k in folds])
     make_plot("pr", figs / "pr_curves.png", data=data, predictions=val0)
     make_plot("confusion", figs / "confusion_matrix.png", data=data, predictions=val0)
     make_plot("overlays", figs / "overlays.png", data=data, predictions=val0, n=6, seed=seed)
     make_plot("categories", figs / "category_distribution.png", data=data)
     timings["figures"] = time.perf_counter() - t
 
+    t = _step("imat-kit report: one HTML page with the error analysis", quiet)
+    report = build_report(data, [str(preds_dir / f"fold{k}_val.jsonl") for k in folds],
+                          out / "report.html", work_dirs=work_dirs, submission=sub,
+                          quiet=quiet)
+    timings["report"] = time.perf_counter() - t
+
     mean = table.iloc[-2]
     summary = {
         "data": str(data), "work_dirs": str(out / "work_dirs"), "predictions": str(preds_dir),
         "evaluation": str(out / "eval" / "evaluation.csv"), "submission": str(sub),
         "manifest": str(sub.with_suffix(".json")), "figures": str(figs),
+        "report": report["out"],
         "folds_trained": list(folds), "iterations": iters,
         "val_segm_AP_mean": float(mean.segm_AP), "val_segm_AP50_mean": float(mean.segm_AP50),
         "val_competition_mean": float(mean.competition),
@@ -184,6 +192,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
         print(f"test competition score: ensemble {test_score:.4f}, single folds "
               + ", ".join(f"{s:.4f}" for s in single))
         for key in ("data", "work_dirs", "predictions", "evaluation", "submission", "manifest",
-                    "figures"):
+                    "figures", "report"):
             print(f"  {key:<12} {summary[key]}")
+        print(f"\nopen the report: {Path(report['out']).resolve()}")
     return summary

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from pycocotools import mask as mask_util
 
 from .errors import KitError
@@ -21,8 +22,11 @@ from .io import atomic_open
 
 
 def _save(fig, out: str | Path) -> None:
+    """PNG, or JPEG (quality 85) for a ``.jpg`` name: photographs compress 10× better."""
+    jpeg = Path(out).suffix.lower() in (".jpg", ".jpeg")
     with atomic_open(out, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+        fig.savefig(f, format="jpeg" if jpeg else "png", dpi=110,
+                    **({"pil_kwargs": {"quality": 85}} if jpeg else {}))
     plt.close(fig)
 
 
@@ -177,14 +181,60 @@ def plot_confusion(cm: np.ndarray, names: tuple[str, ...], out: str | Path) -> N
     _save(fig, out)
 
 
+def category_colour(cat: int) -> np.ndarray:
+    """A fixed colour (RGB 0–1) per category, the same in every figure: hues spread by the
+    golden ratio, so the 46 categories get 46 distinct colours."""
+    from matplotlib.colors import hsv_to_rgb
+
+    return hsv_to_rgb((((cat * 0.618034) % 1.0), 0.8, 0.95 if cat % 2 else 0.7))
+
+
+def _ink(col: np.ndarray) -> str:
+    """Black or white text, whichever reads better on ``col``."""
+    return "black" if float(np.dot(col, [0.299, 0.587, 0.114])) > 0.6 else "white"
+
+
+def _draw(ax, img: np.ndarray, masks: list[np.ndarray], cats: list[int], labels: list[str],
+          title: str) -> None:
+    """The image with each instance outlined and lightly filled in its category's colour, a
+    label at the top-left of each instance."""
+    overlay = img.copy()
+    for m, c in zip(masks, cats):
+        col = category_colour(c)
+        overlay[m] = 0.78 * overlay[m] + 0.22 * col
+        overlay[_outline(m)] = col
+    ax.imshow(overlay)
+    for m, c, text in zip(masks, cats, labels):
+        ys, xs = np.nonzero(m)
+        if not ys.size:
+            continue
+        col = category_colour(c)
+        ax.text(xs.min(), ys.min(), text, fontsize=6, color=_ink(col), va="bottom",
+                bbox=dict(facecolor=col, alpha=0.85, pad=1, linewidth=0))
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def _attr_text(attrs, attr_names: dict | None) -> str:
+    if not attrs:
+        return ""
+    shown = [attr_names.get(a, str(a)) if attr_names else str(a) for a in attrs][:3]
+    return " [" + ", ".join(shown) + (", …" if len(attrs) > 3 else "") + "]"
+
+
 def plot_overlays(gt_coco: dict, preds: dict, image_dir: str | Path, out: str | Path, *,
                   image_keys: list[str] | None = None, n: int = 6, seed: int = 0,
-                  score_thr: float = 0.3, names: tuple[str, ...] | None = None) -> list[str]:
-    """Ground truth (green) and predictions (red) over chosen or random images; returns the
-    image keys drawn."""
+                  score_thr: float = 0.3, titles: dict[str, str] | None = None) -> list[str]:
+    """Truth and prediction side by side for chosen (or ``n`` random) images: every instance
+    outlined in its category's colour and labelled with its category name (and attributes when
+    they are known; predictions with their score), and a legend of the categories drawn.
+    Returns the image keys drawn."""
+    from matplotlib.patches import Patch
     from PIL import Image
 
     by_key = {im["image_key"]: im for im in gt_coco["images"]}
+    names = {c["id"]: c["name"] for c in gt_coco.get("categories", [])}
+    attr_names = {a["id"]: a["name"] for a in gt_coco.get("attributes", [])}
     if image_keys is None:
         keys = sorted(by_key)
         rng = np.random.default_rng(seed)
@@ -201,30 +251,35 @@ def plot_overlays(gt_coco: dict, preds: dict, image_dir: str | Path, out: str | 
         ax.text(0.5, 0.5, "no images to draw", ha="center", va="center")
         _save(fig, out)
         return []
-    cols = min(3, len(image_keys))
-    rows_n = -(-len(image_keys) // cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 5 * rows_n), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, key in zip(axes.ravel(), image_keys):
+    fig, axes = plt.subplots(len(image_keys), 2, figsize=(9, 4.2 * len(image_keys) + 0.6),
+                             squeeze=False)
+    seen: set[int] = set()
+    for row, key in zip(axes, image_keys):
         im = by_key[key]
         with Image.open(Path(image_dir) / im["file_name"]) as f:
             img = np.asarray(f.convert("RGB"), dtype=np.float32) / 255
-        overlay = img.copy()
-        gt_masks = [mask_util.decode(a["segmentation"]).astype(bool)
-                    for a in anns.get(im["id"], [])]
+        g = anns.get(im["id"], [])
+        gm = [mask_util.decode(a["segmentation"]).astype(bool) for a in g]
+        gc = [int(a["category_id"]) for a in g]
+        gl = [names.get(c, str(c)) + _attr_text(a.get("attribute_ids"), attr_names)
+              for c, a in zip(gc, g)]
         p = preds.get(key)
-        pr_masks = [mask_util.decode(r).astype(bool) for j, r in enumerate(p.rles())
-                    if p.scores[j] >= score_thr] if p is not None else []
-        for m in gt_masks:  # truth: filled green
-            overlay[m] = 0.55 * overlay[m] + 0.45 * np.array([0, 1, 0])
-        for m in pr_masks:  # prediction: red outline, so both stay readable
-            overlay[_outline(m)] = np.array([1, 0, 0])
-        ax.imshow(overlay)
-        ax.set_title(f"{key[:16]}… truth {len(gt_masks)} (green), pred {len(pr_masks)} "
-                     "(red outline)",
-                     fontsize=8)
-    fig.tight_layout()
+        keep = [j for j in range(len(p)) if p.scores[j] >= score_thr] if p is not None else []
+        pm = [mask_util.decode(p.rles()[j]).astype(bool) for j in keep]
+        pc = [int(p.labels[j]) for j in keep]
+        pl = [f"{names.get(c, str(c))} {p.scores[j]:.2f}"
+              + _attr_text(p.attributes[j] if p.attributes else (), attr_names)
+              for c, j in zip(pc, keep)]
+        head = (titles or {}).get(key, key[:20])
+        _draw(row[0], img, gm, gc, gl, f"{head}: truth, {len(gm)} instances")
+        _draw(row[1], img, pm, pc, pl, f"prediction, {len(pm)} with score ≥ {score_thr:g}")
+        seen.update(gc + pc)
+    handles = [Patch(color=category_colour(c), label=f"{c} {names.get(c, '')}"[:30])
+               for c in sorted(seen)]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=7,
+                   frameon=False)
+    fig.tight_layout(rect=(0, 0.12 / len(image_keys) if handles else 0, 1, 1))
     _save(fig, out)
     return image_keys
 
@@ -301,3 +356,70 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
     keys = plot_overlays(gt, preds, image_dir(data, split), out, image_keys=images, n=n,
                          seed=seed, score_thr=score_thr)
     return {"images": keys}
+
+
+def plot_category_ap(per_cat, train_counts: dict[int, int], out: str | Path) -> None:
+    """Per-category segm AP (mean over folds) as sorted bars, beside each category's training
+    instance count (log scale): a weak category can be told from a rare one. ``per_cat`` is
+    the ``per_category_ap`` table (index ``category_id``, columns ``category`` and ``mean``)."""
+    d = per_cat.dropna(subset=["mean"]).sort_values("mean")
+    labels = [f"{i} {n[:24]}" for i, n in zip(d.index, d["category"])]
+    counts = [max(train_counts.get(int(i), 0), 0.5) for i in d.index]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, max(3, 0.22 * len(d) + 1.2)), sharey=True,
+                                  gridspec_kw={"width_ratios": [3, 2]})
+    ax.barh(labels, d["mean"], color=[category_colour(int(i)) for i in d.index])
+    ax.set_xlabel("segm AP (mean over folds)")
+    ax.set_xlim(0, max(0.05, float(d["mean"].max()) * 1.1) if len(d) else 1)
+    ax.tick_params(axis="y", labelsize=7)
+    ax2.barh(labels, counts, color="#999999")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("training instances (log)")
+    for y, c in enumerate(counts):
+        ax2.text(c, y, f" {int(c)}", va="center", fontsize=6)
+    ax.set_title("Per-category segm AP")
+    ax2.set_title("beside the training instances")
+    if not len(d):
+        ax.text(0.5, 0.5, "no category evaluated", ha="center", va="center",
+                transform=ax.transAxes)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_error_breakdown(breakdowns: dict[str, dict], out: str | Path) -> None:
+    """TIDE's dAP per error type (grouped bars, one group per fold)."""
+    from .analysis import ERROR_NAMES, ERROR_TYPES
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    k = max(len(breakdowns), 1)
+    x = np.arange(len(ERROR_TYPES))
+    for i, (name, r) in enumerate(breakdowns.items()):
+        ax.bar(x + (i - (k - 1) / 2) * 0.8 / k, [r["dAP"][t] for t in ERROR_TYPES], 0.8 / k,
+               label=f"{name} (AP50 {r['AP50']:.1f})")
+    ax.set_xticks(x, [ERROR_NAMES[t] for t in ERROR_TYPES], fontsize=8)
+    ax.set_ylabel("dAP: mask AP50 points gained if fixed")
+    ax.set_title("Error breakdown (TIDE)")
+    if breakdowns:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_attribute_f1(f1: pd.DataFrame, attr_names: dict[int, str], out: str | Path) -> None:
+    """Per-attribute F1 against its support (log scale), the 8 most frequent labelled."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    d = f1[f1["support"] > 0]
+    ax.scatter(d["support"], d["f1"].fillna(0), s=14, color="#3b75af")
+    for _, r in d.nlargest(8, "support").iterrows():
+        ax.annotate(attr_names.get(int(r.attribute_id), str(r.attribute_id))[:20],
+                    (r.support, 0 if np.isnan(r.f1) else r.f1), fontsize=6,
+                    textcoords="offset points", xytext=(3, 3))
+    ax.set_xscale("log")
+    ax.set_xlabel("support (truth instances, matched or missed)")
+    ax.set_ylabel("F1")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"Attribute F1 against support ({len(d)} attributes)")
+    if not len(d):
+        ax.text(0.5, 0.5, "no attribute in the truth", ha="center", va="center",
+                transform=ax.transAxes)
+    fig.tight_layout()
+    _save(fig, out)

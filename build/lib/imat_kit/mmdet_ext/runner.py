@@ -10,6 +10,10 @@
   (``<root>/<earlier config name>/fold<k>``). No checkpoint name (``epoch_4.pth``) is written
   in any config, so changing the epochs or the fold cannot leave one pointing at a file that
   does not exist.
+* **TensorBoard on request.** ``imat_tensorboard = True`` in a config (``imat-kit train
+  --tensorboard`` sets it) adds mmengine's ``TensorboardVisBackend`` beside the local one:
+  losses, learning rate and validation AP go to ``<work dir>/<run>/vis_data/`` as TensorBoard
+  event files too (``tensorboard --logdir work_dirs``).
 """
 
 from __future__ import annotations
@@ -52,8 +56,14 @@ def previous_phase_checkpoint(work_dir: str | Path, previous_config: str | Path)
 
 
 def apply_run_rules(cfg) -> None:
-    """The module docstring's two rules, applied to a config (in place) before a run."""
+    """The module docstring's rules, applied to a config (in place) before a run."""
     cfg.work_dir = fold_work_dir(cfg.work_dir, cfg.get("fold", 0))
+    if cfg.get("imat_tensorboard"):
+        vis = cfg.setdefault("visualizer", {})
+        backends = list(vis.get("vis_backends") or [dict(type="LocalVisBackend")])
+        if not any(b.get("type") == "TensorboardVisBackend" for b in backends):
+            backends.append(dict(type="TensorboardVisBackend"))
+        vis["vis_backends"] = backends
     prev = cfg.get("imat_previous_phase")
     resuming = cfg.get("resume") and last_checkpoint(Path(cfg.work_dir)) is not None
     if prev and not cfg.get("load_from") and not resuming:

@@ -9,6 +9,7 @@
 # of the earlier phase's run on the same fold.
 custom_imports = dict(imports=['imat_kit.mmdet_ext'], allow_failed_imports=False)
 runner_type = 'IMatRunner'
+imat_tensorboard = False  # True (or `imat-kit train --tensorboard`): TensorBoard event files too
 num_classes = 46  # the competition's categories, both years
 
 dataset_type = 'IMatDataset'

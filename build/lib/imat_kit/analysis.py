@@ -1,0 +1,138 @@
+"""Error analysis of validation predictions: what kind of errors, on which images, for which
+attributes.
+
+* :func:`error_breakdown`: the TIDE breakdown (Bolya et al., ECCV 2020) through the ``tidecv``
+  package (1.0.1 runs under numpy 2 and takes COCO RLE masks as they are): each false positive is
+  a classification error (IoU ≥ 0.5 with a truth of another category), a localisation error
+  (0.1 ≤ IoU ≤ 0.5 with a truth of its category), both, a duplicate (its truth already matched by
+  a higher score) or background (IoU ≤ 0.1 with every truth); a truth no detection explains is
+  missed. Each type is reported as **dAP**: the mask AP50 (TIDE's own 101-point AP) that fixing
+  every error of that type alone would add.
+* :func:`image_scores`: the competition score of every image on its own, for the gallery of the
+  best and worst images.
+* :func:`attribute_f1`: precision, recall, F1 and support of each attribute over the matched
+  instances (same category, mask IoU ≥ 0.5), when the predictions carry attributes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pandas as pd
+from pycocotools import mask as mask_util
+
+from .evaluate import pred_instances, truth_instances
+from .metric import competition_score
+
+ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
+ERROR_NAMES = {"Cls": "classification", "Loc": "localisation", "Both": "both cls + loc",
+               "Dupe": "duplicate", "Bkg": "background", "Miss": "missed"}
+
+
+def error_breakdown(gt_coco: dict, preds: dict, *, pos_thr: float = 0.5,
+                    bg_thr: float = 0.1) -> dict:
+    """TIDE's main and special errors of ``preds`` (``image_key → ImagePrediction``) against a
+    COCO ground truth. Returns ``AP50`` (mask AP at ``pos_thr``, in %), ``dAP`` (type → AP
+    points gained by fixing it), ``dAP_special`` (``FalsePos``, ``FalseNeg``) and ``counts``
+    (type → number of errors)."""
+    from tidecv import TIDE, Data
+
+    gt, dt = Data("truth"), Data("predictions")
+    by_key = {im["image_key"]: im["id"] for im in gt_coco["images"]}
+    for im in gt_coco["images"]:  # images without truth still count (their detections are FP)
+        gt.add_image(im["id"], im["image_key"])
+    for a in gt_coco["annotations"]:
+        gt.add_ground_truth(a["image_id"], int(a["category_id"]), mask=a["segmentation"])
+    for key, p in preds.items():
+        if key not in by_key:
+            continue
+        for r, lab, s in zip(p.rles(), p.labels.tolist(), p.scores.tolist()):
+            dt.add_detection(by_key[key], int(lab), float(s), mask=r)
+    if not gt.annotations and not dt.annotations:
+        return {"AP50": 0.0, "dAP": dict.fromkeys(ERROR_TYPES, 0.0),
+                "dAP_special": {"FalsePos": 0.0, "FalseNeg": 0.0},
+                "counts": dict.fromkeys(ERROR_TYPES, 0)}
+    tide = TIDE(pos_threshold=pos_thr, background_threshold=bg_thr, mode=TIDE.MASK)
+    with contextlib.redirect_stdout(io.StringIO()):
+        tide.evaluate(gt, dt, name="run")
+        errors = tide.get_all_errors()
+    run = tide.runs["run"]
+    counts = {t.short_name: len(v) for t, v in run.error_dict.items()}
+    return {"AP50": float(run.ap), "dAP": {k: float(errors["main"]["run"][k])
+                                           for k in ERROR_TYPES},
+            "dAP_special": {k: float(v) for k, v in errors["special"]["run"].items()},
+            "counts": {k: int(counts.get(k, 0)) for k in ERROR_TYPES}}
+
+
+def image_scores(gt_coco: dict, preds: dict, *, score_thr: float = 0.3) -> pd.DataFrame:
+    """Each validation image's own competition score (IoU thresholds 0.50…0.95), with its
+    truth and prediction counts, sorted worst first."""
+    truth = truth_instances(gt_coco)
+    pred = pred_instances(preds, False, score_thr)
+    rows = []
+    for key, t in truth.items():
+        p = pred.get(key, [])
+        r = competition_score({key: t}, {key: p}, images=[key])
+        rows.append({"image_key": key, "score": r["score"] if r["count"] else 1.0,
+                     "truth": len(t), "predicted": len(p)})
+    return pd.DataFrame(rows).sort_values(["score", "image_key"], kind="stable") \
+        .reset_index(drop=True)
+
+
+def attribute_f1(gt_coco: dict, preds: dict, *, iou: float = 0.5,
+                 score_thr: float = 0.3) -> pd.DataFrame:
+    """Per attribute id: TP, FP, FN, precision, recall, F1 and support (truth count) over the
+    instances matched one-to-one (greedy by score, same category, mask IoU ≥ ``iou``). Empty
+    when no prediction carries attributes."""
+    if not any(p.attributes for p in preds.values()):
+        return pd.DataFrame(columns=["attribute_id", "tp", "fp", "fn", "precision", "recall",
+                                     "f1", "support"])
+    tp: dict[int, int] = {}
+    fp: dict[int, int] = {}
+    fn: dict[int, int] = {}
+    anns: dict[int, list] = {}
+    for a in gt_coco["annotations"]:
+        anns.setdefault(a["image_id"], []).append(a)
+    for im in gt_coco["images"]:
+        p = preds.get(im["image_key"])
+        g = anns.get(im["id"], [])
+        if p is None or not len(p) or not g:
+            for a in g:
+                for x in a.get("attribute_ids", []):
+                    fn[x] = fn.get(x, 0) + 1
+            continue
+        keep = np.flatnonzero(p.scores >= score_thr)
+        keep = keep[np.argsort(-p.scores[keep], kind="stable")]
+        ious = np.asarray(mask_util.iou([p.rles()[j] for j in keep],
+                                        [a["segmentation"] for a in g], [0] * len(g)))
+        ious = ious.reshape(len(keep), len(g))
+        free = np.ones(len(g), bool)
+        for r, j in enumerate(keep.tolist()):
+            same = np.array([a["category_id"] == int(p.labels[j]) for a in g])
+            cand = np.where(free & same & (ious[r] >= iou), ious[r], -1.0)
+            if cand.max(initial=-1.0) < 0:
+                continue
+            k = int(cand.argmax())
+            free[k] = False
+            truth_set = set(g[k].get("attribute_ids", []))
+            pred_set = set(p.attributes[j]) if p.attributes else set()
+            for x in truth_set & pred_set:
+                tp[x] = tp.get(x, 0) + 1
+            for x in pred_set - truth_set:
+                fp[x] = fp.get(x, 0) + 1
+            for x in truth_set - pred_set:
+                fn[x] = fn.get(x, 0) + 1
+        for k in np.flatnonzero(free).tolist():
+            for x in g[k].get("attribute_ids", []):
+                fn[x] = fn.get(x, 0) + 1
+    ids = sorted(set(tp) | set(fp) | set(fn))
+    df = pd.DataFrame({"attribute_id": ids, "tp": [tp.get(i, 0) for i in ids],
+                       "fp": [fp.get(i, 0) for i in ids], "fn": [fn.get(i, 0) for i in ids]})
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df["precision"] = df.tp / (df.tp + df.fp)
+        df["recall"] = df.tp / (df.tp + df.fn)
+        df["f1"] = 2 * df.tp / (2 * df.tp + df.fp + df.fn)
+    df["support"] = df.tp + df.fn
+    return df
