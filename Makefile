@@ -14,10 +14,12 @@ $(VENV)/.base:
 	$(PIP) install torch==2.13.0 numpy==2.4.6 setuptools==80.9.0 wheel
 	touch $@
 
-# mmcv has no wheels: built from source with its C++ ops (about 8 minutes on 2 cores;
-# pip's wheel cache makes a rebuild on the same machine instant).
+# mmcv has no wheels: built from source with its ops (about 8 minutes on 2 cores; pip's wheel
+# cache makes a rebuild on the same machine instant). scripts/mmcv_build_env.sh picks the CUDA
+# ops for this machine's GPU when nvcc and a CUDA torch are present, else the CPU ops.
 $(VENV)/.mmcv: $(VENV)/.base
-	MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=2 $(PIP) install --no-build-isolation mmcv==2.1.0
+	vars=$$(sh scripts/mmcv_build_env.sh $(BIN)/python) && echo "mmcv build: $$vars" \
+		&& env $$vars $(PIP) install --no-build-isolation mmcv==2.1.0
 	touch $@
 
 $(VENV)/.deps: $(VENV)/.mmcv requirements.txt

@@ -149,7 +149,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     options = [*(a.cfg_options or []), *(["imat_tensorboard=True"] if a.tensorboard else [])]
     recs = train_folds(a.config, a.folds, work_root=a.work_root, data_root=a.data_root,
                        cfg_options=options, launcher=a.launcher, gpus=a.gpus,
-                       auto_scale_lr=a.auto_scale_lr, dry_run=a.dry_run,
+                       auto_scale_lr=a.auto_scale_lr, amp=a.amp, dry_run=a.dry_run,
                        overwrite=a.overwrite, quiet=a.quiet)
     for r in recs:
         print(f"fold {r['fold']} {r['phase']}: {r['status']}"
@@ -394,6 +394,9 @@ def _parser_model_steps(sub, parents) -> None:
     _cfg_options(s, "load_from=None train_cfg.max_epochs=2 (passed to every run)")
     s.add_argument("--auto-scale-lr", action="store_true",
                    help="scale lr to the real total batch (mmdet's auto_scale_lr)")
+    s.add_argument("--amp", nargs="?", const="bf16", choices=["bf16", "fp16"], default=None,
+                   help="mixed precision on a CUDA GPU (AmpOptimWrapper): bf16 (default) or "
+                   "fp16")
     s.add_argument("--tensorboard", action="store_true",
                    help="also log to TensorBoard (tensorboard --logdir WORK_ROOT)")
     _overwrite(s, "delete a phase's earlier run when it was made with other settings")

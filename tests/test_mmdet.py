@@ -61,7 +61,7 @@ def test_every_config_builds(path, prepared):
     text = path.read_text()
     assert "num_classes=46" not in text.replace(" ", "") and "epoch_" not in text
     if cfg.get("imat_previous_phase"):  # phase 2: starts from phase 1's run on the same fold
-        assert cfg.load_from is None
+        assert cfg.load_from == "imat:previous-phase"
         assert (path.parent / cfg.imat_previous_phase).is_file()
     elif path.stem != "tiny_maskrcnn_imat":
         assert str(cfg.load_from).startswith("https://download.openmmlab.com/")

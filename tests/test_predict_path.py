@@ -113,7 +113,8 @@ def test_runner_rules_fold_work_dir_and_previous_phase(tmp_path):
     from imat_kit.mmdet_ext.runner import apply_run_rules
 
     cfg = Config(dict(work_dir=str(tmp_path / "maskrcnn_r50_imat_all"), fold="1",
-                      imat_previous_phase="maskrcnn_r50_imat.py", load_from=None))
+                      imat_previous_phase="maskrcnn_r50_imat.py",
+                      load_from="imat:previous-phase"))
     with pytest.raises(KitError, match="holds none: train that phase first"):
         apply_run_rules(cfg.copy())
     prev = tmp_path / "maskrcnn_r50_imat" / "fold1"
@@ -128,6 +129,10 @@ def test_runner_rules_fold_work_dir_and_previous_phase(tmp_path):
                      imat_previous_phase="maskrcnn_r50_imat.py"))
     apply_run_rules(c2)  # an explicit load_from wins; a work dir ending in its fold is kept
     assert c2.work_dir == str(tmp_path / "x" / "fold1") and c2.load_from == "given.pth"
+    c4 = cfg.copy()
+    c4.load_from = None  # from scratch, deliberately
+    apply_run_rules(c4)
+    assert c4.load_from is None
     c3 = Config(dict(work_dir="w", fold=0, imat_tensorboard=True,
                      visualizer=dict(type="DetLocalVisualizer",
                                      vis_backends=[dict(type="LocalVisBackend")])))

@@ -39,9 +39,9 @@ test_pipeline = [
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, pin_memory=False,
                         dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
+val_dataloader = dict(num_workers=0, persistent_workers=False, pin_memory=False,
                       dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 

@@ -5,9 +5,10 @@
   ``--work-dir W`` to ``W/fold<k>`` unless W already ends in ``fold<k>``. Two folds can never
   resume or overwrite each other's run.
 * **A later phase starts from the earlier one.** A config with ``imat_previous_phase`` (the
-  earlier phase's config, relative to this one) and no ``load_from`` starts from the last
-  checkpoint of the earlier phase's run on the same fold, found beside this run's work dir
-  (``<root>/<earlier config name>/fold<k>``). No checkpoint name (``epoch_4.pth``) is written
+  earlier phase's config, relative to this one) and ``load_from = 'imat:previous-phase'``
+  starts from the last checkpoint of the earlier phase's run on the same fold, found beside this
+  run's work dir (``<root>/<earlier config name>/fold<k>``). Any other ``load_from`` (a file, a
+  URL, ``None`` for from scratch) is used as it is. No checkpoint name (``epoch_4.pth``) is written
   in any config, so changing the epochs or the fold cannot leave one pointing at a file that
   does not exist.
 * **TensorBoard on request.** ``imat_tensorboard = True`` in a config (``imat-kit train
@@ -24,6 +25,9 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..errors import KitError
+
+#: the ``load_from`` of a later phase: the earlier phase's last checkpoint on the same fold
+PREVIOUS_PHASE = "imat:previous-phase"
 
 
 def fold_work_dir(work_dir: str | Path, fold: object) -> str:
@@ -64,10 +68,15 @@ def apply_run_rules(cfg) -> None:
         if not any(b.get("type") == "TensorboardVisBackend" for b in backends):
             backends.append(dict(type="TensorboardVisBackend"))
         vis["vis_backends"] = backends
+    if cfg.get("load_from") != PREVIOUS_PHASE:
+        return
     prev = cfg.get("imat_previous_phase")
-    resuming = cfg.get("resume") and last_checkpoint(Path(cfg.work_dir)) is not None
-    if prev and not cfg.get("load_from") and not resuming:
-        # mmengine resumes *from* load_from when both are set: start fresh from it
+    if not prev:
+        raise KitError(f"load_from is {PREVIOUS_PHASE!r} but the config names no "
+                       "imat_previous_phase", file=str(cfg.get("filename")))
+    if cfg.get("resume") and last_checkpoint(Path(cfg.work_dir)) is not None:
+        cfg.load_from = None  # resume this phase's own run
+    else:  # mmengine resumes *from* load_from when both are set: start fresh from it
         cfg.load_from = str(previous_phase_checkpoint(cfg.work_dir, prev))
         cfg.resume = False
 

@@ -9,7 +9,7 @@ imat_previous_phase = 'maskrcnn_r50_imat.py'
 
 all_epochs = 8
 model = dict(backbone=dict(frozen_stages=-1))
-load_from = None
+load_from = 'imat:previous-phase'  # IMatRunner: phase 1's last checkpoint on this fold
 
 train_dataloader = dict(dataset=dict(pipeline={{_base_.train_pipeline_aug}}))
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=all_epochs, val_interval=1)

@@ -74,6 +74,19 @@ def phase_chain(config: str | Path) -> list[Phase]:
         path = path.parent / nxt
 
 
+#: mixed precision: mmengine's AmpOptimWrapper (autocast + dynamic loss scaling), per dtype
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def amp_options(amp: str) -> list[str]:
+    """The cfg-options that turn a config's optimizer wrapper into mmengine's
+    ``AmpOptimWrapper`` with ``amp`` (``bf16`` or ``fp16``) autocasting."""
+    if amp not in AMP_DTYPES:
+        raise KitError(f"--amp must be one of {', '.join(AMP_DTYPES)}", value=amp)
+    return ["optim_wrapper.type=AmpOptimWrapper", "optim_wrapper.loss_scale=dynamic",
+            f"optim_wrapper.dtype={AMP_DTYPES[amp]}"]
+
+
 #: what DDP on CPU processes needs (gloo, and no device_ids, which CPU modules reject);
 #: added to every run with a launcher when CUDA is absent.
 CPU_DIST_OPTIONS = [
@@ -144,11 +157,20 @@ def _reusable(work_dir: Path, record: dict, *, overwrite: bool, quiet: bool) -> 
 def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path = "work_dirs",
                 data_root: str | None = None, cfg_options: list[str] | None = None,
                 launcher: str = "none", gpus: int = 1, auto_scale_lr: bool = False,
-                dry_run: bool = False, overwrite: bool = False,
+                amp: str | None = None, dry_run: bool = False, overwrite: bool = False,
                 quiet: bool = False) -> list[dict]:
-    """Train each fold through the config's phase chain; returns one record per phase run."""
+    """Train each fold through the config's phase chain; returns one record per phase run.
+    ``amp`` (``bf16``/``fp16``) trains with mixed precision (needs a CUDA GPU)."""
     chain = phase_chain(config)
     cfg_options = list(cfg_options or [])
+    if amp is not None:
+        cfg_options += amp_options(amp)
+        if not dry_run:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise KitError(f"--amp {amp} needs a CUDA GPU (mmengine's AmpOptimWrapper); "
+                               "none is visible here")
     if launcher != "none":
         import torch
 
