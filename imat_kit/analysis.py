@@ -55,7 +55,7 @@ def error_breakdown(gt_coco: dict, preds: dict, *, pos_thr: float = 0.5,
                 "dAP_special": {"FalsePos": 0.0, "FalseNeg": 0.0},
                 "counts": dict.fromkeys(ERROR_TYPES, 0)}
     tide = TIDE(pos_threshold=pos_thr, background_threshold=bg_thr, mode=TIDE.MASK)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), _mean_of_nothing_is_nan():
         tide.evaluate(gt, dt, name="run")
         errors = tide.get_all_errors()
     run = tide.runs["run"]
@@ -64,6 +64,26 @@ def error_breakdown(gt_coco: dict, preds: dict, *, pos_thr: float = 0.5,
                                            for k in ERROR_TYPES},
             "dAP_special": {k: float(v) for k, v in errors["special"]["run"].items()},
             "counts": {k: int(counts.get(k, 0)) for k in ERROR_TYPES}}
+
+
+@contextlib.contextmanager
+def _mean_of_nothing_is_nan():
+    """tidecv divides by zero when fixing an error type leaves no category to average (e.g.
+    fixing the misses of a model that predicted nothing removes every truth): that dAP is
+    undefined, so it comes back as NaN (shown as "–") instead of an exception."""
+    from tidecv.ap import ClassedAPDataObject
+
+    original = ClassedAPDataObject.get_mAP
+
+    def get_map(self) -> float:
+        aps = [x.get_ap() for x in self.objs.values() if not x.is_empty()]
+        return sum(aps) / len(aps) if aps else float("nan")
+
+    ClassedAPDataObject.get_mAP = get_map
+    try:
+        yield
+    finally:
+        ClassedAPDataObject.get_mAP = original
 
 
 def image_scores(gt_coco: dict, preds: dict, *, score_thr: float = 0.3) -> pd.DataFrame:

@@ -159,7 +159,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
               labels=[f"fold {k}" for k in folds])
     make_plot("pr", figs / "pr_curves.png", data=data, predictions=val0)
     make_plot("confusion", figs / "confusion_matrix.png", data=data, predictions=val0)
-    make_plot("overlays", figs / "overlays.png", data=data, predictions=val0, n=6, seed=seed)
+    make_plot("overlays", figs / "overlays.jpg", data=data, predictions=val0, n=6, seed=seed)
     make_plot("categories", figs / "category_distribution.png", data=data)
     timings["figures"] = time.perf_counter() - t
 

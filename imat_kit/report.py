@@ -31,7 +31,8 @@ _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0 auto;max-width:1100px;
 padding:1em 2em;color:#222;line-height:1.4}
 h1{margin-bottom:0}h2{border-bottom:2px solid #3b75af;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;font-size:13px;margin:.6em 0}
+table{border-collapse:collapse;font-size:13px;margin:.6em 0;display:block;overflow-x:auto;
+max-width:100%}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#eef3f8}
 td:first-child,th:first-child{text-align:left}
 tr.summary td{font-weight:bold;background:#f6f6f6}
@@ -47,6 +48,13 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/{mime};base64,{data}">'
 
 
+def _counts(column: object) -> bool:
+    """Columns of counts, shown without decimals."""
+    name = str(column)
+    return name in ("images", "rows", "support", "tp", "fp", "fn", "training instances") \
+        or name.startswith("# ")
+
+
 def _table(df: pd.DataFrame, *, floats: str = "{:.4f}", summary_rows: tuple = ()) -> str:
     cols = list(df.columns)
     out = ["<table><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in cols) + "</tr>"]
@@ -54,7 +62,9 @@ def _table(df: pd.DataFrame, *, floats: str = "{:.4f}", summary_rows: tuple = ()
         cells = []
         for c in cols:
             v = r[c]
-            if isinstance(v, float):
+            if isinstance(v, float) and v == v and v.is_integer() and _counts(c):
+                text = str(int(v))
+            elif isinstance(v, float):
                 text = "–" if v != v else floats.format(v)
             else:
                 text = html.escape(str(v))
@@ -85,10 +95,12 @@ def _provenance(heads: dict[str, dict], manifest: dict | None) -> str:
             "code version": manifest.get("code_version"),
             **{k.replace("_", " "): v for k, v in t.items()}}]))]
         if inputs:
+            weights = src.get("weights") or [1.0] * len(inputs)
             parts.append(_table(pd.DataFrame([{
                 "input": Path(str(i.get("file", "–"))).name, "split": i.get("split"),
-                "config": i.get("config", "–"), "checkpoint": i.get("checkpoint", "–"),
-                "tta": i.get("tta") or "none"} for i in inputs])))
+                "weight": float(w), "config": i.get("config", "–"),
+                "checkpoint": i.get("checkpoint", "–"), "tta": i.get("tta") or "none"}
+                for i, w in zip(inputs, weights)]), floats="{:.2f}"))
     return "\n".join(parts)
 
 

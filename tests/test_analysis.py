@@ -105,6 +105,14 @@ def test_both_error_and_an_image_without_truth():
     assert r["counts"]["Both"] == 1 and r["counts"]["Bkg"] == 1 and r["counts"]["Miss"] == 1
 
 
+def test_nothing_predicted():
+    # every truth missed and nothing else: fixing the misses leaves nothing to average
+    gt, p = _case({"a": [(1, SQ1)], "b": [(2, SQ2)]}, {"a": [], "b": []})
+    r = error_breakdown(gt, p)
+    assert r["AP50"] == 0.0 and r["counts"]["Miss"] == 2 and np.isnan(r["dAP"]["Miss"])
+    assert all(r["dAP"][k] == 0.0 for k in ("Cls", "Loc", "Both", "Dupe", "Bkg"))
+
+
 def test_image_scores_worst_first():
     gt, p = _case({"a": [(1, SQ1)], "b": [(1, SQ2)], "c": [(1, SQ1)]},
                   {"a": [(1, 0.9, SQ1)], "b": [(1, 0.9, FAR)], "c": [(1, 0.9, LOOSE)]})

@@ -25,9 +25,9 @@ def test_demo_end_to_end_and_resume(tmp_path, monkeypatch):
         assert os.path.exists(s[key]), key
     page = check_report(Path(s["report"]))
     assert str(sub.name) in page  # the submission's manifest is in the provenance
-    figs = sorted(p.name for p in (out / "figures").glob("*.png"))
+    figs = sorted(p.name for p in (out / "figures").glob("*.*"))
     assert figs == ["category_distribution.png", "confusion_matrix.png", "loss_curves.png",
-                    "overlays.png", "pr_curves.png"]
+                    "overlays.jpg", "pr_curves.png"]
     table = pd.read_csv(out / "eval" / "evaluation.csv")
     assert table.fold.tolist() == ["0", "1", "mean", "std"]
     man = json.loads(sub.with_suffix(".json").read_text())
