@@ -190,13 +190,9 @@ def print_evaluation(table, average: str) -> None:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    import glob
-
     from .evaluate import evaluate_to
 
-    files = sorted({f for pat in a.predictions for f in glob.glob(pat)})
-    if not files:
-        raise KitError(f"no predictions file matches {' '.join(a.predictions)}")
+    files = _fold_files(a.predictions)
     table, _ = evaluate_to(a.data, files, a.out, average=a.average, score_thr=a.score_thr)
     print_evaluation(table, a.average)
     out = Path(a.out)
@@ -288,13 +284,9 @@ def _cmd_plot(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
-    import glob
-
     from .report import build_report
 
-    files = sorted({f for pat in a.predictions for f in glob.glob(pat)})
-    if not files:
-        raise KitError(f"no predictions file matches {' '.join(a.predictions)}")
+    files = _fold_files(a.predictions)
     r = build_report(a.data, files, a.out, work_dirs=a.work_dirs, submission=a.submission,
                      gallery=a.gallery, average=a.average, score_thr=a.score_thr,
                      quiet=a.quiet)
@@ -325,6 +317,23 @@ def _overwrite(s, what: str) -> None:
 def _cfg_options(s, example: str) -> None:
     s.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                    help=f"config overrides, parsed as mim parses them, e.g. {example}")
+
+
+def _fold_inputs(s) -> None:
+    """The prepared data and one validation predictions file per fold."""
+    _data(s)
+    s.add_argument("--predictions", nargs="+", required=True,
+                   help="validation predictions, one file per fold (glob patterns allowed)")
+
+
+def _fold_files(patterns: list[str]) -> list[str]:
+    """The files the ``--predictions`` patterns match, sorted; none is an error."""
+    import glob
+
+    files = sorted({f for pat in patterns for f in glob.glob(pat)})
+    if not files:
+        raise KitError(f"no predictions file matches {' '.join(patterns)}")
+    return files
 
 
 def _mask_size(s) -> None:
@@ -430,9 +439,7 @@ def _parser_result_steps(sub, parents) -> None:
 
     s = sub.add_parser("evaluate", parents=parents, help="fold table: COCO AP and competition "
                        "score per fold, mean ± std, per-category AP")
-    _data(s)
-    s.add_argument("--predictions", nargs="+", required=True,
-                   help="validation predictions, one file per fold (glob patterns allowed)")
+    _fold_inputs(s)
     s.add_argument("--out", default=".", help="folder for evaluation.csv, per_category_ap.csv")
     _average(s)
     s.add_argument("--score-thr", type=float, default=0.3,
@@ -494,9 +501,7 @@ def _parser_result_steps(sub, parents) -> None:
 
     s = sub.add_parser("report", parents=parents, help="one self-contained HTML page: fold "
                        "table, provenance, per-category AP, error breakdown, curves, gallery")
-    _data(s)
-    s.add_argument("--predictions", nargs="+", required=True,
-                   help="validation predictions, one file per fold (glob patterns allowed)")
+    _fold_inputs(s)
     s.add_argument("--out", default="report.html", help="the HTML file (default report.html)")
     s.add_argument("--work-dirs", nargs="+", default=None,
                    help="training work dirs, for the loss curves")
