@@ -67,32 +67,35 @@ def plot_losses(work_dirs: list[str | Path], out: str | Path,
                 labels: list[str] | None = None) -> int:
     """Train loss (moving average) and validation loss per work dir; validation segm AP on a
     second axis. Returns the number of training-loss points drawn (0: the chart says so and
-    shows the validation points alone)."""
+    shows the validation points alone, by validation round, their iteration being unknown)."""
     fig, ax = plt.subplots(figsize=(9, 5))
     ax2 = ax.twinx()
     drawn = shown = 0
-    for i, wd in enumerate(work_dirs):
-        name = labels[i] if labels else Path(wd).name
-        train, val = read_scalars(wd)
+    runs = [(labels[i] if labels else Path(wd).name, *read_scalars(wd))
+            for i, wd in enumerate(work_dirs)]
+    by_round = not any(train for _, train, _ in runs)
+    for i, (name, train, val) in enumerate(runs):
+        colour = f"C{i % 10}"
         x = np.array([t["x"] for t in train])
         y = np.array([t["loss"] for t in train])
         k = max(1, len(y) // 50)
         smooth = moving_average(y, k)
-        line, = ax.plot(x[k - 1:], smooth, "-" if len(smooth) > 1 else "o",
-                        label=f"{name} train loss")
+        if len(smooth):
+            ax.plot(x[k - 1:], smooth, "-" if len(smooth) > 1 else "o", color=colour,
+                    label=f"{name} train loss")
         drawn += len(smooth)
-        vl = [(v["x"], v["val_loss"]) for v in val if "val_loss" in v]
+        vx = (np.arange(1, len(val) + 1) if by_round else [v["x"] for v in val])
+        vl = [(xv, v["val_loss"]) for xv, v in zip(vx, val) if "val_loss" in v]
         if vl:
-            ax.plot(*zip(*vl), "o--", color=line.get_color(), label=f"{name} val loss")
-        ap = [(v["x"], v["coco/segm_mAP"]) for v in val if "coco/segm_mAP" in v]
+            ax.plot(*zip(*vl), "o--", color=colour, label=f"{name} val loss")
+        ap = [(xv, v["coco/segm_mAP"]) for xv, v in zip(vx, val) if "coco/segm_mAP" in v]
         if ap:
-            ax2.plot(*zip(*ap), "s:", color=line.get_color(), alpha=0.7,
-                     label=f"{name} val segm AP")
+            ax2.plot(*zip(*ap), "s:", color=colour, alpha=0.7, label=f"{name} val segm AP")
         shown += len(vl) + len(ap)
     if not drawn:
-        ax.text(0.5, 0.5, "no training loss logged yet", ha="center", va="center",
+        ax.text(0.5, 0.96, "no training loss logged yet", ha="center", va="top",
                 transform=ax.transAxes)
-    ax.set_xlabel("iteration")
+    ax.set_xlabel("validation round" if by_round else "iteration")
     ax.set_ylabel("loss")
     ax2.set_ylabel("segm AP")
     h1, l1 = ax.get_legend_handles_labels()
