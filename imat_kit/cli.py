@@ -60,7 +60,6 @@ def _quiet_parent() -> argparse.ArgumentParser:
 # --- synth, prepare, stats ------------------------------------------------------------------
 
 
-
 def _cmd_synth(a: argparse.Namespace) -> int:
     from . import synth
 
@@ -76,8 +75,6 @@ def _cmd_synth(a: argparse.Namespace) -> int:
         print(f"wrote {a.out}: {s['train_images']} train images ({s['rows']} instances, "
               f"{s['attr_rows']} with attributes), {s['test_images']} test images")
     return 0
-
-
 
 
 def _cmd_prepare(a: argparse.Namespace) -> int:
@@ -102,8 +99,6 @@ def _cmd_prepare(a: argparse.Namespace) -> int:
     if r["rejected_rows"]:
         print(f"{r['rejected_rows']} row(s) left out, listed in {out / 'rejected_rows.csv'}")
     return 0
-
-
 
 
 def _cmd_stats(a: argparse.Namespace) -> int:
@@ -142,7 +137,6 @@ def _cmd_stats(a: argparse.Namespace) -> int:
 # --- train, predict --------------------------------------------------------------------------
 
 
-
 def _cmd_train(a: argparse.Namespace) -> int:
     from .mmdet_ext.train import train_folds
 
@@ -157,8 +151,6 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def _cmd_predict(a: argparse.Namespace) -> int:
     from .mmdet_ext.predict import predict
 
@@ -171,7 +163,6 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 
 # --- evaluate, ensemble, submit, validate, score ---------------------------------------------
-
 
 
 def print_evaluation(table, average: str) -> None:
@@ -200,8 +191,6 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def _cmd_ensemble(a: argparse.Namespace) -> int:
     from .ensemble import ensemble_files
 
@@ -210,8 +199,6 @@ def _cmd_ensemble(a: argparse.Namespace) -> int:
     print(f"{r['inputs']} inputs → {r['images']} images, {r['instances']} instances "
           f"({a.method}) → {a.out}")
     return 0
-
-
 
 
 def _cmd_submit(a: argparse.Namespace) -> int:
@@ -231,8 +218,6 @@ def _cmd_submit(a: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def _cmd_validate(a: argparse.Namespace) -> int:
     from .layout import find_labels, sample_image_ids, test_image_sizes
     from .submission import validate_submission
@@ -250,8 +235,6 @@ def _cmd_validate(a: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def _cmd_score(a: argparse.Namespace) -> int:
     from .submission import score_submission
 
@@ -266,7 +249,6 @@ def _cmd_score(a: argparse.Namespace) -> int:
 # --- plot, demo -----------------------------------------------------------------------------
 
 
-
 def _cmd_plot(a: argparse.Namespace) -> int:
     from .plots import make_plot
 
@@ -279,8 +261,6 @@ def _cmd_plot(a: argparse.Namespace) -> int:
         print("no training loss logged yet: the figure says so")
     print(f"{a.what} → {a.out}")
     return 0
-
-
 
 
 def _cmd_report(a: argparse.Namespace) -> int:

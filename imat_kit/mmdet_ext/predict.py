@@ -36,6 +36,8 @@ SPLITS = ("val", "test")
 #: header fields that must match for an existing predictions file to be continued
 RESUME_KEYS = ("version", "split", "fold", "config_sha256", "checkpoint_sha256", "tta",
                "soft_size")
+
+
 def _to_prediction(sample, key: str, flip: bool = False,
                    soft_size: int = 0) -> ImagePrediction:
     """One mmdet result as an :class:`ImagePrediction`. With ``soft_size`` the model was run
