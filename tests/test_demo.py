@@ -15,12 +15,42 @@ from tests.test_report import check_report
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: the step function of each `imat-kit` command the demo runs (module, function)
+COMMAND_STEPS = [("imat_kit.synth", "generate_images"), ("imat_kit.prepare", "prepare"),
+                 ("imat_kit.mmdet_ext.train", "train_folds"),
+                 ("imat_kit.mmdet_ext.predict", "predict"), ("imat_kit.evaluate", "evaluate_to"),
+                 ("imat_kit.ensemble", "ensemble_files"), ("imat_kit.submission", "submit"),
+                 ("imat_kit.submission", "score_submission"), ("imat_kit.plots", "make_plot"),
+                 ("imat_kit.report", "build_report")]
+
+
+def _spy(monkeypatch) -> dict:
+    """Count the calls of every command's step function (still calling it)."""
+    import importlib
+
+    calls: dict = {}
+    for module, name in COMMAND_STEPS:
+        mod = importlib.import_module(module)
+        real = getattr(mod, name)
+
+        def wrapper(*a, _real=real, _name=name, **k):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _real(*a, **k)
+
+        monkeypatch.setattr(mod, name, wrapper)
+    return calls
+
+
 @pytest.mark.slow
 def test_demo_end_to_end_and_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out, sub = tmp_path / "demo", tmp_path / "submissions" / "demo.csv"
+    calls = _spy(monkeypatch)
     s = run_demo(out, images=24, folds=(0, 1), iters=4, seed=0, submission=sub,
                  config=REPO / "tests" / "configs" / "tiny_test.py", quiet=True)
+    # the demo is the user's commands in order: every step is the command's own function
+    assert set(calls) == {name for _, name in COMMAND_STEPS}, calls
+    assert calls["predict"] == 4 and calls["make_plot"] == 5 and calls["submit"] == 3
     for key in ("evaluation", "submission", "manifest", "report"):
         assert os.path.exists(s[key]), key
     page = check_report(Path(s["report"]))
