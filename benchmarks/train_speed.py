@@ -50,7 +50,7 @@ def run(config: str, iters: int, batch: int, extra: list[str]) -> tuple[float, i
         subprocess.run([mim, "train", "mmdet", str(REPO / "configs" / config), "--work-dir", wd,
                         "--cfg-options", *opts], check=True, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        rows = [json.loads(x) for f in Path(wd).glob("*/vis_data/scalars.json")
+        rows = [json.loads(x) for f in Path(wd).glob("fold*/*/vis_data/scalars.json")
                 for x in f.read_text().splitlines()]
     times = [r["time"] for r in rows if "loss" in r and "time" in r][:iters]
     warm = min(3, len(times) - 1)
