@@ -148,8 +148,15 @@ def attribute_f1(gt_coco: dict, preds: dict, *, iou: float = 0.5,
             for x in g[k].get("attribute_ids", []):
                 fn[x] = fn.get(x, 0) + 1
     ids = sorted(set(tp) | set(fp) | set(fn))
-    df = pd.DataFrame({"attribute_id": ids, "tp": [tp.get(i, 0) for i in ids],
-                       "fp": [fp.get(i, 0) for i in ids], "fn": [fn.get(i, 0) for i in ids]})
+    return f1_from_counts(pd.DataFrame({
+        "attribute_id": ids, "tp": [tp.get(i, 0) for i in ids],
+        "fp": [fp.get(i, 0) for i in ids], "fn": [fn.get(i, 0) for i in ids]}))
+
+
+def f1_from_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Precision, recall, F1 (NaN where undefined) and support from ``tp``, ``fp``, ``fn``
+    columns: one attribute per row (per fold, or counts summed over folds)."""
+    df = df.copy()
     with np.errstate(invalid="ignore", divide="ignore"):
         df["precision"] = df.tp / (df.tp + df.fp)
         df["recall"] = df.tp / (df.tp + df.fn)

@@ -111,7 +111,14 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
     """Write the report to ``out`` (atomically); returns what it holds (``sections``, the fold
     table, the error breakdown per fold, the gallery's images)."""
     from . import plots
-    from .analysis import ERROR_NAMES, ERROR_TYPES, attribute_f1, error_breakdown, image_scores
+    from .analysis import (
+        ERROR_NAMES,
+        ERROR_TYPES,
+        attribute_f1,
+        error_breakdown,
+        f1_from_counts,
+        image_scores,
+    )
     from .evaluate import REFERENCE_TABLE3, evaluate_files
     from .io import progress
     from .layout import find_labels, image_dir, read_ann
@@ -228,13 +235,10 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
                 gal.append(_img(png, f"{title.lower()} validation images of fold {k}"))
         body.append("".join(gal) + "</section>")
 
-        f1 = (pd.concat(f1_parts).groupby("attribute_id", as_index=False)[["tp", "fp", "fn"]]
-              .sum() if any(len(x) for x in f1_parts) else pd.DataFrame())
+        f1 = (f1_from_counts(pd.concat(f1_parts).groupby("attribute_id", as_index=False)
+                             [["tp", "fp", "fn"]].sum())
+              if any(len(x) for x in f1_parts) else pd.DataFrame())
         if len(f1):
-            f1["support"] = f1.tp + f1.fn
-            f1["precision"] = f1.tp / (f1.tp + f1.fp).where(f1.tp + f1.fp > 0)
-            f1["recall"] = f1.tp / f1.support.where(f1.support > 0)
-            f1["f1"] = 2 * f1.tp / (2 * f1.tp + f1.fp + f1.fn)
             plots.plot_attribute_f1(f1, attr_names, tmp / "attr.png")
             top = f1.sort_values("support", ascending=False).head(15)
             top.insert(1, "name", [attr_names.get(int(i), "") for i in top.attribute_id])
