@@ -52,24 +52,34 @@ def evaluate_fold(gt_coco: dict, preds: dict, *, average: str = "image",
     return {"row": row, "per_category": segm["per_category"]}
 
 
-def evaluate_files(data: str | Path, files: list[str], *, average: str = "image",
-                   score_thr: float = 0.3) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per predictions file (its header's fold), plus mean and std rows; and the
-    per-category segm AP table (categories × folds)."""
-    data = Path(data)
-    rows, per_cat = [], {}
+def read_fold_runs(data: str | Path, files: list[str]) -> list[dict]:
+    """Each validation predictions file with its header, predictions, fold and ground truth,
+    sorted by fold: what the fold table and the report are computed from, read once."""
     if not files:
         raise KitError("no predictions file to evaluate")
+    runs = []
     for f in files:
         head, preds = read_predictions(f)
         fold = head.get("fold")
         if head.get("split") != "val" or fold is None:
             raise KitError("evaluate needs validation predictions of one fold (imat-kit "
                            "predict --split val --fold k)", file=f, row=1)
-        gt = read_ann(data, "val", fold)
-        r = evaluate_fold(gt, preds, average=average, score_thr=score_thr)
-        rows.append({"fold": fold, "file": f, **r["row"]})
-        per_cat[f"fold{fold}"] = r["per_category"]
+        runs.append({"file": f, "head": head, "preds": preds, "fold": int(fold),
+                     "gt": read_ann(data, "val", fold)})
+    return sorted(runs, key=lambda r: r["fold"])
+
+
+def evaluate_files(data: str | Path, files: list[str], *, average: str = "image",
+                   score_thr: float = 0.3,
+                   runs: list[dict] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per predictions file (its header's fold), plus mean and std rows; and the
+    per-category segm AP table (categories × folds). ``runs`` (from :func:`read_fold_runs`)
+    spares reading the files again."""
+    rows, per_cat = [], {}
+    for run in runs if runs is not None else read_fold_runs(data, files):
+        r = evaluate_fold(run["gt"], run["preds"], average=average, score_thr=score_thr)
+        rows.append({"fold": run["fold"], "file": run["file"], **r["row"]})
+        per_cat[f"fold{run['fold']}"] = r["per_category"]
     table = pd.DataFrame(rows).sort_values("fold")
     nums = table.select_dtypes("number").drop(columns=["fold"])
     summary = pd.DataFrame([{"fold": "mean", **nums.mean().to_dict()},

@@ -119,16 +119,17 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
         f1_from_counts,
         image_scores,
     )
-    from .evaluate import REFERENCE_TABLE3, evaluate_files
+    from .evaluate import REFERENCE_TABLE3, evaluate_files, read_fold_runs
     from .io import progress
     from .layout import find_labels, image_dir, read_ann
     from .metric import coco_eval
-    from .predictions import read_predictions
 
     data = Path(data)
     if not predictions:
         raise KitError("the report needs validation predictions (one file per fold)")
-    table, cats = evaluate_files(data, predictions, average=average, score_thr=score_thr)
+    runs = read_fold_runs(data, predictions)
+    table, cats = evaluate_files(data, predictions, average=average, score_thr=score_thr,
+                                 runs=runs)
     labels = find_labels(data)
     cats.insert(0, "category", [labels.class_names[i] for i in cats.index])
     manifest = None
@@ -136,22 +137,18 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
         from .readers import read_json
 
         manifest = read_json(Path(submission).with_suffix(".json"), what="submission manifest")
-    heads, folds = {}, []
-    for f in predictions:
-        h, p = read_predictions(f)
-        heads[f] = h
-        folds.append((int(h["fold"]), p))
-    folds.sort(key=lambda x: x[0])
+    heads = {r["file"]: r["head"] for r in runs}
+    folds = [(r["fold"], r["preds"]) for r in runs]
+    gts = {r["fold"]: r["gt"] for r in runs}
     all_gt = read_ann(data, "all")
     train_counts: dict[int, int] = {}
     for a in all_gt["annotations"]:
         train_counts[a["category_id"]] = train_counts.get(a["category_id"], 0) + 1
     attr_names = {a["id"]: a["name"] for a in all_gt.get("attributes", [])}
 
-    tide, scored, gts, f1_parts = {}, [], {}, []
+    tide, scored, f1_parts = {}, [], []
     for k, preds in progress(folds, desc="report: error analysis", quiet=quiet, unit="fold"):
-        gt = read_ann(data, "val", k)
-        gts[k] = gt
+        gt = gts[k]
         tide[f"fold {k}"] = error_breakdown(gt, preds)
         s = image_scores(gt, preds, score_thr=score_thr)
         s.insert(0, "fold", k)
