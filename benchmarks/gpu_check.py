@@ -110,9 +110,9 @@ def train(label: str, config: Path, extra: list[str], *, data: Path, work: Path,
     wall = time.perf_counter() - t
     if r.returncode != 0:
         raise SystemExit(f"{label}: mim train failed\n{(r.stdout + r.stderr)[-4000:]}")
-    rows = [json.loads(x) for f in sorted((wd / "fold0").glob("*/vis_data/scalars.json"))
-            for x in f.read_text().splitlines()]
-    rows = [x for x in rows if "loss" in x]
+    from imat_kit.plots import read_scalars
+
+    rows, _ = read_scalars(wd / "fold0")  # the training entries, in time order
     losses = [x["loss"] for x in rows]
     times = [x["time"] for x in rows if "time" in x]
     warm = min(5, max(len(times) - 1, 0))

@@ -13,7 +13,6 @@ GPU (``--device cuda``, e.g. through the device tool) the R50 phases at full siz
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -22,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 from _common import REPO, machine
+
+from imat_kit.plots import read_scalars
 
 DATA = REPO / "outputs" / "bench" / "train_data"
 
@@ -50,9 +51,8 @@ def run(config: str, iters: int, batch: int, extra: list[str]) -> tuple[float, i
         subprocess.run([mim, "train", "mmdet", str(REPO / "configs" / config), "--work-dir", wd,
                         "--cfg-options", *opts], check=True, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        rows = [json.loads(x) for f in Path(wd).glob("fold*/*/vis_data/scalars.json")
-                for x in f.read_text().splitlines()]
-    times = [r["time"] for r in rows if "loss" in r and "time" in r][:iters]
+        train, _ = read_scalars(Path(wd) / "fold0")  # IMatRunner's per-fold work dir
+    times = [r["time"] for r in train if "time" in r][:iters]
     warm = min(3, len(times) - 1)
     return statistics.median(times[warm:]), len(times) - warm
 
