@@ -71,8 +71,9 @@ def _cmd_synth(a: argparse.Namespace) -> int:
               "(full scale, no images)")
     else:
         s = synth.generate_images(a.out, images=a.images or 200, test_images=a.test_images,
-                                  seed=a.seed, quiet=a.quiet)
-        print(f"wrote {a.out}: {s['train_images']} train images ({s['rows']} instances, "
+                                  seed=a.seed, year=a.year, quiet=a.quiet)
+        print(f"wrote {a.out} ({a.year} layout): {s['train_images']} train images "
+              f"({s['rows']} instances, "
               f"{s['attr_rows']} with attributes), {s['test_images']} test images")
     return 0
 
@@ -82,11 +83,11 @@ def _cmd_prepare(a: argparse.Namespace) -> int:
 
     r = prepare(a.data, a.out, n_folds=a.folds, split=a.split, seed=a.seed,
                 size_mismatch=a.size_mismatch, image_check=not a.no_image_check,
-                skip_bad_rows=a.skip_bad_rows, quiet=a.quiet)
+                skip_bad_rows=a.skip_bad_rows, annotations=a.annotations, quiet=a.quiet)
     out = Path(r["out"])
     b = r["balance"]
-    print(f"{r['images']:,} images, {r['annotations']:,} instances ({r['layout']} layout) "
-          f"→ {out / 'annotations'}/all.json")
+    print(f"{r['images']:,} images, {r['annotations']:,} instances ({r['layout']} layout, "
+          f"{r['attributes']} attributes) → {out / 'annotations'}/all.json")
     print(f"{r['folds']} {r['split']} folds (seed {r['seed']}), images per fold "
           f"{r['images_per_fold']} → {out / 'folds.csv'}")
     print(f"category balance (images per fold): mean max relative deviation "
@@ -157,7 +158,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     r = predict(a.config, a.checkpoint, split=a.split, fold=a.fold, out=a.out,
                 data_root=a.data_root, tta=a.tta, batch_size=a.batch_size, device=a.device,
                 soft_size=a.soft_size, cfg_options=a.cfg_options, overwrite=a.overwrite,
-                quiet=a.quiet)
+                attribute_floor=a.attribute_floor, quiet=a.quiet)
     print(f"{r['images']} images ({r['predicted_now']} predicted now) → {r['out']}")
     return 0
 
@@ -342,6 +343,9 @@ def _parser_data_steps(sub, parents) -> None:
     s.add_argument("--scale", choices=["small", "full"], default="small",
                    help="full: only a full-size train.csv (45,625 images, ~333k rows), "
                    "for benchmarks")
+    s.add_argument("--year", type=int, choices=[2019, 2020], default=2019,
+                   help="competition layout and label file: 2019 (ClassId 6_28_77, 92 "
+                   "attributes) or 2020 (AttributesIds column, 294 attributes)")
     s.set_defaults(func=_cmd_synth)
 
     s = sub.add_parser("prepare", parents=parents, help="train.csv → COCO json, folds, "
@@ -359,6 +363,10 @@ def _parser_data_steps(sub, parents) -> None:
     s.add_argument("--skip-bad-rows", action="store_true",
                    help="leave malformed rows out (listed in rejected_rows.csv) instead of "
                    "failing")
+    s.add_argument("--annotations", default=None,
+                   help="a Fashionpedia instances_attributes_*.json to read instead of "
+                   "train.csv (default: DATA/instances_attributes_train2020.json when DATA "
+                   "has no train.csv)")
     s.set_defaults(func=_cmd_prepare)
 
     s = sub.add_parser("stats", parents=parents, help="category/attribute counts, image sizes")
@@ -407,6 +415,9 @@ def _parser_model_steps(sub, parents) -> None:
     s.add_argument("--soft-size", type=int, default=0,
                    help="also keep each mask's probabilities inside its box at SxS (e.g. 28), "
                    "for soft ensembling")
+    s.add_argument("--attribute-floor", type=float, default=0.05,
+                   help="attribute models: store each instance's attribute probabilities at "
+                   "or above this (default 0.05)")
     _cfg_options(s, "model.test_cfg.rcnn.score_thr=0.01")
     _overwrite(s, "predict every image again when OUT holds predictions made with other "
                "settings")
