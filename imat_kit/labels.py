@@ -49,6 +49,20 @@ class Labels:
         return len(self.categories)
 
     @property
+    def num_attributes(self) -> int:
+        return len(self.attributes)
+
+    @property
+    def attribute_id_list(self) -> tuple[int, ...]:
+        """Attribute ids in order: position i of a model's attribute vector is this id.
+        The one map between contiguous indices and the (2020: non-contiguous) ids."""
+        return tuple(a["id"] for a in self.attributes)
+
+    def attribute_index(self) -> dict[int, int]:
+        """Attribute id → its position in a model's attribute vector."""
+        return {aid: i for i, aid in enumerate(self.attribute_id_list)}
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         """Category names in id order: the label order of every model config."""
         return tuple(c["name"] for c in self.categories)
@@ -120,12 +134,18 @@ def load_labels(path: str | Path | None = None, *, year: int = 2019) -> Labels:
     except json.JSONDecodeError as e:
         raise KitError(f"not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}",
                        file=where) from None
+    return labels_from_dict(raw, where)
+
+
+def labels_from_dict(raw: object, where: str) -> Labels:
+    """The label set of a parsed label file (or of a COCO-style file with ``categories`` and
+    ``attributes``, such as Fashionpedia's or a prepared ``all.json``)."""
     if not isinstance(raw, dict):
         raise KitError("expected a JSON object with 'categories' and 'attributes'", file=where)
     cats = _check_items(raw.get("categories"), "categories", where)
     attrs = _check_items(raw.get("attributes"), "attributes", where)
     year = raw.get("info", {}).get("year") if isinstance(raw.get("info"), dict) else None
-    if year is None:
+    if not isinstance(year, int):
         # The 2020 file has no info block; its attribute ids are not contiguous.
         year = 2020 if attrs[-1]["id"] + 1 != len(attrs) else 2019
     return Labels(cats, attrs, year=year, source=where)

@@ -1,7 +1,10 @@
 """``imat-kit prepare``: competition files → COCO json, folds and per-fold COCO files.
 
 Reads ``DATA/train.csv`` (+ ``train/`` images, ``label_descriptions.json``,
-``sample_submission.csv`` and ``test/`` when present) and writes into ``OUT`` (default DATA)::
+``sample_submission.csv`` and ``test/`` when present), or Fashionpedia's
+``instances_attributes_train2020.json`` (+ ``train/``; see :mod:`imat_kit.fashionpedia`) when
+DATA has no ``train.csv`` or ``annotations=`` names such a file, and writes into ``OUT``
+(default DATA)::
 
     annotations/all.json                 every training image and instance
     annotations/fold{k}_train.json       images of the other folds
@@ -11,6 +14,8 @@ Reads ``DATA/train.csv`` (+ ``train/`` images, ``label_descriptions.json``,
     fold_balance.csv                     per category: images per fold, max relative deviation
     rejected_rows.csv                    rows left out (--skip-bad-rows) and size fixes
     prepare_report.json                  what was done, with counts and the balance summary
+    label_descriptions.json              Fashionpedia only, when OUT has none: the file's
+                                         categories and attributes, for the later steps
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 
 from .coco import NO_ANNOTATIONS, CocoData, csv_to_coco
 from .errors import KitError
+from .fashionpedia import fashionpedia_to_coco, find_fashionpedia
 from .folds import balance_report, make_folds, presence_matrix, summarise_balance, write_folds_csv
 from .io import atomic_open, progress
 from .layout import ann_relpath, find_labels, test_images
@@ -31,25 +37,40 @@ from .layout import ann_relpath, find_labels, test_images
 def prepare(data_dir: str | Path, out_dir: str | Path | None = None, *, n_folds: int = 5,
             split: str = "stratified", seed: int = 0, size_mismatch: str = "error",
             image_check: bool = True, skip_bad_rows: bool = False,
-            quiet: bool = False) -> dict:
-    """Run the whole preparation; returns the report written to ``prepare_report.json``."""
+            annotations: str | Path | None = None, quiet: bool = False) -> dict:
+    """Run the whole preparation; returns the report written to ``prepare_report.json``.
+    ``annotations`` names a Fashionpedia json to read instead of ``train.csv``."""
     data_dir = Path(data_dir)
     out = Path(out_dir) if out_dir is not None else data_dir
-    if not (data_dir / "train.csv").exists():
-        raise KitError(f"no train.csv in {data_dir} (point --data at the competition files)",
-                       file=str(data_dir / "train.csv"))
+    source = Path(annotations) if annotations is not None else (
+        data_dir / "train.csv" if (data_dir / "train.csv").exists()
+        else find_fashionpedia(data_dir))
+    if source is None or not source.exists():
+        missing = source or data_dir / "train.csv"
+        raise KitError(f"no train.csv (or Fashionpedia instances_attributes_train2020.json) in "
+                       f"{data_dir} (point --data at the competition files)", file=str(missing))
     if image_check and not (data_dir / "train").is_dir():
         raise KitError(f"no image folder {data_dir / 'train'}; pass --no-image-check to convert "
                        "without images", file=str(data_dir / "train"))
-    labels = find_labels(data_dir)
-    data = csv_to_coco(data_dir / "train.csv", labels=labels,
-                       image_dir=data_dir / "train" if image_check else None,
-                       size_mismatch=size_mismatch, skip_bad_rows=skip_bad_rows, quiet=quiet)
+    img_dir = data_dir / "train" if image_check else None
+    if source.suffix == ".json":
+        data, labels = fashionpedia_to_coco(source, image_dir=img_dir,
+                                            size_mismatch=size_mismatch,
+                                            skip_bad_rows=skip_bad_rows, quiet=quiet)
+        if not (out / "label_descriptions.json").exists():
+            out.mkdir(parents=True, exist_ok=True)
+            with atomic_open(out / "label_descriptions.json", "w", encoding="utf-8") as f:
+                json.dump(labels.to_json(), f, indent=1)
+    else:
+        labels = find_labels(data_dir)
+        data = csv_to_coco(source, labels=labels, image_dir=img_dir,
+                           size_mismatch=size_mismatch, skip_bad_rows=skip_bad_rows,
+                           quiet=quiet)
     if not data.images:
         rows = [r for r in data.rejected if r.reason != NO_ANNOTATIONS]
         first = f"; the first: {rows[0]}" if rows else ""
         raise KitError(f"no usable training image left: all {len(rows)} row(s) were rejected"
-                       f"{first}", file=str(data_dir / "train.csv"))
+                       f"{first}", file=str(source))
     n_img = len(data.images)
     presence = presence_matrix(data.ann_image, data.ann_category, n_img, labels.num_classes)
     folds = make_folds(presence, n_folds, split, seed)  # before any output: it may refuse
@@ -81,7 +102,8 @@ def prepare(data_dir: str | Path, out_dir: str | Path | None = None, *, n_folds:
         test.write(out / ann_relpath("test"))
 
     summary = {
-        "data": str(data_dir), "out": str(out), "layout": data.info.get("layout"),
+        "data": str(data_dir), "source": str(source), "out": str(out),
+        "layout": data.info.get("layout"), "attributes": labels.num_attributes,
         "labels": labels.source, "images": n_img, "annotations": len(data.annotations),
         "test_images": n_test, "folds": n_folds, "split": split, "seed": seed,
         "images_per_fold": np.bincount(folds, minlength=n_folds).tolist(),
