@@ -8,6 +8,10 @@ Importing it also:
   ``mim test --checkpoint`` and ``load_from`` work with no environment variable;
 * makes an ``http(s)://`` ``load_from`` fail fast, with a message saying what to do, when the
   checkpoint is neither cached nor reachable (it would otherwise wait on the network);
+* registers the attribute modules: ``AttributeRoIHead``/``AttributeHead`` (a multi-label
+  branch that predicts each instance's attributes) and the transforms that carry attributes
+  through the pipeline (``LoadInstanceAttributes``, ``KeepInstanceFieldsAligned``,
+  ``PackIMatInputs``; ``IMatDataset(attributes=True)`` inserts them);
 * registers ``IMatRunner`` (``runner_type`` of our configs): work dirs end in ``fold<k>``, and a
   later phase starts from the earlier phase's last checkpoint on the same fold;
 * on a machine without CUDA only, lets mmengine's distributed launcher run on CPU processes
@@ -16,10 +20,12 @@ Importing it also:
 
 from __future__ import annotations
 
+from . import attributes as _attributes  # noqa: F401  (attribute transforms, packing)
 from . import checkpoint as _checkpoint
 from . import cpu_dist as _cpu_dist
 from . import hooks as _hooks  # noqa: F401  (registers ValLossHook)
 from . import metrics as _metrics  # noqa: F401  (registers IMatCocoMetric)
+from . import roi_heads as _roi_heads  # noqa: F401  (AttributeRoIHead, AttributeHead)
 from . import runner as _runner  # noqa: F401  (registers IMatRunner)
 from .datasets import IMAT_CLASSES, IMatDataset
 from .transforms import RecomputeBBoxFromMasks

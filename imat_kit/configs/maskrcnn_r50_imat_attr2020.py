@@ -1,0 +1,11 @@
+# maskrcnn_r50_imat_attr.py in the 2020 / Fashionpedia label space (294 attributes, Fashionpedia's
+# attribute-bearing categories). Phase 2: maskrcnn_r50_imat_attr2020_all.py.
+_base_ = ['./maskrcnn_r50_imat_attr.py']
+imat_next_phase = 'maskrcnn_r50_imat_attr2020_all.py'
+
+model = dict(roi_head=dict(attribute_head=dict(
+    num_attributes={{_base_.num_attributes_2020}},
+    attribute_categories={{_base_.fashionpedia_attribute_categories}})))
+train_dataloader = dict(dataset=dict(num_attributes={{_base_.num_attributes_2020}}))
+val_dataloader = dict(dataset=dict(num_attributes={{_base_.num_attributes_2020}}))
+test_dataloader = val_dataloader

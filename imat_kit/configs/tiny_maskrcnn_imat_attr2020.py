@@ -1,0 +1,11 @@
+# The tiny CPU Mask R-CNN with the attribute branch in the 2020 / Fashionpedia label space (294
+# attributes; Fashionpedia's attribute-bearing categories). Point IMAT_DATA_ROOT (or
+# `imat-kit train --data`) at 2020 or Fashionpedia data prepared by `imat-kit prepare`.
+_base_ = ['./tiny_maskrcnn_imat_attr.py']
+
+model = dict(roi_head=dict(attribute_head=dict(
+    num_attributes={{_base_.num_attributes_2020}},
+    attribute_categories={{_base_.fashionpedia_attribute_categories}})))
+train_dataloader = dict(dataset=dict(num_attributes={{_base_.num_attributes_2020}}))
+val_dataloader = dict(dataset=dict(num_attributes={{_base_.num_attributes_2020}}))
+test_dataloader = val_dataloader

@@ -1,0 +1,154 @@
+"""Attribute prediction for Mask R-CNN: a multi-label branch on the RoI features.
+
+:class:`AttributeRoIHead` is mmdet's ``StandardRoIHead`` plus an :class:`AttributeHead`:
+
+* **Training**: the positive RoIs of the box branch (their already pooled features, or an own
+  ``attribute_roi_extractor``) are scored against the attributes of the ground truth each was
+  assigned to (``gt_instances.attributes``, from ``IMatDataset(attributes=True)``). The loss is
+  configurable (``CrossEntropyLoss(use_sigmoid=True)``: Fashionpedia's Attribute-Mask R-CNN;
+  ``FocalLoss(use_sigmoid=True)`` with a large weight: the 2020 winning solution) and averaged
+  over the attribute entries of the RoIs whose truth has a category in
+  ``attribute_categories`` (RoIs of other categories add nothing; ``None``: every category).
+* **Inference**: mmdet 3.3's ``multiclass_nms`` does not say which RoI survived, so the
+  features are pooled again on the final boxes (as the mask branch does) and every final
+  detection gets ``pred_instances.attributes``: N × A probabilities (sigmoid).
+"""
+
+from __future__ import annotations
+
+import torch
+from mmdet.models.roi_heads import StandardRoIHead
+from mmdet.models.task_modules.samplers import SamplingResult
+from mmdet.registry import MODELS
+from mmdet.structures.bbox import bbox2roi
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+
+@MODELS.register_module()
+class AttributeHead(BaseModule):
+    """RoI features (C × S × S) → ``num_attributes`` logits: ``num_convs`` 3×3 convs, one FC
+    layer, the output layer.
+
+    ``attribute_categories``: the category labels whose instances carry attributes in the
+    label space (Fashionpedia: 0–12, 28, 29, 31–33); RoIs assigned to other categories are left
+    out of the loss.
+    """
+
+    def __init__(self, num_attributes: int, in_channels: int = 256, roi_feat_size: int = 7,
+                 num_convs: int = 2, conv_out_channels: int = 256, fc_out_channels: int = 1024,
+                 attribute_categories: list[int] | None = None,
+                 loss_attr: dict | None = None, init_cfg: dict | list | None = None) -> None:
+        if init_cfg is None:
+            init_cfg = [dict(type="Kaiming", layer="Conv2d"),
+                        dict(type="Xavier", layer="Linear", distribution="uniform"),
+                        dict(type="Normal", std=0.01, override=dict(name="fc_attr"))]
+        super().__init__(init_cfg=init_cfg)
+        if num_attributes < 1:
+            raise ValueError(f"num_attributes must be positive, got {num_attributes}")
+        self.num_attributes = int(num_attributes)
+        convs, c = [], in_channels
+        for _ in range(num_convs):
+            convs += [nn.Conv2d(c, conv_out_channels, 3, padding=1), nn.ReLU(inplace=True)]
+            c = conv_out_channels
+        self.convs = nn.Sequential(*convs)
+        self.fc = nn.Linear(c * roi_feat_size * roi_feat_size, fc_out_channels)
+        self.fc_attr = nn.Linear(fc_out_channels, self.num_attributes)
+        self.attribute_categories = (None if attribute_categories is None
+                                     else sorted(int(c) for c in attribute_categories))
+        self.loss_attr = MODELS.build(loss_attr or dict(type="CrossEntropyLoss",
+                                                        use_sigmoid=True, loss_weight=1.0))
+
+    def forward(self, feats: Tensor) -> Tensor:
+        x = self.convs(feats).flatten(1)
+        return self.fc_attr(torch.relu(self.fc(x)))
+
+    def loss(self, logits: Tensor, targets: Tensor, labels: Tensor) -> dict:
+        """Loss of the RoIs' ``logits`` against their truth's multi-hot ``targets``; ``labels``
+        are the truth categories (for ``attribute_categories``)."""
+        if self.attribute_categories is None:
+            rows = torch.ones_like(labels, dtype=torch.float32)
+        else:
+            cats = labels.new_tensor(self.attribute_categories)
+            rows = torch.isin(labels, cats).float()
+        n = rows.sum()
+        if logits.numel() == 0 or n == 0:  # keep the graph: every parameter gets a gradient
+            return dict(loss_attr=logits.sum() * 0.0)
+        weight = rows[:, None].expand_as(logits)
+        loss = self.loss_attr(logits, targets.float(), weight,
+                              avg_factor=float(n) * self.num_attributes)
+        return dict(loss_attr=loss)
+
+
+@MODELS.register_module()
+class AttributeRoIHead(StandardRoIHead):
+    """``StandardRoIHead`` with an attribute branch (see the module docstring). Needs the mask
+    branch (its training step is where the positive RoIs are at hand)."""
+
+    def __init__(self, attribute_head: dict, attribute_roi_extractor: dict | None = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not self.with_mask:
+            raise ValueError("AttributeRoIHead needs a mask head (mask_roi_extractor and "
+                             "mask_head)")
+        self.attribute_head = MODELS.build(attribute_head)
+        self.share_attribute_extractor = attribute_roi_extractor is None
+        if not self.share_attribute_extractor:
+            self.attribute_roi_extractor = MODELS.build(attribute_roi_extractor)
+
+    @property
+    def _attr_extractor(self):
+        return (self.bbox_roi_extractor if self.share_attribute_extractor
+                else self.attribute_roi_extractor)
+
+    def _attribute_feats(self, x: tuple[Tensor], rois: Tensor) -> Tensor:
+        ext = self._attr_extractor
+        feats = ext(x[:ext.num_inputs], rois)
+        if self.share_attribute_extractor and self.with_shared_head:
+            feats = self.shared_head(feats)
+        return feats
+
+    def mask_loss(self, x: tuple[Tensor], sampling_results: list[SamplingResult],
+                  bbox_feats: Tensor, batch_gt_instances: list) -> dict:
+        """The mask loss, plus ``loss_attr`` on the positive RoIs."""
+        results = super().mask_loss(x, sampling_results, bbox_feats, batch_gt_instances)
+        if self.share_attribute_extractor:
+            pos = torch.cat([torch.cat([bbox_feats.new_ones(len(r.pos_priors), dtype=torch.bool),
+                                        bbox_feats.new_zeros(len(r.neg_priors),
+                                                             dtype=torch.bool)])
+                             for r in sampling_results])
+            feats = bbox_feats[pos]
+        else:
+            feats = self._attribute_feats(x, bbox2roi([r.pos_priors for r in sampling_results]))
+        targets, labels = [], []
+        for res, gt in zip(sampling_results, batch_gt_instances):
+            if "attributes" not in gt:
+                raise KeyError("gt_instances have no 'attributes': train an attribute model "
+                               "on IMatDataset(attributes=True, num_attributes=...)")
+            targets.append(gt.attributes[res.pos_assigned_gt_inds])
+            labels.append(gt.labels[res.pos_assigned_gt_inds])
+        logits = self.attribute_head(feats)
+        loss = self.attribute_head.loss(logits, torch.cat(targets), torch.cat(labels))
+        results["loss_mask"] = {**results["loss_mask"], **loss}
+        return results
+
+    def predict_attributes(self, x: tuple[Tensor], results_list: list) -> list:
+        """``attributes`` (N × A probabilities) on each image's detections; boxes must still
+        be at the network input's scale."""
+        rois = bbox2roi([res.bboxes for res in results_list])
+        num_attr = self.attribute_head.num_attributes
+        if rois.shape[0] == 0:
+            probs = rois.new_zeros((0, num_attr))
+        else:
+            probs = self.attribute_head(self._attribute_feats(x, rois)).sigmoid()
+        for res, p in zip(results_list, probs.split([len(r) for r in results_list], 0)):
+            res.attributes = p
+        return results_list
+
+    def predict(self, x: tuple[Tensor], rpn_results_list: list, batch_data_samples: list,
+                rescale: bool = False) -> list:
+        batch_img_metas = [s.metainfo for s in batch_data_samples]
+        results_list = self.predict_bbox(x, batch_img_metas, rpn_results_list,
+                                         rcnn_test_cfg=self.test_cfg, rescale=False)
+        results_list = self.predict_attributes(x, results_list)
+        return self.predict_mask(x, batch_img_metas, results_list, rescale=rescale)
