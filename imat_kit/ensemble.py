@@ -6,8 +6,10 @@ class with the highest mask IoU ≥ ``iou`` with the cluster's best instance. Th
 weighted pixel vote of the members (weight = model weight × score), kept where the vote reaches
 half of the members' total weight, computed on runs without building masks; the fused score is
 the weighted mean of the member scores over **all** models, so an instance found by few models
-(a singleton keeps only its own share) is penalised. ``nms``: the plain baseline, all instances
-pooled and suppressed greedily at mask IoU ≥ ``iou`` per class.
+(a singleton keeps only its own share) is penalised; its attribute probabilities (when every
+model gives them) are the members' mean with the same weights as the mask vote. ``nms``: the
+plain baseline, all instances pooled and suppressed greedily at mask IoU ≥ ``iou`` per class
+(the survivor keeps its attribute probabilities).
 """
 
 from __future__ import annotations
@@ -20,15 +22,22 @@ from pycocotools import mask as mask_util
 from . import rle as rle_mod
 from .errors import KitError
 from .io import parallel_map
-from .predictions import ImagePrediction, empty_prediction, read_predictions, write_predictions
+from .predictions import (
+    ImagePrediction,
+    attribute_sets,
+    empty_prediction,
+    read_predictions,
+    write_predictions,
+)
 
 METHODS = ("fusion", "nms")
 
 
 def _pool(preds: list[ImagePrediction | None]) -> tuple | None:
     """All models' instances of one image, concatenated, with the model index of each; soft
-    masks only when every model that predicted anything has them."""
-    labels, scores, masks, model, boxes, soft = [], [], [], [], [], []
+    masks and attribute probabilities only when every model that predicted anything has
+    them."""
+    labels, scores, masks, model, boxes, soft, probs = [], [], [], [], [], [], []
     for m, p in enumerate(preds):
         if p is None or not len(p):
             continue
@@ -38,12 +47,24 @@ def _pool(preds: list[ImagePrediction | None]) -> tuple | None:
         model.append(np.full(len(p), m))
         boxes.append(p.bboxes)
         soft.append(p.soft)
+        probs.append(p.attr_probs or None)
     if not labels:
         return None
     all_soft = (np.concatenate(soft) if all(x is not None for x in soft)
                 and len({x.shape[1:] for x in soft}) == 1 else None)
+    all_probs = [a for x in probs for a in x] if all(x is not None for x in probs) else None
     return (np.concatenate(labels), np.concatenate(scores).astype(np.float64), masks,
-            np.concatenate(model), np.concatenate(boxes), all_soft)
+            np.concatenate(model), np.concatenate(boxes), all_soft, all_probs)
+
+
+def _mean_probs(probs: list[dict[int, float]], weights: np.ndarray) -> dict[int, float]:
+    """The weighted mean of sparse attribute probabilities (a missing id counts as 0)."""
+    total = float(weights.sum())
+    out: dict[int, float] = {}
+    for p, wt in zip(probs, weights):
+        for k, v in p.items():
+            out[k] = out.get(k, 0.0) + float(wt) * v
+    return {k: v / total for k, v in sorted(out.items())}
 
 
 def fuse_image(preds: list[ImagePrediction | None], *, method: str = "fusion",
@@ -57,9 +78,9 @@ def fuse_image(preds: list[ImagePrediction | None], *, method: str = "fusion",
     pooled = _pool(preds)
     if pooled is None:
         return empty_prediction(ref.image_key, ref.height, ref.width)
-    labels, scores, masks, model, boxes, soft = pooled
+    labels, scores, masks, model, boxes, soft, probs = pooled
     h, width = ref.height, ref.width
-    out_l, out_s, out_m, out_soft = [], [], [], []
+    out_l, out_s, out_m, out_soft, out_p = [], [], [], [], []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         idx = idx[np.argsort(-scores[idx], kind="stable")]
@@ -77,6 +98,7 @@ def fuse_image(preds: list[ImagePrediction | None], *, method: str = "fusion",
                 out_s.append(scores[idx[a]])
                 out_m.append(masks[idx[a]])
                 out_soft.append(soft[idx[a]] if soft is not None else None)
+                out_p.append(probs[idx[a]] if probs is not None else None)
                 continue
             members = [a]
             for m in range(k):
@@ -104,6 +126,8 @@ def fuse_image(preds: list[ImagePrediction | None], *, method: str = "fusion",
             out_s.append(fused_score)
             out_m.append(counts)
             out_soft.append(fused_soft)
+            out_p.append(_mean_probs([probs[idx[i]] for i in members], mw)
+                         if probs is not None else None)
     order = np.argsort(-np.asarray(out_s), kind="stable")
     out_m = [out_m[i] for i in order]
     rles = [{"size": [h, width], "counts": m} for m in out_m]
@@ -112,8 +136,10 @@ def fuse_image(preds: list[ImagePrediction | None], *, method: str = "fusion",
     soft_out = None
     if soft is not None:
         soft_out = np.stack([out_soft[i] for i in order]) if out_m else soft[:0]
+    fused_probs = [out_p[i] for i in order] if probs is not None else []
     return ImagePrediction(ref.image_key, h, width, np.asarray(out_l, np.int64)[order],
-                           np.asarray(out_s, np.float32)[order], fused_boxes, out_m, soft_out)
+                           np.asarray(out_s, np.float32)[order], fused_boxes, out_m, soft_out,
+                           attribute_sets(fused_probs), fused_probs)
 
 
 def _soft_vote(boxes: list[np.ndarray], softs: list[np.ndarray], weights: np.ndarray,

@@ -9,10 +9,16 @@ and the finished file lists the images in the split's order: the file is the sam
 batch size.
 
 **Resuming never mixes runs.** The header records what shaped the predictions: split, fold,
-the resolved config (with ``--cfg-options``), the checkpoint's content (SHA-256), flip TTA and
-the soft-mask size. An existing output (or an interrupted ``.partial``) is continued only when
-all of these match; otherwise predict names what differs and stops, and ``overwrite=True``
-(``--overwrite``) discards the old file and predicts everything again.
+the resolved config (with ``--cfg-options``), the checkpoint's content (SHA-256), flip TTA,
+the soft-mask size and the attribute floor. An existing output (or an interrupted
+``.partial``) is continued only when all of these match; otherwise predict names what differs
+and stops, and ``overwrite=True`` (``--overwrite``) discards the old file and predicts
+everything again.
+
+**Attributes.** A model with an attribute branch (``AttributeRoIHead``) gives each instance
+attribute probabilities; they are stored sparse (those at or above ``attribute_floor``) under
+the label file's attribute ids (the prepared annotation file's ``attributes`` list, in id
+order: the same map the dataset used for training). Flip TTA averages them like the masks.
 """
 
 from __future__ import annotations
@@ -27,23 +33,44 @@ from pycocotools import mask as mask_util
 from ..ensemble import fuse_image
 from ..errors import KitError
 from ..io import atomic_open, describe_differences, file_fingerprint, json_fingerprint, progress
+from ..labels import labels_from_dict
 from ..layout import image_dir, read_ann
-from ..predictions import ImagePrediction, header, iter_predictions, read_header
+from ..predictions import (
+    ATTRIBUTE_FLOOR,
+    VERSION,
+    ImagePrediction,
+    attribute_sets,
+    header,
+    iter_predictions,
+    read_header,
+    sparse_probs,
+)
 from .config import flat_settings, load_config
 
 SPLITS = ("val", "test")
 
 #: header fields that must match for an existing predictions file to be continued
 RESUME_KEYS = ("version", "split", "fold", "config_sha256", "checkpoint_sha256", "tta",
-               "soft_size")
+               "soft_size", "attribute_floor")
 
 
-def _to_prediction(sample, key: str, flip: bool = False,
-                   soft_size: int = 0) -> ImagePrediction:
+def _to_prediction(sample, key: str, flip: bool = False, soft_size: int = 0,
+                   attribute_ids: tuple[int, ...] = (),
+                   attribute_floor: float = ATTRIBUTE_FLOOR) -> ImagePrediction:
     """One mmdet result as an :class:`ImagePrediction`. With ``soft_size`` the model was run
     with ``mask_thr_binary=-1`` (masks are probabilities 0–255): masks are binarised at 0.5 and
-    each instance's probabilities inside its box are kept at soft_size × soft_size."""
+    each instance's probabilities inside its box are kept at soft_size × soft_size. Attribute
+    probabilities (``pred_instances.attributes``, column i = ``attribute_ids[i]``) are kept
+    sparse, at or above ``attribute_floor``."""
     inst = sample.pred_instances
+    probs = []
+    if "attributes" in inst:
+        a = inst.attributes.cpu().numpy()
+        if a.shape[1] != len(attribute_ids):
+            raise KitError(f"the model predicts {a.shape[1]} attributes, the data's label file "
+                           f"has {len(attribute_ids)}: use the attribute config of this label "
+                           "space (2019: 92, 2020/Fashionpedia: 294)", value=key)
+        probs = sparse_probs(a, attribute_ids, attribute_floor)
     h, w = (int(v) for v in sample.ori_shape[:2])
     masks = inst.masks.cpu().numpy() if len(inst) else np.zeros((0, h, w), np.uint8)
     boxes = inst.bboxes.cpu().numpy().astype(np.float32) if len(inst) else np.zeros((0, 4))
@@ -62,7 +89,8 @@ def _to_prediction(sample, key: str, flip: bool = False,
             if len(masks) else np.zeros((0, soft_size, soft_size), np.uint8)
     return ImagePrediction(key, h, w, inst.labels.cpu().numpy().astype(np.int64),
                            inst.scores.cpu().numpy().astype(np.float32), xywh,
-                           [r["counts"].decode("ascii") for r in rles], soft)
+                           [r["counts"].decode("ascii") for r in rles], soft,
+                           attribute_sets(probs), probs)
 
 
 def crop_soft(prob: np.ndarray, xywh: np.ndarray, size: int) -> np.ndarray:
@@ -81,7 +109,7 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
             out: str | Path, data_root: str | None = None, tta: str | None = None,
             batch_size: int = 2, device: str | None = None, soft_size: int = 0,
             cfg_options: list[str] | None = None, overwrite: bool = False,
-            quiet: bool = False) -> dict:
+            attribute_floor: float = ATTRIBUTE_FLOOR, quiet: bool = False) -> dict:
     """Predict every image of the split into ``out`` (see the module docstring for the batching
     and resume rules); returns ``images``, ``predicted_now`` and ``out``."""
     import torch
@@ -93,6 +121,8 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
         raise KitError("tta must be 'flip' or nothing", value=tta)
     if batch_size < 1:
         raise KitError("batch size must be at least 1", value=batch_size)
+    if not 0 < attribute_floor < 1:
+        raise KitError("the attribute floor must be within (0, 1)", value=attribute_floor)
     if not Path(checkpoint).is_file():
         raise KitError("checkpoint not found", file=str(checkpoint))
     register_all_modules()
@@ -101,13 +131,17 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
         test_cfg = cfg.model.test_cfg
         (test_cfg.rcnn if "rcnn" in test_cfg else test_cfg).mask_thr_binary = -1.0
     root = Path(cfg.train_dataloader.dataset.data_root)
-    images = read_ann(root, split, fold)["images"]
+    ann = read_ann(root, split, fold)
+    images = ann["images"]
+    attribute_ids = (labels_from_dict(ann, str(root / split)).attribute_id_list
+                     if ann.get("attributes") else ())
     img_dir = image_dir(root, split)
     meta = {"split": split, "fold": fold if split == "val" else None, "config": str(config),
             "config_sha256": json_fingerprint(flat_settings(cfg)),
             "checkpoint": str(checkpoint),
             "checkpoint_sha256": file_fingerprint(checkpoint)["sha256"], "tta": tta,
-            "soft_size": soft_size or None, "cfg_options": list(cfg_options or [])}
+            "soft_size": soft_size or None, "cfg_options": list(cfg_options or []),
+            "attribute_floor": attribute_floor}
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     keys = [im["image_key"] for im in images]
@@ -118,7 +152,8 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
     if todo:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         _predict_into(partial, todo, img_dir, cfg, checkpoint, device=device, tta=tta,
-                      soft_size=soft_size, batch_size=batch_size, quiet=quiet)
+                      soft_size=soft_size, batch_size=batch_size, quiet=quiet,
+                      attributes=(attribute_ids, attribute_floor))
     _finish(partial, out, keys)
     return {"images": len(images), "predicted_now": len(todo), "out": str(out)}
 
@@ -128,7 +163,7 @@ def _usable(path: Path, meta: dict, overwrite: bool) -> bool:
     other settings is deleted (``overwrite``) or refused with what differs."""
     if not path.exists():
         return False
-    diffs = describe_differences(read_header(path), {"version": 1, **meta}, RESUME_KEYS)
+    diffs = describe_differences(read_header(path), {"version": VERSION, **meta}, RESUME_KEYS)
     if not diffs:
         return True
     if not overwrite:
@@ -209,7 +244,7 @@ def _pad_key(sample, divisor: int) -> tuple[int, int]:
 
 def _predict_into(partial: Path, todo: list[dict], img_dir: Path, cfg, checkpoint, *,
                   device: str, tta: str | None, soft_size: int, batch_size: int,
-                  quiet: bool) -> None:
+                  quiet: bool, attributes: tuple = ((), ATTRIBUTE_FLOOR)) -> None:
     """Append the predictions of ``todo`` to ``partial``, batching only same-padding images."""
     import torch
     from mmengine.dataset import Compose, pseudo_collate
@@ -234,12 +269,16 @@ def _predict_into(partial: Path, todo: list[dict], img_dir: Path, cfg, checkpoin
             passes = {}
             for flipped in pipelines:
                 samples = model.test_step(pseudo_collate([items[flipped] for _, items in batch]))
-                passes[flipped] = [_to_prediction(s, im["image_key"], flipped, soft_size)
+                passes[flipped] = [_to_prediction(s, im["image_key"], flipped, soft_size,
+                                                  *attributes)
                                    for s, (im, _) in zip(samples, batch)]
             for i in range(len(batch)):
                 p = passes[False][i]
                 if tta == "flip":
                     p = fuse_image([passes[False][i], passes[True][i]], method="fusion")
+                    floor = attributes[1]  # a mean of sparse values: drop what fell below
+                    p.attr_probs = [{k: v for k, v in a.items() if v >= floor}
+                                    for a in p.attr_probs]
                 f.write(p.to_json() + "\n")
             f.flush()
             bar.update(len(batch))
