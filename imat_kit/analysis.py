@@ -101,11 +101,12 @@ def image_scores(gt_coco: dict, preds: dict, *, score_thr: float = 0.3) -> pd.Da
         .reset_index(drop=True)
 
 
-def attribute_f1(gt_coco: dict, preds: dict, *, iou: float = 0.5,
-                 score_thr: float = 0.3) -> pd.DataFrame:
+def attribute_f1(gt_coco: dict, preds: dict, *, iou: float = 0.5, score_thr: float = 0.3,
+                 matched_only: bool = False) -> pd.DataFrame:
     """Per attribute id: TP, FP, FN, precision, recall, F1 and support (truth count) over the
-    instances matched one-to-one (greedy by score, same category, mask IoU ≥ ``iou``). Empty
-    when no prediction carries attributes."""
+    instances matched one-to-one (greedy by score, same category, mask IoU ≥ ``iou``); the
+    attributes of unmatched truths count as missed unless ``matched_only`` (then the figure is
+    about attribute recognition alone). Empty when no prediction carries attributes."""
     if not any(p.attributes for p in preds.values()):
         return pd.DataFrame(columns=["attribute_id", "tp", "fp", "fn", "precision", "recall",
                                      "f1", "support"])
@@ -119,7 +120,7 @@ def attribute_f1(gt_coco: dict, preds: dict, *, iou: float = 0.5,
         p = preds.get(im["image_key"])
         g = anns.get(im["id"], [])
         if p is None or not len(p) or not g:
-            for a in g:
+            for a in g if not matched_only else ():
                 for x in a.get("attribute_ids", []):
                     fn[x] = fn.get(x, 0) + 1
             continue
@@ -144,13 +145,51 @@ def attribute_f1(gt_coco: dict, preds: dict, *, iou: float = 0.5,
                 fp[x] = fp.get(x, 0) + 1
             for x in truth_set - pred_set:
                 fn[x] = fn.get(x, 0) + 1
-        for k in np.flatnonzero(free).tolist():
+        for k in np.flatnonzero(free).tolist() if not matched_only else ():
             for x in g[k].get("attribute_ids", []):
                 fn[x] = fn.get(x, 0) + 1
     ids = sorted(set(tp) | set(fp) | set(fn))
     return f1_from_counts(pd.DataFrame({
         "attribute_id": ids, "tp": [tp.get(i, 0) for i in ids],
         "fp": [fp.get(i, 0) for i in ids], "fn": [fn.get(i, 0) for i in ids]}))
+
+
+def f1_summary(df: pd.DataFrame) -> dict:
+    """Micro F1 (from the summed counts) and macro F1 (mean over the attributes with support)
+    of an :func:`attribute_f1` table."""
+    tp, fp, fn = (int(df[c].sum()) for c in ("tp", "fp", "fn"))
+    micro = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+    supported = df[df.support > 0]
+    macro = float(supported.f1.fillna(0).mean()) if len(supported) else float("nan")
+    return {"micro_f1": micro, "macro_f1": macro, "tp": tp, "fp": fp, "fn": fn,
+            "attributes": len(supported)}
+
+
+def category_prior(train_coco: dict) -> dict[int, tuple[int, ...]]:
+    """The per-category prior: for each category, its k most frequent attributes in the
+    training annotations, k = the median number of attributes of its instances (the constant
+    guess a model that ignores the pixels would make)."""
+    per_cat: dict[int, list] = {}
+    for a in train_coco["annotations"]:
+        per_cat.setdefault(int(a["category_id"]), []).append(a.get("attribute_ids", []))
+    prior = {}
+    for c, sets in per_cat.items():
+        k = int(np.median([len(s) for s in sets]))
+        counts = pd.Series([x for s in sets for x in s], dtype=np.int64).value_counts()
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        prior[c] = tuple(sorted(int(x) for x, _ in ranked[:k]))
+    return prior
+
+
+def with_prior(preds: dict, prior: dict[int, tuple[int, ...]]) -> dict:
+    """The predictions with each instance's attributes replaced by its category's prior."""
+    out = {}
+    for key, p in preds.items():
+        q = p.take(np.arange(len(p)))
+        q.attr_probs = []
+        q.attributes = [prior.get(int(c), ()) for c in p.labels]
+        out[key] = q
+    return out
 
 
 def f1_from_counts(df: pd.DataFrame) -> pd.DataFrame:

@@ -58,3 +58,16 @@ def tiny_checkpoint(prepared, tmp_path_factory) -> Path:
                        env=e, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return wd / "fold0" / "iter_6.pth"
+
+
+@pytest.fixture(scope="session")
+def prepared2020(tmp_path_factory) -> Path:
+    """A small synthetic 2020-layout dataset (294 attributes), prepared into 3 folds."""
+    from imat_kit.prepare import prepare
+    from imat_kit.synth import generate_images
+
+    out = tmp_path_factory.mktemp("synth2020") / "data"
+    generate_images(out, images=30, test_images=4, seed=5, min_side=96, max_side=160,
+                    year=2020, quiet=True)
+    prepare(out, n_folds=3, seed=0, quiet=True)
+    return out
