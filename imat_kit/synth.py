@@ -213,7 +213,7 @@ def _polygon(template: str, f, rng: np.random.Generator) -> list[tuple[float, fl
 
 def _texture(look: str, xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Brightness factor (H×W, 0.55–1) of a textile pattern."""
-    period = float(rng.uniform(8, 12))
+    period = float(rng.uniform(14, 20))  # bold enough to survive a stride-8 feature map
     ang = float(rng.uniform(0, np.pi))
     u = xx * np.cos(ang) + yy * np.sin(ang)
     v = -xx * np.sin(ang) + yy * np.cos(ang)
@@ -283,7 +283,7 @@ def render_image(seed: int, index: int, *, min_side: int = 192, max_side: int = 
             zip_canvas = Image.new("L", (w, h), 0)
             (x0, y0), (x1, y1) = f(np.array([[0.5, 0.02], [0.5, 0.98]]))
             ImageDraw.Draw(zip_canvas).line([(x0, y0), (x1, y1)], fill=1,
-                                             width=max(2, round(short / 90)))
+                                             width=max(4, round(short / 40)))
             z = np.asarray(zip_canvas, dtype=bool) & m
             img[z] = (35, 35, 35)
         return _Instance(cat, attrs, m)

@@ -2,13 +2,16 @@
 
 :class:`AttributeRoIHead` is mmdet's ``StandardRoIHead`` plus an :class:`AttributeHead`:
 
-* **Training**: the positive RoIs of the box branch (their already pooled features, or an own
-  ``attribute_roi_extractor``) are scored against the attributes of the ground truth each was
-  assigned to (``gt_instances.attributes``, from ``IMatDataset(attributes=True)``). The loss is
+* **Training**: the positive RoIs are scored against the attributes of the ground truth each
+  was assigned to (``gt_instances.attributes``, from ``IMatDataset(attributes=True)``). Their
+  features (``attribute_features``): ``'mask'``, the mask branch's RoI features (14×14 in
+  Mask R-CNN, already pooled for the mask loss: the 2020 winning solution's choice), ``'bbox'``,
+  the box branch's (7×7), or ``'own'``, an own ``attribute_roi_extractor``. The loss is
   configurable (``CrossEntropyLoss(use_sigmoid=True)``: Fashionpedia's Attribute-Mask R-CNN;
-  ``FocalLoss(use_sigmoid=True)`` with a large weight: the 2020 winning solution) and averaged
-  over the attribute entries of the RoIs whose truth has a category in
-  ``attribute_categories`` (RoIs of other categories add nothing; ``None``: every category).
+  ``FocalLoss(use_sigmoid=True)``: the 2020 winning solution), summed over the attributes and
+  averaged over the RoIs whose truth has a category in ``attribute_categories`` (RoIs of other
+  categories add nothing; ``None``: every category), so its scale does not depend on the size
+  of the label space.
 * **Inference**: mmdet 3.3's ``multiclass_nms`` does not say which RoI survived, so the
   features are pooled again on the final boxes (as the mask branch does) and every final
   detection gets ``pred_instances.attributes``: N × A probabilities (sigmoid).
@@ -27,8 +30,14 @@ from torch import Tensor, nn
 
 @MODELS.register_module()
 class AttributeHead(BaseModule):
-    """RoI features (C × S × S) → ``num_attributes`` logits: ``num_convs`` 3×3 convs, one FC
-    layer, the output layer.
+    """RoI features (C × S × S) → ``num_attributes`` logits: ``num_convs`` 3×3 convs (the first
+    with stride ``first_stride``), one FC layer, the output layer, whose bias starts at the
+    log-odds of ``prior_prob`` (most attributes are absent: a start at 0.5 would spend the first
+    iterations unlearning that).
+
+    ``with_geometry``: the FC layer also sees the RoI's shape (log of height / width, and its
+    square). RoI pooling resamples every box to the same S × S grid, which erases exactly what
+    lengths (mini / knee / maxi) and other proportions are about.
 
     ``attribute_categories``: the category labels whose instances carry attributes in the
     label space (Fashionpedia: 0–12, 28, 29, 31–33); RoIs assigned to other categories are left
@@ -37,30 +46,45 @@ class AttributeHead(BaseModule):
 
     def __init__(self, num_attributes: int, in_channels: int = 256, roi_feat_size: int = 7,
                  num_convs: int = 2, conv_out_channels: int = 256, fc_out_channels: int = 1024,
+                 first_stride: int = 1, prior_prob: float = 0.01, with_geometry: bool = True,
                  attribute_categories: list[int] | None = None,
                  loss_attr: dict | None = None, init_cfg: dict | list | None = None) -> None:
+        import math
+
         if init_cfg is None:
+            bias = -math.log((1 - prior_prob) / prior_prob)
             init_cfg = [dict(type="Kaiming", layer="Conv2d"),
                         dict(type="Xavier", layer="Linear", distribution="uniform"),
-                        dict(type="Normal", std=0.01, override=dict(name="fc_attr"))]
+                        dict(type="Normal", std=0.01, bias=bias, override=dict(name="fc_attr"))]
         super().__init__(init_cfg=init_cfg)
         if num_attributes < 1:
             raise ValueError(f"num_attributes must be positive, got {num_attributes}")
         self.num_attributes = int(num_attributes)
-        convs, c = [], in_channels
-        for _ in range(num_convs):
-            convs += [nn.Conv2d(c, conv_out_channels, 3, padding=1), nn.ReLU(inplace=True)]
-            c = conv_out_channels
+        convs, c, size = [], in_channels, roi_feat_size
+        for i in range(num_convs):
+            stride = first_stride if i == 0 else 1
+            convs += [nn.Conv2d(c, conv_out_channels, 3, stride=stride, padding=1),
+                      nn.ReLU(inplace=True)]
+            c, size = conv_out_channels, (size - 1) // stride + 1
         self.convs = nn.Sequential(*convs)
-        self.fc = nn.Linear(c * roi_feat_size * roi_feat_size, fc_out_channels)
+        self.with_geometry = bool(with_geometry)
+        self.fc = nn.Linear(c * size * size + 2 * self.with_geometry, fc_out_channels)
         self.fc_attr = nn.Linear(fc_out_channels, self.num_attributes)
         self.attribute_categories = (None if attribute_categories is None
                                      else sorted(int(c) for c in attribute_categories))
         self.loss_attr = MODELS.build(loss_attr or dict(type="CrossEntropyLoss",
                                                         use_sigmoid=True, loss_weight=1.0))
 
-    def forward(self, feats: Tensor) -> Tensor:
+    def forward(self, feats: Tensor, rois: Tensor | None = None) -> Tensor:
+        """Logits of the RoIs (``rois``: N × 5, batch index and x1, y1, x2, y2; needed with
+        ``with_geometry``)."""
         x = self.convs(feats).flatten(1)
+        if self.with_geometry:
+            if rois is None:
+                raise ValueError("AttributeHead(with_geometry=True) needs the RoIs' boxes")
+            wh = (rois[:, 3:5] - rois[:, 1:3]).clamp(min=1.0)
+            aspect = torch.log(wh[:, 1] / wh[:, 0])[:, None]
+            x = torch.cat([x, aspect, aspect * aspect], 1)
         return self.fc_attr(torch.relu(self.fc(x)))
 
     def loss(self, logits: Tensor, targets: Tensor, labels: Tensor) -> dict:
@@ -75,8 +99,7 @@ class AttributeHead(BaseModule):
         if logits.numel() == 0 or n == 0:  # keep the graph: every parameter gets a gradient
             return dict(loss_attr=logits.sum() * 0.0)
         weight = rows[:, None].expand_as(logits)
-        loss = self.loss_attr(logits, targets.float(), weight,
-                              avg_factor=float(n) * self.num_attributes)
+        loss = self.loss_attr(logits, targets.float(), weight, avg_factor=float(n))
         return dict(loss_attr=loss)
 
 
@@ -85,41 +108,52 @@ class AttributeRoIHead(StandardRoIHead):
     """``StandardRoIHead`` with an attribute branch (see the module docstring). Needs the mask
     branch (its training step is where the positive RoIs are at hand)."""
 
-    def __init__(self, attribute_head: dict, attribute_roi_extractor: dict | None = None,
-                 **kwargs) -> None:
+    FEATURES = ("mask", "bbox", "own")
+
+    def __init__(self, attribute_head: dict, attribute_features: str = "mask",
+                 attribute_roi_extractor: dict | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         if not self.with_mask:
             raise ValueError("AttributeRoIHead needs a mask head (mask_roi_extractor and "
                              "mask_head)")
+        if attribute_features not in self.FEATURES:
+            raise ValueError(f"attribute_features must be one of {self.FEATURES}, got "
+                             f"{attribute_features!r}")
+        if (attribute_features == "own") != (attribute_roi_extractor is not None):
+            raise ValueError("attribute_roi_extractor goes with attribute_features='own' (and "
+                             "only with it)")
+        if attribute_features == "mask" and self.share_roi_extractor:
+            attribute_features = "bbox"  # the mask branch reuses the box branch's features
+        self.attribute_features = attribute_features
         self.attribute_head = MODELS.build(attribute_head)
-        self.share_attribute_extractor = attribute_roi_extractor is None
-        if not self.share_attribute_extractor:
+        if attribute_roi_extractor is not None:
             self.attribute_roi_extractor = MODELS.build(attribute_roi_extractor)
 
-    @property
-    def _attr_extractor(self):
-        return (self.bbox_roi_extractor if self.share_attribute_extractor
-                else self.attribute_roi_extractor)
-
     def _attribute_feats(self, x: tuple[Tensor], rois: Tensor) -> Tensor:
-        ext = self._attr_extractor
+        """The attribute branch's RoI features of ``rois``, pooled as in training."""
+        ext = {"mask": self.mask_roi_extractor, "bbox": self.bbox_roi_extractor,
+               "own": getattr(self, "attribute_roi_extractor", None)}[self.attribute_features]
         feats = ext(x[:ext.num_inputs], rois)
-        if self.share_attribute_extractor and self.with_shared_head:
+        if self.attribute_features != "own" and self.with_shared_head:
             feats = self.shared_head(feats)
         return feats
 
     def mask_loss(self, x: tuple[Tensor], sampling_results: list[SamplingResult],
                   bbox_feats: Tensor, batch_gt_instances: list) -> dict:
-        """The mask loss, plus ``loss_attr`` on the positive RoIs."""
+        """The mask loss, plus ``loss_attr`` on the positive RoIs (whose mask-branch features
+        the mask loss has just pooled)."""
         results = super().mask_loss(x, sampling_results, bbox_feats, batch_gt_instances)
-        if self.share_attribute_extractor:
+        pos_rois = bbox2roi([r.pos_priors for r in sampling_results])
+        if self.attribute_features == "mask":
+            feats = results["mask_feats"]
+        elif self.attribute_features == "bbox":
             pos = torch.cat([torch.cat([bbox_feats.new_ones(len(r.pos_priors), dtype=torch.bool),
                                         bbox_feats.new_zeros(len(r.neg_priors),
                                                              dtype=torch.bool)])
                              for r in sampling_results])
             feats = bbox_feats[pos]
         else:
-            feats = self._attribute_feats(x, bbox2roi([r.pos_priors for r in sampling_results]))
+            feats = self._attribute_feats(x, pos_rois)
         targets, labels = [], []
         for res, gt in zip(sampling_results, batch_gt_instances):
             if "attributes" not in gt:
@@ -127,7 +161,7 @@ class AttributeRoIHead(StandardRoIHead):
                                "on IMatDataset(attributes=True, num_attributes=...)")
             targets.append(gt.attributes[res.pos_assigned_gt_inds])
             labels.append(gt.labels[res.pos_assigned_gt_inds])
-        logits = self.attribute_head(feats)
+        logits = self.attribute_head(feats, pos_rois)
         loss = self.attribute_head.loss(logits, torch.cat(targets), torch.cat(labels))
         results["loss_mask"] = {**results["loss_mask"], **loss}
         return results
@@ -140,7 +174,7 @@ class AttributeRoIHead(StandardRoIHead):
         if rois.shape[0] == 0:
             probs = rois.new_zeros((0, num_attr))
         else:
-            probs = self.attribute_head(self._attribute_feats(x, rois)).sigmoid()
+            probs = self.attribute_head(self._attribute_feats(x, rois), rois).sigmoid()
         for res, p in zip(results_list, probs.split([len(r) for r in results_list], 0)):
             res.attributes = p
         return results_list

@@ -12,27 +12,26 @@ attribute_categories_2019 = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
 fashionpedia_attribute_categories = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 28, 29, 31, 32,
                                      33]
 
-# R50: the 2020 winning solution's choice: its own 14x14 RoI features (as the mask branch's),
-# four convs, focal loss with a large weight (alpha 0.25, gamma 2, weight 50).
+# Both read the mask branch's 14x14 RoI features (pooled anyway for the mask loss; the 2020
+# winning solution's choice), start with a stride-2 conv, and sum the loss over the attributes,
+# averaged over the RoIs of attribute-bearing categories.
+# R50: four convs, focal loss (alpha 0.25, gamma 2) as the 2020 winning solution.
 r50_attribute_roi_head = dict(
     type='AttributeRoIHead',
-    attribute_roi_extractor=dict(
-        type='SingleRoIExtractor',
-        roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
-        out_channels=256, featmap_strides=[4, 8, 16, 32]),
+    attribute_features='mask',
     attribute_head=dict(
         type='AttributeHead', num_attributes=num_attributes_2019, in_channels=256,
-        roi_feat_size=14, num_convs=4, conv_out_channels=256, fc_out_channels=1024,
-        attribute_categories=attribute_categories_2019,
+        roi_feat_size=14, num_convs=4, first_stride=2, conv_out_channels=256,
+        fc_out_channels=1024, attribute_categories=attribute_categories_2019,
         loss_attr=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
-                       loss_weight=50.0)))
+                       loss_weight=1.0)))
 
-# Tiny (CPU): the box branch's 7x7 features (pooled once), two small convs, sigmoid
-# cross-entropy as Fashionpedia's Attribute-Mask R-CNN.
+# Tiny (CPU): two small convs, sigmoid cross-entropy as Fashionpedia's Attribute-Mask R-CNN.
 tiny_attribute_roi_head = dict(
     type='AttributeRoIHead',
+    attribute_features='mask',
     attribute_head=dict(
         type='AttributeHead', num_attributes=num_attributes_2019, in_channels=128,
-        roi_feat_size=7, num_convs=2, conv_out_channels=128, fc_out_channels=256,
-        attribute_categories=attribute_categories_2019,
-        loss_attr=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=20.0)))
+        roi_feat_size=14, num_convs=2, first_stride=2, conv_out_channels=128,
+        fc_out_channels=256, attribute_categories=attribute_categories_2019,
+        loss_attr=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=2.0)))
