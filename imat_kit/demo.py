@@ -60,7 +60,7 @@ def _check_options(out: Path, options: dict, *, overwrite: bool, quiet: bool) ->
             raise KitError("this demo folder holds a run made with other options, whose "
                            "results would be reused: " + "; ".join(diffs) + ". Pass "
                            "--overwrite to start afresh, or choose another --out", file=str(out))
-        if diffs:
+        if diffs or overwrite:  # --overwrite always starts afresh
             if not quiet:
                 print(f"--overwrite: removing the earlier demo run in {out}", flush=True)
             for name in OUTPUTS:

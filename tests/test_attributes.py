@@ -572,6 +572,7 @@ def test_predict_writes_attribute_probabilities(prepared2020, tmp_path):
     assert files[0] == files[1]  # batch size changes nothing, attributes included
     head, preds = read_predictions(tmp_path / "b1.jsonl")
     assert head["version"] == 2 and head["attribute_floor"] == 0.2
+    assert len(head["data_sha256"]) == 64  # which images: the split's annotation file
     ids = set(load_labels(year=2020).attribute_ids)
     n = 0
     for p in preds.values():
@@ -631,3 +632,26 @@ def test_matched_attribute_f1_and_the_category_prior():
     assert prior == {1: (115, 317)}  # median count 2: the two most frequent
     base = f1_summary(attribute_f1(gt, with_prior(preds, prior), matched_only=True))
     assert (base["tp"], base["fp"], base["fn"]) == (2, 0, 0) and base["micro_f1"] == 1.0
+
+
+def test_training_record_names_the_data(prepared2020, tmp_path):
+    """Training reuses a finished run only for the same data: the record carries the content
+    hash of the fold's annotation files (regenerated data under the same path is another
+    run)."""
+    import shutil
+
+    from imat_kit.io import describe_differences
+    from imat_kit.mmdet_ext.train import phase_chain, run_record
+
+    root = tmp_path / "d"
+    shutil.copytree(prepared2020 / "annotations", root / "annotations")
+    phase = phase_chain(CONFIGS / "tiny_maskrcnn_imat_attr2020.py")[0]
+    kw = dict(cfg_options=[], launcher="none", gpus=1, auto_scale_lr=False,
+              start_checkpoint=None)
+    a = run_record(phase, 0, data_root=f"{root}/", **kw)
+    assert a["settings"]["(train data sha256)"] and a["settings"]["(val data sha256)"]
+    path = root / "annotations" / "fold0_train.json"
+    path.write_text(path.read_text().replace('"iscrowd":0', '"iscrowd":0 '))
+    b = run_record(phase, 0, data_root=f"{root}/", **kw)
+    assert [d.split(":")[0] for d in describe_differences(a["settings"], b["settings"])] == \
+        ["(train data sha256)"]

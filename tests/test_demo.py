@@ -78,3 +78,27 @@ def test_demo_end_to_end_and_resume(tmp_path, monkeypatch):
         run_demo(out, images=24, folds=(0, 1), iters=5, seed=0, submission=sub,
                  config=REPO / "tests" / "configs" / "tiny_test.py", quiet=True)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_overwrite_starts_afresh_even_with_the_same_options(tmp_path):
+    """--overwrite means afresh: with unchanged options the earlier run's data, checkpoints and
+    predictions must still go (new code can render other data under the same options)."""
+    from imat_kit.demo import OPTIONS, OUTPUTS, _check_options
+
+    opts = {"images": 24, "iters": 4}
+    _check_options(tmp_path, opts, overwrite=False, quiet=True)
+    made = []
+    for name in OUTPUTS:
+        if name == OPTIONS:
+            continue
+        if "." in name:
+            (tmp_path / name).write_text("old")
+        else:
+            (tmp_path / name).mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / "x").write_text("old")
+        made.append(tmp_path / name)
+    (tmp_path / "mine.txt").write_text("not the demo's")
+    _check_options(tmp_path, opts, overwrite=False, quiet=True)  # same options: kept
+    assert all(p.exists() for p in made)
+    _check_options(tmp_path, opts, overwrite=True, quiet=True)
+    assert not any(p.exists() for p in made) and (tmp_path / "mine.txt").exists()

@@ -9,11 +9,11 @@ and the finished file lists the images in the split's order: the file is the sam
 batch size.
 
 **Resuming never mixes runs.** The header records what shaped the predictions: split, fold,
-the resolved config (with ``--cfg-options``), the checkpoint's content (SHA-256), flip TTA,
-the soft-mask size and the attribute floor. An existing output (or an interrupted
-``.partial``) is continued only when all of these match; otherwise predict names what differs
-and stops, and ``overwrite=True`` (``--overwrite``) discards the old file and predicts
-everything again.
+the split's annotation file (SHA-256: which images), the resolved config (with
+``--cfg-options``), the checkpoint's content (SHA-256), flip TTA, the soft-mask size and the
+attribute floor. An existing output (or an interrupted ``.partial``) is continued only when all
+of these match; otherwise predict names what differs and stops, and ``overwrite=True``
+(``--overwrite``) discards the old file and predicts everything again.
 
 **Attributes.** A model with an attribute branch (``AttributeRoIHead``) gives each instance
 attribute probabilities; they are stored sparse (those at or above ``attribute_floor``) under
@@ -34,7 +34,7 @@ from ..ensemble import fuse_image
 from ..errors import KitError
 from ..io import atomic_open, describe_differences, file_fingerprint, json_fingerprint, progress
 from ..labels import labels_from_dict
-from ..layout import image_dir, read_ann
+from ..layout import ann_relpath, image_dir, read_ann
 from ..predictions import (
     ATTRIBUTE_FLOOR,
     VERSION,
@@ -50,8 +50,8 @@ from .config import flat_settings, load_config
 SPLITS = ("val", "test")
 
 #: header fields that must match for an existing predictions file to be continued
-RESUME_KEYS = ("version", "split", "fold", "config_sha256", "checkpoint_sha256", "tta",
-               "soft_size", "attribute_floor")
+RESUME_KEYS = ("version", "split", "fold", "data_sha256", "config_sha256", "checkpoint_sha256",
+               "tta", "soft_size", "attribute_floor")
 
 
 def _to_prediction(sample, key: str, flip: bool = False, soft_size: int = 0,
@@ -136,7 +136,9 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
     attribute_ids = (labels_from_dict(ann, str(root / split)).attribute_id_list
                      if ann.get("attributes") else ())
     img_dir = image_dir(root, split)
-    meta = {"split": split, "fold": fold if split == "val" else None, "config": str(config),
+    meta = {"split": split, "fold": fold if split == "val" else None,
+            "data_sha256": file_fingerprint(root / ann_relpath(split, fold))["sha256"],
+            "config": str(config),
             "config_sha256": json_fingerprint(flat_settings(cfg)),
             "checkpoint": str(checkpoint),
             "checkpoint_sha256": file_fingerprint(checkpoint)["sha256"], "tta": tta,

@@ -9,7 +9,8 @@ run and DDP wraps the model once per phase with exactly the parameters it trains
 
 Re-running the same command resumes, but only a run made with the same settings: every phase
 records what shaped it (``imat_run.json``: the resolved config with the options, the launcher,
-the GPUs, the checkpoint it starts from and that checkpoint's content hash). A finished phase
+the GPUs, the content hash of the fold's train and validation annotation files, the checkpoint
+it starts from and that checkpoint's content hash). A finished phase
 (``imat_done.json``) with the same record is skipped, an interrupted one resumes from its last
 checkpoint (``--resume``), a new one starts (phase 2 from phase 1's last checkpoint). When the
 record differs (another config value, more iterations, a retrained phase 1), the command names
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from ..errors import KitError
 from ..io import atomic_open, describe_differences, file_fingerprint
+from ..layout import ann_relpath
 from .config import data_root_env, flat_settings, load_config
 from .runner import last_checkpoint
 
@@ -125,6 +127,12 @@ def run_record(phase: Phase, fold: int, *, data_root: str | None, cfg_options: l
     settings = flat_settings(cfg)
     settings.update({"(launcher)": launcher, "(gpus)": gpus if launcher != "none" else 1,
                      "(auto_scale_lr)": auto_scale_lr})
+    # the data too: regenerated or re-prepared files under the same path are another run
+    root = Path(str(cfg.train_dataloader.dataset.data_root))
+    for split in ("train", "val"):
+        path = root / ann_relpath(split, fold)
+        settings[f"({split} data sha256)"] = (file_fingerprint(path)["sha256"] if path.exists()
+                                              else None)
     if start_checkpoint is not None:
         settings["load_from"] = str(start_checkpoint)
         settings["(start checkpoint sha256)"] = (
