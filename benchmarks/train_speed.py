@@ -7,7 +7,12 @@ median is reported. On CPU: the tiny config (what the demo and the tests train),
 recipe's two phases (heads: backbone frozen; all: everything trained, augmentation). With a
 GPU (``--device cuda``, e.g. through the device tool) the R50 phases at full size.
 
-    python benchmarks/train_speed.py [--iters 30] [--r50-iters 6]
+The attribute branch's cost: the tiny config with and without it (``tiny_maskrcnn_imat_attr``,
+92 attributes, same data), training s/iter and inference s/image (``test_step`` over the
+fold-0 validation images at ``score_thr=0``, so both models finish the same 30 detections per
+image), alternated twice in the same run; the ratio is the overhead (target <= 10%).
+
+    python benchmarks/train_speed.py [--iters 30] [--r50-iters 6] [--attributes-only]
 """
 
 from __future__ import annotations
@@ -57,17 +62,71 @@ def run(config: str, iters: int, batch: int, extra: list[str]) -> tuple[float, i
     return statistics.median(times[warm:]), len(times) - warm
 
 
+def inference_s_per_image(config: str, images: int = 30) -> float:
+    """Seconds per image of ``test_step`` (batch 1, CPU) of a freshly initialised model over
+    the first ``images`` fold-0 validation images, every detection kept (score_thr=0)."""
+    import time
+
+    import torch
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.dataset import Compose, pseudo_collate
+    from mmengine.registry import init_default_scope
+
+    from imat_kit.layout import read_ann
+    from imat_kit.mmdet_ext.config import load_config
+
+    register_all_modules()
+    init_default_scope("mmdet")
+    cfg = load_config(REPO / "configs" / config, fold=0, data_root=f"{DATA}/",
+                      options=["model.test_cfg.rcnn.score_thr=0.0"])
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.eval()
+    pipe = Compose([t for t in cfg.test_dataloader.dataset.pipeline
+                    if t["type"] != "LoadAnnotations"])
+    ims = read_ann(DATA, "val", 0)["images"][:images]
+    items = [pipe(dict(img_path=str(DATA / "train" / im["file_name"]), img_id=im["id"]))
+             for im in ims]
+    with torch.no_grad():
+        model.test_step(pseudo_collate(items[:2]))  # warm-up
+        t = time.perf_counter()
+        for it in items:
+            model.test_step(pseudo_collate([it]))
+    return (time.perf_counter() - t) / len(items)
+
+
+def attribute_overhead(iters: int) -> None:
+    iter_opts = [f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters + 1}"]
+    train = {"tiny_maskrcnn_imat.py": [], "tiny_maskrcnn_imat_attr.py": []}
+    infer = {k: [] for k in train}
+    for _ in range(2):  # alternated: a busy spell of the machine hits both
+        for cfg in train:
+            train[cfg].append(run(cfg, iters, 2, iter_opts)[0])
+            infer[cfg].append(inference_s_per_image(cfg))
+    (t0, t1), (i0, i1) = ([min(d[k]) for k in train] for d in (train, infer))
+    print("attribute branch (tiny, 92 attributes, best of 2 alternated runs each):")
+    print(f"  training : {t0:.3f} s/iter without, {t1:.3f} with: {100 * (t1 / t0 - 1):+.1f}%")
+    print(f"  inference: {i0:.3f} s/image without, {i1:.3f} with: {100 * (i1 / i0 - 1):+.1f}%")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--r50-iters", type=int, default=6)
     ap.add_argument("--skip-r50", action="store_true")
+    ap.add_argument("--attributes-only", action="store_true",
+                    help="only the attribute branch's overhead")
     a = ap.parse_args()
     ensure_data()
     import torch
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"machine: {machine()}, torch threads {torch.get_num_threads()}, device {dev}")
+    attribute_overhead(a.iters)
+    if a.attributes_only:
+        return
     iter_opts = [f"train_cfg.max_iters={a.iters}", f"train_cfg.val_interval={a.iters + 1}"]
     s, n = run("tiny_maskrcnn_imat.py", a.iters, 2, iter_opts)
     print(f"tiny_maskrcnn_imat (R18-FPN, 256 px, batch 2): {s:.2f} s/iter, {2 / s:.2f} img/s "

@@ -3,7 +3,6 @@ attributes through the data pipeline, the attribute branch, predictions that car
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -15,18 +14,10 @@ from pycocotools import mask as mask_util
 from imat_kit.errors import KitError
 from imat_kit.labels import load_labels, parse_class_id
 from imat_kit.synth import attribute_groups, generate_images, render_image
+from tests.test_synth import _digest
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "imat_kit" / "configs"
-
-
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 # --- synthetic data ------------------------------------------------------------------------
