@@ -212,24 +212,24 @@ def _polygon(template: str, f, rng: np.random.Generator) -> list[tuple[float, fl
 
 
 def _texture(look: str, xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Brightness factor (H×W, 0.55–1) of a textile pattern."""
-    period = float(rng.uniform(14, 20))  # bold enough to survive a stride-8 feature map
+    """Brightness factor (H×W, 0.35–1) of a textile pattern."""
+    period = float(rng.uniform(20, 28))  # bold: a few repeats across a garment, as in photos
     ang = float(rng.uniform(0, np.pi))
     u = xx * np.cos(ang) + yy * np.sin(ang)
     v = -xx * np.sin(ang) + yy * np.cos(ang)
     if look == "plain":
         return np.ones_like(xx, dtype=np.float64)
     if look == "stripe":
-        return np.where(np.sin(u * 2 * np.pi / period) > 0, 1.0, 0.55)
+        return np.where(np.sin(u * 2 * np.pi / period) > 0, 1.0, 0.4)
     if look == "dot":
         du, dv = u % period - period / 2, v % period - period / 2
-        return np.where(du * du + dv * dv < (0.28 * period) ** 2, 0.55, 1.0)
+        return np.where(du * du + dv * dv < (0.3 * period) ** 2, 0.35, 1.0)
     if look == "check":
         return np.where((np.sin(u * 2 * np.pi / period) > 0)
-                        ^ (np.sin(v * 2 * np.pi / period) > 0), 1.0, 0.6)
+                        ^ (np.sin(v * 2 * np.pi / period) > 0), 1.0, 0.45)
     if look == "chevron":
         zig = np.abs((v / period) % 2 - 1) * period
-        return np.where(np.sin((u + zig) * 2 * np.pi / period) > 0, 1.0, 0.55)
+        return np.where(np.sin((u + zig) * 2 * np.pi / period) > 0, 1.0, 0.4)
     raise ValueError(look)
 
 

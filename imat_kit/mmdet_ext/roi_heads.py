@@ -35,9 +35,11 @@ class AttributeHead(BaseModule):
     log-odds of ``prior_prob`` (most attributes are absent: a start at 0.5 would spend the first
     iterations unlearning that).
 
-    ``with_geometry``: the FC layer also sees the RoI's shape (log of height / width, and its
-    square). RoI pooling resamples every box to the same S × S grid, which erases exactly what
-    lengths (mini / knee / maxi) and other proportions are about.
+    ``with_geometry``: the hidden layer also sees the RoI's shape (log of height / width, and
+    its square) through a layer of its own (``fc_geometry``, so two numbers are not drowned
+    among the thousands of pooled features at initialisation). RoI pooling resamples every box
+    to the same S × S grid, which erases exactly what lengths (mini / knee / maxi) and other
+    proportions are about.
 
     ``attribute_categories``: the category labels whose instances carry attributes in the
     label space (Fashionpedia: 0–12, 28, 29, 31–33); RoIs assigned to other categories are left
@@ -68,7 +70,9 @@ class AttributeHead(BaseModule):
             c, size = conv_out_channels, (size - 1) // stride + 1
         self.convs = nn.Sequential(*convs)
         self.with_geometry = bool(with_geometry)
-        self.fc = nn.Linear(c * size * size + 2 * self.with_geometry, fc_out_channels)
+        self.fc = nn.Linear(c * size * size, fc_out_channels)
+        if self.with_geometry:
+            self.fc_geometry = nn.Linear(2, fc_out_channels)
         self.fc_attr = nn.Linear(fc_out_channels, self.num_attributes)
         self.attribute_categories = (None if attribute_categories is None
                                      else sorted(int(c) for c in attribute_categories))
@@ -78,14 +82,14 @@ class AttributeHead(BaseModule):
     def forward(self, feats: Tensor, rois: Tensor | None = None) -> Tensor:
         """Logits of the RoIs (``rois``: N × 5, batch index and x1, y1, x2, y2; needed with
         ``with_geometry``)."""
-        x = self.convs(feats).flatten(1)
+        hidden = self.fc(self.convs(feats).flatten(1))
         if self.with_geometry:
             if rois is None:
                 raise ValueError("AttributeHead(with_geometry=True) needs the RoIs' boxes")
             wh = (rois[:, 3:5] - rois[:, 1:3]).clamp(min=1.0)
             aspect = torch.log(wh[:, 1] / wh[:, 0])[:, None]
-            x = torch.cat([x, aspect, aspect * aspect], 1)
-        return self.fc_attr(torch.relu(self.fc(x)))
+            hidden = hidden + self.fc_geometry(torch.cat([aspect, aspect * aspect], 1))
+        return self.fc_attr(torch.relu(hidden))
 
     def loss(self, logits: Tensor, targets: Tensor, labels: Tensor) -> dict:
         """Loss of the RoIs' ``logits`` against their truth's multi-hot ``targets``; ``labels``
