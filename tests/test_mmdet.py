@@ -117,8 +117,9 @@ def test_seed_augmentation_keeps_masks_in_boxes(prepared):
                 areas = np.asarray(masks.areas)
                 assert (areas > 0).all(), "an empty-after-crop instance was not dropped"
                 tight = masks.get_bboxes(type(out["gt_bboxes"])).tensor.numpy()
-                assert (tight[:, :2] >= boxes[:, :2] - 1).all()
-                assert (tight[:, 2:] <= boxes[:, 2:] + 1).all()
+                # one pixel of resize rounding, and float32's last digits (240.99998 + 1)
+                assert (tight[:, :2] >= boxes[:, :2] - 1 - 1e-3).all()
+                assert (tight[:, 2:] <= boxes[:, 2:] + 1 + 1e-3).all()
                 h, w = out["img"].shape[:2]
                 assert masks.height == h and masks.width == w
                 seen += 1
