@@ -90,7 +90,8 @@ def test_predictions_readers_raise_kit_errors(tmp_path):
     with pytest.raises(KitError, match=r"p.jsonl:2: malformed prediction line: missing key "
                        "'labels'"):
         list(iter_predictions(p))
-    p.write_text('{"format": "imat-kit-predictions", "version": 1}\n{"image_key": "a.jpg", bad json}\n')
+    p.write_text('{"format": "imat-kit-predictions", "version": 1}\n'
+                 '{"image_key": "a.jpg", bad json}\n')
     with pytest.raises(KitError, match=r"p.jsonl:2: malformed prediction line"):
         list(iter_predictions(p))
     p.write_text("")
