@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_util
 
-from .coco import NO_ANNOTATIONS, CocoData, Rejection, _annotation_json, image_size
+from .coco import (
+    NO_ANNOTATIONS,
+    CocoData,
+    Rejection,
+    _annotation_json,
+    _subset_renumbered,
+    image_size,
+)
 from .errors import KitError
 from .io import progress
 from .labels import Labels, labels_from_dict
@@ -160,8 +167,6 @@ def fashionpedia_to_coco(path: str | Path, *, image_dir: str | Path | None = Non
         if i not in dropped:
             rejected.append(Rejection(file, i + 1, images[i]["image_key"], NO_ANNOTATIONS))
     if not keep.all():
-        from .coco import _subset_renumbered
-
         data = _subset_renumbered(data, np.flatnonzero(keep))
     return data, labels
 

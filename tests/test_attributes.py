@@ -458,8 +458,8 @@ def _model_and_batch(prepared2020, config="tiny_maskrcnn_imat_attr2020.py"):
     ds_cfg = dict(cfg.train_dataloader.dataset)
     ds_cfg.pop("type")
     ds = IMatDataset(**ds_cfg)
-    items = [ds[i] for i in range(len(ds)) if (ds[i]["data_samples"].gt_instances.labels
-                                               <= 12).any()][:2]
+    items = [it for it in (ds[i] for i in range(len(ds)))  # each sample through the pipeline once
+             if (it["data_samples"].gt_instances.labels <= 12).any()][:2]
     return model, pseudo_collate(items), cfg
 
 

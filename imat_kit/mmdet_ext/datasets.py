@@ -50,7 +50,7 @@ class IMatDataset(CocoDataset):
         self.fold, self.split = int(fold), split
         self.with_attributes = bool(attributes) and split != "test"
         self.expected_attributes = num_attributes
-        self.attribute_ids: tuple[int, ...] = ()
+        self._index: dict[int, int] | None = None  # attribute id -> position, read once
         if not ann_file:
             ann_file = ann_file_for(split, fold)
         if data_prefix is None:
@@ -83,7 +83,7 @@ class IMatDataset(CocoDataset):
         return data_info
 
     def _attribute_index(self) -> dict[int, int]:
-        if not self.attribute_ids:
+        if self._index is None:
             labels = labels_from_dict({"categories": self.coco.dataset["categories"],
                                        "attributes": self.coco.dataset.get("attributes", [])},
                                       self.ann_file)
@@ -92,6 +92,5 @@ class IMatDataset(CocoDataset):
                     f"{self.ann_file} has {labels.num_attributes} attributes, the model "
                     f"{self.expected_attributes}: use the attribute config of this data's label "
                     "space (2019: 92 attributes; 2020 and Fashionpedia: 294)")
-            self.attribute_ids = labels.attribute_id_list
             self._index = labels.attribute_index()
         return self._index
