@@ -183,13 +183,10 @@ def category_prior(train_coco: dict) -> dict[int, tuple[int, ...]]:
 
 def with_prior(preds: dict, prior: dict[int, tuple[int, ...]]) -> dict:
     """The predictions with each instance's attributes replaced by its category's prior."""
-    out = {}
-    for key, p in preds.items():
-        q = p.take(np.arange(len(p)))
-        q.attr_probs = []
-        q.attributes = [prior.get(int(c), ()) for c in p.labels]
-        out[key] = q
-    return out
+    from dataclasses import replace
+
+    return {key: replace(p, attr_probs=[], attributes=[prior.get(int(c), ()) for c in p.labels])
+            for key, p in preds.items()}
 
 
 def f1_from_counts(df: pd.DataFrame) -> pd.DataFrame:
