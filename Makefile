@@ -22,8 +22,11 @@ $(VENV)/.mmcv: $(VENV)/.base
 		&& env $$vars $(PIP) install --no-build-isolation mmcv==2.1.0
 	touch $@
 
+# fashionpedia (the reference AP^{IoU+F1}, for a test) without its scikit-image dependency,
+# which only its image viewer uses.
 $(VENV)/.deps: $(VENV)/.mmcv requirements.txt
 	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps fashionpedia==1.1
 	touch $@
 
 # openmim downgrades setuptools to 60.2.0: install the package with build isolation, or it

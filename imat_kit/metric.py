@@ -34,11 +34,13 @@ AVERAGES = ("image", "image_class", "class")
 @dataclass(frozen=True)
 class Instance:
     """One mask with its class key, e.g. ``6`` or ``(6, (28, 77))``, and (for predictions) a
-    score. ``rle`` is a COCO RLE dict (compressed counts) at the image size."""
+    score. ``rle`` is a COCO RLE dict (compressed counts) at the image size; ``attributes``
+    (sorted ids) are used by the 2020 score, whose key is the category alone."""
 
     key: object
     rle: dict
     score: float = 1.0
+    attributes: tuple = ()
 
 
 def class_key(category: int, attributes=(), use_attributes: bool = True) -> object:

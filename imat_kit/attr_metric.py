@@ -1,0 +1,340 @@
+"""Metrics with attributes: Fashionpedia's AP^{IoU+F1} and the 2020 (FGVC7) competition score.
+
+**AP^{IoU+F1}** (Jia et al., ECCV 2020; the ``fashionpedia`` package's ``FPEval``, version 1.1,
+reproduced here number for number — ``tests/test_attr_metric.py`` checks it against the package):
+
+* COCO-style AP on masks, 100 detections per image, 101 recall points, greedy by score.
+* A detection of an *attribute-bearing* category (:data:`FASHIONPEDIA_ATTRIBUTE_CATEGORIES`)
+  matches a truth only when mask IoU ≥ t_iou **and** attribute F1 ≥ t_f1, both swept over
+  0.50, 0.55, …, 0.95. F1 is ``binary_macro``: the mean of the F1 of the positive and of the
+  negative class over the A-long multi-hot vectors (A = every attribute of the label file), the
+  classes present in either vector only — an empty prediction on an attribute-less truth scores 1.
+* FPEval's matching raises *both* bars to the best match so far: scanning the truths in order,
+  a truth replaces the current candidate only when its IoU *and* its F1 are at least the
+  candidate's (not "the highest IoU among those passing both"). Reproduced as is.
+* Each threshold also has an "ignored" value (-1): AP^{IoU} (``iou``) uses F1 -1, AP^{F1}
+  (``f1``) uses IoU -1 (any overlap, even none, counts).
+* Averaging: each attribute-bearing category contributes one column per F1 threshold (10),
+  every other category one column (matched on IoU alone); AP = the mean over the columns of the
+  categories with truth, each a mean over the IoU thresholds × recall points.
+* FPEval indexes categories by *position* in the ground truth's category list; all the
+  competition label files have ids 0…45 at positions 0…45, which is what is assumed here.
+
+**The 2020 competition score** (:func:`competition_score_2020`): the 2019 score (TP / (TP + FP +
+FN) over the IoU thresholds, averaged per image by default) where a prediction is a true
+positive when IoU > t_iou and, when its truth has attributes, attribute F1 > t_f1. The
+published rule leaves open (each an option, defaults marked):
+
+* ``sweep``: every (t_iou, t_f1) pair of 0.50…0.95 × 0.50…0.95 (``grid``, default, as
+  Fashionpedia's AP) or the two thresholds moved together (``paired``, 10 points);
+* ``f1``: Fashionpedia's ``binary_macro`` (default) or ``positive`` (the F1 of the positive
+  class alone: the usual F1 of two attribute sets);
+* the comparisons are strict (``>``), as the rule is written; the 2019 score uses ``≥``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+from pycocotools import mask as mask_util
+
+from .errors import KitError
+from .metric import AVERAGES, IOU_THRESHOLDS, _ratio
+
+#: FPEval's ``catsWithAttributes``: the categories whose matches need attribute F1
+FASHIONPEDIA_ATTRIBUTE_CATEGORIES = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 28, 29, 31, 32, 33)
+#: FPEval's thresholds (the same values as COCO's, built the same way)
+_THR = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+FP_IOU_THRESHOLDS = np.append(_THR, -1.0)
+FP_F1_THRESHOLDS = np.append(_THR, -1.0)
+RECALL_POINTS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+F1_TYPES = ("binary_macro", "positive")
+SWEEPS = ("grid", "paired")
+
+
+def multihot(sets: Sequence[Sequence[int]], index: dict[int, int], *,
+             what: str = "attribute") -> np.ndarray:
+    """Attribute id sets → an N × A 0/1 matrix over ``index`` (id → column)."""
+    out = np.zeros((len(sets), len(index)), np.int64)
+    for i, s in enumerate(sets):
+        for a in s:
+            k = index.get(int(a))
+            if k is None:
+                raise KitError(f"{what} id {a} is not in the label file's attributes", value=a)
+            out[i, k] = 1
+    return out
+
+
+def pairwise_f1(pred: np.ndarray, truth: np.ndarray, f1: str = "binary_macro") -> np.ndarray:
+    """D × G attribute F1 of multi-hot rows ``pred`` (D × A) against ``truth`` (G × A).
+
+    ``binary_macro`` is scikit-learn's ``f1_score(truth, pred, average="macro")`` on the two
+    A-long vectors (what FPEval computes): the mean F1 of the classes 1 and 0 present in
+    either vector. ``positive`` is the F1 of class 1 alone (1 when both sets are empty)."""
+    if f1 not in F1_TYPES:
+        raise KitError(f"f1 must be one of {', '.join(F1_TYPES)}", value=f1)
+    a = pred.shape[1]
+    tp = (pred @ truth.T).astype(np.float64)
+    n_p = pred.sum(1)[:, None].astype(np.float64)
+    n_t = truth.sum(1)[None, :].astype(np.float64)
+    fp, fn = n_p - tp, n_t - tp
+    tn = a - n_p - n_t + tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pos = np.where(n_p + n_t > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+        neg = np.where(tp < a, 2 * tn / (2 * tn + fp + fn), np.nan)
+    if f1 == "positive":
+        return np.where(np.isnan(pos), 1.0, pos)
+    both = np.stack([pos, neg])
+    return np.nanmean(both, axis=0) if both.size else np.zeros(tp.shape)
+
+
+def _greedy(ious: np.ndarray, f1s: np.ndarray | None, iou_thr: np.ndarray,
+            f1_thr: np.ndarray) -> np.ndarray:
+    """FPEval's (and COCOeval's) matching of D detections (sorted by score) to G truths at
+    every threshold pair: returns (T, F, D) booleans, detection matched. Scanning the truths
+    in order, a free truth becomes the candidate when its IoU (and F1, when ``f1s`` is given)
+    reach the current bars; the bars then rise to the candidate's values."""
+    d_n, g_n = ious.shape
+    t_n, f_n = len(iou_thr), len(f1_thr)
+    matched_dt = np.zeros((t_n, f_n, d_n), bool)
+    if not d_n or not g_n:
+        return matched_dt
+    taken = np.zeros((t_n, f_n, g_n), bool)
+    iou0 = np.broadcast_to(np.minimum(iou_thr, 1 - 1e-10)[:, None], (t_n, f_n))
+    f10 = np.broadcast_to(np.minimum(f1_thr, 1 - 1e-10)[None, :], (t_n, f_n))
+    tt, ff = np.indices((t_n, f_n))
+    for d in range(d_n):
+        bar_i, bar_f = iou0.copy(), f10.copy()
+        m = np.full((t_n, f_n), -1)
+        for g in range(g_n):
+            ok = ~taken[:, :, g] & (ious[d, g] >= bar_i)
+            if f1s is not None:
+                ok &= f1s[d, g] >= bar_f
+                bar_f = np.where(ok, f1s[d, g], bar_f)
+            bar_i = np.where(ok, ious[d, g], bar_i)
+            m = np.where(ok, g, m)
+        hit = m >= 0
+        matched_dt[:, :, d] = hit
+        taken[tt[hit], ff[hit], m[hit]] = True
+    return matched_dt
+
+
+def _precision(scores: np.ndarray, tps: np.ndarray, n_gt: int) -> np.ndarray:
+    """COCO/FPEval precision at the 101 recall points for each row of ``tps`` (rows × N, the
+    detections already in descending score order)."""
+    rows = tps.shape[0]
+    out = np.zeros((rows, len(RECALL_POINTS)))
+    if not tps.shape[1]:
+        return out
+    tp = np.cumsum(tps, axis=1).astype(np.float64)
+    fp = np.cumsum(~tps, axis=1).astype(np.float64)
+    rc = tp / n_gt
+    pr = tp / (fp + tp + np.spacing(1))
+    pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+    for r in range(rows):
+        idx = np.searchsorted(rc[r], RECALL_POINTS, side="left")
+        ok = idx < pr.shape[1]
+        out[r, ok] = pr[r, idx[ok]]
+    return out
+
+
+def fashionpedia_eval(gt_coco: dict, detections: list[dict], *, attribute_ids: Sequence[int],
+                      attribute_categories: Sequence[int] = FASHIONPEDIA_ATTRIBUTE_CATEGORIES,
+                      max_dets: int = 100) -> dict:
+    """AP^{IoU+F1}, AP^{IoU} and AP^{F1} of ``detections`` against a COCO ground truth whose
+    annotations carry ``attribute_ids``; ``detections`` are COCO results (``image_id``,
+    ``category_id``, ``score``, ``segmentation`` as compressed RLE) with ``attribute_ids``.
+    ``attribute_ids`` is the label file's attribute list (it sets A, the F1 vector length).
+
+    Returns ``{"iou_f1": {...}, "iou": {...}, "f1": {...}}``, each with FPEval's keys
+    (``AP``, ``AP_IOU50``, ``AP_IOU75``, ``AP_F150``, ``AP_F175``, ``AP_IOU50_F150``, …; NaN
+    where FPEval prints -1, i.e. no category with truth), plus ``per_category`` (category id →
+    AP^{IoU+F1}, NaN without truth)."""
+    index = {int(a): i for i, a in enumerate(attribute_ids)}
+    attr_cats = {int(c) for c in attribute_categories}
+    img_ids = sorted({int(im["id"]) for im in gt_coco["images"]})
+    img_set = set(img_ids)
+    cat_ids = sorted({int(c["id"]) for c in gt_coco["categories"]})
+    cat_pos = {c: k for k, c in enumerate(cat_ids)}
+    gts: dict = defaultdict(list)
+    dts: dict = defaultdict(list)
+    for a in gt_coco["annotations"]:
+        if int(a["image_id"]) in img_set and int(a["category_id"]) in cat_pos:
+            gts[int(a["image_id"]), int(a["category_id"])].append(a)
+    for d in detections:
+        if int(d["image_id"]) in img_set and int(d["category_id"]) in cat_pos:
+            dts[int(d["image_id"]), int(d["category_id"])].append(d)
+
+    t_n, f_n = len(FP_IOU_THRESHOLDS), len(FP_F1_THRESHOLDS)
+    precision = -np.ones((t_n, f_n, len(RECALL_POINTS), len(cat_ids)))
+    for cat in cat_ids:
+        with_attr = cat_pos[cat] in attr_cats  # FPEval compares positions (= ids here)
+        f1_thr = FP_F1_THRESHOLDS if with_attr else FP_F1_THRESHOLDS[-1:]
+        scores, matches, n_gt = [], [], 0
+        for img in img_ids:
+            g, d = gts.get((img, cat), []), dts.get((img, cat), [])
+            if not g and not d:
+                continue
+            order = np.argsort([-x["score"] for x in d], kind="mergesort")[:max_dets]
+            d = [d[i] for i in order]
+            n_gt += len(g)
+            ious = np.zeros((len(d), len(g)))
+            if d and g:
+                ious = np.asarray(mask_util.iou([x["segmentation"] for x in d],
+                                                [x["segmentation"] for x in g],
+                                                [int(x.get("iscrowd", 0)) for x in g]),
+                                  np.float64).reshape(len(d), len(g))
+            f1s = None
+            if with_attr:
+                f1s = pairwise_f1(multihot([x.get("attribute_ids", []) for x in d], index,
+                                           what="predicted attribute"),
+                                  multihot([x.get("attribute_ids", []) for x in g], index))
+            scores.append(np.asarray([x["score"] for x in d], np.float64))
+            matches.append(_greedy(ious, f1s, FP_IOU_THRESHOLDS, f1_thr))
+        if not n_gt:
+            continue
+        sc = np.concatenate(scores) if scores else np.zeros(0)
+        mt = np.concatenate(matches, axis=2) if matches else np.zeros((t_n, len(f1_thr), 0),
+                                                                       bool)
+        order = np.argsort(-sc, kind="mergesort")
+        mt = mt[:, :, order]
+        pr = _precision(sc[order], mt.reshape(t_n * len(f1_thr), mt.shape[2]), n_gt)
+        pr = pr.reshape(t_n, len(f1_thr), len(RECALL_POINTS))
+        if with_attr:
+            precision[:, :, :, cat_pos[cat]] = pr
+        else:
+            precision[:, -1:, :, cat_pos[cat]] = pr
+
+    def summarize(iou: bool, f1: bool, iou_thr: float | None = None,
+                  f1_thr: float | None = None, only: int | None = None) -> float:
+        s = precision
+        if iou and iou_thr is not None:
+            s = s[np.where(iou_thr == FP_IOU_THRESHOLDS[:-1])[0]]
+        elif iou:
+            s = s[:-1]
+        else:
+            s = s[[-1]]
+        cols = []
+        for k in range(len(cat_ids)):
+            if only is not None and k != only:
+                continue
+            if f1 and k in attr_cats:
+                f_idx = (np.where(f1_thr == FP_F1_THRESHOLDS[:-1])[0] if f1_thr is not None
+                         else np.arange(f_n - 1))
+                cols.extend(s[:, [f], :, k] for f in f_idx)
+            else:
+                cols.append(s[:, [-1], :, k])
+        s = np.concatenate(cols, axis=1) if cols else np.zeros(0)
+        s = s[s > -1]
+        return float(s.mean()) if s.size else float("nan")
+
+    out = {"iou_f1": {"AP": summarize(True, True)}, "iou": {"AP": summarize(True, False)},
+           "f1": {"AP": summarize(False, True)}}
+    for t in (0.5, 0.75):
+        out["iou_f1"][f"AP_IOU{int(t * 100)}"] = summarize(True, True, iou_thr=t)
+        out["iou"][f"AP_IOU{int(t * 100)}"] = summarize(True, False, iou_thr=t)
+    for f in (0.5, 0.75):
+        out["iou_f1"][f"AP_F1{int(f * 100)}"] = summarize(True, True, f1_thr=f)
+        out["f1"][f"AP_F1{int(f * 100)}"] = summarize(False, True, f1_thr=f)
+    for t in (0.5, 0.75):
+        for f in (0.5, 0.75):
+            out["iou_f1"][f"AP_IOU{int(t * 100)}_F1{int(f * 100)}"] = summarize(
+                True, True, iou_thr=t, f1_thr=f)
+    out["per_category"] = {c: summarize(True, True, only=k) for c, k in cat_pos.items()}
+    return out
+
+
+def detections_from_predictions(gt_coco: dict, preds: dict) -> list[dict]:
+    """Predictions (``image_key → ImagePrediction``) as COCO results with ``attribute_ids``
+    (each instance's attribute set; none when the file has no attributes), in the order
+    ``metric.coco_results`` gives."""
+    from .metric import coco_results
+
+    ids = {im["image_key"]: im["id"] for im in gt_coco["images"]}
+    out = coco_results(gt_coco, preds)
+    k = 0
+    for key, p in preds.items():
+        if key not in ids:
+            continue
+        for j in range(len(p)):
+            out[k]["attribute_ids"] = list(p.attributes[j]) if p.attributes else []
+            k += 1
+    return out
+
+
+# --- the 2020 competition score -------------------------------------------------------------
+
+def _match_2020(dt: list, gt: list, index: dict[int, int], f1: str, iou_thr: np.ndarray,
+                f1_thr: np.ndarray) -> np.ndarray:
+    """True positives (P,) for the threshold pairs ``(iou_thr[p], f1_thr[p])`` of one
+    category in one image: greedy by score; a detection takes the free truth of highest IoU
+    among those with IoU > t_iou and (truth without attributes, or F1 > t_f1)."""
+    tp = np.zeros(len(iou_thr), np.int64)
+    if not dt or not gt:
+        return tp
+    order = np.argsort([-d.score for d in dt], kind="stable")
+    dt = [dt[i] for i in order]
+    ious = np.asarray(mask_util.iou([d.rle for d in dt], [g.rle for g in gt], [0] * len(gt)),
+                      np.float64).reshape(len(dt), len(gt))
+    f1s = pairwise_f1(multihot([d.attributes for d in dt], index, what="predicted attribute"),
+                      multihot([g.attributes for g in gt], index), f1)
+    needs = np.array([bool(g.attributes) for g in gt])
+    free = np.ones((len(iou_thr), len(gt)), bool)
+    rows = np.arange(len(iou_thr))
+    for d in range(len(dt)):
+        ok = free & (ious[d][None, :] > iou_thr[:, None]) \
+            & (~needs[None, :] | (f1s[d][None, :] > f1_thr[:, None]))
+        cand = np.where(ok, ious[d][None, :], -1.0)
+        best = cand.argmax(axis=1)
+        hit = cand[rows, best] >= 0
+        tp += hit
+        free[rows[hit], best[hit]] = False
+    return tp
+
+
+def competition_score_2020(gt: dict, pred: dict, *, attribute_ids: Sequence[int],
+                           average: str = "image", sweep: str = "grid",
+                           f1: str = "binary_macro", images: list[str] | None = None) -> dict:
+    """The 2020 score of predictions against truth, both ``image_key → [metric.Instance]``
+    with ``key`` = category and ``attributes`` set (see the module doc for the rule and its
+    options; ``average`` as :func:`metric.competition_score`). Returns ``score``,
+    ``per_threshold`` (one value per threshold pair) and ``count``."""
+    if average not in AVERAGES:
+        raise KitError(f"average must be one of {', '.join(AVERAGES)}", value=average)
+    if sweep not in SWEEPS:
+        raise KitError(f"sweep must be one of {', '.join(SWEEPS)}", value=sweep)
+    if sweep == "grid":
+        iou_thr, f1_thr = (x.ravel() for x in np.meshgrid(IOU_THRESHOLDS, IOU_THRESHOLDS,
+                                                          indexing="ij"))
+    else:
+        iou_thr, f1_thr = IOU_THRESHOLDS, IOU_THRESHOLDS
+    index = {int(a): i for i, a in enumerate(attribute_ids)}
+    keys = list(gt) if images is None else list(images)
+    t = len(iou_thr)
+    per_unit: list[np.ndarray] = []
+    by_class: dict = defaultdict(lambda: np.zeros((3, t), dtype=np.int64))
+    for key in keys:
+        g_by: dict = defaultdict(list)
+        d_by: dict = defaultdict(list)
+        for g in gt.get(key, []):
+            g_by[g.key].append(g)
+        for d in pred.get(key, []):
+            d_by[d.key].append(d)
+        img = np.zeros((3, t), dtype=np.int64)
+        for c in set(g_by) | set(d_by):
+            tp = _match_2020(d_by[c], g_by[c], index, f1, iou_thr, f1_thr)
+            cnt = np.stack([tp, len(d_by[c]) - tp, len(g_by[c]) - tp])
+            img += cnt
+            by_class[c] += cnt
+            if average == "image_class":
+                per_unit.append(_ratio(cnt))
+        if average == "image" and img.sum():
+            per_unit.append(_ratio(img))
+    if average == "class":
+        per_unit = [_ratio(c) for c in by_class.values()]
+    if not per_unit:
+        return {"score": float("nan"), "per_threshold": np.full(t, np.nan), "count": 0}
+    arr = np.stack(per_unit)
+    return {"score": float(arr.mean()), "per_threshold": arr.mean(axis=0), "count": len(arr)}

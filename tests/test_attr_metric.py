@@ -1,0 +1,216 @@
+"""AP^{IoU+F1} against Fashionpedia's own FPEval, and the 2020 competition rule by hand."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import sys
+import types
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_util
+
+from imat_kit.attr_metric import (
+    FASHIONPEDIA_ATTRIBUTE_CATEGORIES,
+    competition_score_2020,
+    fashionpedia_eval,
+    pairwise_f1,
+)
+from imat_kit.metric import Instance
+
+ATTRS = [0, 3, 4, 7, 11, 12, 20, 31]  # non-contiguous, as the 2020 file's
+
+
+def _fpeval():
+    """The reference: ``fashionpedia`` 1.1 imports ``skimage.io`` (for its viewer only) and
+    uses ``np.float`` (removed in numpy 1.24): a stub module and the old alias let it run."""
+    if "skimage" not in sys.modules:
+        sk = types.ModuleType("skimage")
+        sk.io = types.ModuleType("skimage.io")
+        sys.modules["skimage"], sys.modules["skimage.io"] = sk, sk.io
+    np.float = float  # the alias FPEval's accumulate() uses
+    from fashionpedia.fp import Fashionpedia
+    from fashionpedia.fp_eval import FPEval
+
+    return Fashionpedia, FPEval
+
+
+def _rle(mask: np.ndarray) -> dict:
+    r = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    r["counts"] = r["counts"].decode("ascii")
+    return r
+
+
+def _random_case(seed: int):
+    rng = np.random.default_rng(seed)
+    size = 20
+    cats = [0, 5, 13, 28, 40]  # with attributes: 0, 5, 28; without: 13, 40
+    images = [{"id": i + 1, "height": size, "width": size} for i in range(4)]
+    anns, dets = [], []
+
+    def blob():
+        m = np.zeros((size, size), np.uint8)
+        y, x = rng.integers(0, size - 6, 2)
+        h, w = rng.integers(4, 12, 2)
+        m[y:y + h, x:x + w] = 1
+        return m
+
+    def attrs():
+        k = rng.integers(0, 4)
+        return sorted(int(a) for a in rng.choice(ATTRS, size=k, replace=False))
+
+    for im in images:
+        for _ in range(rng.integers(0, 5)):
+            m = blob()
+            anns.append({"id": len(anns) + 1, "image_id": im["id"],
+                         "category_id": int(rng.choice(cats)), "segmentation": _rle(m),
+                         "area": int(m.sum()), "iscrowd": 0, "attribute_ids": attrs()})
+        truths = [a for a in anns if a["image_id"] == im["id"]]
+        for _ in range(rng.integers(1, 7)):
+            if truths and rng.random() < 0.6:  # a noisy copy of a truth
+                t = truths[rng.integers(len(truths))]
+                m = mask_util.decode(t["segmentation"]).copy()
+                m = np.roll(m, rng.integers(-2, 3), axis=int(rng.integers(2)))
+                cat = t["category_id"] if rng.random() < 0.85 else int(rng.choice(cats))
+                a = t["attribute_ids"] if rng.random() < 0.5 else attrs()
+            else:
+                m, cat, a = blob(), int(rng.choice(cats)), attrs()
+            score = float(np.round(rng.random(), 1))  # ties happen
+            dets.append({"image_id": im["id"], "category_id": cat, "score": score,
+                         "segmentation": _rle(m), "attribute_ids": a})
+    gt = {"images": images, "annotations": anns,
+          "categories": [{"id": c, "name": f"c{c}"} for c in range(46)],
+          "attributes": [{"id": a, "name": f"a{a}"} for a in ATTRS]}
+    return gt, dets
+
+
+def _reference(gt: dict, dets: list[dict]) -> dict:
+    Fashionpedia, FPEval = _fpeval()
+    with contextlib.redirect_stdout(io.StringIO()):
+        api = Fashionpedia()
+        api.dataset = copy.deepcopy(gt)
+        api.createIndex()
+        ev = FPEval(api, api.loadRes(copy.deepcopy(dets)), "segm")
+        ev.run()
+    return {"iou_f1": ev.results, "iou": ev.resultDet, "f1": ev.resultF1}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fashionpedia_ap_equals_fpeval(seed):
+    gt, dets = _random_case(seed)
+    ref = _reference(gt, dets)
+    ours = fashionpedia_eval(gt, dets, attribute_ids=ATTRS)
+    compared = 0
+    for mode in ("iou_f1", "iou", "f1"):
+        for key, value in ours[mode].items():
+            want = ref[mode][key]
+            got = -1.0 if np.isnan(value) else value
+            assert got == pytest.approx(want, abs=1e-6), (seed, mode, key)
+            compared += 1
+    assert compared == 15
+    assert ours["iou_f1"]["AP"] <= ours["iou"]["AP"] + 1e-12  # attributes can only cost
+
+
+def test_fashionpedia_ap_attributes_matter():
+    """The same masks with the right and with wrong attributes: AP^{IoU} equal, AP^{IoU+F1}
+    lower with wrong ones (and FPEval agrees)."""
+    gt, _ = _random_case(3)
+    right = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 0.9,
+              "segmentation": a["segmentation"], "attribute_ids": a["attribute_ids"]}
+             for a in gt["annotations"]]
+    wrong = [{**d, "attribute_ids": [x for x in ATTRS if x not in d["attribute_ids"]][:3]}
+             for d in right]
+    r, w = (fashionpedia_eval(gt, d, attribute_ids=ATTRS) for d in (right, wrong))
+    assert r["iou"]["AP"] == pytest.approx(1.0) and w["iou"]["AP"] == pytest.approx(1.0)
+    assert r["iou_f1"]["AP"] == pytest.approx(1.0)
+    assert w["iou_f1"]["AP"] < 0.9
+    assert w["iou_f1"]["AP"] == pytest.approx(_reference(gt, wrong)["iou_f1"]["AP"], abs=1e-6)
+
+
+def test_pairwise_f1_is_sklearn_binary_macro():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    a = 9
+    pred = (rng.random((30, a)) < 0.3).astype(np.int64)
+    truth = (rng.random((20, a)) < 0.3).astype(np.int64)
+    pred[0] = 0
+    truth[0] = 0
+    pred[1] = 1
+    truth[1] = 1
+    got = pairwise_f1(pred, truth)
+    for i in range(len(pred)):
+        for j in range(len(truth)):
+            assert got[i, j] == pytest.approx(f1_score(truth[j], pred[i], average="macro"))
+    assert got[0, 0] == 1.0  # empty prediction on an attribute-less truth
+    assert got[1, 1] == 1.0
+
+
+def test_fashionpedia_categories_are_fpevals():
+    assert set(FASHIONPEDIA_ATTRIBUTE_CATEGORIES) == set(_fpeval()[1].__init__.__globals__[
+        "FPParams"]().catsWithAttributes)
+
+
+# --- the 2020 rule --------------------------------------------------------------------------
+
+def _inst(mask, cat, attrs=(), score=1.0):
+    return Instance(cat, _rle(mask), score, tuple(attrs))
+
+
+def _square(y, x, s=10, size=40):
+    m = np.zeros((size, size), np.uint8)
+    m[y:y + s, x:x + s] = 1
+    return m
+
+
+A20 = list(range(10))
+
+
+def _score(gt, pred, **kw):
+    return competition_score_2020({"im": gt}, {"im": pred}, attribute_ids=A20, **kw)["score"]
+
+
+def test_2020_attributeless_truth_ignores_f1():
+    m = _square(5, 5)
+    assert _score([_inst(m, 3)], [_inst(m, 3, (1, 2))]) == 1.0
+
+
+def test_2020_empty_prediction_on_truth_with_attributes():
+    m = _square(5, 5)
+    # binary_macro: positive class F1 0, negative class F1 2*8/(16+2) = 0.889 → mean 0.444
+    assert _score([_inst(m, 3, (1, 2))], [_inst(m, 3)]) == 0.0
+    assert _score([_inst(m, 3, (1, 2))], [_inst(m, 3, (1, 2))]) == 1.0
+
+
+def test_2020_one_wrong_attribute_and_threshold_edges():
+    m = _square(5, 5)
+    gt = [_inst(m, 3, (1, 2))]
+    pred = [_inst(m, 3, (1, 3))]
+    # positive F1 = 0.5; negative F1 = 2*7/(14+2) = 0.875 → binary_macro 0.6875
+    f1 = pairwise_f1(np.array([[0, 1, 0, 1, 0, 0, 0, 0, 0, 0]]),
+                     np.array([[0, 1, 1, 0, 0, 0, 0, 0, 0, 0]]))[0, 0]
+    assert f1 == pytest.approx(0.6875)
+    # grid: IoU 1 passes every t_iou; F1 0.6875 > t_f1 for t_f1 in 0.50…0.65 (4 of 10)
+    assert _score(gt, pred) == pytest.approx(0.4)
+    assert _score(gt, pred, sweep="paired") == pytest.approx(0.4)
+    # positive-class F1 0.5 is not > 0.5: strict comparison, no threshold passes
+    assert _score(gt, pred, f1="positive") == 0.0
+    # IoU exactly 0.5 does not pass t_iou = 0.5 (strict): shift by half the side
+    half = _square(5, 10)
+    iou = mask_util.iou([_rle(half)], [_rle(m)], [0])[0, 0]
+    assert iou == pytest.approx(1 / 3)
+    wide = np.zeros((40, 40), np.uint8)
+    wide[5:15, 5:25] = 1  # IoU with m: 100 / 200 = 0.5 exactly
+    assert _score([_inst(m, 3)], [_inst(wide, 3)]) == 0.0
+
+
+def test_2020_greedy_by_score_and_counts():
+    a, b = _square(2, 2), _square(20, 20)
+    gt = [_inst(a, 1, (4,)), _inst(b, 1, (5,))]
+    pred = [_inst(a, 1, (4,), 0.9), _inst(b, 1, (4,), 0.8), _inst(b, 7, (), 0.7)]
+    # a: TP everywhere; b: wrong attribute → FP + FN (F1 of {4} vs {5}: pos 0, neg 0.889)
+    # b's F1 0.444 < 0.5 → never TP; category 7: FP → TP 1, FP 2, FN 1 → 0.25
+    assert _score(gt, pred) == pytest.approx(0.25)
+    assert _score(gt, pred, average="class") == pytest.approx((1 / 3 + 0.0) / 2)
