@@ -52,6 +52,15 @@ FP_F1_THRESHOLDS = np.append(_THR, -1.0)
 RECALL_POINTS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 F1_TYPES = ("binary_macro", "positive")
 SWEEPS = ("grid", "paired")
+#: 2019: the garments (categories 0–12) carry the attributes; an assumption of this kit, the
+#: 2019 competition published no such list
+ATTRIBUTE_CATEGORIES_2019 = tuple(range(13))
+
+
+def attribute_categories(labels) -> tuple[int, ...]:
+    """The categories whose matches need attribute F1: FPEval's list for the 2020 /
+    Fashionpedia label set (294 attributes), the garments for 2019."""
+    return ATTRIBUTE_CATEGORIES_2019 if labels.year == 2019 else FASHIONPEDIA_ATTRIBUTE_CATEGORIES
 
 
 def multihot(sets: Sequence[Sequence[int]], index: dict[int, int], *,

@@ -181,14 +181,48 @@ def print_evaluation(table, average: str) -> None:
     print(REFERENCE_TABLE3.to_string(index=False))
 
 
+def print_attribute_figures(table) -> None:
+    """The attribute columns of a fold table (when the predictions carried attributes)."""
+    if "AP_iou_f1" not in table.columns:
+        return
+    m, sd = table.iloc[-2], table.iloc[-1]
+    print(f"attributes: AP^IoU+F1 {100 * m.AP_iou_f1:.1f} ± {100 * sd.AP_iou_f1:.1f} "
+          f"(AP^IoU {100 * m.AP_iou_fp:.1f}, AP^F1 {100 * m.AP_f1:.1f}; Fashionpedia's "
+          f"definition); attribute micro F1 on matched instances {m.attr_micro_f1:.3f} vs "
+          f"the per-category prior's {m.prior_micro_f1:.3f}")
+
+
 def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from .attr_eval import load_thresholds
     from .evaluate import evaluate_to
 
     files = _fold_files(a.predictions)
-    table, _ = evaluate_to(a.data, files, a.out, average=a.average, score_thr=a.score_thr)
+    table, _ = evaluate_to(a.data, files, a.out, average=a.average, score_thr=a.score_thr,
+                           thresholds=load_thresholds(a.attribute_thresholds))
     print_evaluation(table, a.average)
+    print_attribute_figures(table)
     out = Path(a.out)
-    print(f"→ {out / 'evaluation.csv'}, {out / 'per_category_ap.csv'}")
+    extra = ", " + str(out / "per_attribute.csv") if "AP_iou_f1" in table.columns else ""
+    print(f"→ {out / 'evaluation.csv'}, {out / 'per_category_ap.csv'}{extra}")
+    return 0
+
+
+def _cmd_tune_attributes(a: argparse.Namespace) -> int:
+    from .attr_eval import tune_thresholds, write_thresholds
+    from .evaluate import read_fold_runs
+    from .layout import find_labels
+
+    runs = read_fold_runs(a.data, _fold_files(a.predictions))
+    r = tune_thresholds(runs, list(find_labels(a.data).attribute_id_list),
+                        min_support=a.min_support, global_threshold=a.global_threshold,
+                        score_thr=a.score_thr)
+    write_thresholds(r, a.out)
+    att = r["attributes"].values()
+    tuned = [v for v in att if v["tuned"]]
+    gain = sum(v["f1"] - v["f1_at_global"] for v in tuned) / max(len(tuned), 1)
+    print(f"{len(tuned)} of {len(r['attributes'])} attributes with truth tuned (support >= "
+          f"{a.min_support}) over {r['matched_instances']} matched instances of folds "
+          f"{r['folds']}; mean F1 gain of the tuned ones {gain:+.3f} → {a.out}")
     return 0
 
 
@@ -208,9 +242,10 @@ def _cmd_submit(a: argparse.Namespace) -> int:
     cfg = SubmitConfig(score_thr=a.score_thr, max_per_image=a.max_per_image,
                        min_area=a.min_area, mask_size=a.mask_size, attributes=a.attributes)
     man, problems = submit(a.predictions, a.data, a.out, cfg, evaluation=a.evaluation,
-                           quiet=a.quiet)
-    print(f"{man['rows']} rows for {man['images']} images ({man['images_without_prediction']} "
-          f"without a mask) → {a.out}, manifest {Path(a.out).with_suffix('.json')}")
+                           attribute_thresholds=a.attribute_thresholds, quiet=a.quiet)
+    print(f"{man['layout']} layout: {man['rows']} rows for {man['images']} images "
+          f"({man['images_without_prediction']} without a mask) → {a.out}, manifest "
+          f"{Path(a.out).with_suffix('.json')}")
     for p in problems:
         print(f"{a.out}: {p}", file=sys.stderr)
     if problems:
@@ -240,10 +275,12 @@ def _cmd_score(a: argparse.Namespace) -> int:
     from .submission import score_submission
 
     r = score_submission(a.submission, a.solution, a.data, average=a.average,
-                         attributes=a.attributes, quiet=a.quiet)
-    print(f"competition score ({a.average} average, attributes "
-          f"{'matched' if a.attributes else 'ignored'}): {r['score']:.4f} over {r['count']} "
-          f"{'images' if a.average == 'image' else 'units'}")
+                         attributes=a.attributes, year=a.year, sweep=a.sweep, f1=a.f1,
+                         quiet=a.quiet)
+    rule = (f"2020 rule: IoU and attribute F1 ({a.f1}, {a.sweep} sweep)" if a.year == 2020
+            else f"attributes {'matched' if a.attributes else 'ignored'}")
+    print(f"competition score ({a.average} average, {rule}): {r['score']:.4f} over "
+          f"{r['count']} {'images' if a.average == 'image' else 'units'}")
     return 0
 
 
@@ -319,6 +356,12 @@ def _fold_files(patterns: list[str]) -> list[str]:
 
 def _mask_size(s) -> None:
     s.add_argument("--mask-size", choices=["original", "512"], default="original")
+
+
+def _thresholds(s) -> None:
+    s.add_argument("--attribute-thresholds", default=None, metavar="FILE",
+                   help="per-attribute thresholds of `imat-kit tune-attributes` (default: a "
+                   "global 0.5)")
 
 
 def _average(s) -> None:
@@ -435,7 +478,19 @@ def _parser_result_steps(sub, parents) -> None:
     _average(s)
     s.add_argument("--score-thr", type=float, default=0.3,
                    help="score threshold for the competition score (COCO AP uses all)")
+    _thresholds(s)
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("tune-attributes", parents=parents, help="one probability threshold "
+                       "per attribute, maximising its F1 over the validation folds")
+    _fold_inputs(s)
+    s.add_argument("--out", default="attribute_thresholds.json", help="the thresholds JSON")
+    s.add_argument("--min-support", type=int, default=10,
+                   help="attributes with fewer matched truths keep the global threshold")
+    s.add_argument("--global-threshold", type=float, default=0.5)
+    s.add_argument("--score-thr", type=float, default=0.3,
+                   help="detections below this score are not matched")
+    s.set_defaults(func=_cmd_tune_attributes)
 
     s = sub.add_parser("ensemble", parents=parents, help="fuse several prediction files")
     s.add_argument("--inputs", nargs="+", required=True, help="predictions .jsonl files")
@@ -460,6 +515,7 @@ def _parser_result_steps(sub, parents) -> None:
                    help="write ClassId with attributes when predictions carry them")
     s.add_argument("--evaluation", default=None,
                    help="evaluation.csv of `imat-kit evaluate`: fold scores for the manifest")
+    _thresholds(s)
     s.set_defaults(func=_cmd_submit)
 
     s = sub.add_parser("validate", parents=parents, help="check a submission CSV")
@@ -474,7 +530,15 @@ def _parser_result_steps(sub, parents) -> None:
     s.add_argument("--solution", required=True)
     _data(s, "folder with test/ (image sizes)")
     _average(s)
-    s.add_argument("--attributes", action="store_true", help="ClassIds must match attributes")
+    s.add_argument("--attributes", action="store_true",
+                   help="2019: ClassIds must match attributes")
+    s.add_argument("--year", type=int, choices=[2019, 2020], default=2019,
+                   help="2020: a match needs IoU > t and, for a truth with attributes, "
+                   "attribute F1 > t")
+    s.add_argument("--sweep", choices=["grid", "paired"], default="grid",
+                   help="2020: every (IoU, F1) threshold pair, or both moved together")
+    s.add_argument("--f1", choices=["binary_macro", "positive"], default="binary_macro",
+                   help="2020: Fashionpedia's F1 of attribute vectors, or the positive class's")
     s.set_defaults(func=_cmd_score)
 
     s = sub.add_parser("plot", parents=parents, help="figures (PNG)")

@@ -40,6 +40,27 @@ def pred_instances(preds: dict, use_attributes: bool = False,
             for k, p in preds.items()}
 
 
+def has_attributes(preds: dict) -> bool:
+    return any(p.attr_probs or p.attributes for p in preds.values())
+
+
+def attribute_columns(run: dict, labels, thresholds, *, score_thr: float = 0.3) -> dict:
+    """The attribute figures of one fold: Fashionpedia's AP^{IoU+F1} (``AP_iou_f1``), its
+    AP^{IoU} and AP^{F1}, and the attribute micro F1 over matched instances of the model and
+    of the per-category prior (``thresholds`` cut the probabilities)."""
+    from .attr_eval import apply_thresholds, attribute_table, micro_f1
+    from .attr_metric import attribute_categories, detections_from_predictions, fashionpedia_eval
+
+    preds = apply_thresholds(run["preds"], thresholds)
+    fp = fashionpedia_eval(run["gt"], detections_from_predictions(run["gt"], preds),
+                           attribute_ids=labels.attribute_id_list,
+                           attribute_categories=attribute_categories(labels))
+    table = attribute_table([run], labels, thresholds, score_thr=score_thr)
+    return {"AP_iou_f1": fp["iou_f1"]["AP"], "AP_iou_f1_50": fp["iou_f1"]["AP_IOU50_F150"],
+            "AP_iou_fp": fp["iou"]["AP"], "AP_f1": fp["f1"]["AP"],
+            "attr_micro_f1": micro_f1(table), "prior_micro_f1": micro_f1(table, "prior_")}
+
+
 def evaluate_fold(gt_coco: dict, preds: dict, *, average: str = "image",
                   score_thr: float = 0.3) -> dict:
     segm = coco_eval(gt_coco, preds, "segm")
@@ -70,14 +91,22 @@ def read_fold_runs(data: str | Path, files: list[str]) -> list[dict]:
 
 
 def evaluate_files(data: str | Path, files: list[str], *, average: str = "image",
-                   score_thr: float = 0.3,
-                   runs: list[dict] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   score_thr: float = 0.3, runs: list[dict] | None = None,
+                   thresholds=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per predictions file (its header's fold), plus mean and std rows; and the
     per-category segm AP table (categories × folds). ``runs`` (from :func:`read_fold_runs`)
-    spares reading the files again."""
+    spares reading the files again. Predictions with attributes add the
+    :func:`attribute_columns` (attribute sets cut by ``thresholds``, default a global 0.5)."""
+    from .attr_eval import AttributeThresholds
+
     rows, per_cat = [], {}
+    labels = find_labels(data)
     for run in runs if runs is not None else read_fold_runs(data, files):
         r = evaluate_fold(run["gt"], run["preds"], average=average, score_thr=score_thr)
+        if has_attributes(run["preds"]):
+            run.setdefault("train_gt", read_ann(data, "train", run["fold"]))
+            r["row"].update(attribute_columns(run, labels, thresholds or AttributeThresholds(),
+                                              score_thr=score_thr))
         rows.append({"fold": run["fold"], "file": run["file"], **r["row"]})
         per_cat[f"fold{run['fold']}"] = r["per_category"]
     table = pd.DataFrame(rows).sort_values("fold")
@@ -92,15 +121,28 @@ def evaluate_files(data: str | Path, files: list[str], *, average: str = "image"
 
 
 def evaluate_to(data: str | Path, files: list[str], out: str | Path, *, average: str = "image",
-                score_thr: float = 0.3) -> tuple[pd.DataFrame, pd.DataFrame]:
+                score_thr: float = 0.3,
+                thresholds=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`evaluate_files`, written to ``OUT/evaluation.csv`` and ``OUT/per_category_ap.csv``
-    (with the category names): the ``imat-kit evaluate`` step."""
-    table, cats = evaluate_files(data, files, average=average, score_thr=score_thr)
-    names = find_labels(data).class_names
+    (with the category names), and for predictions with attributes ``OUT/per_attribute.csv``
+    (:func:`attr_eval.attribute_table` over every fold): the ``imat-kit evaluate`` step."""
+    from .attr_eval import AttributeThresholds, attribute_table
+
+    thresholds = thresholds or AttributeThresholds()
+    runs = read_fold_runs(data, files)
+    table, cats = evaluate_files(data, files, average=average, score_thr=score_thr, runs=runs,
+                                 thresholds=thresholds)
+    labels = find_labels(data)
+    names = labels.class_names
     cats.insert(0, "category", [names[i] for i in cats.index])
     out = Path(out)
     with atomic_open(out / "evaluation.csv", "w", newline="") as f:
         table.to_csv(f, index=False, float_format="%.4f")
     with atomic_open(out / "per_category_ap.csv", "w", newline="") as f:
         cats.to_csv(f, float_format="%.4f")
+    with_attr = [r for r in runs if has_attributes(r["preds"])]
+    if with_attr:
+        per_attr = attribute_table(with_attr, labels, thresholds, score_thr=score_thr)
+        with atomic_open(out / "per_attribute.csv", "w", newline="") as f:
+            per_attr.to_csv(f, index=False, float_format="%.4f")
     return table, cats

@@ -1,16 +1,21 @@
 """The competition submission: writing it from predictions, and validating any CSV.
 
-A submission is ``ImageId,EncodedPixels,ClassId``, one row per predicted instance, every test
-image of ``sample_submission.csv`` present (in its order); an image without predictions gets one
-row with empty ``EncodedPixels`` (and the sample's placeholder ``ClassId``). Masks of one
-``ClassId`` in one image must not overlap. Overlaps are resolved on runs (no H×W masks): each
-pixel stays with the highest-scoring instance of its class.
+A 2019 submission is ``ImageId,EncodedPixels,ClassId``, one row per predicted instance, every
+test image of ``sample_submission.csv`` present (in its order); an image without predictions
+gets one row with empty ``EncodedPixels`` (and the sample's placeholder ``ClassId``). With
+``--attributes`` the ``ClassId`` carries them (``6_28_77``). The 2020 layout (chosen when the
+data's ``sample_submission.csv`` has an ``AttributesIds`` column) is
+``ImageId,EncodedPixels,ClassId,AttributesIds``: ``ClassId`` the category alone, the attribute
+ids comma-joined in ascending order. Masks of one ``ClassId`` in one image must not overlap.
+Overlaps are resolved on runs (no H×W masks): each pixel stays with the highest-scoring
+instance of its class.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -27,6 +32,7 @@ from .predictions import ImagePrediction
 from .readers import csv_columns, read_csv
 
 HEADER = ["ImageId", "EncodedPixels", "ClassId"]
+HEADER_2020 = [*HEADER, "AttributesIds"]
 EMPTY_CLASS = "23"  # the placeholder class of sample_submission.csv, on rows without a mask
 
 
@@ -62,16 +68,25 @@ def _resized_runs(rle: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
     return s, s + lengths
 
 
-def image_rows(pred: ImagePrediction, cfg: SubmitConfig) -> list[tuple[str, str]]:
-    """``(EncodedPixels, ClassId)`` rows of one image: thresholded, capped, same-class overlaps
-    removed (best score keeps the pixel), small leftovers dropped."""
+def submission_layout(data: str | Path) -> int:
+    """2020 when the data's ``sample_submission.csv`` has an ``AttributesIds`` column, else
+    2019."""
+    cols = csv_columns(Path(data) / "sample_submission.csv", what="sample submission")
+    return 2020 if "AttributesIds" in cols else 2019
+
+
+def image_rows(pred: ImagePrediction, cfg: SubmitConfig,
+               layout: int = 2019) -> list[tuple[str, ...]]:
+    """``(EncodedPixels, ClassId)`` rows of one image (2020: ``(EncodedPixels, ClassId,
+    AttributesIds)``): thresholded, capped, same-class overlaps removed (best score keeps the
+    pixel), small leftovers dropped."""
     keep = np.flatnonzero(pred.scores >= cfg.score_thr)
     keep = keep[np.argsort(-pred.scores[keep], kind="stable")][: cfg.max_per_image]
     owned: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     rows = []
     for i in keep.tolist():
-        attrs = pred.attributes[i] if (cfg.attributes and pred.attributes) else ()
-        cid = format_class_id(int(pred.labels[i]), attrs)
+        own = pred.attributes[i] if pred.attributes else ()
+        cid = format_class_id(int(pred.labels[i]), own if cfg.attributes else ())
         rle = {"size": [pred.height, pred.width], "counts": pred.masks[i]}
         runs = (_resized_runs(rle, 512) if cfg.mask_size == "512" else rle_mod.coco_to_runs(rle))
         taken = owned.get(cid)
@@ -79,7 +94,9 @@ def image_rows(pred: ImagePrediction, cfg: SubmitConfig) -> list[tuple[str, str]
         if int((mine[1] - mine[0]).sum()) < max(cfg.min_area, 1):
             continue
         owned[cid] = runs if taken is None else rle_mod.runs_union(taken, runs)
-        rows.append((rle_mod.runs_to_string(mine[0], mine[1] - mine[0]), cid))
+        enc = rle_mod.runs_to_string(mine[0], mine[1] - mine[0])
+        rows.append((enc, cid, ",".join(map(str, sorted(own)))) if layout == 2020
+                    else (enc, cid))
     return rows
 
 
@@ -94,33 +111,37 @@ def _code_version() -> str:
     return __version__
 
 
-def _rows_many(preds: list, kw: dict) -> list[list[tuple[str, str]]]:
-    return [image_rows(p, kw["cfg"]) if p is not None else [] for p in preds]
+def _rows_many(preds: list, kw: dict) -> list[list[tuple[str, ...]]]:
+    return [image_rows(p, kw["cfg"], kw["layout"]) if p is not None else [] for p in preds]
 
 
 def write_submission(preds: dict[str, ImagePrediction], image_ids: list[str],
                      out: str | Path, cfg: SubmitConfig, *, manifest: dict | None = None,
-                     workers: int | None = None, quiet: bool = False) -> dict:
-    """Write the CSV (atomically) and ``<out>.json`` beside it; returns the manifest. The rows
-    of the images are computed in ``workers`` processes (default: up to 2)."""
+                     layout: int = 2019, workers: int | None = None,
+                     quiet: bool = False) -> dict:
+    """Write the CSV (atomically, in the ``layout`` of 2019 or 2020) and ``<out>.json``
+    beside it; returns the manifest. The rows of the images are computed in ``workers``
+    processes (default: up to 2)."""
     out = Path(out)
     n_rows = n_empty = 0
     missing = 0
-    all_rows = parallel_map(_rows_many, [preds.get(key) for key in image_ids], {"cfg": cfg},
-                            workers=workers, desc="submission rows", quiet=quiet)
+    all_rows = parallel_map(_rows_many, [preds.get(key) for key in image_ids],
+                            {"cfg": cfg, "layout": layout}, workers=workers,
+                            desc="submission rows", quiet=quiet)
+    empty = [EMPTY_CLASS, ""] if layout == 2020 else [EMPTY_CLASS]
     with atomic_open(out, "w", newline="") as f:
         wr = csv.writer(f)
-        wr.writerow(HEADER)
+        wr.writerow(HEADER_2020 if layout == 2020 else HEADER)
         for key, rows in zip(image_ids, all_rows):
             if preds.get(key) is None:
                 missing += 1
             if not rows:
-                wr.writerow([key, "", EMPTY_CLASS])
+                wr.writerow([key, "", *empty])
                 n_empty += 1
-            for enc, cid in rows:
-                wr.writerow([key, enc, cid])
+            for r in rows:
+                wr.writerow([key, *r])
             n_rows += max(len(rows), 1)
-    man = {"submission": out.name, "rows": n_rows, "images": len(image_ids),
+    man = {"submission": out.name, "layout": layout, "rows": n_rows, "images": len(image_ids),
            "images_without_prediction": n_empty, "images_missing_from_predictions": missing,
            "thresholds": asdict(cfg), "code_version": _code_version(), **(manifest or {})}
     with atomic_open(out.with_suffix(".json"), "w") as f:
@@ -145,7 +166,9 @@ def validate_submission(path: str | Path, image_ids: list[str],
     """Every problem of a submission CSV, with 1-based row numbers (header = row 1).
 
     ``sizes`` maps ImageId → (height, width) of the test image (``mask_size='512'`` checks
-    against 512×512 instead).
+    against 512×512 instead). The layout comes from the header: 2019
+    (``ImageId,EncodedPixels,ClassId``) or 2020 (``…,AttributesIds``: ``ClassId`` a category
+    alone, attribute ids comma-joined, ascending, each once, known to the label file).
     """
     problems: list[Problem] = []
 
@@ -154,16 +177,20 @@ def validate_submission(path: str | Path, image_ids: list[str],
             problems.append(Problem(row, msg))
 
     cols = csv_columns(path, what="submission")
-    if sorted(cols) != sorted(HEADER):
-        return [Problem(1, f"header must be {','.join(HEADER)}, got {','.join(cols)}")]
+    if sorted(cols) not in (sorted(HEADER), sorted(HEADER_2020)):
+        return [Problem(1, f"header must be {','.join(HEADER)} (2019) or "
+                        f"{','.join(HEADER_2020)} (2020), got {','.join(cols)}")]
     df = read_csv(path, what="submission", rows_required=False)
+    layout = 2020 if "AttributesIds" in cols else 2019
+    attr_cells = df.AttributesIds if layout == 2020 else [None] * len(df)
     expected = set(image_ids)
     seen: set[str] = set()
     runs_by: dict[tuple[str, str], list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
     rows_of: dict[str, list[int]] = defaultdict(list)
     empties: dict[str, int] = {}
     class_ok: dict[str, str | None] = {}
-    for k, (iid, enc, cid) in enumerate(zip(df.ImageId, df.EncodedPixels, df.ClassId)):
+    for k, (iid, enc, cid, attr) in enumerate(zip(df.ImageId, df.EncodedPixels, df.ClassId,
+                                                   attr_cells)):
         row = k + 2
         iid = iid.strip()
         if iid not in expected:
@@ -174,6 +201,14 @@ def validate_submission(path: str | Path, image_ids: list[str],
         if not enc.strip():
             empties[iid] = row
             continue
+        if layout == 2020:
+            if "_" in cid:
+                add(row, f"ClassId {cid!r}: a 2020 ClassId is the category alone (attributes go "
+                    "in AttributesIds)")
+                continue
+            msg = attributes_cell_problem(attr, labels)
+            if msg:
+                add(row, msg)
         if cid not in class_ok:
             try:
                 parse_class_id(cid, labels)
@@ -216,18 +251,46 @@ def validate_submission(path: str | Path, image_ids: list[str],
     return problems
 
 
+def attributes_cell_problem(text: str, labels: Labels) -> str | None:
+    """What is wrong with a 2020 ``AttributesIds`` cell (``None``: nothing): ids joined by
+    ``,`` with no spaces, ascending, each once, each in the label file."""
+    t = text.strip()
+    if not t:
+        return None
+    if not re.fullmatch(r"\d+(,\d+)*", t):
+        bad = sorted(set(re.sub(r"[\d,]", "", t))) or [","]
+        return (f"AttributesIds {t!r}: attribute ids must be joined by ',' alone (found "
+                f"{''.join(bad)!r})")
+    ids = [int(x) for x in t.split(",")]
+    unknown = [a for a in ids if a not in labels.attribute_ids]
+    if unknown:
+        return f"AttributesIds {t!r}: unknown attribute id {unknown[0]}"
+    dup = sorted({a for a in ids if ids.count(a) > 1})
+    if dup:
+        return f"AttributesIds {t!r}: attribute id {dup[0]} repeated"
+    if ids != sorted(ids):
+        return f"AttributesIds {t!r}: attribute ids must be in ascending order"
+    return None
+
+
 def csv_instances(path: str | Path, sizes: dict[str, tuple[int, int]], *,
-                  use_attributes: bool = True, with_scores: bool = False) -> dict:
-    """A submission (``ImageId,EncodedPixels,ClassId``) or a ``train.csv``-layout truth file as
+                  use_attributes: bool = True, with_scores: bool = False,
+                  by_category: bool = False) -> dict:
+    """A submission (2019 or 2020 layout) or a ``train.csv``-layout truth file as
     ``image_key → [metric.Instance]``; rows with empty ``EncodedPixels`` contribute nothing.
-    A submission has no scores: row order stands in for them (earlier = higher)."""
+    A submission has no scores: row order stands in for them (earlier = higher).
+    ``by_category``: the key is the category alone and ``attributes`` holds the instance's
+    attributes (from ``AttributesIds``, or from a 2019 ``ClassId``): the 2020 score's input."""
+    from .labels import parse_attributes_ids
     from .metric import Instance, class_key
 
     file = str(path)
     df = read_csv(path, what="submission or solution", required=HEADER, rows_required=False)
     out: dict[str, list] = defaultdict(list)
     own_sizes = "Height" in df.columns and "Width" in df.columns
-    for k, (iid, enc, cid) in enumerate(zip(df.ImageId, df.EncodedPixels, df.ClassId)):
+    attr_cells = df.AttributesIds if "AttributesIds" in df.columns else [None] * len(df)
+    for k, (iid, enc, cid, at) in enumerate(zip(df.ImageId, df.EncodedPixels, df.ClassId,
+                                                attr_cells)):
         iid = iid.strip()
         out.setdefault(iid, [])
         if not enc.strip():
@@ -245,21 +308,32 @@ def csv_instances(path: str | Path, sizes: dict[str, tuple[int, int]], *,
                            "test.json)", file=file, row=k + 2, value=iid)
         try:
             cat, attrs = parse_class_id(cid)
+            if at is not None:
+                attrs = tuple(sorted(set(attrs) | set(parse_attributes_ids(at))))
             rle = rle_mod.kaggle_to_coco(enc, h, w)
         except KitError as e:
             raise e.located(file, k + 2) from None
         score = 1.0 - k / max(len(df), 1) if with_scores else 1.0
-        out[iid].append(Instance(class_key(cat, attrs, use_attributes), rle, score))
+        if by_category:
+            out[iid].append(Instance(cat, rle, score, attrs))
+        else:
+            out[iid].append(Instance(class_key(cat, attrs, use_attributes), rle, score))
     return dict(out)
 
 
 def submit(predictions: str | Path, data: str | Path, out: str | Path,
            cfg: SubmitConfig | None = None, *, evaluation: str | Path | None = None,
-           manifest: dict | None = None, quiet: bool = False) -> tuple[dict, list[Problem]]:
+           attribute_thresholds: str | Path | None = None, manifest: dict | None = None,
+           quiet: bool = False) -> tuple[dict, list[Problem]]:
     """The ``imat-kit submit`` step: a predictions file (test split) → the submission CSV and
-    its manifest, then validated. ``evaluation`` (the ``evaluation.csv`` of ``imat-kit
-    evaluate``) puts the fold table into the manifest. Returns the manifest and the problems
-    validation found (none for a file this writer made)."""
+    its manifest, then validated; the layout (2019 or 2020) follows the data's
+    ``sample_submission.csv``. ``evaluation`` (the ``evaluation.csv`` of ``imat-kit
+    evaluate``) puts the fold table into the manifest; ``attribute_thresholds`` (a file of
+    ``imat-kit tune-attributes``) cuts the attribute probabilities (default: a global 0.5).
+    Returns the manifest and the problems validation found (none for a file this writer
+    made)."""
+    from .attr_eval import apply_thresholds, load_thresholds
+    from .io import file_fingerprint
     from .layout import find_labels, sample_image_ids, test_image_sizes
     from .predictions import read_predictions
     from .readers import read_csv
@@ -270,12 +344,18 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
         raise KitError(f"a submission is made from test predictions, not {head['split']!r} "
                        "ones (imat-kit predict --split test)", file=str(predictions), row=1)
     ids = sample_image_ids(data)
-    extra = {"predictions": str(predictions), "source": head, **(manifest or {})}
+    layout = submission_layout(data)
+    preds = apply_thresholds(preds, load_thresholds(attribute_thresholds))
+    extra = {"predictions": str(predictions), "source": head,
+             "attribute_thresholds": None if attribute_thresholds is None else {
+                 "file": str(attribute_thresholds),
+                 "sha256": file_fingerprint(attribute_thresholds)["sha256"]},
+             **(manifest or {})}
     if evaluation is not None:  # the fold table of `imat-kit evaluate`
         table = read_csv(evaluation, what="evaluation table", required=["fold"])
         extra["fold_scores"] = [{k: _number(v) for k, v in r.items()}
                                 for r in table.to_dict(orient="records")]
-    man = write_submission(preds, ids, out, cfg, quiet=quiet, manifest=extra)
+    man = write_submission(preds, ids, out, cfg, quiet=quiet, manifest=extra, layout=layout)
     problems = validate_submission(out, ids, test_image_sizes(data, quiet=quiet),
                                    find_labels(data), mask_size=cfg.mask_size)
     return man, problems
@@ -291,16 +371,23 @@ def _number(text: str) -> object:
 
 
 def score_submission(submission: str | Path, solution: str | Path, data: str | Path, *,
-                     average: str = "image", attributes: bool = False,
+                     average: str = "image", attributes: bool = False, year: int = 2019,
+                     sweep: str = "grid", f1: str = "binary_macro",
                      quiet: bool = False) -> dict:
     """The ``imat-kit score`` step: the competition score of a submission against a solution
-    in ``train.csv`` layout. Every ImageId of the submission must be in the solution."""
-    from .layout import test_image_sizes
+    in ``train.csv`` layout. Every ImageId of the submission must be in the solution.
+    ``year=2020``: the 2020 rule (:func:`attr_metric.competition_score_2020`, with its
+    ``sweep`` and ``f1`` options); either layout of submission is read."""
+    from .layout import find_labels, test_image_sizes
     from .metric import competition_score
 
+    if year not in (2019, 2020):
+        raise KitError("year must be 2019 or 2020", value=year)
     sizes = test_image_sizes(data, quiet=quiet)
-    truth = csv_instances(solution, sizes, use_attributes=attributes)
-    sub = csv_instances(submission, sizes, use_attributes=attributes, with_scores=True)
+    by_cat = year == 2020
+    truth = csv_instances(solution, sizes, use_attributes=attributes, by_category=by_cat)
+    sub = csv_instances(submission, sizes, use_attributes=attributes, with_scores=True,
+                        by_category=by_cat)
     stray = [k for k in sub if k not in truth]
     if stray:
         from .readers import read_csv
@@ -309,4 +396,9 @@ def score_submission(submission: str | Path, solution: str | Path, data: str | P
                                            rows_required=False)["ImageId"]]
         raise KitError(f"ImageId not in the solution {solution} ({len(stray)} such image(s))",
                        file=str(submission), row=ids.index(stray[0]) + 2, value=stray[0])
+    if year == 2020:
+        from .attr_metric import competition_score_2020
+
+        return competition_score_2020(truth, sub, average=average, sweep=sweep, f1=f1,
+                                      attribute_ids=find_labels(data).attribute_id_list)
     return competition_score(truth, sub, average=average)

@@ -1,0 +1,230 @@
+"""Attribute thresholds and per-attribute evaluation.
+
+* :func:`tune_thresholds` (``imat-kit tune-attributes``): one probability threshold per
+  attribute, the one that maximises that attribute's F1 over the validation folds' matched
+  instances (a detection matched one-to-one to a truth of its category, mask IoU ≥ 0.5, greedy
+  by score: the attribute question, apart from detection errors no threshold can mend) — the
+  2020 winners' approach. Attributes with fewer than ``min_support`` truths keep the global
+  threshold. The threshold is the midpoint between the lowest probability it keeps and the
+  highest one it leaves out (never below the predictions' floor: lower probabilities were not
+  stored). Written to a JSON with each attribute's support and F1 (tuned and at the global
+  threshold).
+* :func:`apply_thresholds`: predictions whose attribute sets are re-cut from their stored
+  probabilities with such thresholds (``--attribute-thresholds`` of evaluate/submit).
+* :func:`attribute_table`: per-attribute precision, recall, F1 and support of the model and of
+  the per-category prior over the matched instances (``per_attribute.csv``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pycocotools import mask as mask_util
+
+from .errors import KitError
+from .io import atomic_open
+from .predictions import ATTRIBUTE_THRESHOLD
+
+FORMAT = "imat-kit-attribute-thresholds"
+
+
+@dataclass(frozen=True)
+class AttributeThresholds:
+    """A global threshold and per-attribute ones (attribute id → threshold)."""
+
+    global_threshold: float = ATTRIBUTE_THRESHOLD
+    per_attribute: dict = field(default_factory=dict)
+
+    def of(self, attribute_id: int) -> float:
+        return self.per_attribute.get(int(attribute_id), self.global_threshold)
+
+    def cut(self, probs: dict[int, float]) -> tuple[int, ...]:
+        return tuple(sorted(k for k, v in probs.items() if v >= self.of(k)))
+
+
+def load_thresholds(path: str | Path | None) -> AttributeThresholds:
+    """A file written by ``imat-kit tune-attributes`` (``None``: a global 0.5)."""
+    if path is None:
+        return AttributeThresholds()
+    file = str(path)
+    try:
+        d = json.loads(Path(path).read_text("utf-8"))
+    except OSError as e:
+        raise KitError(f"cannot read the thresholds file: {e.strerror}", file=file) from None
+    except json.JSONDecodeError as e:
+        raise KitError(f"not valid JSON (line {e.lineno}): {e.msg}", file=file) from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise KitError(f"not an attribute thresholds file (needs \"format\": \"{FORMAT}\"; "
+                       "write one with imat-kit tune-attributes)", file=file)
+    g = d.get("global_threshold")
+    if not isinstance(g, (int, float)) or not 0 <= g <= 1:
+        raise KitError("global_threshold must be a number in 0..1", file=file, value=g)
+    per = {}
+    for k, v in (d.get("attributes") or {}).items():
+        t = v.get("threshold") if isinstance(v, dict) else None
+        if not str(k).isdigit() or not isinstance(t, (int, float)) or not 0 <= t <= 1:
+            raise KitError("each attribute needs an integer id and a threshold in 0..1",
+                           file=file, value=f"{k}: {v}")
+        per[int(k)] = float(t)
+    return AttributeThresholds(float(g), per)
+
+
+def apply_thresholds(preds: dict, thresholds: AttributeThresholds) -> dict:
+    """The predictions with each instance's attribute set cut from its probabilities by
+    ``thresholds`` (instances without stored probabilities keep their sets)."""
+    return {k: replace(p, attributes=[thresholds.cut(a) for a in p.attr_probs])
+            if p.attr_probs else p for k, p in preds.items()}
+
+
+def match_instances(gt_coco: dict, preds: dict, *, iou: float = 0.5,
+                    score_thr: float = 0.3) -> tuple[list, list]:
+    """Detections matched one-to-one to truths of their category with mask IoU ≥ ``iou``,
+    greedy by descending score (``score_thr`` and above): ``(matched, unmatched_truths)``, the
+    first a list of ``(prediction, index, annotation)``, the second of annotations."""
+    anns: dict[int, list] = {}
+    for a in gt_coco["annotations"]:
+        anns.setdefault(a["image_id"], []).append(a)
+    matched, missed = [], []
+    for im in gt_coco["images"]:
+        p = preds.get(im["image_key"])
+        g = anns.get(im["id"], [])
+        if p is None or not len(p) or not g:
+            missed.extend(g)
+            continue
+        keep = np.flatnonzero(p.scores >= score_thr)
+        keep = keep[np.argsort(-p.scores[keep], kind="stable")]
+        rles = p.rles()
+        ious = np.asarray(mask_util.iou([rles[j] for j in keep], [a["segmentation"] for a in g],
+                                        [0] * len(g))).reshape(len(keep), len(g))
+        cats = np.array([a["category_id"] for a in g])
+        free = np.ones(len(g), bool)
+        for r, j in enumerate(keep.tolist()):
+            cand = np.where(free & (cats == int(p.labels[j])) & (ious[r] >= iou), ious[r], -1.0)
+            if cand.max(initial=-1.0) < 0:
+                continue
+            k = int(cand.argmax())
+            free[k] = False
+            matched.append((p, j, g[k]))
+        missed.extend(g[k] for k in np.flatnonzero(free).tolist())
+    return matched, missed
+
+
+def _best_threshold(p: np.ndarray, y: np.ndarray, floor: float) -> tuple[float, float]:
+    """The threshold maximising F1 of ``p >= threshold`` against ``y`` and that F1 (the
+    highest threshold among equal F1s); midpoints between distinct probabilities."""
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order].astype(np.int64)
+    tp = np.cumsum(ys)
+    k = np.arange(1, len(ps) + 1)
+    f1 = 2 * tp / (k + ys.sum())
+    last = np.r_[ps[1:] != ps[:-1], True]  # cut only after the last of equal probabilities
+    f1 = np.where(last & (ps > 0), f1, -1.0)
+    i = int(np.argmax(f1))
+    if f1[i] <= 0:
+        return float("nan"), 0.0
+    lower = ps[i + 1] if i + 1 < len(ps) else 0.0
+    return float(max((ps[i] + lower) / 2, floor)), float(f1[i])
+
+
+def _pairs(runs: list[dict], score_thr: float) -> tuple[list, float]:
+    pairs, floor = [], 0.0
+    for run in runs:
+        if not any(p.attr_probs for p in run["preds"].values()):
+            raise KitError("these predictions carry no attribute probabilities (predict with an "
+                           "attribute config, e.g. configs/tiny_maskrcnn_imat_attr.py)",
+                           file=run["file"], row=1)
+        floor = max(floor, float(run["head"].get("attribute_floor") or 0.0))
+        matched, _ = match_instances(run["gt"], run["preds"], score_thr=score_thr)
+        pairs.extend((p.attr_probs[j], set(a.get("attribute_ids", []))) for p, j, a in matched)
+    return pairs, floor
+
+
+def tune_thresholds(runs: list[dict], attribute_ids: list[int], *, min_support: int = 10,
+                    global_threshold: float = ATTRIBUTE_THRESHOLD,
+                    score_thr: float = 0.3) -> dict:
+    """Per-attribute thresholds from validation runs (``evaluate.read_fold_runs``); returns
+    the thresholds file's content."""
+    if min_support < 1:
+        raise KitError("--min-support must be at least 1", value=min_support)
+    if not 0 < global_threshold <= 1:
+        raise KitError("--global-threshold must be in (0, 1]", value=global_threshold)
+    pairs, floor = _pairs(runs, score_thr)
+    out = {}
+    for a in attribute_ids:
+        y = np.array([a in t for _, t in pairs], bool)
+        support = int(y.sum())
+        if not support:
+            continue
+        p = np.array([pr.get(a, 0.0) for pr, _ in pairs])
+        at_global = _f1(p >= global_threshold, y)
+        thr, best = _best_threshold(p, y, floor)
+        tuned = support >= min_support and not np.isnan(thr)
+        out[str(a)] = {"threshold": round(thr, 6) if tuned else global_threshold,
+                       "tuned": bool(tuned), "support": support,
+                       "f1": round(best if tuned else at_global, 6),
+                       "f1_at_global": round(at_global, 6)}
+    return {"format": FORMAT, "global_threshold": global_threshold, "min_support": min_support,
+            "matched_instances": len(pairs), "probability_floor": floor,
+            "folds": [r["fold"] for r in runs], "files": [r["file"] for r in runs],
+            "attributes": out}
+
+
+def _f1(pred: np.ndarray, y: np.ndarray) -> float:
+    tp = int((pred & y).sum())
+    den = int(pred.sum() + y.sum())
+    return 2 * tp / den if den else 0.0
+
+
+def write_thresholds(content: dict, out: str | Path) -> None:
+    with atomic_open(out, "w") as f:
+        json.dump(content, f, indent=2)
+
+
+def attribute_table(runs: list[dict], labels, thresholds: AttributeThresholds, *,
+                    score_thr: float = 0.3) -> pd.DataFrame:
+    """Per attribute over the matched instances of every fold: the model's TP, FP, FN,
+    precision, recall, F1 and the per-category prior's precision/recall/F1 (the prior is
+    learnt from each fold's training annotations), support and the threshold used."""
+    from .analysis import category_prior, f1_from_counts
+
+    counts: dict[str, dict[int, np.ndarray]] = {"model": {}, "prior": {}}
+    for run in runs:
+        prior = category_prior(run["train_gt"]) if run.get("train_gt") else {}
+        matched, _ = match_instances(run["gt"], run["preds"], score_thr=score_thr)
+        for p, j, a in matched:
+            truth = set(a.get("attribute_ids", []))
+            mine = set(thresholds.cut(p.attr_probs[j]) if p.attr_probs
+                       else (p.attributes[j] if p.attributes else ()))
+            guess = set(prior.get(int(a["category_id"]), ()))
+            for who, s in (("model", mine), ("prior", guess)):
+                c = counts[who]
+                for x in s | truth:
+                    v = c.setdefault(x, np.zeros(3, np.int64))
+                    v += (x in s and x in truth, x in s and x not in truth,
+                          x in truth and x not in s)
+    ids = sorted(set(counts["model"]) | set(counts["prior"]))
+    cols = {}
+    for who in ("model", "prior"):
+        arr = np.array([counts[who].get(i, np.zeros(3, np.int64)) for i in ids]).reshape(-1, 3)
+        cols[who] = f1_from_counts(pd.DataFrame({"tp": arr[:, 0], "fp": arr[:, 1],
+                                                 "fn": arr[:, 2]}))
+    names = {a["id"]: a["name"] for a in labels.attributes}
+    m, pr = cols["model"], cols["prior"]
+    return pd.DataFrame({
+        "attribute_id": ids, "name": [names.get(i, "?") for i in ids],
+        "support": m.support.to_numpy(), "tp": m.tp.to_numpy(), "fp": m.fp.to_numpy(),
+        "fn": m.fn.to_numpy(), "precision": m.precision.to_numpy(),
+        "recall": m.recall.to_numpy(), "f1": m.f1.to_numpy(),
+        "prior_precision": pr.precision.to_numpy(), "prior_recall": pr.recall.to_numpy(),
+        "prior_f1": pr.f1.to_numpy(), "prior_tp": pr.tp.to_numpy(), "prior_fp": pr.fp.to_numpy(),
+        "prior_fn": pr.fn.to_numpy(), "threshold": [thresholds.of(i) for i in ids]})
+
+
+def micro_f1(table: pd.DataFrame, prefix: str = "") -> float:
+    """Micro F1 of an :func:`attribute_table` (``prefix="prior_"``: the prior's)."""
+    tp, fp, fn = (int(table[prefix + c].sum()) for c in ("tp", "fp", "fn"))
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
