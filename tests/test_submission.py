@@ -21,15 +21,18 @@ from imat_kit.submission import (
 
 
 def truth_predictions(data, attributes=True):
-    """Perfect predictions from the synthetic test_solution.csv."""
-    df = pd.read_csv(data / "test_solution.csv", dtype=str)
+    """Perfect predictions from the synthetic test_solution.csv (2019 or 2020 layout)."""
+    df = pd.read_csv(data / "test_solution.csv", dtype=str, keep_default_na=False)
+    if "AttributesIds" not in df.columns:
+        df["AttributesIds"] = ""
     preds = {}
     for key, g in df.groupby("ImageId", sort=False):
         h, w = int(g.Height.iloc[0]), int(g.Width.iloc[0])
         masks, labels, attrs, boxes = [], [], [], []
-        for enc, cid in zip(g.EncodedPixels, g.ClassId):
+        for enc, cid, at in zip(g.EncodedPixels, g.ClassId, g.AttributesIds):
             r = rle.kaggle_to_coco(enc, h, w)
             c, a = parse_class_id(cid)
+            a = tuple(sorted({*a, *(int(x) for x in at.split(",") if x)}))
             masks.append(r["counts"])
             labels.append(c)
             attrs.append(a if attributes else ())
