@@ -133,7 +133,8 @@ def _best_threshold(p: np.ndarray, y: np.ndarray, floor: float) -> tuple[float, 
 def _pairs(runs: list[dict], score_thr: float) -> tuple[list, float]:
     pairs, floor = [], 0.0
     for run in runs:
-        if not any(p.attr_probs for p in run["preds"].values()):
+        if not run["head"].get("attribute_model") and not any(
+                p.attr_probs for p in run["preds"].values()):
             raise KitError("these predictions carry no attribute probabilities (predict with an "
                            "attribute config, e.g. configs/tiny_maskrcnn_imat_attr.py)",
                            file=run["file"], row=1)

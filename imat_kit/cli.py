@@ -292,11 +292,13 @@ def _cmd_plot(a: argparse.Namespace) -> int:
 
     r = make_plot(a.what, a.out, work_dirs=a.work_dirs, labels=a.labels, data=a.data,
                   predictions=a.predictions, score_thr=a.score_thr, images=a.images, n=a.n,
-                  seed=a.seed)
+                  seed=a.seed, attribute_thresholds=a.attribute_thresholds)
     if "images" in r:
         print("images: " + " ".join(r["images"]))
     if r.get("points") == 0:
         print("no training loss logged yet: the figure says so")
+    if "attributes" in r:
+        print(f"{r['attributes']} attributes with truth among the matched instances")
     print(f"{a.what} → {a.out}")
     return 0
 
@@ -315,8 +317,11 @@ def _cmd_report(a: argparse.Namespace) -> int:
 def _cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(a.out, images=a.images, folds=tuple(a.folds), iters=a.iters, seed=a.seed,
-             submission=a.submission, overwrite=a.overwrite, quiet=a.quiet)
+    suffix = "2020" if a.year == 2020 else ""
+    run_demo(a.out or f"outputs/demo{suffix}", images=a.images, folds=tuple(a.folds),
+             iters=a.iters, seed=a.seed, year=a.year,
+             submission=a.submission or f"submissions/demo{suffix}.csv",
+             overwrite=a.overwrite, quiet=a.quiet)
     return 0
 
 
@@ -546,12 +551,15 @@ def _parser_result_steps(sub, parents) -> None:
     s.add_argument("--out", required=True, help="PNG file")
     s.add_argument("--work-dirs", nargs="+", help="losses: mmengine work dirs")
     s.add_argument("--labels", nargs="+", help="losses: a name per work dir")
-    s.add_argument("--data", help="pr/confusion/overlays/categories: the prepared data")
-    s.add_argument("--predictions", help="pr/confusion/overlays: a predictions .jsonl")
+    s.add_argument("--data", help="pr/confusion/overlays/categories/attributes: the prepared "
+                   "data")
+    s.add_argument("--predictions", help="pr/confusion/overlays/attributes: a predictions "
+                   ".jsonl (attributes: a fold's validation file)")
     s.add_argument("--score-thr", type=float, default=0.3)
     s.add_argument("--images", nargs="+", help="overlays: these ImageIds")
     s.add_argument("--n", type=int, default=6, help="overlays: random images")
     s.add_argument("--seed", type=int, default=0)
+    _thresholds(s)
     s.set_defaults(func=_cmd_plot)
 
     s = sub.add_parser("report", parents=parents, help="one self-contained HTML page: fold "
@@ -569,12 +577,15 @@ def _parser_result_steps(sub, parents) -> None:
 
     s = sub.add_parser("demo", parents=parents, help="the whole pipeline on synthetic data "
                        "(resumable)")
-    s.add_argument("--out", default="outputs/demo")
+    s.add_argument("--out", default=None, help="default outputs/demo (2020: outputs/demo2020)")
+    s.add_argument("--year", type=int, choices=[2019, 2020], default=2019,
+                   help="2020: the synthetic 2020 set, a 2020-layout submission and rule")
     s.add_argument("--images", type=int, default=300)
     s.add_argument("--folds", type=_parse_folds, default=[0, 1], help="folds to train")
     s.add_argument("--iters", type=int, default=500, help="training iterations per fold")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--submission", default="submissions/demo.csv")
+    s.add_argument("--submission", default=None,
+                   help="default submissions/demo.csv (2020: submissions/demo2020.csv)")
     _overwrite(s, "start afresh when OUT holds a demo run with other options")
     s.set_defaults(func=_cmd_demo)
 

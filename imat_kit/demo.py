@@ -1,8 +1,15 @@
 """``imat-kit demo`` (``make demo``): the whole pipeline on a seeded synthetic dataset.
 
-synthetic data → prepare (5 stratified folds) → train the tiny CPU Mask R-CNN on some folds →
-predict each fold's validation images and the test set → fold-wise evaluation → ensemble →
-submission + manifest → validate → score against the synthetic test solution → figures.
+synthetic data → prepare (5 stratified folds) → train the tiny CPU Mask R-CNN with its
+attribute branch on some folds → predict each fold's validation images and the test set →
+fold-wise evaluation (segm AP, AP^{IoU+F1}, attribute F1 against the per-category prior) →
+per-attribute thresholds (tuned on the validation folds; each fold's figure uses thresholds
+tuned on the *other* folds) → ensemble → submission + manifest → validate → score against the
+synthetic test solution → figures.
+
+``year=2019`` (``make demo``) writes the 2019 submission (category-only ``ClassId``);
+``year=2020`` works on the synthetic 2020 set and writes, validates and scores a 2020-layout
+submission (``AttributesIds``) with the 2020 rule.
 
 Each step is the function the matching ``imat-kit`` command calls, so the demo is literally the
 user's commands in order. Every step reuses what an earlier run finished with the same inputs
@@ -27,11 +34,16 @@ from .io import atomic_open, describe_differences, file_fingerprint
 OUTPUTS = ("data", "work_dirs", "predictions", "eval", "figures", "summary.json",
            "demo_options.json", "report.html")
 OPTIONS = "demo_options.json"
+#: the tiny CPU config with the attribute branch of each year's label space
+CONFIGS = {2019: "tiny_maskrcnn_imat_attr.py", 2020: "tiny_maskrcnn_imat_attr2020.py"}
 
 
-def default_config() -> Path:
-    """The tiny CPU config, shipped inside the package (found from any working folder)."""
-    return Path(str(resources.files("imat_kit") / "configs" / "tiny_maskrcnn_imat.py"))
+def default_config(year: int = 2019) -> Path:
+    """The tiny CPU attribute config of ``year``, shipped inside the package (found from any
+    working folder)."""
+    if year not in CONFIGS:
+        raise KitError("the demo's year must be 2019 or 2020", value=year)
+    return Path(str(resources.files("imat_kit") / "configs" / CONFIGS[year]))
 
 
 def _step(name: str, quiet: bool) -> float:
@@ -44,7 +56,7 @@ def _schedule(iters: int) -> list[str]:
     """cfg-options that give the tiny config a schedule of ``iters`` iterations, validated 4
     times (for the loss and AP curves)."""
     return [f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={max(iters // 4, 1)}",
-            f"param_scheduler.0.end={min(100, iters // 4)}",
+            f"param_scheduler.0.end={max(1, min(100, iters // 4))}",
             f"param_scheduler.1.end={iters}",
             f"param_scheduler.1.milestones=[{int(iters * 0.85)}]",
             f"default_hooks.checkpoint.interval={iters}"]
@@ -75,11 +87,13 @@ def _check_options(out: Path, options: dict, *, overwrite: bool, quiet: bool) ->
 
 def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tuple = (0, 1),
              iters: int = 500, seed: int = 0, submission: str | Path = "submissions/demo.csv",
-             config: str | Path | None = None, overwrite: bool = False,
+             config: str | Path | None = None, year: int = 2019, overwrite: bool = False,
              quiet: bool = False) -> dict:
     """Run (or resume) the demo; returns the key figures, also written to ``OUT/summary.json``."""
+    from .attr_eval import AttributeThresholds, tune_thresholds, write_thresholds
     from .ensemble import ensemble_files
-    from .evaluate import evaluate_to
+    from .evaluate import attribute_columns, evaluate_to, read_fold_runs
+    from .layout import find_labels, read_ann
     from .mmdet_ext.predict import predict
     from .mmdet_ext.train import train_folds
     from .plots import make_plot
@@ -90,18 +104,23 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
 
     out = Path(out)
     data, preds_dir, figs = out / "data", out / "predictions", out / "figures"
-    config = Path(config) if config else default_config()
+    config = Path(config) if config else default_config(year)
     if not config.is_file():
         raise KitError("config not found", file=str(config))
-    _check_options(out, {"images": images, "seed": seed, "iters": iters,
+    from .mmdet_ext.config import load_config
+
+    if load_config(config).model.roi_head.get("type") != "AttributeRoIHead":
+        raise KitError("the demo's config predicts no attributes (it needs the attribute "
+                       "branch, as configs/tiny_maskrcnn_imat_attr.py has)", file=str(config))
+    _check_options(out, {"images": images, "seed": seed, "iters": iters, "year": year,
                          "config_sha256": file_fingerprint(config)["sha256"]},
                    overwrite=overwrite, quiet=quiet)
     t_all = time.perf_counter()
     timings = {}
 
-    t = _step(f"imat-kit synth: {images} training images, seed {seed}", quiet)
+    t = _step(f"imat-kit synth: {images} training images, seed {seed}, {year} layout", quiet)
     if not (data / "train.csv").exists():
-        generate_images(data, images=images, seed=seed, quiet=quiet)
+        generate_images(data, images=images, seed=seed, year=year, quiet=quiet)
     timings["synth"] = time.perf_counter() - t
 
     t = _step("imat-kit prepare: COCO json, 5 stratified folds", quiet)
@@ -124,14 +143,39 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
                     data_root=str(data), overwrite=overwrite, quiet=quiet)
     timings["predict"] = time.perf_counter() - t
 
-    t = _step("imat-kit evaluate: fold-wise evaluation", quiet)
-    table, _ = evaluate_to(data, [str(preds_dir / f"fold{k}_val.jsonl") for k in folds],
-                           out / "eval")
+    t = _step("imat-kit evaluate: fold-wise evaluation (attributes at a global 0.5)", quiet)
+    val_files = [str(preds_dir / f"fold{k}_val.jsonl") for k in folds]
+    table, _ = evaluate_to(data, val_files, out / "eval")
     if not quiet:
-        from .cli import print_evaluation
+        from .cli import print_attribute_figures, print_evaluation
 
         print_evaluation(table, "image")
+        print_attribute_figures(table)
     timings["evaluate"] = time.perf_counter() - t
+
+    t = _step("imat-kit tune-attributes: a threshold per attribute from the validation folds "
+              "(each fold scored with thresholds tuned on the others)", quiet)
+    labels = find_labels(data)
+    ids = list(labels.attribute_id_list)
+    runs = read_fold_runs(data, val_files)
+    thr_file = out / "eval" / "attribute_thresholds.json"
+    tuned = tune_thresholds(runs, ids)
+    write_thresholds(tuned, thr_file)
+    cross = []
+    for run in runs:
+        others = [r for r in runs if r is not run] or [run]
+        per = tune_thresholds(others, ids)["attributes"]
+        thr = AttributeThresholds(0.5, {int(a): v["threshold"] for a, v in per.items()})
+        run["train_gt"] = read_ann(data, "train", run["fold"])
+        cross.append(attribute_columns(run, labels, thr))
+    cross_mean = {k: sum(c[k] for c in cross) / len(cross) for k in cross[0]}
+    if not quiet:
+        n_tuned = sum(v["tuned"] for v in tuned["attributes"].values())
+        print(f"{n_tuned} attributes tuned → {thr_file}; with thresholds from the other folds: "
+              f"AP^IoU+F1 {100 * cross_mean['AP_iou_f1']:.1f}, attribute micro F1 "
+              f"{cross_mean['attr_micro_f1']:.3f} (global 0.5: "
+              f"{table.iloc[-2].attr_micro_f1:.3f}; prior {cross_mean['prior_micro_f1']:.3f})")
+    timings["tune_attributes"] = time.perf_counter() - t
 
     t = _step("imat-kit ensemble + submit + score: the fold models' test predictions fused, the "
               "submission written, validated and scored", quiet)
@@ -139,17 +183,21 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     ensemble_files([preds_dir / f"fold{k}_test.jsonl" for k in folds], ens, quiet=quiet)
     sub = Path(submission)
     _, problems = submit(ens, data, sub, evaluation=out / "eval" / "evaluation.csv",
-                         manifest={"data": str(data)}, quiet=quiet)
+                         attribute_thresholds=thr_file, manifest={"data": str(data)},
+                         quiet=quiet)
     if problems:
         raise KitError("the demo's submission failed validation: "
                        + "; ".join(map(str, problems[:5])), file=str(sub))
     solution = data / "test_solution.csv"
-    test_score = score_submission(sub, solution, data, quiet=quiet)["score"]
+    test_score = score_submission(sub, solution, data, year=year, quiet=quiet)["score"]
+    masks_only = (score_submission(sub, solution, data, quiet=True)["score"] if year == 2020
+                  else test_score)
     single = []  # each fold model's own submission, for comparison with the ensemble
     for k in folds:
         own = out / "eval" / f"fold{k}_only.csv"
-        submit(preds_dir / f"fold{k}_test.jsonl", data, own, quiet=True)
-        single.append(score_submission(own, solution, data, quiet=True)["score"])
+        submit(preds_dir / f"fold{k}_test.jsonl", data, own, attribute_thresholds=thr_file,
+               quiet=True)
+        single.append(score_submission(own, solution, data, year=year, quiet=True)["score"])
     timings["ensemble_submit"] = time.perf_counter() - t
 
     t = _step("imat-kit plot: figures", quiet)
@@ -159,8 +207,11 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
               labels=[f"fold {k}" for k in folds])
     make_plot("pr", figs / "pr_curves.png", data=data, predictions=val0)
     make_plot("confusion", figs / "confusion_matrix.png", data=data, predictions=val0)
-    make_plot("overlays", figs / "overlays.jpg", data=data, predictions=val0, n=6, seed=seed)
+    make_plot("overlays", figs / "overlays.jpg", data=data, predictions=val0, n=6, seed=seed,
+              attribute_thresholds=thr_file)
     make_plot("categories", figs / "category_distribution.png", data=data)
+    make_plot("attributes", figs / "attribute_f1.png", data=data, predictions=val0,
+              attribute_thresholds=thr_file)
     timings["figures"] = time.perf_counter() - t
 
     t = _step("imat-kit report: one HTML page with the error analysis", quiet)
@@ -175,10 +226,20 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
         "evaluation": str(out / "eval" / "evaluation.csv"), "submission": str(sub),
         "manifest": str(sub.with_suffix(".json")), "figures": str(figs),
         "report": report["out"],
-        "folds_trained": list(folds), "iterations": iters,
+        "folds_trained": list(folds), "iterations": iters, "year": year,
+        "config": str(config),
         "val_segm_AP_mean": float(mean.segm_AP), "val_segm_AP50_mean": float(mean.segm_AP50),
         "val_competition_mean": float(mean.competition),
+        "val_AP_iou_f1_mean": float(mean.AP_iou_f1),
+        "val_AP_iou_f1_tuned_mean": cross_mean["AP_iou_f1"],
+        "val_attr_micro_f1_mean": float(mean.attr_micro_f1),
+        "val_attr_micro_f1_tuned_mean": cross_mean["attr_micro_f1"],
+        "val_prior_micro_f1_mean": float(mean.prior_micro_f1),
+        "attribute_thresholds": str(thr_file),
+        "attributes_tuned": sum(v["tuned"] for v in tuned["attributes"].values()),
+        "test_rule": "2020 (IoU + attribute F1)" if year == 2020 else "2019 (categories)",
         "test_competition_ensemble": test_score, "test_competition_single_folds": single,
+        "test_competition_masks_only": masks_only,
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         "total_seconds": round(time.perf_counter() - t_all, 1),
     }
@@ -189,10 +250,16 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
         print(f"validation segm AP (mean of folds {list(folds)}): "
               f"{100 * summary['val_segm_AP_mean']:.1f} (AP50 "
               f"{100 * summary['val_segm_AP50_mean']:.1f})")
-        print(f"test competition score: ensemble {test_score:.4f}, single folds "
-              + ", ".join(f"{s:.4f}" for s in single))
-        for key in ("data", "work_dirs", "predictions", "evaluation", "submission", "manifest",
-                    "figures", "report"):
+        print(f"attributes: AP^IoU+F1 {100 * summary['val_AP_iou_f1_mean']:.1f} (tuned "
+              f"thresholds from the other folds: {100 * cross_mean['AP_iou_f1']:.1f}); micro F1 "
+              f"{summary['val_attr_micro_f1_mean']:.3f} (tuned "
+              f"{cross_mean['attr_micro_f1']:.3f}) vs the per-category prior "
+              f"{summary['val_prior_micro_f1_mean']:.3f}")
+        print(f"test competition score, {summary['test_rule']} rule: ensemble "
+              f"{test_score:.4f}, single folds " + ", ".join(f"{s:.4f}" for s in single)
+              + (f"; masks and categories only {masks_only:.4f}" if year == 2020 else ""))
+        for key in ("data", "work_dirs", "predictions", "evaluation", "attribute_thresholds",
+                    "submission", "manifest", "figures", "report"):
             print(f"  {key:<12} {summary[key]}")
         print(f"\nopen the report: {Path(report['out']).resolve()}")
     return summary

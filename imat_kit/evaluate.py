@@ -40,8 +40,11 @@ def pred_instances(preds: dict, use_attributes: bool = False,
             for k, p in preds.items()}
 
 
-def has_attributes(preds: dict) -> bool:
-    return any(p.attr_probs or p.attributes for p in preds.values())
+def has_attributes(preds: dict, head: dict | None = None) -> bool:
+    """Whether predictions speak of attributes: an instance carries some, or the header says
+    an attribute model made them (one that detected nothing carries none)."""
+    return bool((head or {}).get("attribute_model")) or any(
+        p.attr_probs or p.attributes for p in preds.values())
 
 
 def attribute_columns(run: dict, labels, thresholds, *, score_thr: float = 0.3) -> dict:
@@ -103,7 +106,7 @@ def evaluate_files(data: str | Path, files: list[str], *, average: str = "image"
     labels = find_labels(data)
     for run in runs if runs is not None else read_fold_runs(data, files):
         r = evaluate_fold(run["gt"], run["preds"], average=average, score_thr=score_thr)
-        if has_attributes(run["preds"]):
+        if has_attributes(run["preds"], run["head"]):
             run.setdefault("train_gt", read_ann(data, "train", run["fold"]))
             r["row"].update(attribute_columns(run, labels, thresholds or AttributeThresholds(),
                                               score_thr=score_thr))
@@ -140,7 +143,7 @@ def evaluate_to(data: str | Path, files: list[str], out: str | Path, *, average:
         table.to_csv(f, index=False, float_format="%.4f")
     with atomic_open(out / "per_category_ap.csv", "w", newline="") as f:
         cats.to_csv(f, float_format="%.4f")
-    with_attr = [r for r in runs if has_attributes(r["preds"])]
+    with_attr = [r for r in runs if has_attributes(r["preds"], r["head"])]
     if with_attr:
         per_attr = attribute_table(with_attr, labels, thresholds, score_thr=score_thr)
         with atomic_open(out / "per_attribute.csv", "w", newline="") as f:

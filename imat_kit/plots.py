@@ -313,18 +313,22 @@ def plot_category_distribution(per_cat, out: str | Path) -> None:
     _save(fig, out)
 
 
-PLOTS = ("losses", "pr", "confusion", "overlays", "categories")
+PLOTS = ("losses", "pr", "confusion", "overlays", "categories", "attributes")
 #: what each figure is made from
 PLOT_INPUTS = {"losses": ("work_dirs",), "categories": ("data",), "pr": ("data", "predictions"),
-               "confusion": ("data", "predictions"), "overlays": ("data", "predictions")}
+               "confusion": ("data", "predictions"), "overlays": ("data", "predictions"),
+               "attributes": ("data", "predictions")}
 
 
 def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
               labels: list[str] | None = None, data: str | Path | None = None,
               predictions: str | Path | None = None, score_thr: float = 0.3,
-              images: list[str] | None = None, n: int = 6, seed: int = 0) -> dict:
+              images: list[str] | None = None, n: int = 6, seed: int = 0,
+              attribute_thresholds: str | Path | None = None) -> dict:
     """The ``imat-kit plot WHAT`` step: read the inputs of one figure and draw it into ``out``.
-    Returns what was drawn (``points`` for losses, ``images`` for overlays)."""
+    Returns what was drawn (``points`` for losses, ``images`` for overlays, ``attributes``
+    for attributes). ``attribute_thresholds`` cut the attribute probabilities (overlays,
+    attributes)."""
     from .layout import find_labels, image_dir, read_ann
     from .predictions import read_predictions
 
@@ -356,6 +360,20 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
         names = find_labels(data).class_names
         plot_confusion(confusion_matrix(gt, preds, len(names), score_thr=score_thr), names, out)
         return {}
+    from .attr_eval import apply_thresholds, attribute_table, load_thresholds
+
+    thr = load_thresholds(attribute_thresholds)
+    preds = apply_thresholds(preds, thr)
+    if what == "attributes":
+        if split != "val":
+            raise KitError("plot attributes needs validation predictions (a fold's truth)",
+                           file=str(predictions), row=1)
+        labels = find_labels(data)
+        run = {"gt": gt, "preds": preds, "train_gt": read_ann(data, "train", head["fold"])}
+        table = attribute_table([run], labels, thr, score_thr=score_thr)
+        plot_attribute_f1(table, {a["id"]: a["name"] for a in labels.attributes}, out,
+                          title=f"fold {head['fold']}, matched instances")
+        return {"attributes": int((table.support > 0).sum())}
     keys = plot_overlays(gt, preds, image_dir(data, split), out, image_keys=images, n=n,
                          seed=seed, score_thr=score_thr)
     return {"images": keys}
@@ -407,20 +425,34 @@ def plot_error_breakdown(breakdowns: dict[str, dict], out: str | Path) -> None:
     _save(fig, out)
 
 
-def plot_attribute_f1(f1: pd.DataFrame, attr_names: dict[int, str], out: str | Path) -> None:
-    """Per-attribute F1 against its support (log scale), the 8 most frequent labelled."""
+def plot_attribute_f1(f1: pd.DataFrame, attr_names: dict[int, str], out: str | Path, *,
+                      title: str | None = None) -> None:
+    """Per-attribute F1 against its support (log scale), the 8 most frequent labelled; with a
+    ``prior_f1`` column (:func:`attr_eval.attribute_table`) the per-category prior's F1 of each
+    attribute is drawn beside it as a hollow marker."""
     fig, ax = plt.subplots(figsize=(8, 5))
     d = f1[f1["support"] > 0]
-    ax.scatter(d["support"], d["f1"].fillna(0), s=14, color="#3b75af")
+    ax.scatter(d["support"], d["f1"].fillna(0), s=14, color="#3b75af", label="model")
+    if "prior_f1" in d.columns:
+        ax.scatter(d["support"], d["prior_f1"].fillna(0), s=22, facecolors="none",
+                   edgecolors="#d0602a", label="per-category prior")
+        for _, r in d.iterrows():
+            ax.plot([r.support] * 2, [0 if np.isnan(r.prior_f1) else r.prior_f1,
+                                      0 if np.isnan(r.f1) else r.f1], color="#bbbbbb", lw=0.6,
+                    zorder=0)
+        ax.legend(fontsize=8, loc="lower right")
     for _, r in d.nlargest(8, "support").iterrows():
         ax.annotate(attr_names.get(int(r.attribute_id), str(r.attribute_id))[:20],
                     (r.support, 0 if np.isnan(r.f1) else r.f1), fontsize=6,
                     textcoords="offset points", xytext=(3, 3))
-    ax.set_xscale("log")
-    ax.set_xlabel("support (truth instances, matched or missed)")
+    if len(d):  # a log axis needs a positive value
+        ax.set_xscale("log")
+    ax.set_xlabel("support (truth instances among the matched ones)" if "prior_f1" in d.columns
+                  else "support (truth instances, matched or missed)")
     ax.set_ylabel("F1")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"Attribute F1 against support ({len(d)} attributes)")
+    ax.set_title(f"Attribute F1 against support ({len(d)} attributes"
+                 + (f"; {title}" if title else "") + ")")
     if not len(d):
         ax.text(0.5, 0.5, "no attribute in the truth", ha="center", va="center",
                 transform=ax.transAxes)

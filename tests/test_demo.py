@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMMAND_STEPS = [("imat_kit.synth", "generate_images"), ("imat_kit.prepare", "prepare"),
                  ("imat_kit.mmdet_ext.train", "train_folds"),
                  ("imat_kit.mmdet_ext.predict", "predict"), ("imat_kit.evaluate", "evaluate_to"),
+                 ("imat_kit.attr_eval", "tune_thresholds"),
                  ("imat_kit.ensemble", "ensemble_files"), ("imat_kit.submission", "submit"),
                  ("imat_kit.submission", "score_submission"), ("imat_kit.plots", "make_plot"),
                  ("imat_kit.report", "build_report")]
@@ -46,23 +47,36 @@ def test_demo_end_to_end_and_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out, sub = tmp_path / "demo", tmp_path / "submissions" / "demo.csv"
     calls = _spy(monkeypatch)
+    config = REPO / "tests" / "configs" / "tiny_test_attr.py"
     s = run_demo(out, images=24, folds=(0, 1), iters=4, seed=0, submission=sub,
-                 config=REPO / "tests" / "configs" / "tiny_test.py", quiet=True)
+                 config=config, quiet=True)
     # the demo is the user's commands in order: every step is the command's own function
     assert set(calls) == {name for _, name in COMMAND_STEPS}, calls
-    assert calls["predict"] == 4 and calls["make_plot"] == 5 and calls["submit"] == 3
+    assert calls["predict"] == 4 and calls["make_plot"] == 6 and calls["submit"] == 3
+    # all folds, then each fold from the other: 3 tunings
+    assert calls["tune_thresholds"] == 3
     for key in ("evaluation", "submission", "manifest", "report"):
         assert os.path.exists(s[key]), key
     page = check_report(Path(s["report"]))
     assert str(sub.name) in page  # the submission's manifest is in the provenance
     figs = sorted(p.name for p in (out / "figures").glob("*.*"))
-    assert figs == ["category_distribution.png", "confusion_matrix.png", "loss_curves.png",
-                    "overlays.jpg", "pr_curves.png"]
+    assert figs == ["attribute_f1.png", "category_distribution.png", "confusion_matrix.png",
+                    "loss_curves.png", "overlays.jpg", "pr_curves.png"]
     table = pd.read_csv(out / "eval" / "evaluation.csv")
     assert table.fold.tolist() == ["0", "1", "mean", "std"]
+    for key in ("val_AP_iou_f1_mean", "val_attr_micro_f1_mean", "val_prior_micro_f1_mean",
+                "val_attr_micro_f1_tuned_mean"):
+        assert 0 <= s[key] <= 1 or s[key] != s[key], key  # a figure, or NaN (nothing matched)
+    assert (out / "eval" / "per_attribute.csv").exists()
+    thr = json.loads((out / "eval" / "attribute_thresholds.json").read_text())
+    assert thr["format"] == "imat-kit-attribute-thresholds"
+    assert s["year"] == 2019 and s["test_rule"].startswith("2019")
     man = json.loads(sub.with_suffix(".json").read_text())
     assert len(man["fold_scores"]) == 4 and len(man["source"]["inputs"]) == 2
     csv = pd.read_csv(sub, dtype=str, keep_default_na=False)
+    assert list(csv.columns) == ["ImageId", "EncodedPixels", "ClassId"]
+    assert not csv.ClassId.str.contains("_").any()  # the 2019 demo: categories only
+    assert man["attribute_thresholds"]["sha256"]
     sample = pd.read_csv(out / "data" / "sample_submission.csv")
     assert list(dict.fromkeys(csv.ImageId)) == sample.ImageId.tolist()
     assert 0 <= s["test_competition_ensemble"] <= 1
@@ -70,14 +84,37 @@ def test_demo_end_to_end_and_resume(tmp_path, monkeypatch):
     kept = [*(out / "predictions").glob("fold*.jsonl"), *(out / "work_dirs").rglob("*.pth")]
     mtimes = {p: p.stat().st_mtime_ns for p in kept}
     s2 = run_demo(out, images=24, folds=(0, 1), iters=4, seed=0, submission=sub,
-                  config=REPO / "tests" / "configs" / "tiny_test.py", quiet=True)
+                  config=config, quiet=True)
     assert len(mtimes) >= 6 and {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert s2["test_competition_ensemble"] == s["test_competition_ensemble"]
     # another --iters must not reuse the first run's checkpoints: it stops and says why
     with pytest.raises(KitError, match=r"other options.*iters: was 4, now 5.*--overwrite"):
         run_demo(out, images=24, folds=(0, 1), iters=5, seed=0, submission=sub,
-                 config=REPO / "tests" / "configs" / "tiny_test.py", quiet=True)
+                 config=config, quiet=True)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+@pytest.mark.slow
+def test_demo_2020_writes_validates_and_scores_a_2020_submission(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out, sub = tmp_path / "demo2020", tmp_path / "demo2020.csv"
+    s = run_demo(out, images=20, folds=(0,), iters=2, seed=1, submission=sub, year=2020,
+                 config=REPO / "tests" / "configs" / "tiny_test_attr2020.py", quiet=True)
+    assert s["year"] == 2020 and s["test_rule"].startswith("2020")
+    csv = pd.read_csv(sub, dtype=str, keep_default_na=False)
+    assert list(csv.columns) == ["ImageId", "EncodedPixels", "ClassId", "AttributesIds"]
+    assert 0 <= s["test_competition_ensemble"] <= s["test_competition_masks_only"] + 1e-9
+    assert json.loads(sub.with_suffix(".json").read_text())["layout"] == 2020
+
+
+def test_demo_refuses_a_config_without_attributes(tmp_path, monkeypatch):
+    """The demo reports attribute figures: a config without the branch is refused early,
+    before any training (the spy sees no train call)."""
+    calls = _spy(monkeypatch)
+    with pytest.raises(KitError, match="predicts no attributes"):
+        run_demo(tmp_path / "d", images=4, folds=(0,), iters=1, quiet=True,
+                 config=REPO / "tests" / "configs" / "tiny_test.py")
+    assert not calls and not (tmp_path / "d").exists()
 
 
 def test_overwrite_starts_afresh_even_with_the_same_options(tmp_path):

@@ -143,7 +143,9 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
             "checkpoint": str(checkpoint),
             "checkpoint_sha256": file_fingerprint(checkpoint)["sha256"], "tta": tta,
             "soft_size": soft_size or None, "cfg_options": list(cfg_options or []),
-            "attribute_floor": attribute_floor}
+            "attribute_floor": attribute_floor,
+            # an attribute model that detects nothing still is one (evaluate reports it)
+            "attribute_model": cfg.model.get("roi_head", {}).get("type") == "AttributeRoIHead"}
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     keys = [im["image_key"] for im in images]
