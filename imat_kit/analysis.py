@@ -21,7 +21,6 @@ import io
 
 import numpy as np
 import pandas as pd
-from pycocotools import mask as mask_util
 
 from .evaluate import pred_instances, truth_instances
 from .metric import competition_score
@@ -110,44 +109,24 @@ def attribute_f1(gt_coco: dict, preds: dict, *, iou: float = 0.5, score_thr: flo
     if not any(p.attributes for p in preds.values()):
         return pd.DataFrame(columns=["attribute_id", "tp", "fp", "fn", "precision", "recall",
                                      "f1", "support"])
+    from .attr_eval import match_instances
+
     tp: dict[int, int] = {}
     fp: dict[int, int] = {}
     fn: dict[int, int] = {}
-    anns: dict[int, list] = {}
-    for a in gt_coco["annotations"]:
-        anns.setdefault(a["image_id"], []).append(a)
-    for im in gt_coco["images"]:
-        p = preds.get(im["image_key"])
-        g = anns.get(im["id"], [])
-        if p is None or not len(p) or not g:
-            for a in g if not matched_only else ():
-                for x in a.get("attribute_ids", []):
-                    fn[x] = fn.get(x, 0) + 1
-            continue
-        keep = np.flatnonzero(p.scores >= score_thr)
-        keep = keep[np.argsort(-p.scores[keep], kind="stable")]
-        ious = np.asarray(mask_util.iou([p.rles()[j] for j in keep],
-                                        [a["segmentation"] for a in g], [0] * len(g)))
-        ious = ious.reshape(len(keep), len(g))
-        free = np.ones(len(g), bool)
-        for r, j in enumerate(keep.tolist()):
-            same = np.array([a["category_id"] == int(p.labels[j]) for a in g])
-            cand = np.where(free & same & (ious[r] >= iou), ious[r], -1.0)
-            if cand.max(initial=-1.0) < 0:
-                continue
-            k = int(cand.argmax())
-            free[k] = False
-            truth_set = set(g[k].get("attribute_ids", []))
-            pred_set = set(p.attributes[j]) if p.attributes else set()
-            for x in truth_set & pred_set:
-                tp[x] = tp.get(x, 0) + 1
-            for x in pred_set - truth_set:
-                fp[x] = fp.get(x, 0) + 1
-            for x in truth_set - pred_set:
-                fn[x] = fn.get(x, 0) + 1
-        for k in np.flatnonzero(free).tolist() if not matched_only else ():
-            for x in g[k].get("attribute_ids", []):
-                fn[x] = fn.get(x, 0) + 1
+    matched, missed = match_instances(gt_coco, preds, iou=iou, score_thr=score_thr)
+    for p, j, a in matched:
+        truth_set = set(a.get("attribute_ids", []))
+        pred_set = set(p.attributes[j]) if p.attributes else set()
+        for x in truth_set & pred_set:
+            tp[x] = tp.get(x, 0) + 1
+        for x in pred_set - truth_set:
+            fp[x] = fp.get(x, 0) + 1
+        for x in truth_set - pred_set:
+            fn[x] = fn.get(x, 0) + 1
+    for a in missed if not matched_only else ():
+        for x in a.get("attribute_ids", []):
+            fn[x] = fn.get(x, 0) + 1
     ids = sorted(set(tp) | set(fp) | set(fn))
     return f1_from_counts(pd.DataFrame({
         "attribute_id": ids, "tp": [tp.get(i, 0) for i in ids],

@@ -41,7 +41,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from .errors import KitError
-from .metric import AVERAGES, IOU_THRESHOLDS, _ratio
+from .metric import AVERAGES, IOU_THRESHOLDS, competition_score
 
 #: FPEval's ``catsWithAttributes``: the categories whose matches need attribute F1
 FASHIONPEDIA_ATTRIBUTE_CATEGORIES = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 28, 29, 31, 32, 33)
@@ -312,6 +312,8 @@ def competition_score_2020(gt: dict, pred: dict, *, attribute_ids: Sequence[int]
     ``per_threshold`` (one value per threshold pair) and ``count``."""
     if average not in AVERAGES:
         raise KitError(f"average must be one of {', '.join(AVERAGES)}", value=average)
+    if f1 not in F1_TYPES:
+        raise KitError(f"f1 must be one of {', '.join(F1_TYPES)}", value=f1)
     if sweep not in SWEEPS:
         raise KitError(f"sweep must be one of {', '.join(SWEEPS)}", value=sweep)
     if sweep == "grid":
@@ -320,30 +322,8 @@ def competition_score_2020(gt: dict, pred: dict, *, attribute_ids: Sequence[int]
     else:
         iou_thr, f1_thr = IOU_THRESHOLDS, IOU_THRESHOLDS
     index = {int(a): i for i, a in enumerate(attribute_ids)}
-    keys = list(gt) if images is None else list(images)
-    t = len(iou_thr)
-    per_unit: list[np.ndarray] = []
-    by_class: dict = defaultdict(lambda: np.zeros((3, t), dtype=np.int64))
-    for key in keys:
-        g_by: dict = defaultdict(list)
-        d_by: dict = defaultdict(list)
-        for g in gt.get(key, []):
-            g_by[g.key].append(g)
-        for d in pred.get(key, []):
-            d_by[d.key].append(d)
-        img = np.zeros((3, t), dtype=np.int64)
-        for c in set(g_by) | set(d_by):
-            tp = _match_2020(d_by[c], g_by[c], index, f1, iou_thr, f1_thr)
-            cnt = np.stack([tp, len(d_by[c]) - tp, len(g_by[c]) - tp])
-            img += cnt
-            by_class[c] += cnt
-            if average == "image_class":
-                per_unit.append(_ratio(cnt))
-        if average == "image" and img.sum():
-            per_unit.append(_ratio(img))
-    if average == "class":
-        per_unit = [_ratio(c) for c in by_class.values()]
-    if not per_unit:
-        return {"score": float("nan"), "per_threshold": np.full(t, np.nan), "count": 0}
-    arr = np.stack(per_unit)
-    return {"score": float(arr.mean()), "per_threshold": arr.mean(axis=0), "count": len(arr)}
+
+    def matcher(dt: list, gt_: list) -> np.ndarray:
+        return _match_2020(dt, gt_, index, f1, iou_thr, f1_thr)
+
+    return competition_score(gt, pred, average=average, images=images, matcher=matcher)

@@ -309,7 +309,7 @@ def _cmd_report(a: argparse.Namespace) -> int:
     files = _fold_files(a.predictions)
     r = build_report(a.data, files, a.out, work_dirs=a.work_dirs, submission=a.submission,
                      gallery=a.gallery, average=a.average, score_thr=a.score_thr,
-                     quiet=a.quiet)
+                     attribute_thresholds=a.attribute_thresholds, quiet=a.quiet)
     print(f"report of {len(files)} fold(s) → {r['out']}")
     return 0
 
@@ -573,6 +573,7 @@ def _parser_result_steps(sub, parents) -> None:
     s.add_argument("--gallery", type=int, default=6, help="worst and best images shown")
     _average(s)
     s.add_argument("--score-thr", type=float, default=0.3)
+    _thresholds(s)
     s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("demo", parents=parents, help="the whole pipeline on synthetic data "

@@ -217,7 +217,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     t = _step("imat-kit report: one HTML page with the error analysis", quiet)
     report = build_report(data, [str(preds_dir / f"fold{k}_val.jsonl") for k in folds],
                           out / "report.html", work_dirs=work_dirs, submission=sub,
-                          quiet=quiet)
+                          attribute_thresholds=thr_file, quiet=quiet)
     timings["report"] = time.perf_counter() - t
 
     mean = table.iloc[-2]

@@ -71,17 +71,21 @@ def match(dt: list[Instance], gt: list[Instance],
 
 
 def competition_score(gt: dict[str, list[Instance]], pred: dict[str, list[Instance]], *,
-                      average: str = "image", images: list[str] | None = None) -> dict:
+                      average: str = "image", images: list[str] | None = None,
+                      matcher=None) -> dict:
     """Score predictions against ground truth, both ``image_key → instances``.
 
     ``images`` restricts the scored images (default: every image of ``gt``; predictions on
-    other images are ignored). Returns ``score``, ``per_threshold`` (T,) and ``count`` (how many
-    images / pairs / classes were averaged).
+    other images are ignored). ``matcher`` (``(dt, gt) → TP per threshold``, default
+    :func:`match` over :data:`IOU_THRESHOLDS`) decides the true positives of one class in one
+    image (the 2020 rule brings its own). Returns ``score``, ``per_threshold`` (T,) and
+    ``count`` (how many images / pairs / classes were averaged).
     """
     if average not in AVERAGES:
         raise KitError(f"average must be one of {', '.join(AVERAGES)}", value=average)
+    matcher = matcher or match
     keys = list(gt) if images is None else list(images)
-    t = len(IOU_THRESHOLDS)
+    t = len(matcher([], []))
     per_unit: list[np.ndarray] = []  # (T,) scores of each averaged unit
     by_class: dict = defaultdict(lambda: np.zeros((3, t), dtype=np.int64))
     for key in keys:
@@ -93,7 +97,7 @@ def competition_score(gt: dict[str, list[Instance]], pred: dict[str, list[Instan
             d_by[d.key].append(d)
         img = np.zeros((3, t), dtype=np.int64)
         for c in set(g_by) | set(d_by):
-            tp = match(d_by[c], g_by[c])
+            tp = matcher(d_by[c], g_by[c])
             cnt = np.stack([tp, len(d_by[c]) - tp, len(g_by[c]) - tp])  # TP, FP, FN
             img += cnt
             by_class[c] += cnt

@@ -107,19 +107,20 @@ def _provenance(heads: dict[str, dict], manifest: dict | None) -> str:
 def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
                  work_dirs: list[str | Path] | None = None,
                  submission: str | Path | None = None, gallery: int = 6,
-                 average: str = "image", score_thr: float = 0.3, quiet: bool = True) -> dict:
+                 average: str = "image", score_thr: float = 0.3,
+                 attribute_thresholds: str | Path | None = None, quiet: bool = True) -> dict:
     """Write the report to ``out`` (atomically); returns what it holds (``sections``, the fold
-    table, the error breakdown per fold, the gallery's images)."""
+    table, the error breakdown per fold, the gallery's images). ``attribute_thresholds`` (a
+    ``tune-attributes`` file) cuts the attribute probabilities (default a global 0.5)."""
     from . import plots
     from .analysis import (
         ERROR_NAMES,
         ERROR_TYPES,
-        attribute_f1,
         error_breakdown,
-        f1_from_counts,
         image_scores,
     )
-    from .evaluate import REFERENCE_TABLE3, evaluate_files, read_fold_runs
+    from .attr_eval import apply_thresholds, attribute_table, load_thresholds, micro_f1
+    from .evaluate import REFERENCE_TABLE3, evaluate_files, has_attributes, read_fold_runs
     from .io import progress
     from .layout import find_labels, image_dir, read_ann
     from .metric import coco_eval
@@ -128,8 +129,11 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
     if not predictions:
         raise KitError("the report needs validation predictions (one file per fold)")
     runs = read_fold_runs(data, predictions)
+    thresholds = load_thresholds(attribute_thresholds)
+    for r in runs:
+        r["preds"] = apply_thresholds(r["preds"], thresholds)
     table, cats = evaluate_files(data, predictions, average=average, score_thr=score_thr,
-                                 runs=runs)
+                                 runs=runs, thresholds=thresholds)
     labels = find_labels(data)
     cats.insert(0, "category", [labels.class_names[i] for i in cats.index])
     manifest = None
@@ -146,14 +150,13 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
         train_counts[a["category_id"]] = train_counts.get(a["category_id"], 0) + 1
     attr_names = {a["id"]: a["name"] for a in all_gt.get("attributes", [])}
 
-    tide, scored, f1_parts = {}, [], []
+    tide, scored = {}, []
     for k, preds in progress(folds, desc="report: error analysis", quiet=quiet, unit="fold"):
         gt = gts[k]
         tide[f"fold {k}"] = error_breakdown(gt, preds)
         s = image_scores(gt, preds, score_thr=score_thr)
         s.insert(0, "fold", k)
         scored.append(s)
-        f1_parts.append(attribute_f1(gt, preds, score_thr=score_thr))
     scores = pd.concat(scored, ignore_index=True).sort_values(["score", "fold", "image_key"],
                                                               kind="stable")
     n = min(gallery, len(scores) // 2) if len(scores) > 1 else len(scores)
@@ -232,16 +235,23 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
                 gal.append(_img(png, f"{title.lower()} validation images of fold {k}"))
         body.append("".join(gal) + "</section>")
 
-        f1 = (f1_from_counts(pd.concat(f1_parts).groupby("attribute_id", as_index=False)
-                             [["tp", "fp", "fn"]].sum())
-              if any(len(x) for x in f1_parts) else pd.DataFrame())
+        with_attr = [r for r in runs if has_attributes(r["preds"], r["head"])]
+        f1 = (attribute_table(with_attr, labels, thresholds, score_thr=score_thr)
+              if with_attr else pd.DataFrame())
         if len(f1):
-            plots.plot_attribute_f1(f1, attr_names, tmp / "attr.png")
-            top = f1.sort_values("support", ascending=False).head(15)
-            top.insert(1, "name", [attr_names.get(int(i), "") for i in top.attribute_id])
-            micro = 2 * f1.tp.sum() / max(2 * f1.tp.sum() + f1.fp.sum() + f1.fn.sum(), 1)
+            plots.plot_attribute_f1(f1, attr_names, tmp / "attr.png",
+                                    title="matched instances, all folds")
+            top = f1.sort_values("support", ascending=False).head(15)[
+                ["attribute_id", "name", "support", "precision", "recall", "f1",
+                 "prior_precision", "prior_recall", "prior_f1", "threshold"]]
+            where = ("thresholds of " + html.escape(str(attribute_thresholds))
+                     if attribute_thresholds else "a global threshold of 0.5")
             body.append('<section id="attributes"><h2>Attributes</h2>'
-                        f"<p>micro F1 over matched instances: <b>{micro:.3f}</b></p>"
+                        f"<p>Fashionpedia's AP<sup>IoU+F1</sup> <b>{100 * mean.AP_iou_f1:.1f}"
+                        f"</b> (AP<sup>IoU</sup> {100 * mean.AP_iou_fp:.1f}, AP<sup>F1</sup> "
+                        f"{100 * mean.AP_f1:.1f}); attribute micro F1 over matched instances "
+                        f"<b>{micro_f1(f1):.3f}</b> against the per-category prior's "
+                        f"{micro_f1(f1, 'prior_'):.3f} ({where}).</p>"
                         + _img(tmp / "attr.png", "attribute F1 against support")
                         + _table(top, floats="{:.3f}") + "</section>")
         else:

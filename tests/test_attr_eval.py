@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from pycocotools import mask as mask_util
 
+from imat_kit import layout
 from imat_kit.attr_eval import (
     AttributeThresholds,
     apply_thresholds,
@@ -21,7 +22,6 @@ from imat_kit.cli import main
 from imat_kit.ensemble import fuse_image
 from imat_kit.errors import KitError
 from imat_kit.labels import load_labels
-from imat_kit import layout
 from imat_kit.layout import find_labels, sample_image_ids
 from imat_kit.predictions import ImagePrediction, write_predictions
 from imat_kit.submission import SubmitConfig, score_submission, submit, validate_submission
@@ -87,7 +87,7 @@ def test_thresholds_file_round_trip_and_errors(tmp_path):
     assert thr.of(3) == pytest.approx(0.225) and thr.of(99) == 0.5
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**content, "attributes": {"3": {"threshold": 2}}}))
-    with pytest.raises(KitError, match="threshold in 0..1"):
+    with pytest.raises(KitError, match=r"threshold in 0\.\.1"):
         load_thresholds(bad)
     bad.write_text("{}")
     with pytest.raises(KitError, match="not an attribute thresholds file"):

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
-import sys
-import types
-
 import numpy as np
 import pytest
 from pycocotools import mask as mask_util
@@ -19,22 +13,9 @@ from imat_kit.attr_metric import (
     pairwise_f1,
 )
 from imat_kit.metric import Instance
+from tests.coco_helpers import fpeval_results
 
 ATTRS = [0, 3, 4, 7, 11, 12, 20, 31]  # non-contiguous, as the 2020 file's
-
-
-def _fpeval():
-    """The reference: ``fashionpedia`` 1.1 imports ``skimage.io`` (for its viewer only) and
-    uses ``np.float`` (removed in numpy 1.24): a stub module and the old alias let it run."""
-    if "skimage" not in sys.modules:
-        sk = types.ModuleType("skimage")
-        sk.io = types.ModuleType("skimage.io")
-        sys.modules["skimage"], sys.modules["skimage.io"] = sk, sk.io
-    np.float = float  # the alias FPEval's accumulate() uses
-    from fashionpedia.fp import Fashionpedia
-    from fashionpedia.fp_eval import FPEval
-
-    return Fashionpedia, FPEval
 
 
 def _rle(mask: np.ndarray) -> dict:
@@ -86,21 +67,10 @@ def _random_case(seed: int):
     return gt, dets
 
 
-def _reference(gt: dict, dets: list[dict]) -> dict:
-    Fashionpedia, FPEval = _fpeval()
-    with contextlib.redirect_stdout(io.StringIO()):
-        api = Fashionpedia()
-        api.dataset = copy.deepcopy(gt)
-        api.createIndex()
-        ev = FPEval(api, api.loadRes(copy.deepcopy(dets)), "segm")
-        ev.run()
-    return {"iou_f1": ev.results, "iou": ev.resultDet, "f1": ev.resultF1}
-
-
 @pytest.mark.parametrize("seed", range(12))
 def test_fashionpedia_ap_equals_fpeval(seed):
     gt, dets = _random_case(seed)
-    ref = _reference(gt, dets)
+    ref = fpeval_results(gt, dets)
     ours = fashionpedia_eval(gt, dets, attribute_ids=ATTRS)
     compared = 0
     for mode in ("iou_f1", "iou", "f1"):
@@ -126,7 +96,7 @@ def test_fashionpedia_ap_attributes_matter():
     assert r["iou"]["AP"] == pytest.approx(1.0) and w["iou"]["AP"] == pytest.approx(1.0)
     assert r["iou_f1"]["AP"] == pytest.approx(1.0)
     assert w["iou_f1"]["AP"] < 0.9
-    assert w["iou_f1"]["AP"] == pytest.approx(_reference(gt, wrong)["iou_f1"]["AP"], abs=1e-6)
+    assert w["iou_f1"]["AP"] == pytest.approx(fpeval_results(gt, wrong)["iou_f1"]["AP"], abs=1e-6)
 
 
 def test_pairwise_f1_is_sklearn_binary_macro():
@@ -149,8 +119,10 @@ def test_pairwise_f1_is_sklearn_binary_macro():
 
 
 def test_fashionpedia_categories_are_fpevals():
-    assert set(FASHIONPEDIA_ATTRIBUTE_CATEGORIES) == set(_fpeval()[1].__init__.__globals__[
-        "FPParams"]().catsWithAttributes)
+    fpeval_results(*_random_case(0))  # imports the package the way it can run here
+    from fashionpedia.fp_eval import FPParams
+
+    assert set(FASHIONPEDIA_ATTRIBUTE_CATEGORIES) == set(FPParams().catsWithAttributes)
 
 
 # --- the 2020 rule --------------------------------------------------------------------------
