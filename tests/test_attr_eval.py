@@ -151,6 +151,14 @@ def test_evaluate_writes_attribute_figures(prepared2020, tmp_path):
     assert main(["tune-attributes", "--data", str(prepared2020), "--predictions", str(f),
                  "--out", str(out), "--min-support", "1", "-q"]) == 0
     assert load_thresholds(out).per_attribute
+    png = tmp_path / "attr.png"
+    assert main(["plot", "attributes", "--data", str(prepared2020), "--predictions", str(f),
+                 "--out", str(png), "--attribute-thresholds", str(out), "-q"]) == 0
+    assert png.stat().st_size > 10_000
+    assert main(["report", "--data", str(prepared2020), "--predictions", str(f), "--out",
+                 str(tmp_path / "r.html"), "--attribute-thresholds", str(out), "-q"]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "AP<sup>IoU+F1</sup> <b>100.0</b>" in page and str(out) in page
 
 
 def _submit_2020(data, tmp_path, preds):

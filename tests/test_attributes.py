@@ -483,6 +483,104 @@ def test_attribute_loss_decreases_on_a_tiny_overfit(prepared2020):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_attribute_head_category_bias_and_feature_grad():
+    """``num_classes``: one learnt bias row per category, added for the RoI's category (zero
+    at the start, so the output bias alone sets the prior); ``feature_grad`` scales the gradient
+    into the features (0: none) without changing the forward pass."""
+    import torch
+
+    _register()
+    from mmdet.registry import MODELS
+
+    def build(**kw):
+        torch.manual_seed(0)
+        head = MODELS.build(dict(type="AttributeHead", num_attributes=4, in_channels=8,
+                                 roi_feat_size=4, num_convs=1, fc_out_channels=16,
+                                 with_geometry=False, **kw))
+        head.init_weights()
+        return head
+
+    plain, biased = build(), build(num_classes=3)
+    feats = torch.randn(2, 8, 4, 4)
+    labels = torch.tensor([0, 2])
+
+    def without_bias(head):
+        bias, head.category_bias = head.category_bias, None
+        try:
+            return head(feats)
+        finally:
+            head.category_bias = bias
+
+    assert (biased.category_bias.weight == 0).all()  # zero at the start, after init_weights
+    assert torch.allclose(without_bias(biased), biased(feats, labels=labels))
+    with pytest.raises(ValueError, match="needs the RoIs' categories"):
+        biased(feats)
+    with torch.no_grad():
+        biased.category_bias.weight[2, 1] = 3.0
+    out = biased(feats, labels=labels) - without_bias(biased)
+    assert out[1, 1].item() == pytest.approx(3.0, abs=1e-5) and out[0].abs().max() == 0
+    for grad_scale, expect_grad in ((0.0, False), (0.5, True)):
+        head = build(feature_grad=grad_scale)
+        f = feats.clone().requires_grad_(True)
+        y = head(f)
+        assert torch.allclose(y, plain(feats))  # same forward pass
+        y.sum().backward()
+        assert (f.grad.abs().sum() > 0) == expect_grad
+    with pytest.raises(ValueError, match="feature_grad"):
+        build(feature_grad=1.5)
+
+
+def test_attribute_prior_hook_starts_at_the_category_frequencies():
+    """Before any feature is learnt, a RoI of category c gets each attribute's (smoothed)
+    frequency among c's training instances; the hook leaves loaded or resumed weights alone."""
+    import types
+
+    import torch
+
+    _register()
+    from mmdet.registry import MODELS
+
+    from imat_kit.mmdet_ext.hooks import AttributePriorHook
+
+    head = MODELS.build(dict(type="AttributeHead", num_attributes=3, in_channels=4,
+                             roi_feat_size=2, num_convs=0, fc_out_channels=8,
+                             with_geometry=False, num_classes=4))
+    head.init_weights()
+    infos = [{"instances": [{"bbox_label": 1, "attributes": (0, 2)},
+                            {"bbox_label": 1, "attributes": (0,)},
+                            {"bbox_label": 1, "attributes": (), "ignore_flag": 1},
+                            {"bbox_label": 3, "attributes": (1,)}]},
+             {"instances": [{"bbox_label": 1, "attributes": (0,)}]}]
+    dataset = type("D", (), {"get_data_info": lambda self, i: infos[i],
+                             "__len__": lambda self: len(infos)})()
+    model = types.SimpleNamespace(roi_head=types.SimpleNamespace(attribute_head=head))
+    logs = []
+    runner = types.SimpleNamespace(
+        iter=0, cfg={"load_from": None}, model=model,
+        train_dataloader=types.SimpleNamespace(dataset=dataset),
+        logger=types.SimpleNamespace(info=logs.append))
+    AttributePriorHook(smoothing=1.0).before_train(runner)
+    feats = torch.zeros(3, 4, 2, 2)  # no signal from the features: the prior alone
+    with torch.no_grad():
+        base = torch.sigmoid(head.fc_attr.bias)
+        p = torch.sigmoid(head(feats, labels=torch.tensor([1, 3, 0])) - head.fc(
+            torch.zeros(3, 16)).relu() @ head.fc_attr.weight.T)
+    start = base.numpy()
+    want1 = (np.array([3, 0, 1]) + start) / (3 + 1)  # 3 counted instances of category 1
+    want3 = (np.array([0, 1, 0]) + start) / (1 + 1)
+    np.testing.assert_allclose(p[0].numpy(), want1, rtol=1e-5)
+    np.testing.assert_allclose(p[1].numpy(), want3, rtol=1e-5)
+    np.testing.assert_allclose(p[2].numpy(), start, rtol=1e-5)  # no instance: untouched
+    assert "4 training instances" in logs[-1]
+    # resumed or loaded weights: left alone
+    with torch.no_grad():
+        head.category_bias.weight.fill_(7.0)
+    for it, load in ((5, None), (0, "phase1.pth")):
+        runner.iter, runner.cfg = it, {"load_from": load}
+        AttributePriorHook().before_train(runner)
+        assert (head.category_bias.weight == 7.0).all()
+
+
 def test_attribute_head_loss_excludes_categories_and_takes_focal():
     import torch
 
@@ -539,7 +637,7 @@ def test_every_final_detection_gets_attributes(prepared2020):
     with torch.no_grad():
         x = tuple(f[:1] for f in feats)
         head = model.roi_head
-        again = head.attribute_head(head._attribute_feats(x, rois), rois).sigmoid()
+        again = head.attribute_head(head._attribute_feats(x, rois), rois, r.labels).sigmoid()
     assert torch.allclose(again, r.attributes, atol=1e-4)
 
 

@@ -8,3 +8,4 @@ train_dataloader = dict(
 val_dataloader = dict(
     dataset=dict(attributes=True, num_attributes={{_base_.num_attributes_2019}}))
 test_dataloader = val_dataloader
+custom_hooks = {{_base_.attribute_custom_hooks}}

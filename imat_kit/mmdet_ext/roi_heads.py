@@ -44,13 +44,22 @@ class AttributeHead(BaseModule):
     ``attribute_categories``: the category labels whose instances carry attributes in the
     label space (Fashionpedia: 0–12, 28, 29, 31–33); RoIs assigned to other categories are left
     out of the loss.
+
+    ``num_classes``: a learnt bias per (category, attribute) is added to the logits, for the
+    RoI's category (training: its truth's; inference: the detection's label). Attributes
+    depend on the category first (a skirt has a length, a jacket an opening): the bias learns
+    that prior within a few iterations, and the features are left to learn what differs
+    between instances of one category. ``feature_grad`` scales the gradient that flows from
+    this branch into the shared features (1: joint training; below 1: the branch disturbs the
+    detector's features less, which matters when both train from scratch for a short while).
     """
 
     def __init__(self, num_attributes: int, in_channels: int = 256, roi_feat_size: int = 7,
                  num_convs: int = 2, conv_out_channels: int = 256, fc_out_channels: int = 1024,
                  first_stride: int = 1, prior_prob: float = 0.01, with_geometry: bool = True,
-                 attribute_categories: list[int] | None = None,
-                 loss_attr: dict | None = None, init_cfg: dict | list | None = None) -> None:
+                 attribute_categories: list[int] | None = None, num_classes: int | None = None,
+                 feature_grad: float = 1.0, loss_attr: dict | None = None,
+                 init_cfg: dict | list | None = None) -> None:
         import math
 
         if init_cfg is None:
@@ -76,12 +85,22 @@ class AttributeHead(BaseModule):
         self.fc_attr = nn.Linear(fc_out_channels, self.num_attributes)
         self.attribute_categories = (None if attribute_categories is None
                                      else sorted(int(c) for c in attribute_categories))
+        if not 0.0 <= feature_grad <= 1.0:
+            raise ValueError(f"feature_grad must be within 0..1, got {feature_grad}")
+        self.feature_grad = float(feature_grad)
+        self.category_bias = None
+        if num_classes is not None:
+            self.category_bias = nn.Embedding(int(num_classes), self.num_attributes)
+            nn.init.zeros_(self.category_bias.weight)  # fc_attr's bias holds the start
         self.loss_attr = MODELS.build(loss_attr or dict(type="CrossEntropyLoss",
                                                         use_sigmoid=True, loss_weight=1.0))
 
-    def forward(self, feats: Tensor, rois: Tensor | None = None) -> Tensor:
+    def forward(self, feats: Tensor, rois: Tensor | None = None,
+                labels: Tensor | None = None) -> Tensor:
         """Logits of the RoIs (``rois``: N × 5, batch index and x1, y1, x2, y2; needed with
-        ``with_geometry``)."""
+        ``with_geometry``; ``labels``: their categories, needed with ``num_classes``)."""
+        if self.feature_grad < 1.0:
+            feats = feats * self.feature_grad + feats.detach() * (1.0 - self.feature_grad)
         hidden = self.fc(self.convs(feats).flatten(1))
         if self.with_geometry:
             if rois is None:
@@ -89,7 +108,12 @@ class AttributeHead(BaseModule):
             wh = (rois[:, 3:5] - rois[:, 1:3]).clamp(min=1.0)
             aspect = torch.log(wh[:, 1] / wh[:, 0])[:, None]
             hidden = hidden + self.fc_geometry(torch.cat([aspect, aspect * aspect], 1))
-        return self.fc_attr(torch.relu(hidden))
+        logits = self.fc_attr(torch.relu(hidden))
+        if self.category_bias is not None:
+            if labels is None:
+                raise ValueError("AttributeHead(num_classes=...) needs the RoIs' categories")
+            logits = logits + self.category_bias(labels.long())
+        return logits
 
     def loss(self, logits: Tensor, targets: Tensor, labels: Tensor) -> dict:
         """Loss of the RoIs' ``logits`` against their truth's multi-hot ``targets``; ``labels``
@@ -165,8 +189,9 @@ class AttributeRoIHead(StandardRoIHead):
                                "on IMatDataset(attributes=True, num_attributes=...)")
             targets.append(gt.attributes[res.pos_assigned_gt_inds])
             labels.append(gt.labels[res.pos_assigned_gt_inds])
-        logits = self.attribute_head(feats, pos_rois)
-        loss = self.attribute_head.loss(logits, torch.cat(targets), torch.cat(labels))
+        labels = torch.cat(labels)
+        logits = self.attribute_head(feats, pos_rois, labels)
+        loss = self.attribute_head.loss(logits, torch.cat(targets), labels)
         results["loss_mask"] = {**results["loss_mask"], **loss}
         return results
 
@@ -178,7 +203,8 @@ class AttributeRoIHead(StandardRoIHead):
         if rois.shape[0] == 0:
             probs = rois.new_zeros((0, num_attr))
         else:
-            probs = self.attribute_head(self._attribute_feats(x, rois), rois).sigmoid()
+            labels = torch.cat([res.labels for res in results_list])
+            probs = self.attribute_head(self._attribute_feats(x, rois), rois, labels).sigmoid()
         for res, p in zip(results_list, probs.split([len(r) for r in results_list], 0)):
             res.attributes = p
         return results_list

@@ -7,3 +7,5 @@ train_dataloader = dict(
 val_dataloader = dict(
     dataset=dict(attributes=True, num_attributes={{_base_.num_attributes_2019}}))
 test_dataloader = val_dataloader
+custom_hooks = [dict(type='ValLossHook'), dict(type='ParamDigestHook'),
+                dict(type='AttributePriorHook')]

@@ -11,6 +11,10 @@ attribute_categories_2019 = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
 # epaulette, sleeve
 fashionpedia_attribute_categories = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 28, 29, 31, 32,
                                      33]
+# Both heads add a learnt bias per (category, attribute) (num_classes: the 46 categories of
+# both years), which AttributePriorHook sets to the training data's per-category attribute
+# frequencies before the first iteration: the branch starts at the per-category prior.
+attribute_custom_hooks = [dict(type='ValLossHook'), dict(type='AttributePriorHook')]
 
 # Both read the mask branch's 14x14 RoI features (pooled anyway for the mask loss; the 2020
 # winning solution's choice), start with a stride-2 conv, and sum the loss over the attributes,
@@ -22,7 +26,7 @@ r50_attribute_roi_head = dict(
     attribute_head=dict(
         type='AttributeHead', num_attributes=num_attributes_2019, in_channels=256,
         roi_feat_size=14, num_convs=4, first_stride=2, conv_out_channels=256,
-        fc_out_channels=1024, attribute_categories=attribute_categories_2019,
+        fc_out_channels=1024, attribute_categories=attribute_categories_2019, num_classes=46,
         loss_attr=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
                        loss_weight=1.0)))
 
@@ -40,5 +44,5 @@ tiny_attribute_roi_head = dict(
     attribute_head=dict(
         type='AttributeHead', num_attributes=num_attributes_2019, in_channels=128,
         roi_feat_size=14, num_convs=2, first_stride=2, conv_out_channels=128,
-        fc_out_channels=256, attribute_categories=attribute_categories_2019,
+        fc_out_channels=256, attribute_categories=attribute_categories_2019, num_classes=46,
         loss_attr=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=2.0)))
