@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: test demo data lint bench clean-demo venv chromium
+.PHONY: test demo demo2020 data lint bench clean-demo venv chromium
 venv: $(VENV)/.installed
 
 $(VENV)/.base:
@@ -52,11 +52,17 @@ lint: $(VENV)/.installed
 
 DEMO_DIR ?= outputs/demo
 demo: $(VENV)/.installed
-	$(BIN)/imat-kit demo --out $(DEMO_DIR) --images 300 --folds 0,1 --iters 500 --seed 0 \
+	$(BIN)/imat-kit demo --out $(DEMO_DIR) --images 300 --folds 0,1 --iters 360 --seed 0 \
 		--submission submissions/demo.csv
 
+# the same on the synthetic 2020 set: a 2020-layout submission, scored with the 2020 rule
+demo2020: $(VENV)/.installed
+	$(BIN)/imat-kit demo --year 2020 --out $(DEMO_DIR)2020 --images 300 --folds 0,1 --iters 360 \
+		--seed 0 --submission submissions/demo2020.csv
+
 clean-demo:
-	rm -rf $(DEMO_DIR) submissions/demo.csv submissions/demo.json
+	rm -rf $(DEMO_DIR) $(DEMO_DIR)2020 submissions/demo.csv submissions/demo.json \
+		submissions/demo2020.csv submissions/demo2020.json
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/rle.py

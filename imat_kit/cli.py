@@ -583,7 +583,7 @@ def _parser_result_steps(sub, parents) -> None:
                    help="2020: the synthetic 2020 set, a 2020-layout submission and rule")
     s.add_argument("--images", type=int, default=300)
     s.add_argument("--folds", type=_parse_folds, default=[0, 1], help="folds to train")
-    s.add_argument("--iters", type=int, default=500, help="training iterations per fold")
+    s.add_argument("--iters", type=int, default=360, help="training iterations per fold")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--submission", default=None,
                    help="default submissions/demo.csv (2020: submissions/demo2020.csv)")
