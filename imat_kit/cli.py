@@ -217,6 +217,11 @@ def _cmd_tune_attributes(a: argparse.Namespace) -> int:
                         min_support=a.min_support, global_threshold=a.global_threshold,
                         score_thr=a.score_thr)
     write_thresholds(r, a.out)
+    if not a.quiet:
+        from .attr_eval import threshold_lines
+
+        for line in threshold_lines(r, find_labels(a.data), limit=20):
+            print(line)
     att = r["attributes"].values()
     tuned = [v for v in att if v["tuned"]]
     gain = sum(v["f1"] - v["f1_at_global"] for v in tuned) / max(len(tuned), 1)

@@ -170,6 +170,10 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
         cross.append(attribute_columns(run, labels, thr))
     cross_mean = {k: sum(c[k] for c in cross) / len(cross) for k in cross[0]}
     if not quiet:
+        from .attr_eval import threshold_lines
+
+        for line in threshold_lines(tuned, labels):
+            print(line)
         n_tuned = sum(v["tuned"] for v in tuned["attributes"].values())
         print(f"{n_tuned} attributes tuned → {thr_file}; with thresholds from the other folds: "
               f"AP^IoU+F1 {100 * cross_mean['AP_iou_f1']:.1f}, attribute micro F1 "

@@ -104,6 +104,18 @@ def _provenance(heads: dict[str, dict], manifest: dict | None) -> str:
     return "\n".join(parts)
 
 
+def _tuned_folds(path: str | Path | None) -> list[int]:
+    """The folds a thresholds file was tuned on (none for no file)."""
+    if path is None:
+        return []
+    import json
+
+    try:
+        return [int(k) for k in json.loads(Path(path).read_text()).get("folds", [])]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
 def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
                  work_dirs: list[str | Path] | None = None,
                  submission: str | Path | None = None, gallery: int = 6,
@@ -246,6 +258,10 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
                  "prior_precision", "prior_recall", "prior_f1", "threshold"]]
             where = ("thresholds of " + html.escape(str(attribute_thresholds))
                      if attribute_thresholds else "a global threshold of 0.5")
+            tuned_on = set(_tuned_folds(attribute_thresholds)) & {r["fold"] for r in runs}
+            if tuned_on:
+                where += (", tuned on fold(s) " + ", ".join(map(str, sorted(tuned_on)))
+                          + " shown here: a flattering figure")
             body.append('<section id="attributes"><h2>Attributes</h2>'
                         f"<p>Fashionpedia's AP<sup>IoU+F1</sup> <b>{100 * mean.AP_iou_f1:.1f}"
                         f"</b> (AP<sup>IoU</sup> {100 * mean.AP_iou_fp:.1f}, AP<sup>F1</sup> "

@@ -159,6 +159,7 @@ def test_evaluate_writes_attribute_figures(prepared2020, tmp_path):
                  str(tmp_path / "r.html"), "--attribute-thresholds", str(out), "-q"]) == 0
     page = (tmp_path / "r.html").read_text()
     assert "AP<sup>IoU+F1</sup> <b>100.0</b>" in page and str(out) in page
+    assert "tuned on fold(s) 0 shown here: a flattering figure" in page
 
 
 def _submit_2020(data, tmp_path, preds):
