@@ -227,7 +227,10 @@ def _cmd_tune_attributes(a: argparse.Namespace) -> int:
     gain = sum(v["f1"] - v["f1_at_global"] for v in tuned) / max(len(tuned), 1)
     print(f"{len(tuned)} of {len(r['attributes'])} attributes with truth tuned (support >= "
           f"{a.min_support}) over {r['matched_instances']} matched instances of folds "
-          f"{r['folds']}; mean F1 gain of the tuned ones {gain:+.3f} → {a.out}")
+          f"{r['folds']}; mean F1 gain of the tuned ones {gain:+.3f}; global threshold "
+          f"{r['global_threshold']:.3f}{' (tuned)' if r['global_tuned'] else ''}; micro F1 "
+          f"{r['micro_f1_at_0.5']:.3f} at 0.5 → {r['micro_f1']:.3f} (on the folds it was "
+          f"tuned on) → {a.out}")
     return 0
 
 
@@ -497,7 +500,9 @@ def _parser_result_steps(sub, parents) -> None:
     s.add_argument("--out", default="attribute_thresholds.json", help="the thresholds JSON")
     s.add_argument("--min-support", type=int, default=10,
                    help="attributes with fewer matched truths keep the global threshold")
-    s.add_argument("--global-threshold", type=float, default=0.5)
+    s.add_argument("--global-threshold", type=float, default=None,
+                   help="the threshold of the attributes below --min-support (default: tuned "
+                   "for the micro F1 of all attributes pooled)")
     s.add_argument("--score-thr", type=float, default=0.3,
                    help="detections below this score are not matched")
     s.set_defaults(func=_cmd_tune_attributes)

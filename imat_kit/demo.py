@@ -164,8 +164,9 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     cross = []
     for run in runs:
         others = [r for r in runs if r is not run] or [run]
-        per = tune_thresholds(others, ids)["attributes"]
-        thr = AttributeThresholds(0.5, {int(a): v["threshold"] for a, v in per.items()})
+        other = tune_thresholds(others, ids)
+        thr = AttributeThresholds(other["global_threshold"],
+                                  {int(a): v["threshold"] for a, v in other["attributes"].items()})
         run["train_gt"] = read_ann(data, "train", run["fold"])
         cross.append(attribute_columns(run, labels, thr))
     cross_mean = {k: sum(c[k] for c in cross) / len(cross) for k in cross[0]}

@@ -62,12 +62,20 @@ def test_tune_thresholds_finds_the_known_optimum():
     probs = [{7: p7[i], 9: 0.6} for i in range(6)]
     run = {"file": "f", "fold": 0, "gt": gt, "preds": _preds(gt, masks, probs),
            "head": {"attribute_floor": 0.05}}
-    r = tune_thresholds([run], [7, 9, 11], min_support=2)
+    r = tune_thresholds([run], [7, 9, 11], min_support=2, global_threshold=0.5)
     a7, a9 = r["attributes"]["7"], r["attributes"]["9"]
     assert a7["tuned"] and a7["threshold"] == pytest.approx(0.675)
     assert a7["f1"] == pytest.approx(1.0) and a7["f1_at_global"] == pytest.approx(6 / 7)
     assert not a9["tuned"] and a9["threshold"] == 0.5 and a9["support"] == 1
     assert "11" not in r["attributes"]  # no truth: nothing to tune
+    # the global threshold tuned for the pooled micro F1: the cut between 0.7 and 0.65 (3 TP,
+    # 1 FN: 6/7) beats the one below 0.6 (4 TP, 6 FP: 8/14)
+    g = tune_thresholds([run], [7, 9, 11], min_support=2)
+    assert g["global_tuned"] and g["global_threshold"] == pytest.approx(0.675)
+    assert g["attributes"]["9"]["threshold"] == pytest.approx(0.675)
+    # at 0.5: attribute 7 on four (3 TP, 1 FP), attribute 9 on all six (1 TP, 5 FP): 8/14
+    assert g["micro_f1"] == pytest.approx(6 / 7, abs=1e-6)
+    assert g["micro_f1_at_0.5"] == pytest.approx(8 / 14, abs=1e-6)
     thr = AttributeThresholds(0.5, {7: a7["threshold"]})
     cut = apply_thresholds(run["preds"], thr)
     assert [cut[f"im{i}"].attributes[0] for i in range(6)] == \
@@ -84,7 +92,7 @@ def test_thresholds_file_round_trip_and_errors(tmp_path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps(content))
     thr = load_thresholds(path)
-    assert thr.of(3) == pytest.approx(0.225) and thr.of(99) == 0.5
+    assert thr.of(3) == pytest.approx(0.225) and thr.of(99) == content["global_threshold"]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**content, "attributes": {"3": {"threshold": 2}}}))
     with pytest.raises(KitError, match=r"threshold in 0\.\.1"):
