@@ -104,6 +104,11 @@ def _provenance(heads: dict[str, dict], manifest: dict | None) -> str:
     return "\n".join(parts)
 
 
+#: the fold table's attribute columns, shown in the attributes section
+ATTRIBUTE_COLUMNS = ("AP_iou_f1", "AP_iou_f1_50", "AP_iou_fp", "AP_f1", "attr_micro_f1",
+                     "prior_micro_f1")
+
+
 def _tuned_folds(path: str | Path | None) -> list[int]:
     """The folds a thresholds file was tuned on (none for no file)."""
     if path is None:
@@ -183,7 +188,8 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
                     f'<b>{100 * mean.segm_AP:.1f}</b> ± {100 * table.iloc[-1].segm_AP:.1f}, '
                     f'competition score ({html.escape(average)} average, score ≥ {score_thr:g})'
                     f' <b>{mean.competition:.4f}</b>.</p>')
-        show = table.drop(columns=["file"])
+        attr_cols = [c for c in ATTRIBUTE_COLUMNS if c in table.columns]
+        show = table.drop(columns=["file", *attr_cols])
         body.append(_table(show, summary_rows=("mean", "std")))
         body.append("<p class='note'>The reference study (Matterport Mask R-CNN R50, COCO "
                     "weights, real data, AP on 100 validation images), for scale:</p>")
@@ -268,6 +274,7 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
                         f"{100 * mean.AP_f1:.1f}); attribute micro F1 over matched instances "
                         f"<b>{micro_f1(f1):.3f}</b> against the per-category prior's "
                         f"{micro_f1(f1, 'prior_'):.3f} ({where}).</p>"
+                        + _table(table[["fold", *attr_cols]], summary_rows=("mean", "std"))
                         + _img(tmp / "attr.png", "attribute F1 against support")
                         + _table(top, floats="{:.3f}") + "</section>")
         else:
