@@ -13,7 +13,7 @@ from imat_kit.attr_metric import (
     pairwise_f1,
 )
 from imat_kit.metric import Instance
-from tests.coco_helpers import fpeval_results
+from tests.coco_helpers import fpeval_results, random_attribute_case
 
 ATTRS = [0, 3, 4, 7, 11, 12, 20, 31]  # non-contiguous, as the 2020 file's
 
@@ -25,46 +25,11 @@ def _rle(mask: np.ndarray) -> dict:
 
 
 def _random_case(seed: int):
-    rng = np.random.default_rng(seed)
-    size = 20
-    cats = [0, 5, 13, 28, 40]  # with attributes: 0, 5, 28; without: 13, 40
-    images = [{"id": i + 1, "height": size, "width": size} for i in range(4)]
-    anns, dets = [], []
-
-    def blob():
-        m = np.zeros((size, size), np.uint8)
-        y, x = rng.integers(0, size - 6, 2)
-        h, w = rng.integers(4, 12, 2)
-        m[y:y + h, x:x + w] = 1
-        return m
-
-    def attrs():
-        k = rng.integers(0, 4)
-        return sorted(int(a) for a in rng.choice(ATTRS, size=k, replace=False))
-
-    for im in images:
-        for _ in range(rng.integers(0, 5)):
-            m = blob()
-            anns.append({"id": len(anns) + 1, "image_id": im["id"],
-                         "category_id": int(rng.choice(cats)), "segmentation": _rle(m),
-                         "area": int(m.sum()), "iscrowd": 0, "attribute_ids": attrs()})
-        truths = [a for a in anns if a["image_id"] == im["id"]]
-        for _ in range(rng.integers(1, 7)):
-            if truths and rng.random() < 0.6:  # a noisy copy of a truth
-                t = truths[rng.integers(len(truths))]
-                m = mask_util.decode(t["segmentation"]).copy()
-                m = np.roll(m, rng.integers(-2, 3), axis=int(rng.integers(2)))
-                cat = t["category_id"] if rng.random() < 0.85 else int(rng.choice(cats))
-                a = t["attribute_ids"] if rng.random() < 0.5 else attrs()
-            else:
-                m, cat, a = blob(), int(rng.choice(cats)), attrs()
-            score = float(np.round(rng.random(), 1))  # ties happen
-            dets.append({"image_id": im["id"], "category_id": cat, "score": score,
-                         "segmentation": _rle(m), "attribute_ids": a})
-    gt = {"images": images, "annotations": anns,
-          "categories": [{"id": c, "name": f"c{c}"} for c in range(46)],
-          "attributes": [{"id": a, "name": f"a{a}"} for a in ATTRS]}
-    return gt, dets
+    """4 images of 20×20, 0–4 truths and 1–6 detections each, categories with (0, 5, 28) and
+    without (13, 40) attributes, scores to one decimal (ties happen)."""
+    return random_attribute_case(seed, images=4, size=20, categories=[0, 5, 13, 28, 40],
+                                 attributes=ATTRS, truths=(0, 5), detections=(1, 7),
+                                 blob=(4, 12), shift=2, score_decimals=1)
 
 
 @pytest.mark.parametrize("seed", range(12))
