@@ -116,6 +116,8 @@ def match_instances(gt_coco: dict, preds: dict, *, iou: float = 0.5,
 def _best_threshold(p: np.ndarray, y: np.ndarray, floor: float) -> tuple[float, float]:
     """The threshold maximising F1 of ``p >= threshold`` against ``y`` and that F1 (the
     highest threshold among equal F1s); midpoints between distinct probabilities."""
+    if not p.size or not y.any():  # nothing matched, or no truth to find: nothing to tune
+        return float("nan"), 0.0
     order = np.argsort(-p, kind="stable")
     ps, ys = p[order], y[order].astype(np.int64)
     tp = np.cumsum(ys)

@@ -82,6 +82,21 @@ def test_tune_thresholds_finds_the_known_optimum():
         [(7, 9), (7, 9), (7, 9), (9,), (9,), (9,)]
 
 
+def test_tune_thresholds_with_nothing_matched():
+    """An attribute model that detected nothing (or nothing right): no attribute to tune, the
+    global threshold stays 0.5 — a file, not a traceback."""
+    gt, masks = _case(3)
+    gt["annotations"][0]["attribute_ids"] = [7]
+    empty = {im["image_key"]: ImagePrediction(im["image_key"], 40, 40, np.zeros(0, np.int64),
+                                              np.zeros(0, np.float32), np.zeros((0, 4),
+                                                                                np.float32), [])
+             for im in gt["images"]}
+    run = {"file": "f", "fold": 0, "gt": gt, "preds": empty, "head": {"attribute_model": True}}
+    r = tune_thresholds([run], [7, 9])
+    assert r["attributes"] == {} and r["global_threshold"] == 0.5
+    assert r["matched_instances"] == 0 and r["micro_f1"] == 0.0
+
+
 def test_thresholds_file_round_trip_and_errors(tmp_path):
     gt, masks = _case(4)
     for i in range(2):
