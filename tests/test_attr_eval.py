@@ -85,7 +85,7 @@ def test_tune_thresholds_finds_the_known_optimum():
 def test_tune_thresholds_with_nothing_matched():
     """An attribute model that detected nothing (or nothing right): no attribute to tune, the
     global threshold stays 0.5 — a file, not a traceback."""
-    gt, masks = _case(3)
+    gt, _ = _case(3)
     gt["annotations"][0]["attribute_ids"] = [7]
     empty = {im["image_key"]: ImagePrediction(im["image_key"], 40, 40, np.zeros(0, np.int64),
                                               np.zeros(0, np.float32), np.zeros((0, 4),
