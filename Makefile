@@ -70,3 +70,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/ensemble_submit.py
 	$(BIN)/python benchmarks/predict_speed.py
+	$(BIN)/python benchmarks/attr_metric.py
