@@ -73,6 +73,14 @@ def load_thresholds(path: str | Path | None) -> AttributeThresholds:
     return AttributeThresholds(float(g), per)
 
 
+def thresholds_from(content: dict) -> AttributeThresholds:
+    """The thresholds of a :func:`tune_thresholds` result still in memory (what
+    :func:`load_thresholds` reads back from its file)."""
+    return AttributeThresholds(float(content["global_threshold"]),
+                               {int(a): float(v["threshold"])
+                                for a, v in content["attributes"].items()})
+
+
 def apply_thresholds(preds: dict, thresholds: AttributeThresholds) -> dict:
     """The predictions with each instance's attribute set cut from its probabilities by
     ``thresholds`` (instances without stored probabilities keep their sets)."""

@@ -90,10 +90,10 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
              config: str | Path | None = None, year: int = 2019, overwrite: bool = False,
              quiet: bool = False) -> dict:
     """Run (or resume) the demo; returns the key figures, also written to ``OUT/summary.json``."""
-    from .attr_eval import AttributeThresholds, tune_thresholds, write_thresholds
+    from .attr_eval import thresholds_from, tune_thresholds, write_thresholds
     from .ensemble import ensemble_files
     from .evaluate import attribute_columns, evaluate_to, read_fold_runs
-    from .layout import find_labels, read_ann
+    from .layout import find_labels
     from .mmdet_ext.predict import predict
     from .mmdet_ext.train import train_folds
     from .plots import make_plot
@@ -145,7 +145,8 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
 
     t = _step("imat-kit evaluate: fold-wise evaluation (attributes at a global 0.5)", quiet)
     val_files = [str(preds_dir / f"fold{k}_val.jsonl") for k in folds]
-    table, _ = evaluate_to(data, val_files, out / "eval")
+    runs = read_fold_runs(data, val_files)  # read once: evaluation, tuning, cross-fold figures
+    table, _ = evaluate_to(data, val_files, out / "eval", runs=runs)
     if not quiet:
         from .cli import print_attribute_figures, print_evaluation
 
@@ -157,18 +158,14 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
               "(each fold scored with thresholds tuned on the others)", quiet)
     labels = find_labels(data)
     ids = list(labels.attribute_id_list)
-    runs = read_fold_runs(data, val_files)
     thr_file = out / "eval" / "attribute_thresholds.json"
     tuned = tune_thresholds(runs, ids)
     write_thresholds(tuned, thr_file)
     cross = []
     for run in runs:
         others = [r for r in runs if r is not run] or [run]
-        other = tune_thresholds(others, ids)
-        thr = AttributeThresholds(other["global_threshold"],
-                                  {int(a): v["threshold"] for a, v in other["attributes"].items()})
-        run["train_gt"] = read_ann(data, "train", run["fold"])
-        cross.append(attribute_columns(run, labels, thr))
+        thr = thresholds_from(tune_thresholds(others, ids))
+        cross.append(attribute_columns(run, labels, thr))  # train_gt: read by evaluate_to
     cross_mean = {k: sum(c[k] for c in cross) / len(cross) for k in cross[0]}
     if not quiet:
         from .attr_eval import threshold_lines

@@ -107,7 +107,8 @@ def evaluate_files(data: str | Path, files: list[str], *, average: str = "image"
     for run in runs if runs is not None else read_fold_runs(data, files):
         r = evaluate_fold(run["gt"], run["preds"], average=average, score_thr=score_thr)
         if has_attributes(run["preds"], run["head"]):
-            run.setdefault("train_gt", read_ann(data, "train", run["fold"]))
+            if "train_gt" not in run:  # (setdefault would read the file every time)
+                run["train_gt"] = read_ann(data, "train", run["fold"])
             r["row"].update(attribute_columns(run, labels, thresholds or AttributeThresholds(),
                                               score_thr=score_thr))
         rows.append({"fold": run["fold"], "file": run["file"], **r["row"]})
@@ -124,15 +125,17 @@ def evaluate_files(data: str | Path, files: list[str], *, average: str = "image"
 
 
 def evaluate_to(data: str | Path, files: list[str], out: str | Path, *, average: str = "image",
-                score_thr: float = 0.3,
-                thresholds=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                score_thr: float = 0.3, thresholds=None,
+                runs: list[dict] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`evaluate_files`, written to ``OUT/evaluation.csv`` and ``OUT/per_category_ap.csv``
     (with the category names), and for predictions with attributes ``OUT/per_attribute.csv``
-    (:func:`attr_eval.attribute_table` over every fold): the ``imat-kit evaluate`` step."""
+    (:func:`attr_eval.attribute_table` over every fold): the ``imat-kit evaluate`` step.
+    ``runs`` (from :func:`read_fold_runs`) spares reading the files again; runs with
+    attributes come back with their fold's training annotations (``train_gt``)."""
     from .attr_eval import AttributeThresholds, attribute_table
 
     thresholds = thresholds or AttributeThresholds()
-    runs = read_fold_runs(data, files)
+    runs = read_fold_runs(data, files) if runs is None else runs
     table, cats = evaluate_files(data, files, average=average, score_thr=score_thr, runs=runs,
                                  thresholds=thresholds)
     labels = find_labels(data)
