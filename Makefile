@@ -31,7 +31,7 @@ $(VENV)/.deps: $(VENV)/.mmcv requirements.txt
 
 # openmim downgrades setuptools to 60.2.0: install the package with build isolation, or it
 # lands as UNKNOWN.
-$(VENV)/.installed: $(VENV)/.deps pyproject.toml
+$(VENV)/.installed: $(VENV)/.deps pyproject.toml imat_kit/_counts.c
 	$(PIP) install -e .
 	touch $@
 

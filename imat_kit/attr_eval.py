@@ -46,13 +46,16 @@ class AttributeThresholds:
         return tuple(sorted(k for k, v in probs.items() if v >= self.of(k)))
 
 
-def load_thresholds(path: str | Path | None) -> AttributeThresholds:
-    """A file written by ``imat-kit tune-attributes`` (``None``: a global 0.5)."""
+def load_thresholds(path: str | Path | None, labels=None) -> AttributeThresholds:
+    """A file written by ``imat-kit tune-attributes`` (``None``: a global 0.5), checked:
+    thresholds within 0..1 and, given the data's ``labels``, every attribute id one of its
+    label file's (a file tuned on another label space is refused, naming the id's line)."""
     if path is None:
         return AttributeThresholds()
     file = str(path)
     try:
-        d = json.loads(Path(path).read_text("utf-8"))
+        text = Path(path).read_text("utf-8")
+        d = json.loads(text)
     except OSError as e:
         raise KitError(f"cannot read the thresholds file: {e.strerror}", file=file) from None
     except json.JSONDecodeError as e:
@@ -62,15 +65,27 @@ def load_thresholds(path: str | Path | None) -> AttributeThresholds:
                        "write one with imat-kit tune-attributes)", file=file)
     g = d.get("global_threshold")
     if not isinstance(g, (int, float)) or not 0 <= g <= 1:
-        raise KitError("global_threshold must be a number in 0..1", file=file, value=g)
+        raise KitError("global_threshold must be a number in 0..1", file=file,
+                       row=_key_line(text, "global_threshold"), value=g)
     per = {}
     for k, v in (d.get("attributes") or {}).items():
         t = v.get("threshold") if isinstance(v, dict) else None
         if not str(k).isdigit() or not isinstance(t, (int, float)) or not 0 <= t <= 1:
             raise KitError("each attribute needs an integer id and a threshold in 0..1",
-                           file=file, value=f"{k}: {v}")
+                           file=file, row=_key_line(text, k), value=f"{k}: {v}")
+        if labels is not None and int(k) not in labels.attribute_ids:
+            raise KitError(f"attribute id {k} is not an attribute of the data's label file "
+                           f"({labels.source or 'label_descriptions.json'}): thresholds tuned "
+                           "on another label space?", file=file, row=_key_line(text, k),
+                           value=int(k))
         per[int(k)] = float(t)
     return AttributeThresholds(float(g), per)
+
+
+def _key_line(text: str, key: str) -> int | None:
+    """The 1-based line of a JSON file where the object key ``key`` first appears."""
+    at = text.find(f'"{key}":')
+    return text.count("\n", 0, at) + 1 if at >= 0 else None
 
 
 def thresholds_from(content: dict) -> AttributeThresholds:

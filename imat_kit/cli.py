@@ -195,10 +195,12 @@ def print_attribute_figures(table) -> None:
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .attr_eval import load_thresholds
     from .evaluate import evaluate_to
+    from .layout import find_labels
 
     files = _fold_files(a.predictions)
+    thresholds = load_thresholds(a.attribute_thresholds, find_labels(a.data))
     table, _ = evaluate_to(a.data, files, a.out, average=a.average, score_thr=a.score_thr,
-                           thresholds=load_thresholds(a.attribute_thresholds))
+                           thresholds=thresholds)
     print_evaluation(table, a.average)
     print_attribute_figures(table)
     out = Path(a.out)
@@ -238,7 +240,7 @@ def _cmd_ensemble(a: argparse.Namespace) -> int:
     from .ensemble import ensemble_files
 
     r = ensemble_files(a.inputs, a.out, method=a.method, iou=a.iou, weights=a.weights,
-                       quiet=a.quiet)
+                       data=a.data, quiet=a.quiet)
     print(f"{r['inputs']} inputs → {r['images']} images, {r['instances']} instances "
           f"({a.method}) → {a.out}")
     return 0
@@ -251,12 +253,15 @@ def _cmd_submit(a: argparse.Namespace) -> int:
                        min_area=a.min_area, mask_size=a.mask_size, attributes=a.attributes)
     man, problems = submit(a.predictions, a.data, a.out, cfg, evaluation=a.evaluation,
                            attribute_thresholds=a.attribute_thresholds, quiet=a.quiet)
+    written = Path(a.out).with_name(man["submission"])
     print(f"{man['layout']} layout: {man['rows']} rows for {man['images']} images "
-          f"({man['images_without_prediction']} without a mask) → {a.out}, manifest "
-          f"{Path(a.out).with_suffix('.json')}")
+          f"({man['images_without_prediction']} without a mask) → {written}, manifest "
+          f"{written.with_suffix('.json')}")
     for p in problems:
-        print(f"{a.out}: {p}", file=sys.stderr)
+        print(f"{written}: {p}", file=sys.stderr)
     if problems:
+        print(f"imat-kit submit: {len(problems)} validation problem(s): the CSV is kept as "
+              f"{written} for inspection, nothing was written to {a.out}", file=sys.stderr)
         return 1
     print("validated: no problems")
     return 0
@@ -514,6 +519,10 @@ def _parser_result_steps(sub, parents) -> None:
     s.add_argument("--iou", type=float, default=0.5, help="mask IoU to group/suppress")
     s.add_argument("--weights", type=float, nargs="+", default=None,
                    help="one weight per input (default equal)")
+    s.add_argument("--data", default=None,
+                   help="the prepared data: check the inputs against its label file and the "
+                   "split's images (default: against the label space the inputs' headers "
+                   "record)")
     s.set_defaults(func=_cmd_ensemble)
 
     s = sub.add_parser("submit", parents=parents, help="predictions → competition CSV + "

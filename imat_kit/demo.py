@@ -182,7 +182,8 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     t = _step("imat-kit ensemble + submit + score: the fold models' test predictions fused, the "
               "submission written, validated and scored", quiet)
     ens = preds_dir / "ensemble_test.jsonl"
-    ensemble_files([preds_dir / f"fold{k}_test.jsonl" for k in folds], ens, quiet=quiet)
+    ensemble_files([preds_dir / f"fold{k}_test.jsonl" for k in folds], ens, data=data,
+                   quiet=quiet)
     sub = Path(submission)
     _, problems = submit(ens, data, sub, evaluation=out / "eval" / "evaluation.csv",
                          attribute_thresholds=thr_file, manifest={"data": str(data)},

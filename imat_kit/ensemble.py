@@ -22,11 +22,16 @@ from pycocotools import mask as mask_util
 from . import rle as rle_mod
 from .errors import KitError
 from .io import parallel_map
+from .layout import find_labels
 from .predictions import (
+    Expected,
     ImagePrediction,
     attribute_sets,
     empty_prediction,
+    label_space,
+    read_header,
     read_predictions,
+    soft_size_of,
     write_predictions,
 )
 
@@ -210,22 +215,71 @@ def _fuse_many(jobs: list, kw: dict) -> list[ImagePrediction]:
 
 def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "fusion",
                    iou: float = 0.5, weights: list[float] | None = None,
-                   quiet: bool = False) -> dict:
+                   data: str | Path | None = None, quiet: bool = False) -> dict:
     """The ``imat-kit ensemble`` step: read predictions files, fuse them, write ``out``
-    (atomically; its header lists the inputs' headers). Returns a summary."""
+    (atomically; its header lists the inputs' headers). Every input is checked as it is read
+    (:func:`~imat_kit.predictions.iter_predictions`): with ``data`` (the prepared data)
+    against its label file and the split's images (the inputs' ``split``/``fold``), without
+    it against the ``label_space`` the inputs' headers record (``predict`` writes it); inputs
+    of neither kind are refused. Nothing is written when an input is refused. Returns a
+    summary."""
     if not files:
         raise KitError("no predictions file to ensemble")
-    heads, inputs = [], []
-    for f in files:
-        h, p = read_predictions(f)
-        heads.append({"file": str(f), **h})
-        inputs.append(p)
+    heads = [read_header(f) for f in files]
     splits = {h.get("split") for h in heads}
     if len(splits) > 1:
         raise KitError(f"the inputs predict different splits ({', '.join(map(str, splits))})",
-                       file=str(files[-1]))
+                       file=str(files[-1]), row=1)
+    folds = {h.get("fold") for h in heads}
+    if splits == {"val"} and len(folds) > 1:
+        raise KitError(f"the inputs predict different folds' validation sets "
+                       f"({', '.join(map(str, folds))})", file=str(files[-1]), row=1)
+    space = None
+    if data is not None:
+        expected = _data_expected(data, heads[0])
+        space = label_space(find_labels(data))
+    else:
+        expected = _header_expected(files, heads)
+        space = heads[0]["label_space"]
+    inputs = [read_predictions(f, expected)[1] for f in files]
     fused = ensemble(inputs, method=method, iou=iou, weights=weights, quiet=quiet)
-    write_predictions(out, {"split": heads[0].get("split"), "method": method, "iou": iou,
-                            "weights": weights, "inputs": heads}, fused.values())
-    return {"inputs": len(inputs), "images": len(fused), "out": str(out), "headers": heads,
-            "instances": sum(len(p) for p in fused.values()), "fused": fused}
+    described = [{"file": str(f), **h} for f, h in zip(files, heads)]
+    soft = {soft_size_of(h) for h in heads}
+    meta = {"split": heads[0].get("split"), "fold": heads[0].get("fold"), "method": method,
+            "iou": iou, "weights": weights, "soft_size": soft.pop() if len(soft) == 1 else None,
+            "label_space": space, "inputs": described}
+    if all(h.get("attribute_model") for h in heads):
+        meta["attribute_model"] = True
+    write_predictions(out, meta, fused.values())
+    return {"inputs": len(inputs), "images": len(fused), "out": str(out),
+            "headers": described, "instances": sum(len(p) for p in fused.values()),
+            "fused": fused}
+
+
+def _data_expected(data: str | Path, head: dict) -> Expected:
+    """The data's label file and the images of the inputs' split."""
+    from .evaluate import split_expected
+    from .layout import read_ann, test_image_sizes
+
+    labels = find_labels(data)
+    if head.get("split") == "val" and head.get("fold") is not None:
+        return split_expected(labels, read_ann(data, "val", head["fold"]),
+                              f"fold {head['fold']}'s validation set")
+    if head.get("split") in (None, "test"):
+        return Expected.of(labels, test_image_sizes(data, quiet=True), "the test set")
+    return Expected.of(labels)
+
+
+def _header_expected(files: list[str | Path], heads: list[dict]) -> Expected:
+    """The label space every input's header records (they must agree)."""
+    spaces = [Expected.of_header(h) for h in heads]
+    for f, sp in zip(files, spaces):
+        if sp is None:
+            raise KitError("its header records no label_space, so its labels cannot be "
+                           "checked: pass --data (the prepared data the predictions are of)",
+                           file=str(f), row=1)
+    for f, h in zip(files[1:], heads[1:]):
+        if h["label_space"] != heads[0]["label_space"]:
+            raise KitError(f"its label_space differs from {files[0]}'s: predictions of "
+                           "different label files cannot be fused", file=str(f), row=1)
+    return spaces[0]

@@ -9,9 +9,9 @@ import pandas as pd
 
 from .errors import KitError
 from .io import atomic_open
-from .layout import find_labels, read_ann
+from .layout import ann_relpath, find_labels, read_ann
 from .metric import COCO_STATS, Instance, class_key, coco_eval, competition_score
-from .predictions import read_predictions
+from .predictions import Expected, read_header, read_predictions
 
 #: The reference study (Matterport Mask R-CNN R50, COCO weights; AP on 100 validation images)
 REFERENCE_TABLE3 = pd.DataFrame({
@@ -82,15 +82,24 @@ def read_fold_runs(data: str | Path, files: list[str]) -> list[dict]:
     if not files:
         raise KitError("no predictions file to evaluate")
     runs = []
+    labels = find_labels(data)
     for f in files:
-        head, preds = read_predictions(f)
+        head = read_header(f)
         fold = head.get("fold")
-        if head.get("split") != "val" or fold is None:
+        if head.get("split") != "val" or not isinstance(fold, int) or fold < 0:
             raise KitError("evaluate needs validation predictions of one fold (imat-kit "
                            "predict --split val --fold k)", file=f, row=1)
-        runs.append({"file": f, "head": head, "preds": preds, "fold": int(fold),
-                     "gt": read_ann(data, "val", fold)})
+        gt = read_ann(data, "val", fold)
+        _, preds = read_predictions(f, split_expected(labels, gt, f"fold {fold}'s validation "
+                                                      f"set ({ann_relpath('val', fold)})"))
+        runs.append({"file": f, "head": head, "preds": preds, "fold": int(fold), "gt": gt})
     return sorted(runs, key=lambda r: r["fold"])
+
+
+def split_expected(labels, gt_coco: dict, split: str) -> Expected:
+    """What predictions of a split must fit: the label file's ids, the split's images."""
+    return Expected.of(labels, {im["image_key"]: (im["height"], im["width"])
+                                for im in gt_coco["images"]}, split)
 
 
 def evaluate_files(data: str | Path, files: list[str], *, average: str = "image",

@@ -329,8 +329,9 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
     Returns what was drawn (``points`` for losses, ``images`` for overlays, ``attributes``
     for attributes). ``attribute_thresholds`` cut the attribute probabilities (overlays,
     attributes)."""
+    from .evaluate import split_expected
     from .layout import find_labels, image_dir, read_ann
-    from .predictions import read_predictions
+    from .predictions import read_header, read_predictions
 
     if what not in PLOTS:
         raise KitError(f"figure must be one of {', '.join(PLOTS)}", value=what)
@@ -349,9 +350,11 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
         return {}
     from .metric import coco_eval
 
-    head, preds = read_predictions(predictions)
+    head = read_header(predictions)
     split = "val" if head.get("split") == "val" and head.get("fold") is not None else "test"
     gt = read_ann(data, split, head.get("fold") or 0)
+    where = f"fold {head['fold']}'s validation set" if split == "val" else "the test set"
+    _, preds = read_predictions(predictions, split_expected(find_labels(data), gt, where))
     if what == "pr":
         where = f"fold {head['fold']} validation" if split == "val" else "test"
         plot_pr_curves(coco_eval(gt, preds, "segm"), out, f"Precision-recall, {where}")
@@ -362,7 +365,7 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
         return {}
     from .attr_eval import apply_thresholds, attribute_table, load_thresholds
 
-    thr = load_thresholds(attribute_thresholds)
+    thr = load_thresholds(attribute_thresholds, find_labels(data))
     preds = apply_thresholds(preds, thr)
     if what == "attributes":
         if split != "val":

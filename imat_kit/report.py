@@ -145,8 +145,8 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
     data = Path(data)
     if not predictions:
         raise KitError("the report needs validation predictions (one file per fold)")
+    thresholds = load_thresholds(attribute_thresholds, find_labels(data))
     runs = read_fold_runs(data, predictions)
-    thresholds = load_thresholds(attribute_thresholds)
     for r in runs:
         r["preds"] = apply_thresholds(r["preds"], thresholds)
     table, cats = evaluate_files(data, predictions, average=average, score_thr=score_thr,

@@ -118,10 +118,10 @@ def _rows_many(preds: list, kw: dict) -> list[list[tuple[str, ...]]]:
 def write_submission(preds: dict[str, ImagePrediction], image_ids: list[str],
                      out: str | Path, cfg: SubmitConfig, *, manifest: dict | None = None,
                      layout: int = 2019, workers: int | None = None,
-                     quiet: bool = False) -> dict:
+                     quiet: bool = False, name: str | None = None) -> dict:
     """Write the CSV (atomically, in the ``layout`` of 2019 or 2020) and ``<out>.json``
-    beside it; returns the manifest. The rows of the images are computed in ``workers``
-    processes (default: up to 2)."""
+    beside it; returns the manifest (``name``: the CSV's name in it, default ``out``'s). The
+    rows of the images are computed in ``workers`` processes (default: up to 2)."""
     out = Path(out)
     n_rows = n_empty = 0
     missing = 0
@@ -141,8 +141,9 @@ def write_submission(preds: dict[str, ImagePrediction], image_ids: list[str],
             for r in rows:
                 wr.writerow([key, *r])
             n_rows += max(len(rows), 1)
-    man = {"submission": out.name, "layout": layout, "rows": n_rows, "images": len(image_ids),
-           "images_without_prediction": n_empty, "images_missing_from_predictions": missing,
+    man = {"submission": name or out.name, "layout": layout, "rows": n_rows,
+           "images": len(image_ids), "images_without_prediction": n_empty,
+           "images_missing_from_predictions": missing,
            "thresholds": asdict(cfg), "code_version": _code_version(), **(manifest or {})}
     with atomic_open(out.with_suffix(".json"), "w") as f:
         json.dump(man, f, indent=2, default=str)
@@ -326,26 +327,36 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
            attribute_thresholds: str | Path | None = None, manifest: dict | None = None,
            quiet: bool = False) -> tuple[dict, list[Problem]]:
     """The ``imat-kit submit`` step: a predictions file (test split) → the submission CSV and
-    its manifest, then validated; the layout (2019 or 2020) follows the data's
-    ``sample_submission.csv``. ``evaluation`` (the ``evaluation.csv`` of ``imat-kit
+    its manifest, validated before they take their names; the layout (2019 or 2020) follows
+    the data's ``sample_submission.csv``. ``evaluation`` (the ``evaluation.csv`` of ``imat-kit
     evaluate``) puts the fold table into the manifest; ``attribute_thresholds`` (a file of
     ``imat-kit tune-attributes``) cuts the attribute probabilities (default: a global 0.5).
-    Returns the manifest and the problems validation found (none for a file this writer
-    made)."""
+
+    The CSV is written under a temporary name beside ``out`` and validated; only a valid one
+    is renamed onto ``out`` (and its manifest onto ``out``'s ``.json``). One that fails is
+    kept as ``NAME.invalid.csv`` (manifest ``NAME.invalid.json``) and ``out`` is left as it
+    was. Returns the manifest (``submission`` is the name the CSV has now) and the problems
+    validation found (none for predictions that passed the reader's checks)."""
     from .attr_eval import apply_thresholds, load_thresholds
     from .io import file_fingerprint
     from .layout import find_labels, sample_image_ids, test_image_sizes
-    from .predictions import read_predictions
+    from .predictions import Expected, read_header, read_predictions
     from .readers import read_csv
 
     cfg = cfg or SubmitConfig()
-    head, preds = read_predictions(predictions)
+    out = Path(out)
+    head = read_header(predictions)
     if head.get("split") not in (None, "test"):
         raise KitError(f"a submission is made from test predictions, not {head['split']!r} "
                        "ones (imat-kit predict --split test)", file=str(predictions), row=1)
+    labels = find_labels(data)
     ids = sample_image_ids(data)
     layout = submission_layout(data)
-    preds = apply_thresholds(preds, load_thresholds(attribute_thresholds))
+    sizes = test_image_sizes(data, quiet=quiet)
+    _, preds = read_predictions(predictions, Expected.of(
+        labels, {k: sizes[k] for k in ids if k in sizes}, "the test set (sample_submission.csv)"))
+    thresholds = load_thresholds(attribute_thresholds, labels)
+    preds = apply_thresholds(preds, thresholds)
     extra = {"predictions": str(predictions), "source": head,
              "attribute_thresholds": None if attribute_thresholds is None else {
                  "file": str(attribute_thresholds),
@@ -355,9 +366,22 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
         table = read_csv(evaluation, what="evaluation table", required=["fold"])
         extra["fold_scores"] = [{k: _number(v) for k, v in r.items()}
                                 for r in table.to_dict(orient="records")]
-    man = write_submission(preds, ids, out, cfg, quiet=quiet, manifest=extra, layout=layout)
-    problems = validate_submission(out, ids, test_image_sizes(data, quiet=quiet),
-                                   find_labels(data), mask_size=cfg.mask_size)
+    stage = out.with_name(f".{out.stem}.unvalidated{out.suffix}")
+    try:
+        man = write_submission(preds, ids, stage, cfg, quiet=quiet, manifest=extra,
+                               layout=layout, name=out.name)
+        problems = validate_submission(stage, ids, sizes, labels, mask_size=cfg.mask_size)
+        final = out if not problems else out.with_name(f"{out.stem}.invalid{out.suffix}")
+        if problems:
+            man["submission"] = final.name
+            man["validation_problems"] = len(problems)
+            with atomic_open(stage.with_suffix(".json"), "w") as f:
+                json.dump(man, f, indent=2, default=str)
+        stage.with_suffix(".json").replace(final.with_suffix(".json"))
+        stage.replace(final)
+    finally:
+        for p in (stage, stage.with_suffix(".json")):
+            p.unlink(missing_ok=True)
     return man, problems
 
 

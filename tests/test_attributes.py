@@ -263,7 +263,7 @@ def test_version1_predictions_still_read_and_unknown_versions_refused(tmp_path):
     v1.write_text(json.dumps({"format": "imat-kit-predictions", "version": 1, "split": "val"})
                   + "\n" + json.dumps({"image_key": "a.jpg", "height": 4, "width": 4,
                                        "labels": [6], "scores": [0.9],
-                                       "bboxes": [[0, 0, 2, 2]], "masks": ["04L4"],
+                                       "bboxes": [[0, 0, 2, 2]], "masks": ["02208"],
                                        "attributes": [[28, 77]]}) + "\n")
     head, preds = read_predictions(v1)
     assert head["version"] == 1 and preds["a.jpg"].attributes == [(28, 77)]
@@ -276,7 +276,7 @@ def test_version1_predictions_still_read_and_unknown_versions_refused(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(v1.read_text().replace('"attributes": [[28, 77]]',
                                           '"attr_probs": [[[28, 0.9]], [[77, 0.8]]]'))
-    with pytest.raises(KitError, match="attr_probs has 2 entries for 1 instances") as e:
+    with pytest.raises(KitError, match="attr_probs has 2 entries for 1 labels") as e:
         read_predictions(bad)
     assert f"{bad}:2:" in str(e.value)
 

@@ -112,7 +112,10 @@ def test_cli_ensemble(synth_dir, tmp_path, capsys):
         files.append(str(f))
     out = tmp_path / "fused.jsonl"
     assert main(["ensemble", "--inputs", *files, "--out", str(out), "--weights", "1", "1", "2",
-                 "-q"]) == 0
+                 "-q"]) == 2  # hand-made files record no label space: the labels need --data
+    assert "records no label_space" in capsys.readouterr().err and not out.exists()
+    assert main(["ensemble", "--inputs", *files, "--out", str(out), "--weights", "1", "1", "2",
+                 "--data", str(synth_dir), "-q"]) == 0
     head, fused = read_predictions(out)
     assert head["method"] == "fusion" and [i["checkpoint"] for i in head["inputs"]] == \
         ["f0.pth", "f1.pth", "f2.pth"]

@@ -72,7 +72,8 @@ def test_predictions_file_without_images(prepared, tmp_path, capsys):
                  str(tmp_path / "s.csv"), "-q"]) == 2
     _one_error_line(capsys, "submit", "empty.jsonl:2: the predictions file holds no image")
     assert not (tmp_path / "s.csv").exists()
-    assert main(["ensemble", "--inputs", str(empty), "--out", str(tmp_path / "e.jsonl")]) == 2
+    assert main(["ensemble", "--inputs", str(empty), "--out", str(tmp_path / "e.jsonl"),
+                 "--data", str(prepared)]) == 2
     _one_error_line(capsys, "ensemble", "holds no image")
     write_predictions(empty, {"split": "val", "fold": 0}, [])
     assert main(["evaluate", "--data", str(prepared), "--predictions", str(empty)]) == 2
@@ -87,12 +88,11 @@ def test_predictions_readers_raise_kit_errors(tmp_path):
     p = tmp_path / "p.jsonl"
     p.write_text('{"format": "imat-kit-predictions", "version": 1}\n'
                  '{"image_key": "a.jpg", "height": 4, "width": 4}\n')
-    with pytest.raises(KitError, match=r"p.jsonl:2: malformed prediction line: missing key "
-                       "'labels'"):
+    with pytest.raises(KitError, match=r"p.jsonl:2: labels is missing"):
         list(iter_predictions(p))
     p.write_text('{"format": "imat-kit-predictions", "version": 1}\n'
                  '{"image_key": "a.jpg", bad json}\n')
-    with pytest.raises(KitError, match=r"p.jsonl:2: malformed prediction line"):
+    with pytest.raises(KitError, match=r"p.jsonl:2: line is not JSON"):
         list(iter_predictions(p))
     p.write_text("")
     with pytest.raises(KitError, match="not an imat-kit predictions file"):

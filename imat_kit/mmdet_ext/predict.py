@@ -34,7 +34,7 @@ from ..ensemble import fuse_image
 from ..errors import KitError
 from ..io import atomic_open, describe_differences, file_fingerprint, json_fingerprint, progress
 from ..labels import labels_from_dict
-from ..layout import ann_relpath, image_dir, read_ann
+from ..layout import ann_relpath, find_labels, image_dir, read_ann
 from ..predictions import (
     ATTRIBUTE_FLOOR,
     VERSION,
@@ -42,6 +42,7 @@ from ..predictions import (
     attribute_sets,
     header,
     iter_predictions,
+    label_space,
     read_header,
     sparse_probs,
 )
@@ -133,8 +134,9 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
     root = Path(cfg.train_dataloader.dataset.data_root)
     ann = read_ann(root, split, fold)
     images = ann["images"]
-    attribute_ids = (labels_from_dict(ann, str(root / split)).attribute_id_list
-                     if ann.get("attributes") else ())
+    labels = (labels_from_dict(ann, str(root / ann_relpath(split, fold)))
+              if ann.get("categories") and ann.get("attributes") else find_labels(root))
+    attribute_ids = labels.attribute_id_list if ann.get("attributes") else ()
     img_dir = image_dir(root, split)
     meta = {"split": split, "fold": fold if split == "val" else None,
             "data_sha256": file_fingerprint(root / ann_relpath(split, fold))["sha256"],
@@ -145,7 +147,8 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
             "soft_size": soft_size or None, "cfg_options": list(cfg_options or []),
             "attribute_floor": attribute_floor,
             # an attribute model that detects nothing still is one (evaluate reports it)
-            "attribute_model": cfg.model.get("roi_head", {}).get("type") == "AttributeRoIHead"}
+            "attribute_model": cfg.model.get("roi_head", {}).get("type") == "AttributeRoIHead",
+            "label_space": label_space(labels)}
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     keys = [im["image_key"] for im in images]
@@ -184,13 +187,13 @@ def _resume(out: Path, partial: Path, meta: dict, overwrite: bool,
     ``out`` is finished with the same settings and every image (nothing to do, untouched)."""
     have_partial = _usable(partial, meta, overwrite)
     if _usable(out, meta, overwrite) and not have_partial:
-        done = {p.image_key for p in iter_predictions(out)}
+        done = {p.image_key for p in iter_predictions(out, resumable=True)}
         if done >= set(keys):
             return None
         os.replace(out, partial)  # a file that lacks images: predict only those
         have_partial = True
     if have_partial:
-        done = {p.image_key for p in iter_predictions(partial)}
+        done = {p.image_key for p in iter_predictions(partial, resumable=True)}
         with open(partial, "rb+") as f:  # drop a torn last line before appending
             data = f.read()
             f.truncate(data.rfind(b"\n") + 1)
