@@ -71,3 +71,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/ensemble_submit.py
 	$(BIN)/python benchmarks/predict_speed.py
 	$(BIN)/python benchmarks/attr_metric.py
+	$(BIN)/python benchmarks/pred_check.py
