@@ -430,11 +430,15 @@ def _chunk_problems(items: list[tuple[int, ImagePrediction, tuple]],
         texts = [m for p in preds for m in p.masks]
         totals, malformed = rle_mod.coco_strings_totals(texts)
         npix = np.repeat([p.height * p.width for p in preds], ns)
-        hw = np.repeat([f"{p.height}×{p.width}" for p in preds], ns)
+
+        def size(i: int) -> str:
+            p = preds[int(np.searchsorted(np.cumsum(ns), i, side="right"))]
+            return f"{p.height}×{p.width}"
+
         first(malformed | (totals != npix), 4, lambda i, j: _Bad(
             f"masks[{j}]", "is not COCO compressed counts text" if malformed[i] else
-            f"covers {totals[i]} pixels, not the image's {hw[i]} = {npix[i]} (a mask encoded "
-            "at another size?)", texts[i]))
+            f"covers {totals[i]} pixels, not the image's {size(i)} = {npix[i]} (a mask "
+            "encoded at another size?)", texts[i]))
     known = None if expected is None else expected.attribute_ids
     where = "" if known is None else f" of {expected.labels_from}"
     for field_name, order, at, owner_at in (("attr_probs", 5, 0, 2), ("attributes", 7, 3, 4)):

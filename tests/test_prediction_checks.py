@@ -92,6 +92,8 @@ def _good_line(**change):
     ({"bboxes": [[1, 1, float("inf"), 2]]}, "bboxes[0]", "Infinity"),
     ({"masks": [7]}, "masks[0]", "7"),
     ({"masks": ["04L4"]}, "masks[0]", "04L4"),
+    ({"masks": [mask_util.encode(np.zeros((5, 5), np.uint8, order="F"))["counts"].decode()]},
+     "masks[0]", "covers 25 pixels, not the image's 4×4 = 16 (a mask encoded at another size?)"),
     ({"height": 0}, "height", "0"),
     ({"width": "4"}, "width", "'4'"),
     ({"image_key": ""}, "image_key", "''"),
