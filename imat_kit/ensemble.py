@@ -234,7 +234,6 @@ def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "f
     if splits == {"val"} and len(folds) > 1:
         raise KitError(f"the inputs predict different folds' validation sets "
                        f"({', '.join(map(str, folds))})", file=str(files[-1]), row=1)
-    space = None
     if data is not None:
         expected = _data_expected(data, heads[0])
         space = label_space(find_labels(data))
@@ -272,7 +271,7 @@ def _data_expected(data: str | Path, head: dict) -> Expected:
 
 def _header_expected(files: list[str | Path], heads: list[dict]) -> Expected:
     """The label space every input's header records (they must agree)."""
-    spaces = [Expected.of_header(h) for h in heads]
+    spaces = [Expected.of_header(h, str(f)) for f, h in zip(files, heads)]
     for f, sp in zip(files, spaces):
         if sp is None:
             raise KitError("its header records no label_space, so its labels cannot be "

@@ -107,7 +107,7 @@ class ImagePrediction:
         except _Bad as e:
             raise ValueError(e.text()) from None
         if problems:
-            raise ValueError(min(problems)[2].text())
+            raise ValueError(min(problems, key=lambda t: t[:2])[2].text())
         return pred
 
 
@@ -228,13 +228,16 @@ class Expected:
                    split, labels.source or "the label file")
 
     @classmethod
-    def of_header(cls, head: dict) -> Expected | None:
+    def of_header(cls, head: dict, file: str) -> Expected | None:
         """The label space a predictions header records (``label_space``), or None."""
         ls = head.get("label_space")
-        if not isinstance(ls, dict):
+        if ls is None:
             return None
-        return cls(frozenset(int(c) for c in ls.get("categories", [])),
-                   frozenset(int(a) for a in ls.get("attributes", [])),
+        ids = [ls.get(k) if isinstance(ls, dict) else None for k in ("categories", "attributes")]
+        if not all(isinstance(v, list) and all(_is_int(x) for x in v) for v in ids):
+            raise KitError("label_space must hold lists of integer 'categories' and "
+                           "'attributes' ids", file=file, row=1, value=_short(ls))
+        return cls(frozenset(ids[0]), frozenset(ids[1]),
                    labels_from="the label space of its header")
 
 

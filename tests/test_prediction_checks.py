@@ -337,6 +337,12 @@ def test_ensemble_without_data_needs_a_recorded_label_space(sets, tmp_path, caps
     rc, err = _run(capsys, f"ensemble --inputs {s['test']} {sets[2020]['test']} "
                    f"--out {tmp_path}/e.jsonl")
     assert rc == 2 and "label_space differs" in err
+    head["label_space"] = {"categories": ["6"], "attributes": []}
+    bare.write_text(json.dumps(head) + "\n" + "".join(lines[1:]))
+    rc, err = _run(capsys, f"ensemble --inputs {bare} --out {tmp_path}/e.jsonl")
+    assert rc == 2 and f"{bare}:1: label_space must hold lists of integer" in err
+    del head["label_space"]
+    bare.write_text(json.dumps(head) + "\n" + "".join(lines[1:]))
     rc, err = _run(capsys, f"ensemble --inputs {s['test']} {bare} --out {tmp_path}/e.jsonl "
                    f"--data {s['data']}")
     assert rc == 0, err
