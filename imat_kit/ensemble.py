@@ -235,8 +235,9 @@ def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "f
         raise KitError(f"the inputs predict different folds' validation sets "
                        f"({', '.join(map(str, folds))})", file=str(files[-1]), row=1)
     if data is not None:
-        expected = _data_expected(data, heads[0])
-        space = label_space(find_labels(data))
+        labels = find_labels(data)
+        expected = _data_expected(data, labels, heads[0])
+        space = label_space(labels)
     else:
         expected = _header_expected(files, heads)
         space = heads[0]["label_space"]
@@ -255,15 +256,13 @@ def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "f
             "fused": fused}
 
 
-def _data_expected(data: str | Path, head: dict) -> Expected:
+def _data_expected(data: str | Path, labels, head: dict) -> Expected:
     """The data's label file and the images of the inputs' split."""
     from .evaluate import split_expected
     from .layout import read_ann, test_image_sizes
 
-    labels = find_labels(data)
     if head.get("split") == "val" and head.get("fold") is not None:
-        return split_expected(labels, read_ann(data, "val", head["fold"]),
-                              f"fold {head['fold']}'s validation set")
+        return split_expected(labels, read_ann(data, "val", head["fold"]), head["fold"])
     if head.get("split") in (None, "test"):
         return Expected.of(labels, test_image_sizes(data, quiet=True), "the test set")
     return Expected.of(labels)

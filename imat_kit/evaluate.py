@@ -90,14 +90,16 @@ def read_fold_runs(data: str | Path, files: list[str]) -> list[dict]:
             raise KitError("evaluate needs validation predictions of one fold (imat-kit "
                            "predict --split val --fold k)", file=f, row=1)
         gt = read_ann(data, "val", fold)
-        _, preds = read_predictions(f, split_expected(labels, gt, f"fold {fold}'s validation "
-                                                      f"set ({ann_relpath('val', fold)})"))
+        _, preds = read_predictions(f, split_expected(labels, gt, fold))
         runs.append({"file": f, "head": head, "preds": preds, "fold": int(fold), "gt": gt})
     return sorted(runs, key=lambda r: r["fold"])
 
 
-def split_expected(labels, gt_coco: dict, split: str) -> Expected:
-    """What predictions of a split must fit: the label file's ids, the split's images."""
+def split_expected(labels, gt_coco: dict, fold: int | None) -> Expected:
+    """What predictions of a split must fit: the label file's ids and the images of
+    ``gt_coco``, fold ``fold``'s validation set (``None``: the test set)."""
+    split = (f"fold {fold}'s validation set ({ann_relpath('val', fold)})" if fold is not None
+             else f"the test set ({ann_relpath('test')})")
     return Expected.of(labels, {im["image_key"]: (im["height"], im["width"])
                                 for im in gt_coco["images"]}, split)
 

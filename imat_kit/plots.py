@@ -353,8 +353,8 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
     head = read_header(predictions)
     split = "val" if head.get("split") == "val" and head.get("fold") is not None else "test"
     gt = read_ann(data, split, head.get("fold") or 0)
-    where = f"fold {head['fold']}'s validation set" if split == "val" else "the test set"
-    _, preds = read_predictions(predictions, split_expected(find_labels(data), gt, where))
+    _, preds = read_predictions(predictions, split_expected(
+        find_labels(data), gt, head["fold"] if split == "val" else None))
     if what == "pr":
         where = f"fold {head['fold']} validation" if split == "val" else "test"
         plot_pr_curves(coco_eval(gt, preds, "segm"), out, f"Precision-recall, {where}")
