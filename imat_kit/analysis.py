@@ -19,11 +19,13 @@ from __future__ import annotations
 import contextlib
 import io
 
-import numpy as np
 import pandas as pd
 
-from .evaluate import pred_instances, truth_instances
-from .metric import competition_score
+from .attr_eval import category_prior, f1_from_counts, match_instances, with_prior
+from .metric import competition_score, pred_instances, truth_instances
+
+__all__ = ["attribute_f1", "category_prior", "error_breakdown", "f1_from_counts", "f1_summary",
+           "image_scores", "with_prior"]
 
 ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
 ERROR_NAMES = {"Cls": "classification", "Loc": "localisation", "Both": "both cls + loc",
@@ -109,8 +111,6 @@ def attribute_f1(gt_coco: dict, preds: dict, *, iou: float = 0.5, score_thr: flo
     if not any(p.attributes for p in preds.values()):
         return pd.DataFrame(columns=["attribute_id", "tp", "fp", "fn", "precision", "recall",
                                      "f1", "support"])
-    from .attr_eval import match_instances
-
     tp: dict[int, int] = {}
     fp: dict[int, int] = {}
     fn: dict[int, int] = {}
@@ -142,39 +142,3 @@ def f1_summary(df: pd.DataFrame) -> dict:
     macro = float(supported.f1.fillna(0).mean()) if len(supported) else float("nan")
     return {"micro_f1": micro, "macro_f1": macro, "tp": tp, "fp": fp, "fn": fn,
             "attributes": len(supported)}
-
-
-def category_prior(train_coco: dict) -> dict[int, tuple[int, ...]]:
-    """The per-category prior: for each category, its k most frequent attributes in the
-    training annotations, k = the median number of attributes of its instances (the constant
-    guess a model that ignores the pixels would make)."""
-    per_cat: dict[int, list] = {}
-    for a in train_coco["annotations"]:
-        per_cat.setdefault(int(a["category_id"]), []).append(a.get("attribute_ids", []))
-    prior = {}
-    for c, sets in per_cat.items():
-        k = int(np.median([len(s) for s in sets]))
-        counts = pd.Series([x for s in sets for x in s], dtype=np.int64).value_counts()
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        prior[c] = tuple(sorted(int(x) for x, _ in ranked[:k]))
-    return prior
-
-
-def with_prior(preds: dict, prior: dict[int, tuple[int, ...]]) -> dict:
-    """The predictions with each instance's attributes replaced by its category's prior."""
-    from dataclasses import replace
-
-    return {key: replace(p, attr_probs=[], attributes=[prior.get(int(c), ()) for c in p.labels])
-            for key, p in preds.items()}
-
-
-def f1_from_counts(df: pd.DataFrame) -> pd.DataFrame:
-    """Precision, recall, F1 (NaN where undefined) and support from ``tp``, ``fp``, ``fn``
-    columns: one attribute per row (per fold, or counts summed over folds)."""
-    df = df.copy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        df["precision"] = df.tp / (df.tp + df.fp)
-        df["recall"] = df.tp / (df.tp + df.fn)
-        df["f1"] = 2 * df.tp / (2 * df.tp + df.fp + df.fn)
-    df["support"] = df.tp + df.fn
-    return df

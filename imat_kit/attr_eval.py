@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pycocotools import mask as mask_util
 
 from .errors import KitError
 from .io import atomic_open
+from .matching import greedy_pairs, pair_ious, score_order
 from .predictions import ATTRIBUTE_THRESHOLD
+from .runs import FoldRun, as_run
 
 FORMAT = "imat-kit-attribute-thresholds"
 
@@ -119,19 +120,16 @@ def match_instances(gt_coco: dict, preds: dict, *, iou: float = 0.5,
             missed.extend(g)
             continue
         keep = np.flatnonzero(p.scores >= score_thr)
-        keep = keep[np.argsort(-p.scores[keep], kind="stable")]
+        keep = keep[score_order(p.scores[keep])]
         rles = p.rles()
-        ious = np.asarray(mask_util.iou([rles[j] for j in keep], [a["segmentation"] for a in g],
-                                        [0] * len(g))).reshape(len(keep), len(g))
         cats = np.array([a["category_id"] for a in g])
+        ious = pair_ious([rles[j] for j in keep], [a["segmentation"] for a in g])
+        same = p.labels[keep][:, None] == cats[None, :]
+        pairs = greedy_pairs(ious, iou, allowed=same)
         free = np.ones(len(g), bool)
-        for r, j in enumerate(keep.tolist()):
-            cand = np.where(free & (cats == int(p.labels[j])) & (ious[r] >= iou), ious[r], -1.0)
-            if cand.max(initial=-1.0) < 0:
-                continue
-            k = int(cand.argmax())
+        for r, k in pairs:
             free[k] = False
-            matched.append((p, j, g[k]))
+            matched.append((p, int(keep[r]), g[k]))
         missed.extend(g[k] for k in np.flatnonzero(free).tolist())
     return matched, missed
 
@@ -157,19 +155,19 @@ def _best_threshold(p: np.ndarray, y: np.ndarray, floor: float) -> tuple[float, 
 
 def _pairs(runs: list[dict], score_thr: float) -> tuple[list, float]:
     pairs, floor = [], 0.0
-    for run in runs:
-        if not run["head"].get("attribute_model") and not any(
-                p.attr_probs for p in run["preds"].values()):
+    for run in map(as_run, runs):
+        if not run.head.get("attribute_model") and not any(
+                p.attr_probs for p in run.preds.values()):
             raise KitError("these predictions carry no attribute probabilities (predict with an "
                            "attribute config, e.g. configs/tiny_maskrcnn_imat_attr.py)",
-                           file=run["file"], row=1)
-        floor = max(floor, float(run["head"].get("attribute_floor") or 0.0))
-        matched, _ = match_instances(run["gt"], run["preds"], score_thr=score_thr)
+                           file=run.file, row=1)
+        floor = max(floor, float(run.head.get("attribute_floor") or 0.0))
+        matched, _ = match_instances(run.gt, run.preds, score_thr=score_thr)
         pairs.extend((p.attr_probs[j], set(a.get("attribute_ids", []))) for p, j, a in matched)
     return pairs, floor
 
 
-def tune_thresholds(runs: list[dict], attribute_ids: list[int], *, min_support: int = 10,
+def tune_thresholds(runs: list[FoldRun], attribute_ids: list[int], *, min_support: int = 10,
                     global_threshold: float | None = None, score_thr: float = 0.3) -> dict:
     """Per-attribute thresholds from validation runs (``evaluate.read_fold_runs``); returns
     the thresholds file's content. The global threshold (for the attributes below
@@ -218,7 +216,7 @@ def tune_thresholds(runs: list[dict], attribute_ids: list[int], *, min_support: 
             "global_tuned": g_tuned, "min_support": min_support,
             "matched_instances": len(pairs), "probability_floor": floor,
             "micro_f1_at_0.5": round(at_half, 6), "micro_f1": round(_f1(cut, truth), 6),
-            "folds": [r["fold"] for r in runs], "files": [r["file"] for r in runs],
+            "folds": [as_run(r).fold for r in runs], "files": [as_run(r).file for r in runs],
             "attributes": out}
 
 
@@ -246,23 +244,24 @@ def write_thresholds(content: dict, out: str | Path) -> None:
         json.dump(content, f, indent=2)
 
 
-def attribute_table(runs: list[dict], labels, thresholds: AttributeThresholds, *,
+def attribute_table(runs: list[FoldRun], labels, thresholds: AttributeThresholds, *,
                     score_thr: float = 0.3) -> pd.DataFrame:
     """Per attribute over the matched instances of every fold: the model's TP, FP, FN,
     precision, recall, F1 and the per-category prior's precision/recall/F1 (the prior is
     learnt from each fold's training annotations), support and the threshold used."""
-    from .analysis import category_prior, f1_from_counts
-
     counts: dict[str, dict[int, np.ndarray]] = {"model": {}, "prior": {}}
-    for run in runs:
-        prior = category_prior(run["train_gt"]) if run.get("train_gt") else {}
-        matched, _ = match_instances(run["gt"], run["preds"], score_thr=score_thr)
+    for run in map(as_run, runs):
+        train = run.train_gt
+        prior = category_prior(train) if train is not None else None
+        matched, _ = match_instances(run.gt, run.preds, score_thr=score_thr)
         for p, j, a in matched:
             truth = set(a.get("attribute_ids", []))
             mine = set(thresholds.cut(p.attr_probs[j]) if p.attr_probs
                        else (p.attributes[j] if p.attributes else ()))
-            guess = set(prior.get(int(a["category_id"]), ()))
+            guess = set(prior.get(int(a["category_id"]), ())) if prior is not None else None
             for who, s in (("model", mine), ("prior", guess)):
+                if s is None:  # no training annotations: the prior is unknown (NaN columns)
+                    continue
                 c = counts[who]
                 for x in s | truth:
                     v = c.setdefault(x, np.zeros(3, np.int64))
@@ -290,3 +289,37 @@ def micro_f1(table: pd.DataFrame, prefix: str = "") -> float:
     """Micro F1 of an :func:`attribute_table` (``prefix="prior_"``: the prior's)."""
     tp, fp, fn = (int(table[prefix + c].sum()) for c in ("tp", "fp", "fn"))
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+
+
+def category_prior(train_coco: dict) -> dict[int, tuple[int, ...]]:
+    """The per-category prior: for each category, its k most frequent attributes in the
+    training annotations, k = the median number of attributes of its instances (the constant
+    guess a model that ignores the pixels would make)."""
+    per_cat: dict[int, list] = {}
+    for a in train_coco["annotations"]:
+        per_cat.setdefault(int(a["category_id"]), []).append(a.get("attribute_ids", []))
+    prior = {}
+    for c, sets in per_cat.items():
+        k = int(np.median([len(s) for s in sets]))
+        counts = pd.Series([x for s in sets for x in s], dtype=np.int64).value_counts()
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        prior[c] = tuple(sorted(int(x) for x, _ in ranked[:k]))
+    return prior
+
+
+def with_prior(preds: dict, prior: dict[int, tuple[int, ...]]) -> dict:
+    """The predictions with each instance's attributes replaced by its category's prior."""
+    return {key: replace(p, attr_probs=[], attributes=[prior.get(int(c), ()) for c in p.labels])
+            for key, p in preds.items()}
+
+
+def f1_from_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Precision, recall, F1 (NaN where undefined) and support from ``tp``, ``fp``, ``fn``
+    columns: one attribute per row (per fold, or counts summed over folds)."""
+    df = df.copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df["precision"] = df.tp / (df.tp + df.fp)
+        df["recall"] = df.tp / (df.tp + df.fn)
+        df["f1"] = 2 * df.tp / (2 * df.tp + df.fp + df.fn)
+    df["support"] = df.tp + df.fn
+    return df

@@ -38,10 +38,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
-from pycocotools import mask as mask_util
 
 from .errors import KitError
-from .metric import AVERAGES, IOU_THRESHOLDS, competition_score
+from .matching import fpeval_greedy, greedy_tp, pair_ious, score_order
+from .metric import AVERAGES, IOU_THRESHOLDS, coco_results, competition_score
 
 #: FPEval's ``catsWithAttributes``: the categories whose matches need attribute F1
 FASHIONPEDIA_ATTRIBUTE_CATEGORIES = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 28, 29, 31, 32, 33)
@@ -97,37 +97,6 @@ def pairwise_f1(pred: np.ndarray, truth: np.ndarray, f1: str = "binary_macro") -
         return np.where(np.isnan(pos), 1.0, pos)
     both = np.stack([pos, neg])
     return np.nanmean(both, axis=0) if both.size else np.zeros(tp.shape)
-
-
-def _greedy(ious: np.ndarray, f1s: np.ndarray | None, iou_thr: np.ndarray,
-            f1_thr: np.ndarray) -> np.ndarray:
-    """FPEval's (and COCOeval's) matching of D detections (sorted by score) to G truths at
-    every threshold pair: returns (T, F, D) booleans, detection matched. Scanning the truths
-    in order, a free truth becomes the candidate when its IoU (and F1, when ``f1s`` is given)
-    reach the current bars; the bars then rise to the candidate's values."""
-    d_n, g_n = ious.shape
-    t_n, f_n = len(iou_thr), len(f1_thr)
-    matched_dt = np.zeros((t_n, f_n, d_n), bool)
-    if not d_n or not g_n:
-        return matched_dt
-    taken = np.zeros((t_n, f_n, g_n), bool)
-    iou0 = np.broadcast_to(np.minimum(iou_thr, 1 - 1e-10)[:, None], (t_n, f_n))
-    f10 = np.broadcast_to(np.minimum(f1_thr, 1 - 1e-10)[None, :], (t_n, f_n))
-    tt, ff = np.indices((t_n, f_n))
-    for d in range(d_n):
-        bar_i, bar_f = iou0.copy(), f10.copy()
-        m = np.full((t_n, f_n), -1)
-        for g in range(g_n):
-            ok = ~taken[:, :, g] & (ious[d, g] >= bar_i)
-            if f1s is not None:
-                ok &= f1s[d, g] >= bar_f
-                bar_f = np.where(ok, f1s[d, g], bar_f)
-            bar_i = np.where(ok, ious[d, g], bar_i)
-            m = np.where(ok, g, m)
-        hit = m >= 0
-        matched_dt[:, :, d] = hit
-        taken[tt[hit], ff[hit], m[hit]] = True
-    return matched_dt
 
 
 def _precision(scores: np.ndarray, tps: np.ndarray, n_gt: int) -> np.ndarray:
@@ -189,19 +158,15 @@ def fashionpedia_eval(gt_coco: dict, detections: list[dict], *, attribute_ids: S
             order = np.argsort([-x["score"] for x in d], kind="mergesort")[:max_dets]
             d = [d[i] for i in order]
             n_gt += len(g)
-            ious = np.zeros((len(d), len(g)))
-            if d and g:
-                ious = np.asarray(mask_util.iou([x["segmentation"] for x in d],
-                                                [x["segmentation"] for x in g],
-                                                [int(x.get("iscrowd", 0)) for x in g]),
-                                  np.float64).reshape(len(d), len(g))
+            ious = pair_ious([x["segmentation"] for x in d], [x["segmentation"] for x in g],
+                             [int(x.get("iscrowd", 0)) for x in g])
             f1s = None
             if with_attr:
                 f1s = pairwise_f1(multihot([x.get("attribute_ids", []) for x in d], index,
                                            what="predicted attribute"),
                                   multihot([x.get("attribute_ids", []) for x in g], index))
             scores.append(np.asarray([x["score"] for x in d], np.float64))
-            matches.append(_greedy(ious, f1s, FP_IOU_THRESHOLDS, f1_thr))
+            matches.append(fpeval_greedy(ious, f1s, FP_IOU_THRESHOLDS, f1_thr))
         if not n_gt:
             continue
         sc = np.concatenate(scores) if scores else np.zeros(0)
@@ -259,8 +224,6 @@ def detections_from_predictions(gt_coco: dict, preds: dict) -> list[dict]:
     """Predictions (``image_key → ImagePrediction``) as COCO results with ``attribute_ids``
     (each instance's attribute set; none when the file has no attributes), in the order
     ``metric.coco_results`` gives."""
-    from .metric import coco_results
-
     ids = {im["image_key"]: im["id"] for im in gt_coco["images"]}
     out = coco_results(gt_coco, preds)
     k = 0
@@ -280,27 +243,15 @@ def _match_2020(dt: list, gt: list, index: dict[int, int], f1: str, iou_thr: np.
     """True positives (P,) for the threshold pairs ``(iou_thr[p], f1_thr[p])`` of one
     category in one image: greedy by score; a detection takes the free truth of highest IoU
     among those with IoU > t_iou and (truth without attributes, or F1 > t_f1)."""
-    tp = np.zeros(len(iou_thr), np.int64)
     if not dt or not gt:
-        return tp
-    order = np.argsort([-d.score for d in dt], kind="stable")
-    dt = [dt[i] for i in order]
-    ious = np.asarray(mask_util.iou([d.rle for d in dt], [g.rle for g in gt], [0] * len(gt)),
-                      np.float64).reshape(len(dt), len(gt))
+        return np.zeros(len(iou_thr), np.int64)
+    dt = [dt[i] for i in score_order([d.score for d in dt])]
     f1s = pairwise_f1(multihot([d.attributes for d in dt], index, what="predicted attribute"),
                       multihot([g.attributes for g in gt], index), f1)
     needs = np.array([bool(g.attributes) for g in gt])
-    free = np.ones((len(iou_thr), len(gt)), bool)
-    rows = np.arange(len(iou_thr))
-    for d in range(len(dt)):
-        ok = free & (ious[d][None, :] > iou_thr[:, None]) \
-            & (~needs[None, :] | (f1s[d][None, :] > f1_thr[:, None]))
-        cand = np.where(ok, ious[d][None, :], -1.0)
-        best = cand.argmax(axis=1)
-        hit = cand[rows, best] >= 0
-        tp += hit
-        free[rows[hit], best[hit]] = False
-    return tp
+    allowed = ~needs[None, None, :] | (f1s[None, :, :] > np.asarray(f1_thr)[:, None, None])
+    return greedy_tp(pair_ious([d.rle for d in dt], [g.rle for g in gt]), iou_thr, strict=True,
+                     allowed=allowed)
 
 
 def competition_score_2020(gt: dict, pred: dict, *, attribute_ids: Sequence[int],

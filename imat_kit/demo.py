@@ -165,7 +165,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     for run in runs:
         others = [r for r in runs if r is not run] or [run]
         thr = thresholds_from(tune_thresholds(others, ids))
-        cross.append(attribute_columns(run, labels, thr))  # train_gt: read by evaluate_to
+        cross.append(attribute_columns(run, labels, thr))
     cross_mean = {k: sum(c[k] for c in cross) / len(cross) for k in cross[0]}
     if not quiet:
         from .attr_eval import threshold_lines

@@ -258,8 +258,8 @@ def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "f
 
 def _data_expected(data: str | Path, labels, head: dict) -> Expected:
     """The data's label file and the images of the inputs' split."""
-    from .evaluate import split_expected
     from .layout import read_ann, test_image_sizes
+    from .runs import split_expected
 
     if head.get("split") == "val" and head.get("fold") is not None:
         return split_expected(labels, read_ann(data, "val", head["fold"]), head["fold"])

@@ -23,9 +23,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from pycocotools import mask as mask_util
 
 from .errors import KitError
+from .matching import greedy_tp, pair_ious, score_order
 
 IOU_THRESHOLDS = np.round(np.arange(0.50, 0.951, 0.05), 2)
 AVERAGES = ("image", "image_class", "class")
@@ -51,23 +51,12 @@ def class_key(category: int, attributes=(), use_attributes: bool = True) -> obje
 def match(dt: list[Instance], gt: list[Instance],
           thresholds: np.ndarray = IOU_THRESHOLDS) -> np.ndarray:
     """True positives per threshold (T,) for predictions ``dt`` against ground truth ``gt`` of
-    one class in one image: greedy, by descending score, each truth used once, IoU ≥ t."""
-    tp = np.zeros(len(thresholds), dtype=np.int64)
+    one class in one image: greedy, by descending score, each truth used once, IoU ≥ t
+    (:func:`matching.greedy_tp`)."""
     if not dt or not gt:
-        return tp
-    order = np.argsort([-d.score for d in dt], kind="stable")
-    ious = np.asarray(mask_util.iou([dt[i].rle for i in order], [g.rle for g in gt],
-                                    [0] * len(gt)), dtype=np.float64).reshape(len(dt), len(gt))
-    free = np.ones((len(thresholds), len(gt)), dtype=bool)
-    rows = np.arange(len(thresholds))
-    for d in range(len(dt)):
-        cand = np.where(free & (ious[d][None, :] >= thresholds[:, None] - 1e-12),
-                        ious[d][None, :], -1.0)
-        best = cand.argmax(axis=1)
-        hit = cand[rows, best] >= 0
-        tp += hit
-        free[rows[hit], best[hit]] = False
-    return tp
+        return np.zeros(len(thresholds), dtype=np.int64)
+    order = score_order([d.score for d in dt])
+    return greedy_tp(pair_ious([dt[i].rle for i in order], [g.rle for g in gt]), thresholds)
 
 
 def competition_score(gt: dict[str, list[Instance]], pred: dict[str, list[Instance]], *,
@@ -117,6 +106,26 @@ def _ratio(cnt: np.ndarray) -> np.ndarray:
     tp, fp, fn = cnt
     den = tp + fp + fn
     return np.where(den > 0, tp / np.maximum(den, 1), 0.0)
+
+
+def truth_instances(gt_coco: dict, use_attributes: bool = False) -> dict[str, list[Instance]]:
+    by_id = {im["id"]: im["image_key"] for im in gt_coco["images"]}
+    out: dict[str, list[Instance]] = {k: [] for k in by_id.values()}
+    for a in gt_coco["annotations"]:
+        out[by_id[a["image_id"]]].append(Instance(
+            class_key(a["category_id"], a.get("attribute_ids", []), use_attributes),
+            a["segmentation"]))
+    return out
+
+
+def pred_instances(preds: dict, use_attributes: bool = False,
+                   score_thr: float = 0.0) -> dict[str, list[Instance]]:
+    return {k: [Instance(class_key(int(p.labels[j]),
+                                   p.attributes[j] if p.attributes else (), use_attributes),
+                         {"size": [p.height, p.width], "counts": p.masks[j]},
+                         float(p.scores[j]))
+                for j in range(len(p)) if p.scores[j] >= score_thr]
+            for k, p in preds.items()}
 
 
 # --- COCO AP --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pycocotools import mask as mask_util
 
 from .errors import KitError
 from .io import atomic_open
+from .matching import greedy_pairs, pair_ious, score_order
 
 
 def _save(fig, out: str | Path) -> None:
@@ -144,19 +145,14 @@ def confusion_matrix(gt_coco: dict, preds: dict, n_classes: int = 46, iou: float
         gts = by_img.get(im["id"], [])
         p = preds.get(im["image_key"])
         keep = np.flatnonzero(p.scores >= score_thr) if p is not None else np.zeros(0, int)
-        keep = keep[np.argsort(-p.scores[keep])] if keep.size else keep
+        keep = keep[score_order(p.scores[keep])] if keep.size else keep
         g_lab = [a["category_id"] for a in gts]
-        if gts and keep.size:
-            ious = np.asarray(mask_util.iou([p.rles()[j] for j in keep],
-                                            [a["segmentation"] for a in gts], [0] * len(gts)))
-            ious = ious.reshape(keep.size, len(gts))
+        rles = p.rles() if keep.size else []
+        ious = pair_ious([rles[j] for j in keep], [a["segmentation"] for a in gts])
+        hits = dict(greedy_pairs(ious, iou))
         free = np.ones(len(gts), dtype=bool)
         for r, j in enumerate(keep.tolist()):
-            hit = -1
-            if gts:
-                cand = np.where(free & (ious[r] >= iou), ious[r], -1)
-                if cand.max() >= 0:
-                    hit = int(cand.argmax())
+            hit = hits.get(r, -1)
             if hit >= 0:
                 free[hit] = False
                 cm[g_lab[hit], int(p.labels[j])] += 1
@@ -329,9 +325,9 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
     Returns what was drawn (``points`` for losses, ``images`` for overlays, ``attributes``
     for attributes). ``attribute_thresholds`` cut the attribute probabilities (overlays,
     attributes)."""
-    from .evaluate import split_expected
     from .layout import find_labels, image_dir, read_ann
     from .predictions import read_header, read_predictions
+    from .runs import FoldRun, split_expected
 
     if what not in PLOTS:
         raise KitError(f"figure must be one of {', '.join(PLOTS)}", value=what)
@@ -372,7 +368,7 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
             raise KitError("plot attributes needs validation predictions (a fold's truth)",
                            file=str(predictions), row=1)
         labels = find_labels(data)
-        run = {"gt": gt, "preds": preds, "train_gt": read_ann(data, "train", head["fold"])}
+        run = FoldRun(str(predictions), int(head["fold"]), head, preds, gt, Path(data))
         table = attribute_table([run], labels, thr, score_thr=score_thr)
         plot_attribute_f1(table, {a["id"]: a["name"] for a in labels.attributes}, out,
                           title=f"fold {head['fold']}, matched instances")

@@ -137,7 +137,7 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
         image_scores,
     )
     from .attr_eval import apply_thresholds, attribute_table, load_thresholds, micro_f1
-    from .evaluate import REFERENCE_TABLE3, evaluate_files, has_attributes, read_fold_runs
+    from .evaluate import REFERENCE_TABLE3, evaluate_files, read_fold_runs
     from .io import progress
     from .layout import find_labels, image_dir, read_ann
     from .metric import coco_eval
@@ -147,8 +147,7 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
         raise KitError("the report needs validation predictions (one file per fold)")
     thresholds = load_thresholds(attribute_thresholds, find_labels(data))
     runs = read_fold_runs(data, predictions)
-    for r in runs:
-        r["preds"] = apply_thresholds(r["preds"], thresholds)
+    runs = [r.with_preds(apply_thresholds(r.preds, thresholds)) for r in runs]
     table, cats = evaluate_files(data, predictions, average=average, score_thr=score_thr,
                                  runs=runs, thresholds=thresholds)
     labels = find_labels(data)
@@ -158,9 +157,9 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
         from .readers import read_json
 
         manifest = read_json(Path(submission).with_suffix(".json"), what="submission manifest")
-    heads = {r["file"]: r["head"] for r in runs}
-    folds = [(r["fold"], r["preds"]) for r in runs]
-    gts = {r["fold"]: r["gt"] for r in runs}
+    heads = {r.file: r.head for r in runs}
+    folds = [(r.fold, r.preds) for r in runs]
+    gts = {r.fold: r.gt for r in runs}
     all_gt = read_ann(data, "all")
     train_counts: dict[int, int] = {}
     for a in all_gt["annotations"]:
@@ -253,7 +252,7 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
                 gal.append(_img(png, f"{title.lower()} validation images of fold {k}"))
         body.append("".join(gal) + "</section>")
 
-        with_attr = [r for r in runs if has_attributes(r["preds"], r["head"])]
+        with_attr = [r for r in runs if r.attributes]
         f1 = (attribute_table(with_attr, labels, thresholds, score_thr=score_thr)
               if with_attr else pd.DataFrame())
         if len(f1):
@@ -264,7 +263,7 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
                  "prior_precision", "prior_recall", "prior_f1", "threshold"]]
             where = ("thresholds of " + html.escape(str(attribute_thresholds))
                      if attribute_thresholds else "a global threshold of 0.5")
-            tuned_on = set(_tuned_folds(attribute_thresholds)) & {r["fold"] for r in runs}
+            tuned_on = set(_tuned_folds(attribute_thresholds)) & {r.fold for r in runs}
             if tuned_on:
                 where += (", tuned on fold(s) " + ", ".join(map(str, sorted(tuned_on)))
                           + " shown here: a flattering figure")

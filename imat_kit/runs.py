@@ -1,0 +1,87 @@
+"""A fold's validation run: its predictions file, header, predictions and the fold's truth,
+read and checked once, with the fold's training annotations loaded when first needed (the
+per-category attribute prior is learnt from them)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import KitError
+from .layout import ann_relpath, find_labels, read_ann
+from .predictions import Expected, read_header, read_predictions
+
+
+@dataclass
+class FoldRun:
+    """One fold's validation predictions (``preds``: ``image_key → ImagePrediction``) with
+    their file, header, fold, truth (``gt``, COCO dict) and the prepared data folder the truth
+    came from (``data``; ``None`` for a run built in memory: then ``train_gt`` must be given
+    for the attribute prior)."""
+
+    file: str
+    fold: int
+    head: dict
+    preds: dict
+    gt: dict
+    data: Path | None = None
+    _train_gt: dict | None = field(default=None, repr=False)
+
+    @property
+    def train_gt(self) -> dict | None:
+        """The fold's training annotations (read from ``data`` once), or ``None`` when the run
+        has neither them nor a data folder."""
+        if self._train_gt is None and self.data is not None:
+            self._train_gt = read_ann(self.data, "train", self.fold)
+        return self._train_gt
+
+    @property
+    def attributes(self) -> bool:
+        """Whether the predictions speak of attributes: an instance carries some, or the
+        header says an attribute model made them (one that detected nothing carries none)."""
+        return bool(self.head.get("attribute_model")) or any(
+            p.attr_probs or p.attributes for p in self.preds.values())
+
+    def with_preds(self, preds: dict) -> FoldRun:
+        """The same run with other predictions (e.g. attribute sets cut by thresholds); the
+        training annotations, once read, are shared."""
+        return replace(self, preds=preds)
+
+
+def as_run(run: FoldRun | Mapping) -> FoldRun:
+    """A :class:`FoldRun`, or a mapping with its fields (``file``, ``fold``, ``head``,
+    ``preds``, ``gt``, optionally ``data``, ``train_gt``) as one."""
+    if isinstance(run, FoldRun):
+        return run
+    return FoldRun(str(run.get("file", "")), int(run.get("fold", 0)), dict(run.get("head") or {}),
+                   run["preds"], run["gt"], run.get("data"), run.get("train_gt"))
+
+
+def split_expected(labels, gt_coco: dict, fold: int | None) -> Expected:
+    """What predictions of a split must fit: the label file's ids and the images of
+    ``gt_coco``, fold ``fold``'s validation set (``None``: the test set)."""
+    split = (f"fold {fold}'s validation set ({ann_relpath('val', fold)})" if fold is not None
+             else f"the test set ({ann_relpath('test')})")
+    return Expected.of(labels, {im["image_key"]: (im["height"], im["width"])
+                                for im in gt_coco["images"]}, split)
+
+
+def read_fold_runs(data: str | Path, files: list[str]) -> list[FoldRun]:
+    """Each validation predictions file with its header, predictions, fold and ground truth,
+    sorted by fold: what the fold table, the tuners and the report are computed from, read
+    once."""
+    if not files:
+        raise KitError("no predictions file to evaluate")
+    runs = []
+    labels = find_labels(data)
+    for f in files:
+        head = read_header(f)
+        fold = head.get("fold")
+        if head.get("split") != "val" or not isinstance(fold, int) or fold < 0:
+            raise KitError("evaluate needs validation predictions of one fold (imat-kit "
+                           "predict --split val --fold k)", file=f, row=1)
+        gt = read_ann(data, "val", fold)
+        _, preds = read_predictions(f, split_expected(labels, gt, fold))
+        runs.append(FoldRun(str(f), int(fold), head, preds, gt, Path(data)))
+    return sorted(runs, key=lambda r: r.fold)
