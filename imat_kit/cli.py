@@ -247,12 +247,28 @@ def _cmd_ensemble(a: argparse.Namespace) -> int:
 
 
 def _cmd_submit(a: argparse.Namespace) -> int:
+    from .errors import KitError
     from .submission import SubmitConfig, submit
 
-    cfg = SubmitConfig(score_thr=a.score_thr, max_per_image=a.max_per_image,
-                       min_area=a.min_area, mask_size=a.mask_size, attributes=a.attributes)
+    given = {k: v for k, v in (("--score-thr", a.score_thr), ("--max-per-image", a.max_per_image),
+                               ("--min-area", a.min_area),
+                               ("--attribute-thresholds", a.attribute_thresholds),
+                               ("--attributes", a.attributes or None)) if v is not None}
+    if a.postprocess is not None and given:
+        raise KitError(f"{', '.join(given)}: the postprocess file holds these settings (give "
+                       "one or the other)", file=a.postprocess)
+    d = SubmitConfig()
+
+    def pick(v, default):
+        return default if v is None else v
+
+    cfg = SubmitConfig(score_thr=pick(a.score_thr, d.score_thr),
+                       max_per_image=pick(a.max_per_image, d.max_per_image),
+                       min_area=pick(a.min_area, d.min_area), mask_size=a.mask_size,
+                       attributes=a.attributes)
     man, problems = submit(a.predictions, a.data, a.out, cfg, evaluation=a.evaluation,
-                           attribute_thresholds=a.attribute_thresholds, quiet=a.quiet)
+                           attribute_thresholds=a.attribute_thresholds, quiet=a.quiet,
+                           postprocess=a.postprocess)
     written = Path(a.out).with_name(man["submission"])
     print(f"{man['layout']} layout: {man['rows']} rows for {man['images']} images "
           f"({man['images_without_prediction']} without a mask) → {written}, manifest "
@@ -380,6 +396,10 @@ def _thresholds(s) -> None:
     s.add_argument("--attribute-thresholds", default=None, metavar="FILE",
                    help="per-attribute thresholds of `imat-kit tune-attributes` (default: a "
                    "global 0.5)")
+
+
+def _postprocess(s, help: str) -> None:
+    s.add_argument("--postprocess", default=None, metavar="FILE", help=help)
 
 
 def _average(s) -> None:
@@ -530,16 +550,19 @@ def _parser_result_steps(sub, parents) -> None:
     s.add_argument("--predictions", required=True, help="a predictions .jsonl (test split)")
     _data(s, "folder with sample_submission.csv and test/")
     s.add_argument("--out", required=True, help="e.g. submissions/NAME.csv")
-    s.add_argument("--score-thr", type=float, default=0.3)
-    s.add_argument("--max-per-image", type=int, default=100)
-    s.add_argument("--min-area", type=int, default=20,
-                   help="drop instances left with fewer pixels after overlap removal")
+    s.add_argument("--score-thr", type=float, default=None, help="default 0.3")
+    s.add_argument("--max-per-image", type=int, default=None, help="default 100")
+    s.add_argument("--min-area", type=int, default=None,
+                   help="drop instances left with fewer pixels after overlap removal "
+                   "(default 20)")
     _mask_size(s)
     s.add_argument("--attributes", action="store_true",
                    help="write ClassId with attributes when predictions carry them")
     s.add_argument("--evaluation", default=None,
                    help="evaluation.csv of `imat-kit evaluate`: fold scores for the manifest")
     _thresholds(s)
+    _postprocess(s, "apply the settings of `imat-kit tune` (instead of --score-thr, "
+                 "--max-per-image, --min-area and --attribute-thresholds)")
     s.set_defaults(func=_cmd_submit)
 
     s = sub.add_parser("validate", parents=parents, help="check a submission CSV")

@@ -18,7 +18,7 @@ import json
 import re
 import subprocess
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,8 @@ from . import rle as rle_mod
 from .errors import KitError
 from .io import atomic_open, parallel_map
 from .labels import Labels, format_class_id, parse_class_id
+from .matching import score_order
+from .postprocess import PostProcess, kept_instances, masks_of
 from .predictions import ImagePrediction
 from .readers import csv_columns, read_csv
 
@@ -38,13 +40,17 @@ EMPTY_CLASS = "23"  # the placeholder class of sample_submission.csv, on rows wi
 
 @dataclass(frozen=True)
 class SubmitConfig:
-    """Every threshold of the writer, recorded in the submission's manifest."""
+    """Every threshold of the writer, recorded in the submission's manifest
+    (:class:`postprocess.PostProcess` holds the same settings as ``imat-kit tune`` writes
+    them; ``category_thr`` and ``mask_thr`` come from such a file)."""
 
     score_thr: float = 0.3
     max_per_image: int = 100
     min_area: int = 20
     mask_size: str = "original"  # or "512": masks resized to 512×512 before encoding
     attributes: bool = False  # write ClassId with attributes (when predictions carry them)
+    category_thr: dict = field(default_factory=dict)  # category → score threshold
+    mask_thr: float | None = None  # rebuild masks from soft masks at this probability
 
     def __post_init__(self) -> None:
         if self.mask_size not in ("original", "512"):
@@ -54,14 +60,26 @@ class SubmitConfig:
         if self.max_per_image < 1 or self.min_area < 0:
             raise KitError("max_per_image must be >= 1 and min_area >= 0",
                            value=(self.max_per_image, self.min_area))
+        self.postprocess()  # the rest is checked there
+
+    def postprocess(self) -> PostProcess:
+        return PostProcess(score_thr=self.score_thr, category_thr=dict(self.category_thr),
+                           max_per_image=self.max_per_image, min_area=self.min_area,
+                           mask_thr=self.mask_thr)
+
+    @classmethod
+    def of(cls, post: PostProcess, **kw) -> SubmitConfig:
+        """The writer's settings from a postprocess file's (``kw``: mask_size, attributes)."""
+        return cls(score_thr=post.score_thr, max_per_image=post.max_per_image,
+                   min_area=post.min_area, category_thr=dict(post.category_thr),
+                   mask_thr=post.mask_thr, **kw)
 
 
-def _resized_runs(rle: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _resized_runs(counts: str, h: int, w: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Runs of a mask resized (nearest) to size×size."""
     from pycocotools import mask as mask_util
 
-    m = mask_util.decode(rle)
-    h, w = m.shape
+    m = mask_util.decode({"size": [h, w], "counts": counts})
     ys = (np.arange(size) * h // size).clip(0, h - 1)
     xs = (np.arange(size) * w // size).clip(0, w - 1)
     s, lengths = rle_mod._mask_runs(m[np.ix_(ys, xs)])
@@ -79,25 +97,46 @@ def image_rows(pred: ImagePrediction, cfg: SubmitConfig,
                layout: int = 2019) -> list[tuple[str, ...]]:
     """``(EncodedPixels, ClassId)`` rows of one image (2020: ``(EncodedPixels, ClassId,
     AttributesIds)``): thresholded, capped, same-class overlaps removed (best score keeps the
-    pixel), small leftovers dropped."""
-    keep = np.flatnonzero(pred.scores >= cfg.score_thr)
-    keep = keep[np.argsort(-pred.scores[keep], kind="stable")][: cfg.max_per_image]
-    owned: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    pixel), small leftovers dropped (:func:`postprocess.kept_instances`; with ``attributes``,
+    a class is a category with its attribute set; with ``mask_size`` 512, overlaps and areas
+    are taken on the 512×512 masks)."""
+    post = cfg.postprocess()
+    if cfg.mask_size == "512":
+        pred, post = _at_512(pred, post)
+    if cfg.attributes and pred.attributes:  # one class per (category, attribute set)
+        sets = {a: k for k, a in enumerate(dict.fromkeys(
+            (int(c), tuple(a)) for c, a in zip(pred.labels.tolist(), pred.attributes)))}
+        thr = post.thresholds_of(pred.labels)
+        key = np.array([sets[(int(c), tuple(a))] for c, a in zip(pred.labels.tolist(),
+                                                               pred.attributes)], np.int64)
+        post = replace(post, category_thr={int(k): float(t) for k, t in zip(key, thr)})
+        kept = kept_instances(replace(pred, labels=key), post)
+    else:
+        kept = kept_instances(pred, post)
     rows = []
-    for i in keep.tolist():
+    for i, counts, _ in kept:
         own = pred.attributes[i] if pred.attributes else ()
         cid = format_class_id(int(pred.labels[i]), own if cfg.attributes else ())
-        rle = {"size": [pred.height, pred.width], "counts": pred.masks[i]}
-        runs = (_resized_runs(rle, 512) if cfg.mask_size == "512" else rle_mod.coco_to_runs(rle))
-        taken = owned.get(cid)
-        mine = runs if taken is None else rle_mod.runs_difference(runs, taken)
-        if int((mine[1] - mine[0]).sum()) < max(cfg.min_area, 1):
-            continue
-        owned[cid] = runs if taken is None else rle_mod.runs_union(taken, runs)
-        enc = rle_mod.runs_to_string(mine[0], mine[1] - mine[0])
+        s, e = rle_mod.coco_to_runs({"counts": counts})
+        enc = rle_mod.runs_to_string(s, e - s)
         rows.append((enc, cid, ",".join(map(str, sorted(own)))) if layout == 2020
                     else (enc, cid))
     return rows
+
+
+def _at_512(pred: ImagePrediction, post: PostProcess) -> tuple[ImagePrediction, PostProcess]:
+    """The instances that pass the score thresholds and the cap, masks (rebuilt from soft
+    masks first, with ``mask_thr``) resized to 512×512: what the overlap rule then works on."""
+    keep = np.flatnonzero(pred.scores >= post.thresholds_of(pred.labels))
+    keep = keep[score_order(pred.scores[keep])][: post.max_per_image]
+    sub = pred.take(keep)
+    masks = []
+    for counts in masks_of(sub, np.arange(len(sub)), post).values():
+        s, e = _resized_runs(counts, sub.height, sub.width, 512)
+        c = rle_mod.runs_to_counts(s, e - s, 512 * 512)
+        masks.append(rle_mod.coco_strings_batch(c.astype(np.int64), np.array([0, c.size]))[0])
+    small = replace(sub, height=512, width=512, masks=masks, soft=None)
+    return small, replace(post, score_thr=0.0, category_thr={}, mask_thr=None)
 
 
 def _code_version() -> str:
@@ -325,12 +364,15 @@ def csv_instances(path: str | Path, sizes: dict[str, tuple[int, int]], *,
 def submit(predictions: str | Path, data: str | Path, out: str | Path,
            cfg: SubmitConfig | None = None, *, evaluation: str | Path | None = None,
            attribute_thresholds: str | Path | None = None, manifest: dict | None = None,
-           quiet: bool = False) -> tuple[dict, list[Problem]]:
+           quiet: bool = False, postprocess: str | Path | None = None
+           ) -> tuple[dict, list[Problem]]:
     """The ``imat-kit submit`` step: a predictions file (test split) → the submission CSV and
     its manifest, validated before they take their names; the layout (2019 or 2020) follows
     the data's ``sample_submission.csv``. ``evaluation`` (the ``evaluation.csv`` of ``imat-kit
     evaluate``) puts the fold table into the manifest; ``attribute_thresholds`` (a file of
     ``imat-kit tune-attributes``) cuts the attribute probabilities (default: a global 0.5).
+    ``postprocess`` (a file of ``imat-kit tune``) replaces ``cfg``'s thresholds and the
+    attribute cut by its settings; the manifest records its SHA-256 and every value.
 
     The CSV is written under a temporary name beside ``out`` and validated; only a valid one
     is renamed onto ``out`` (and its manifest onto ``out``'s ``.json``). One that fails is
@@ -340,6 +382,7 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
     from .attr_eval import apply_thresholds, load_thresholds
     from .io import file_fingerprint
     from .layout import find_labels, sample_image_ids, test_image_sizes
+    from .postprocess import load_postprocess, sha256_of
     from .predictions import Expected, read_header, read_predictions
     from .readers import read_csv
 
@@ -355,9 +398,26 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
     sizes = test_image_sizes(data, quiet=quiet)
     _, preds = read_predictions(predictions, Expected.of(
         labels, {k: sizes[k] for k in ids if k in sizes}, "the test set (sample_submission.csv)"))
-    thresholds = load_thresholds(attribute_thresholds, labels)
-    preds = apply_thresholds(preds, thresholds)
-    extra = {"predictions": str(predictions), "source": head,
+    post_info = None
+    if postprocess is not None:
+        post, content = load_postprocess(postprocess, labels)
+        if attribute_thresholds is not None or cfg.attributes:
+            raise KitError("the postprocess file holds the attribute decoding and was tuned "
+                           "with ClassId as the category: give it without "
+                           "--attribute-thresholds and --attributes", file=str(postprocess))
+        if post.mask_thr is not None and not head.get("soft_size"):
+            raise KitError(f"the postprocess file rebuilds masks from soft masks (mask_thr "
+                           f"{post.mask_thr}), but these predictions store none (predict "
+                           "--soft-size)", file=str(predictions), row=1)
+        cfg = SubmitConfig.of(post, mask_size=cfg.mask_size)
+        preds = post.attributes.apply(preds)
+        post_info = {"file": str(postprocess), "sha256": sha256_of(postprocess),
+                     "settings": post.values(), "metric": content.get("metric"),
+                     "folds": content.get("folds"), "nested": content.get("nested"),
+                     "scores": content.get("scores")}
+    else:
+        preds = apply_thresholds(preds, load_thresholds(attribute_thresholds, labels))
+    extra = {"predictions": str(predictions), "source": head, "postprocess": post_info,
              "attribute_thresholds": None if attribute_thresholds is None else {
                  "file": str(attribute_thresholds),
                  "sha256": file_fingerprint(attribute_thresholds)["sha256"]},

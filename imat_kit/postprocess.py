@@ -1,0 +1,331 @@
+"""What ``submit`` does to predictions, as settings a file can hold: ``imat-kit tune`` writes them,
+``submit --postprocess`` / ``evaluate --postprocess`` apply them.
+
+For each image, in this order (:func:`kept_instances`, the one function both the submission
+writer and the tuner use):
+
+1. an instance is kept when its score reaches its category's threshold (``category_thr``, else
+   the global ``score_thr``);
+2. the kept ones, by descending score, are capped at ``max_per_image``;
+3. with ``mask_thr`` set, each mask is rebuilt from the stored soft mask (the box's
+   probabilities, ``predict --soft-size``) pasted into its box and cut at ``mask_thr``;
+4. within a class, each pixel stays with the highest-scoring instance (same-class overlaps are
+   removed on runs, no H×W masks), and an instance whose leftover is under ``min_area`` pixels
+   (at least 1) is dropped; a dropped instance takes no pixels from later ones;
+5. attribute sets are decoded from the probabilities (:class:`AttributeDecoder`): a
+   threshold per attribute (``tune-attributes``' rule, default a global 0.5) or the ``k``
+   most probable attributes of the instance, ``k`` per category.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_util
+
+from . import rle as rle_mod
+from .attr_eval import AttributeThresholds, _key_line
+from .errors import KitError
+from .io import atomic_open
+from .matching import pair_ious, score_order
+
+FORMAT = "imat-kit-postprocess"
+DECODINGS = ("threshold", "topk")
+
+
+def box_pixels(xywh, h: int, w: int) -> tuple[int, int, int, int]:
+    """The pixel rectangle ``(x0, y0, x1, y1)`` a box covers (at least one pixel, inside the
+    image): where a soft mask was cropped from and is pasted back."""
+    x0 = int(np.clip(np.floor(xywh[0]), 0, w - 1))
+    y0 = int(np.clip(np.floor(xywh[1]), 0, h - 1))
+    return (x0, y0, int(np.clip(np.ceil(xywh[0] + xywh[2]), x0 + 1, w)),
+            int(np.clip(np.ceil(xywh[1] + xywh[3]), y0 + 1, h)))
+
+
+def soft_counts(xywh, soft: np.ndarray, h: int, w: int, threshold: float) -> str:
+    """A soft mask (S×S uint8 probabilities inside the box) pasted into an h×w image and cut at
+    ``threshold``: COCO counts text (an empty mask when nothing reaches it)."""
+    import cv2
+
+    x0, y0, x1, y1 = box_pixels(xywh, h, w)
+    prob = cv2.resize(soft.astype(np.float32), (x1 - x0, y1 - y0),
+                      interpolation=cv2.INTER_LINEAR)
+    full = np.zeros((h, w), np.uint8, order="F")
+    full[y0:y1, x0:x1] = prob >= threshold * 255.0
+    return mask_util.encode(full)["counts"].decode("ascii")
+
+
+@dataclass(frozen=True)
+class AttributeDecoder:
+    """How an instance's attribute set is read from its probabilities: ``threshold`` (the
+    ``thresholds``: per attribute, else global) or ``topk`` (the ``topk[category]`` most
+    probable, ties by id; a category not listed gets none)."""
+
+    decoding: str = "threshold"
+    thresholds: AttributeThresholds = field(default_factory=AttributeThresholds)
+    topk: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.decoding not in DECODINGS:
+            raise KitError(f"attribute decoding must be one of {', '.join(DECODINGS)}",
+                           value=self.decoding)
+
+    def decode(self, category: int, probs: dict[int, float]) -> tuple[int, ...]:
+        if self.decoding == "threshold":
+            return self.thresholds.cut(probs)
+        k = int(self.topk.get(int(category), 0))
+        ranked = sorted(probs.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        return tuple(sorted(int(a) for a, _ in ranked))
+
+    def apply(self, preds: dict) -> dict:
+        """The predictions with every attribute set decoded from its probabilities
+        (instances without stored probabilities keep their sets)."""
+        return {key: replace(p, attributes=[self.decode(c, a) for c, a in
+                                            zip(p.labels.tolist(), p.attr_probs)])
+                if p.attr_probs else p for key, p in preds.items()}
+
+    def as_dict(self) -> dict:
+        if self.decoding == "topk":
+            return {"decoding": "topk", "topk": {str(c): int(k) for c, k in
+                                                 sorted(self.topk.items())}}
+        t = self.thresholds
+        return {"decoding": "threshold", "global_threshold": t.global_threshold,
+                "per_attribute": {str(a): v for a, v in sorted(t.per_attribute.items())}}
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """Every setting ``submit`` applies to predictions (see the module doc); the defaults are
+    the writer's: score 0.3, 100 per image, 20 px, masks as stored, attributes at 0.5."""
+
+    score_thr: float = 0.3
+    category_thr: dict = field(default_factory=dict)
+    max_per_image: int = 100
+    min_area: int = 20
+    mask_thr: float | None = None
+    attributes: AttributeDecoder = field(default_factory=AttributeDecoder)
+
+    def __post_init__(self) -> None:
+        for c, t in [(None, self.score_thr), *self.category_thr.items()]:
+            if not isinstance(t, (int, float)) or not 0 <= t <= 1:
+                raise KitError("score thresholds must be within 0..1",
+                               value=t if c is None else f"category {c}: {t}")
+        if self.max_per_image < 1 or self.min_area < 0:
+            raise KitError("max_per_image must be >= 1 and min_area >= 0",
+                           value=(self.max_per_image, self.min_area))
+        if self.mask_thr is not None and not 0 < self.mask_thr < 1:
+            raise KitError("mask_thr must be within (0, 1)", value=self.mask_thr)
+
+    def thresholds_of(self, labels: np.ndarray) -> np.ndarray:
+        """The score threshold of each instance (by its category)."""
+        if not self.category_thr:
+            return np.full(len(labels), self.score_thr)
+        return np.array([self.category_thr.get(int(c), self.score_thr) for c in labels],
+                        np.float64).reshape(-1)
+
+    def values(self) -> dict:
+        """Every value, as the postprocess file and the submission manifest record them."""
+        return {"score_thr": self.score_thr,
+                "category_thr": {str(c): t for c, t in sorted(self.category_thr.items())},
+                "max_per_image": self.max_per_image, "min_area": self.min_area,
+                "mask_thr": self.mask_thr, "attributes": self.attributes.as_dict()}
+
+
+def kept_instances(pred, post: PostProcess) -> list[tuple[int, str, int]]:
+    """Steps 1–4 of the module doc on one image: ``(index, counts, area)`` of each instance
+    kept, in descending score order, ``counts`` its leftover mask (COCO counts text)."""
+    keep = np.flatnonzero(pred.scores >= post.thresholds_of(pred.labels))
+    keep = keep[score_order(pred.scores[keep])][: post.max_per_image]
+    if not keep.size:
+        return []
+    h, w = pred.height, pred.width
+    masks = masks_of(pred, keep, post)
+    floor = max(post.min_area, 1)
+    labels = pred.labels[keep]
+    out = []
+    for c in np.unique(labels):
+        idx = keep[labels == c]
+        rles = [{"size": [h, w], "counts": masks[int(i)]} for i in idx]
+        out.extend((int(idx[r]), counts, area)
+                   for r, counts, area in class_leftovers(rles, floor, h * w))
+    rank = {int(i): r for r, i in enumerate(keep.tolist())}
+    out.sort(key=lambda t: rank[t[0]])
+    return out
+
+
+def masks_of(pred, idx: np.ndarray, post: PostProcess) -> dict[int, str]:
+    """The masks (COCO counts text) of instances ``idx``: as stored, or with ``mask_thr``
+    rebuilt from the soft masks (step 3)."""
+    if post.mask_thr is None:
+        return {int(i): pred.masks[i] for i in idx}
+    if pred.soft is None:
+        raise KitError(f"the settings rebuild masks from soft masks (mask_thr {post.mask_thr})"
+                       " but these predictions store none (predict --soft-size)",
+                       value=pred.image_key)
+    return {int(i): soft_counts(pred.bboxes[i], pred.soft[i], pred.height, pred.width,
+                                post.mask_thr) for i in idx}
+
+
+def class_leftovers(rles: list[dict], floor: int, npix: int) -> list[tuple[int, str, int]]:
+    """Same-class overlap removal (step 4) over masks in descending score order: ``(position,
+    counts, area)`` of each one kept, its leftover at least ``floor`` pixels. Only masks that
+    share a pixel with an earlier kept one are cut on runs; the others keep their text."""
+    touch = pair_ious(rles, rles) > 0
+    areas = mask_util.area(rles)
+    runs: dict[int, tuple] = {}
+
+    def runs_of(q: int) -> tuple:
+        if q not in runs:
+            runs[q] = rle_mod.coco_to_runs(rles[q])
+        return runs[q]
+
+    kept: list[int] = []
+    out = []
+    for r in range(len(rles)):
+        earlier = [q for q in kept if touch[q, r]]
+        if not earlier:
+            if areas[r] >= floor:
+                kept.append(r)
+                out.append((r, rles[r]["counts"], int(areas[r])))
+            continue
+        taken = runs_of(earlier[0])
+        for q in earlier[1:]:
+            taken = rle_mod.runs_union(taken, runs_of(q))
+        mine = rle_mod.runs_difference(runs_of(r), taken)
+        area = int((mine[1] - mine[0]).sum())
+        if area < floor:
+            continue
+        kept.append(r)
+        counts = rle_mod.runs_to_counts(mine[0], mine[1] - mine[0], npix)
+        out.append((r, rle_mod.coco_strings_batch(counts.astype(np.int64),
+                                                  np.array([0, counts.size]))[0], area))
+    return out
+
+
+def apply_postprocess(preds: dict, post: PostProcess) -> dict:
+    """The predictions as ``submit`` would write them with ``post``: only the kept instances,
+    each with its leftover mask and its decoded attribute set (probabilities dropped, so
+    nothing re-cuts them); boxes and scores as they were."""
+    out = {}
+    for key, p in preds.items():
+        kept = kept_instances(p, post)
+        q = p.take(np.array([i for i, _, _ in kept], np.int64))
+        attrs = ([post.attributes.decode(int(c), a) for c, a in zip(q.labels.tolist(),
+                                                                     q.attr_probs)]
+                 if q.attr_probs else q.attributes)
+        out[key] = replace(q, masks=[c for _, c, _ in kept], attributes=attrs, attr_probs=[])
+    return out
+
+
+# --- the postprocess file -------------------------------------------------------------------
+
+def sha256_of(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_postprocess(content: dict, out: str | Path) -> None:
+    with atomic_open(out, "w") as f:
+        json.dump(content, f, indent=2, default=float)
+
+
+def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostProcess:
+    """A :class:`PostProcess` from its :meth:`PostProcess.values` (as a file holds them)."""
+    def bad(key: str, msg: str, value: object) -> KitError:
+        return KitError(msg, file=file, row=_key_line(text, key) if text else None, value=value)
+
+    def number(key: str, lo: float, hi: float, integer: bool = False) -> float:
+        x = v.get(key)
+        ok = isinstance(x, int) if integer else isinstance(x, (int, float))
+        if isinstance(x, bool) or not ok or not lo <= x <= hi:
+            raise bad(key, f"{key} must be {'an integer' if integer else 'a number'} within "
+                      f"{lo:g}..{hi:g}", x)
+        return x
+
+    cats = {}
+    for c, t in (v.get("category_thr") or {}).items():
+        if not str(c).isdigit() or isinstance(t, bool) or not isinstance(t, (int, float)) \
+                or not 0 <= t <= 1:
+            raise bad(str(c), "each category_thr entry needs a category id and a threshold in "
+                      "0..1", f"{c}: {t}")
+        cats[int(c)] = float(t)
+    mask = v.get("mask_thr")
+    if mask is not None and (isinstance(mask, bool) or not isinstance(mask, (int, float))
+                             or not 0 < mask < 1):
+        raise bad("mask_thr", "mask_thr must be null or a number within (0, 1)", mask)
+    a = v.get("attributes") or {"decoding": "threshold"}
+    dec = a.get("decoding") if isinstance(a, dict) else None
+    if dec not in DECODINGS:
+        raise bad("decoding", f"attributes.decoding must be one of {', '.join(DECODINGS)}",
+                  dec)
+    if dec == "topk":
+        topk = {}
+        for c, k in (a.get("topk") or {}).items():
+            if not str(c).isdigit() or isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                raise bad(str(c), "each topk entry needs a category id and a count >= 0",
+                          f"{c}: {k}")
+            topk[int(c)] = k
+        decoder = AttributeDecoder("topk", topk=topk)
+    else:
+        g = a.get("global_threshold", 0.5)
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 1:
+            raise bad("global_threshold", "global_threshold must be within 0..1", g)
+        per = {}
+        for k, t in (a.get("per_attribute") or {}).items():
+            if not str(k).isdigit() or isinstance(t, bool) or not isinstance(t, (int, float)) \
+                    or not 0 <= t <= 1:
+                raise bad(str(k), "each per_attribute entry needs an attribute id and a "
+                          "threshold in 0..1", f"{k}: {t}")
+            per[int(k)] = float(t)
+        decoder = AttributeDecoder("threshold", AttributeThresholds(float(g), per))
+    return PostProcess(score_thr=float(number("score_thr", 0, 1)), category_thr=cats,
+                       max_per_image=int(number("max_per_image", 1, 10**6, True)),
+                       min_area=int(number("min_area", 0, 10**9, True)),
+                       mask_thr=None if mask is None else float(mask), attributes=decoder)
+
+
+def load_postprocess(path: str | Path, labels=None) -> tuple[PostProcess, dict]:
+    """A file written by ``imat-kit tune``: its settings (checked) and the whole content.
+    Given the data's ``labels``, every category and attribute id must be the label file's,
+    and the file's recorded label space the data's: a file tuned on other data is refused."""
+    file = str(path)
+    try:
+        text = Path(path).read_text("utf-8")
+        d = json.loads(text)
+    except OSError as e:
+        raise KitError(f"cannot read the postprocess file: {e.strerror}", file=file) from None
+    except json.JSONDecodeError as e:
+        raise KitError(f"not valid JSON (line {e.lineno}): {e.msg}", file=file) from None
+    except UnicodeDecodeError:
+        raise KitError("not a UTF-8 text file", file=file) from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT or not isinstance(
+            d.get("settings"), dict):
+        raise KitError(f"not a postprocess file (needs \"format\": \"{FORMAT}\" and "
+                       "\"settings\"; write one with imat-kit tune)", file=file)
+    post = from_values(d["settings"], file=file, text=text)
+    if labels is not None:
+        source = labels.source or "label_descriptions.json"
+        for c in sorted(post.category_thr) + sorted(post.attributes.topk):
+            if c not in labels.category_ids:
+                raise KitError(f"category id {c} is not a category of the data's label file "
+                               f"({source}): settings tuned on another label space?",
+                               file=file, row=_key_line(text, str(c)), value=c)
+        for a in sorted(post.attributes.thresholds.per_attribute):
+            if a not in labels.attribute_ids:
+                raise KitError(f"attribute id {a} is not an attribute of the data's label file "
+                               f"({source}): settings tuned on another label space?",
+                               file=file, row=_key_line(text, str(a)), value=a)
+        space = d.get("label_space")
+        if isinstance(space, dict):
+            from .predictions import label_space
+
+            mine = label_space(labels)
+            for key in ("categories", "attributes"):
+                if key in space and space[key] != mine[key]:
+                    raise KitError(f"tuned on data with other {key} than this data's label "
+                                   f"file ({source})", file=file,
+                                   row=_key_line(text, "label_space"))
+    return post, d

@@ -1,0 +1,711 @@
+"""``imat-kit tune``: the post-processing settings of ``submit`` tuned on out-of-fold predictions.
+
+**What is tuned** (the :class:`postprocess.PostProcess` settings): the global score threshold,
+a score threshold per category (categories with at least ``min_support`` truths matched at the
+defaults; shrunk toward the global one by their support: ``(n·t_c + λ·t) / (n + λ)``, λ =
+``min_support``), the mask binarisation threshold (from the stored soft masks; files without
+them keep their masks), the minimum mask area, the maximum instances per image, and for
+attribute models how attribute sets are decoded (a global 0.5, the thresholds of
+``tune-attributes``, or the ``k`` most probable attributes, ``k`` per category).
+
+**The search** runs over the validation predictions of every given fold pooled (their images
+averaged together): coordinate ascent over grids — the score threshold (0.05…0.95 by 0.05),
+the cap (10, 20, 30, 50, 75, 100), the minimum area (0, 10, 20, 50, 100, 200, 400 px) and the
+mask threshold (as stored, 0.3…0.7) in turn, each over its grid with the others fixed, until a
+round changes nothing (at most 3 rounds); then each category's threshold over the score grid
+(most supported first); then the attribute decoding (``k`` per category by coordinate ascent
+from the category's median number of attributes, up to 3 rounds). A setting replaces the current
+one only when it scores strictly higher. The attribute decoding is chosen by the target metric
+when it involves attributes (``competition2020``, ``ap_iou_f1``), else by the attribute micro F1
+of the instances matched at the defaults (what ``evaluate`` reports).
+
+**Scores are exact.** For the competition rules (2019 and 2020) every setting is scored from
+IoUs computed once per image and mask variant (pycocotools, on the leftover masks that
+:func:`postprocess.kept_instances` — the function ``submit`` writes its rows with — leaves):
+where each kept detection has at most one truth it could match (mask IoU ≥ 0.5), greedy matching
+by score reduces to "a truth is found at a threshold when some kept detection linked to it
+passes it", computed for all images at once; the rare (image, class) groups where a detection
+has two candidate truths are matched by the greedy rule itself (:mod:`matching`). So the score
+``tune`` reports for its settings is the score of the submission ``submit --postprocess``
+writes, scored by ``imat-kit score`` (a test checks it). ``ap_iou_f1`` is scored by
+:func:`attr_metric.fashionpedia_eval` on the post-processed predictions of each setting (slower:
+no per-category thresholds).
+
+**Honest figure.** For each fold, the whole search is run on the other folds and its settings
+are applied to that fold: the nested score, whose mean gain over the defaults (and its spread
+over folds) ``tune`` prints as the expected gain. The search's three groups (global settings,
+per-category thresholds, attribute decoding) are each kept only when their nested gain is
+positive (else left at the defaults, and the output says so); the nested figure reported is
+that of the recipe kept. With one fold there is no honest figure, and the output says so.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .attr_eval import (
+    match_instances,
+    thresholds_from,
+    tune_thresholds,
+)
+from .attr_metric import F1_TYPES, SWEEPS, attribute_categories, fashionpedia_eval
+from .errors import KitError
+from .io import parallel_map, progress
+from .matching import greedy_tp, pair_ious, score_order
+from .metric import IOU_THRESHOLDS, Instance
+from .postprocess import (
+    FORMAT,
+    AttributeDecoder,
+    PostProcess,
+    class_leftovers,
+    masks_of,
+)
+from .predictions import label_space
+from .runs import FoldRun
+
+METRICS = ("competition", "competition2020", "ap_iou_f1")
+SCORE_GRID = tuple(float(x) for x in np.round(np.arange(0.05, 0.951, 0.05), 2))
+CAP_GRID = (10, 20, 30, 50, 75, 100)
+AREA_GRID = (0, 10, 20, 50, 100, 200, 400)
+MASK_GRID = (None, 0.3, 0.4, 0.5, 0.6, 0.7)
+GROUPS = ("global", "category", "attributes")
+_LINK = 0.5 - 1e-12  # a detection can match a truth only from IoU 0.5 on (both rules)
+
+
+# --- one image's matches, for one mask variant ----------------------------------------------
+
+def _image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int) -> tuple:
+    """The leftover area of each detection (score order; 0: dropped) and its links to the
+    truths of its category (IoU ≥ 0.5); groups where a detection has two candidate truths are
+    returned whole (kept detections, truths, IoUs) to be matched greedily."""
+    n = 0 if pred is None else len(pred)
+    area = np.zeros(n, np.int64)
+    links: list[tuple[int, int, float]] = []
+    amb: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    if not n:
+        return area, links, amb
+    order = score_order(pred.scores)
+    masks = masks_of(pred, order, PostProcess(mask_thr=mask_thr))
+    labels = pred.labels[order]
+    t_cat = np.array([t.key for t in truths], np.int64)
+    size = [pred.height, pred.width]
+    for c in np.unique(labels).tolist():
+        pos = np.flatnonzero(labels == c)
+        rles = [{"size": size, "counts": masks[int(order[r])]} for r in pos]
+        kept = class_leftovers(rles, floor, pred.height * pred.width)
+        rows = np.array([pos[r] for r, _, _ in kept], np.int64)
+        area[rows] = [a for _, _, a in kept]
+        tg = np.flatnonzero(t_cat == c)
+        if not tg.size or not rows.size:
+            continue
+        ious = pair_ious([{"size": size, "counts": k} for _, k, _ in kept],
+                         [truths[g].rle for g in tg])
+        hit = ious >= _LINK
+        if (hit.sum(1) >= 2).any():
+            amb.append((rows, tg, ious))
+            continue
+        for d, g in zip(*np.nonzero(hit)):
+            links.append((int(rows[d]), int(tg[g]), float(ious[d, g])))
+    return area, links, amb
+
+
+def _parts_many(jobs: list, kw: dict) -> list:
+    return [_image_part(p, t, kw["mask_thr"], kw["floor"]) for p, t in jobs]
+
+
+# --- a fold's data, and the views the search scores -----------------------------------------
+
+@dataclass
+class _View:
+    """Detections (score order within each image), truths and links of a set of images for
+    one (mask, min area) variant, flat; ``amb`` the groups matched greedily."""
+
+    n_img: int
+    p_img: np.ndarray
+    p_label: np.ndarray
+    p_score: np.ndarray
+    p_area: np.ndarray
+    g: np.ndarray  # truths per image
+    t_img: np.ndarray
+    l_pred: np.ndarray  # links, sorted by truth
+    l_truth: np.ndarray
+    l_iou: np.ndarray
+    amb: list  # (image, detections, truths, ious)
+    p_src: list  # (fold position, image_key, index in the file's line) per detection
+    t_src: list  # truth Instance per truth
+
+    @property
+    def cum_before(self) -> np.ndarray:
+        counts = np.bincount(self.p_img, minlength=self.n_img)
+        return np.concatenate(([0], np.cumsum(counts)[:-1]))
+
+
+def _concat(views: list[_View]) -> _View:
+    if len(views) == 1:
+        return views[0]
+    oi = np.cumsum([0] + [v.n_img for v in views])
+    op = np.cumsum([0] + [len(v.p_img) for v in views])
+    ot = np.cumsum([0] + [len(v.t_img) for v in views])
+    cat = np.concatenate
+    return _View(
+        int(oi[-1]), cat([v.p_img + o for v, o in zip(views, oi)]),
+        cat([v.p_label for v in views]), cat([v.p_score for v in views]),
+        cat([v.p_area for v in views]), cat([v.g for v in views]),
+        cat([v.t_img + o for v, o in zip(views, oi)]),
+        cat([v.l_pred + o for v, o in zip(views, op)]),
+        cat([v.l_truth + o for v, o in zip(views, ot)]), cat([v.l_iou for v in views]),
+        [(i + a, d + b, t + c, x) for v, a, b, c in zip(views, oi, op, ot)
+         for i, d, t, x in v.amb],
+        [s for v in views for s in v.p_src], [s for v in views for s in v.t_src])
+
+
+class _Fold:
+    """One fold's validation predictions and truths, with its mask variants built on demand."""
+
+    def __init__(self, pos: int, run: FoldRun, truths: dict[str, list[Instance]],
+                 workers: int | None, quiet: bool) -> None:
+        self.pos, self.run, self.quiet, self.workers = pos, run, quiet, workers
+        self.keys = [im["image_key"] for im in run.gt["images"]]
+        self.truths = truths
+        self.has_soft = all(p.soft is not None for p in run.preds.values()) and bool(run.preds)
+        img, lab, sc, src = [], [], [], []
+        for i, k in enumerate(self.keys):
+            p = run.preds.get(k)
+            if p is None or not len(p):
+                continue
+            o = score_order(p.scores)
+            img.append(np.full(len(o), i))
+            lab.append(p.labels[o])
+            sc.append(p.scores[o].astype(np.float64))
+            src.extend((pos, k, int(j)) for j in o)
+        def cat(xs, dt):
+            return (np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
+        self.p_img, self.p_label = cat(img, np.int64), cat(lab, np.int64)
+        self.p_score, self.p_src = cat(sc, np.float64), src
+        t_img, t_src = [], []
+        for i, k in enumerate(self.keys):
+            for t in truths.get(k, []):
+                t_img.append(i)
+                t_src.append(t)
+        self.t_img = np.asarray(t_img, np.int64)
+        self.t_src = t_src
+        self.g = np.bincount(self.t_img, minlength=len(self.keys))
+        self.t_off = np.concatenate(([0], np.cumsum(self.g)))
+        self.p_off = np.concatenate(([0], np.cumsum(np.bincount(self.p_img,
+                                                                minlength=len(self.keys)))))
+        self._parts: dict = {}
+        self._views: dict = {}
+        self.iou_seconds = 0.0
+
+    def _parts_for(self, mask_thr: float | None, floor: int) -> list:
+        key = (mask_thr, floor)
+        if key in self._parts:
+            return self._parts[key]
+        t0 = time.perf_counter()
+        base = self._parts.get((mask_thr, 1))
+        jobs = [(self.run.preds.get(k), self.truths.get(k, [])) for k in self.keys]
+        if base is None or floor <= 1:
+            parts = parallel_map(_parts_many, jobs, {"mask_thr": mask_thr, "floor": max(floor, 1)},
+                                 workers=self.workers, quiet=self.quiet,
+                                 desc=f"tune: masks of fold {self.run.fold}")
+        else:  # only images with a leftover under the new floor can change
+            parts = list(base)
+            redo = [i for i, (a, _, _) in enumerate(base) if ((a > 0) & (a < floor)).any()]
+            for i, part in zip(redo, _parts_many([jobs[i] for i in redo],
+                                                 {"mask_thr": mask_thr, "floor": floor})):
+                parts[i] = part
+        self._parts[key] = parts
+        self.iou_seconds += time.perf_counter() - t0
+        return parts
+
+    def view(self, mask_thr: float | None, floor: int) -> _View:
+        key = (mask_thr, max(floor, 1))
+        if key not in self._views:
+            parts = self._parts_for(*key)
+            area = np.concatenate([a for a, _, _ in parts]) if parts else np.zeros(0, np.int64)
+            lp, lt, li, amb = [], [], [], []
+            for i, (_, links, groups) in enumerate(parts):
+                for d, g, v in links:
+                    lp.append(self.p_off[i] + d)
+                    lt.append(self.t_off[i] + g)
+                    li.append(v)
+                for rows, tg, ious in groups:
+                    amb.append((i, self.p_off[i] + rows, self.t_off[i] + tg, ious))
+            lp, lt, li = (np.asarray(x, dt) for x, dt in ((lp, np.int64), (lt, np.int64),
+                                                          (li, np.float64)))
+            o = np.argsort(lt, kind="stable")
+            self._views[key] = _View(len(self.keys), self.p_img, self.p_label, self.p_score,
+                                     area.astype(np.int64), self.g, self.t_img, lp[o], lt[o],
+                                     li[o], amb, self.p_src, self.t_src)
+        return self._views[key]
+
+
+# --- scoring a setting ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rule:
+    """The competition rule a score uses: 2019 (IoU ≥ t over 0.50…0.95) or 2020 (IoU > t and,
+    for a truth with attributes, attribute F1 > t_f1; ``sweep``, ``f1`` as
+    :func:`attr_metric.competition_score_2020`)."""
+
+    year: int = 2019
+    sweep: str = "grid"
+    f1: str = "binary_macro"
+    attribute_ids: tuple = ()
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.year == 2019:
+            return IOU_THRESHOLDS, np.full(len(IOU_THRESHOLDS), -1.0)
+        if self.sweep == "grid":
+            a, b = np.meshgrid(IOU_THRESHOLDS, IOU_THRESHOLDS, indexing="ij")
+            return a.ravel(), b.ravel()
+        return IOU_THRESHOLDS, IOU_THRESHOLDS
+
+
+def _f1_of(pred_sets: list, truth_sets: list, a: int, kind: str) -> np.ndarray:
+    """Attribute F1 of each (prediction set, truth set) pair, as :func:`attr_metric.pairwise_f1`
+    computes it for one pair (``binary_macro`` over the A-long vectors, or ``positive``)."""
+    tp = np.array([len(set(p) & set(t)) for p, t in zip(pred_sets, truth_sets)], np.float64)
+    n_p = np.array([len(p) for p in pred_sets], np.float64)
+    n_t = np.array([len(t) for t in truth_sets], np.float64)
+    fp, fn = n_p - tp, n_t - tp
+    tn = a - n_p - n_t + tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pos = np.where(n_p + n_t > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+        neg = np.where(tp < a, 2 * tn / (2 * tn + fp + fn), np.nan)
+    if kind == "positive":
+        return np.where(np.isnan(pos), 1.0, pos)
+    both = np.stack([pos, neg])
+    cnt = (~np.isnan(both)).sum(0)
+    return np.where(cnt > 0, np.nansum(both, 0) / np.maximum(cnt, 1), 0.0)
+
+
+class _Scorer:
+    """Scores settings on a view: the link patterns (which thresholds each link passes) are
+    built once per rule and attribute decoding."""
+
+    def __init__(self, view: _View, rule: Rule, decoder: AttributeDecoder | None,
+                 folds: list[_Fold]) -> None:
+        self.v, self.rule = view, rule
+        ti, tf = rule.pairs()
+        self.p = len(ti)
+        if rule.year == 2019:
+            self.pat = view.l_iou[:, None] >= ti[None, :] - 1e-12
+            self.amb = [(i, d, ious, ious[None, :, :] >= ti[:, None, None] - 1e-12)
+                        for i, d, t, ious in view.amb]
+            return
+        a = len(rule.attribute_ids)
+
+        def sets(idx: np.ndarray) -> list:
+            out = []
+            for k in idx.tolist():
+                f, key, j = view.p_src[k]
+                p = folds[f].run.preds[key]
+                if p.attr_probs:
+                    out.append(decoder.decode(int(p.labels[j]), p.attr_probs[j]))
+                else:
+                    out.append(tuple(p.attributes[j]) if p.attributes else ())
+            return out
+
+        t_sets = [tuple(view.t_src[t].attributes) for t in view.l_truth.tolist()]
+        f1 = _f1_of(sets(view.l_pred), t_sets, a, rule.f1)
+        needs = np.array([bool(s) for s in t_sets], bool)
+        self.pat = (view.l_iou[:, None] > ti[None, :]) & (
+            ~needs[:, None] | (f1[:, None] > tf[None, :]))
+        self.amb = []
+        for i, d, t, ious in view.amb:
+            ps = sets(d)
+            ts = [tuple(view.t_src[g].attributes) for g in t.tolist()]
+            f = _f1_of([x for x in ps for _ in ts], [y for _ in ps for y in ts], a,
+                       rule.f1).reshape(len(ps), len(ts))
+            nd = np.array([bool(s) for s in ts], bool)
+            allowed = (ious[None, :, :] > ti[:, None, None]) & (
+                ~nd[None, None, :] | (f[None, :, :] > tf[:, None, None]))
+            self.amb.append((i, d, ious, allowed))
+
+    def image_scores(self, thr: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per image: the score (mean over the thresholds of TP / (TP + FP + FN)) and whether
+        it counts (something predicted or true), at per-category thresholds ``thr`` (indexed by
+        category id) and the cap."""
+        v = self.v
+        kept = v.p_score >= thr[v.p_label]
+        c = np.cumsum(kept)
+        before = c - kept
+        rank = before - (np.concatenate(([0], c))[v.cum_before])[v.p_img]
+        kept &= (rank < cap) & (v.p_area > 0)
+        k = np.bincount(v.p_img[kept], minlength=v.n_img)
+        tp = np.zeros((v.n_img, self.p), np.int64)
+        sel = np.flatnonzero(kept[v.l_pred])
+        if sel.size:
+            tr = v.l_truth[sel]
+            starts = np.flatnonzero(np.concatenate(([True], tr[1:] != tr[:-1])))
+            cov = np.logical_or.reduceat(self.pat[sel], starts, axis=0).astype(np.int64)
+            imgs = v.t_img[tr[starts]]
+            istarts = np.flatnonzero(np.concatenate(([True], imgs[1:] != imgs[:-1])))
+            tp[imgs[istarts]] = np.add.reduceat(cov, istarts, axis=0)
+        no_thr = np.full(self.p, -1.0)
+        for i, d, ious, allowed in self.amb:
+            rows = np.flatnonzero(kept[d])
+            if rows.size:
+                tp[i] += greedy_tp(ious[rows], no_thr, allowed=allowed[:, rows, :])
+        den = k[:, None] + v.g[:, None] - tp
+        ratio = np.where(den > 0, tp / np.maximum(den, 1), 0.0)
+        return ratio.mean(axis=1), (k + v.g) > 0
+
+    def score(self, thr: np.ndarray, cap: int) -> float:
+        s, counted = self.image_scores(thr, cap)
+        return float(s[counted].mean()) if counted.any() else float("nan")
+
+
+# --- the search ------------------------------------------------------------------------------
+
+class _Search:
+    """The search over some folds (pooled), with the caches it needs."""
+
+    def __init__(self, folds: list[_Fold], metric: str, rule: Rule, labels, *,
+                 min_support: int, groups: tuple[str, ...], quiet: bool) -> None:
+        self.folds, self.metric, self.rule, self.labels = folds, metric, rule, labels
+        self.min_support, self.groups, self.quiet = min_support, groups, quiet
+        self.evaluations = 0
+        self._scorers: dict = {}
+        self.n_cat = max(labels.category_ids) + 1
+        self.soft = all(f.has_soft for f in folds)
+        self.attributes = any(f.run.attributes for f in folds)
+
+    def scorer(self, mask_thr, floor, decoder) -> _Scorer:
+        key = (mask_thr, max(floor, 1),
+               None if self.rule.year == 2019 else json.dumps(decoder.as_dict(), sort_keys=True))
+        if key not in self._scorers:
+            view = _concat([f.view(mask_thr, floor) for f in self.folds])
+            self._scorers[key] = _Scorer(view, self.rule, decoder, self.folds)
+        return self._scorers[key]
+
+    def thr_array(self, post: PostProcess) -> np.ndarray:
+        thr = np.full(self.n_cat, post.score_thr)
+        for c, t in post.category_thr.items():
+            thr[c] = t
+        return thr
+
+    def score(self, post: PostProcess) -> float:
+        self.evaluations += 1
+        if self.metric == "ap_iou_f1":
+            return _ap_iou_f1([f.run for f in self.folds], post, self.labels)
+        return self.scorer(post.mask_thr, post.min_area, post.attributes).score(
+            self.thr_array(post), post.max_per_image)
+
+    def _best(self, post: PostProcess, field: str, grid) -> tuple[PostProcess, float]:
+        best, best_s = post, self.score(post)
+        for x in grid:
+            cand = replace(post, **{field: x})
+            if cand == best:
+                continue
+            s = self.score(cand)
+            if s > best_s + 1e-12:
+                best, best_s = cand, s
+        return best, best_s
+
+    def run(self, post: PostProcess | None = None) -> dict[str, PostProcess]:
+        """Snapshots of the settings after each group: ``defaults``, ``global``,
+        ``category``, ``attributes`` (a group not searched leaves them as they were)."""
+        post = post or PostProcess()
+        snaps = {"defaults": post}
+        if "global" in self.groups:
+            fields = [("score_thr", SCORE_GRID), ("max_per_image", CAP_GRID),
+                      ("min_area", AREA_GRID)]
+            if self.soft:
+                fields.append(("mask_thr", MASK_GRID))
+            for _ in range(3):
+                before = post
+                for field, grid in fields:
+                    post, _ = self._best(post, field, grid)
+                if post == before:
+                    break
+        snaps["global"] = post
+        if "category" in self.groups and self.metric != "ap_iou_f1":
+            post = self._categories(post)
+        snaps["category"] = post
+        if "attributes" in self.groups and self.attributes:
+            post = replace(post, attributes=self._decoder(post))
+        snaps["attributes"] = post
+        return snaps
+
+    def _support(self) -> dict[int, int]:
+        """Truths matched (greedy, IoU ≥ 0.5, at the defaults) per category, over the folds."""
+        sc = self.scorer(None, PostProcess().min_area, AttributeDecoder())
+        v = sc.v
+        kept = v.p_score >= PostProcess().score_thr
+        found = np.zeros(len(v.t_img), bool)
+        sel = np.flatnonzero(kept[v.l_pred] & (v.l_iou >= _LINK))
+        found[v.l_truth[sel]] = True
+        cats = np.array([t.key for t in v.t_src], np.int64)
+        out = np.bincount(cats[found], minlength=self.n_cat) if found.any() else \
+            np.zeros(self.n_cat, np.int64)
+        for _, _, t, ious in v.amb:
+            out[cats[t[0]]] += int((ious.max(0) >= _LINK).sum())
+        return {c: int(n) for c, n in enumerate(out) if n}
+
+    def _categories(self, post: PostProcess) -> PostProcess:
+        support = self._support()
+        cats = sorted((c for c, n in support.items() if n >= self.min_support),
+                      key=lambda c: (-support[c], c))
+        if not cats:
+            return post
+        sc = self.scorer(post.mask_thr, post.min_area, post.attributes)
+        v = sc.v
+        thr = self.thr_array(post)
+        per = dict(post.category_thr)
+        for c in progress(cats, desc="tune: per-category thresholds", quiet=self.quiet,
+                          unit="cat"):
+            imgs = np.unique(v.p_img[v.p_label == c])
+            base, counted = sc.image_scores(thr, post.max_per_image)
+            total, n = base[counted].sum(), counted.sum()
+            best_t, best_s = thr[c], total / max(n, 1)
+            for t in SCORE_GRID:
+                if t == thr[c]:
+                    continue
+                trial = thr.copy()
+                trial[c] = t
+                s, cnt = sc.image_scores(trial, post.max_per_image)
+                self.evaluations += 1
+                new_total = total - base[imgs][counted[imgs]].sum() + s[imgs][cnt[imgs]].sum()
+                new_n = n - counted[imgs].sum() + cnt[imgs].sum()
+                val = new_total / max(new_n, 1)
+                if val > best_s + 1e-12:
+                    best_t, best_s = t, val
+            lam = self.min_support
+            shrunk = (support[c] * best_t + lam * post.score_thr) / (support[c] + lam)
+            thr[c] = round(float(shrunk), 4)
+            if abs(thr[c] - post.score_thr) > 1e-9:
+                per[c] = float(thr[c])
+        return replace(post, category_thr=per)
+
+    def _decoder(self, post: PostProcess) -> AttributeDecoder:
+        runs = [f.run for f in self.folds]
+        cands = [AttributeDecoder()]
+        try:
+            cands.append(AttributeDecoder("threshold", thresholds_from(tune_thresholds(
+                runs, list(self.labels.attribute_id_list)))))
+        except KitError:  # no attribute probabilities
+            return AttributeDecoder()
+        cands.append(AttributeDecoder("topk", topk=tune_topk(runs)))
+        if self.metric == "competition":  # the 2019 score ignores attributes: micro F1
+            scores = [matched_micro_f1(runs, d) for d in cands]
+        else:
+            scores = [self.score(replace(post, attributes=d)) for d in cands]
+        best = 0
+        for i, s in enumerate(scores):
+            if s > scores[best] + 1e-12:
+                best = i
+        return cands[best]
+
+
+def _pairs(runs: list[FoldRun]) -> list[tuple[int, dict, set]]:
+    """(category, probabilities, truth set) of the instances matched at the defaults."""
+    out = []
+    for run in runs:
+        matched, _ = match_instances(run.gt, run.preds, score_thr=PostProcess().score_thr)
+        out.extend((int(a["category_id"]), p.attr_probs[j] if p.attr_probs else {},
+                    set(a.get("attribute_ids", []))) for p, j, a in matched)
+    return out
+
+
+def matched_micro_f1(runs: list[FoldRun], decoder: AttributeDecoder) -> float:
+    """Attribute micro F1 over the instances matched at the defaults (as ``evaluate``'s
+    ``attr_micro_f1``), attribute sets decoded by ``decoder``."""
+    tp = fp = fn = 0
+    for c, probs, truth in _pairs(runs):
+        mine = set(decoder.decode(c, probs))
+        tp += len(mine & truth)
+        fp += len(mine - truth)
+        fn += len(truth - mine)
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+
+
+def tune_topk(runs: list[FoldRun], *, rounds: int = 3, k_max: int = 20) -> dict[int, int]:
+    """``k`` per category for top-k attribute decoding: coordinate ascent on the micro F1 of
+    the matched instances, from each category's median number of attributes in these folds'
+    truth."""
+    pairs = _pairs(runs)
+    by_cat: dict[int, list] = {}
+    for c, probs, truth in pairs:
+        ranked = [a for a, _ in sorted(probs.items(), key=lambda kv: (-kv[1], kv[0]))]
+        by_cat.setdefault(c, []).append((ranked, truth))
+    counts = {}  # category → (k_max + 1) × 3 (TP, FP, FN) at each k
+    for c, items in by_cat.items():
+        arr = np.zeros((k_max + 1, 3), np.int64)
+        for ranked, truth in items:
+            for k in range(k_max + 1):
+                mine = set(ranked[:k])
+                tp = len(mine & truth)
+                arr[k] += (tp, len(mine) - tp, len(truth) - tp)
+        counts[c] = arr
+    k = {c: min(int(np.median([len(t) for _, t in by_cat[c]])), k_max) for c in by_cat}
+    total = sum(counts[c][k[c]] for c in by_cat) if by_cat else np.zeros(3, np.int64)
+
+    def f1(t: np.ndarray) -> float:
+        return 2 * t[0] / (2 * t[0] + t[1] + t[2]) if t.sum() else 0.0
+
+    for _ in range(rounds):
+        changed = False
+        for c in sorted(by_cat):
+            rest = total - counts[c][k[c]]
+            vals = [f1(rest + counts[c][j]) for j in range(k_max + 1)]
+            j = int(np.argmax(vals))
+            if vals[j] > f1(total) + 1e-12:
+                k[c], total, changed = j, rest + counts[c][j], True
+        if not changed:
+            break
+    return {c: int(v) for c, v in sorted(k.items())}
+
+
+def _ap_iou_f1(runs: list[FoldRun], post: PostProcess, labels) -> float:
+    from .attr_metric import detections_from_predictions
+    from .postprocess import apply_postprocess
+
+    gt = {"images": [], "annotations": [], "categories": runs[0].gt["categories"]}
+    dets = []
+    for r in runs:
+        gt["images"] += r.gt["images"]
+        gt["annotations"] += r.gt["annotations"]
+        dets += detections_from_predictions(r.gt, apply_postprocess(r.preds, post))
+    res = fashionpedia_eval(gt, dets, attribute_ids=labels.attribute_id_list,
+                            attribute_categories=attribute_categories(labels))
+    return float(res["iou_f1"]["AP"])
+
+
+# --- the command -----------------------------------------------------------------------------
+
+def truths_of(run: FoldRun) -> dict[str, list[Instance]]:
+    """A fold's truth as the competition rules take it: key = category, with attributes."""
+    by_id = {im["id"]: im["image_key"] for im in run.gt["images"]}
+    out: dict[str, list[Instance]] = {k: [] for k in by_id.values()}
+    for a in run.gt["annotations"]:
+        out[by_id[a["image_id"]]].append(Instance(int(a["category_id"]), a["segmentation"],
+                                                  1.0, tuple(sorted(a.get("attribute_ids",
+                                                                          [])))))
+    return out
+
+
+def rule_of(metric: str, labels, *, sweep: str = "grid", f1: str = "binary_macro") -> Rule:
+    if metric not in METRICS:
+        raise KitError(f"metric must be one of {', '.join(METRICS)}", value=metric)
+    if sweep not in SWEEPS or f1 not in F1_TYPES:
+        raise KitError("unknown sweep or f1", value=(sweep, f1))
+    return Rule(2020 if metric == "competition2020" else 2019, sweep, f1,
+                tuple(labels.attribute_id_list))
+
+
+def fold_scores(runs: list[FoldRun], post: PostProcess, labels, *, metric: str = "competition",
+                truths: list[dict] | None = None, workers: int | None = None,
+                quiet: bool = True) -> list[float]:
+    """The score of each run's predictions post-processed by ``post`` (what ``tune`` reports
+    for a setting). ``truths`` (per run, ``image_key → [Instance]`` with key = category and
+    attributes) default to the runs' truth."""
+    rule = rule_of(metric, labels)
+    out = []
+    for i, run in enumerate(runs):
+        fold = _Fold(i, run, truths[i] if truths else truths_of(run), workers, quiet)
+        out.append(_Search([fold], metric, rule, labels, min_support=1, groups=(),
+                           quiet=quiet).score(post))
+    return out
+
+
+def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_support: int = 20,
+         workers: int | None = None, quiet: bool = False, data: str | Path | None = None
+         ) -> dict:
+    """The ``imat-kit tune`` search (module doc) over validation runs: the postprocess file's
+    content."""
+    t0 = time.perf_counter()
+    rule = rule_of(metric, labels)
+    if min_support < 1:
+        raise KitError("--min-support must be at least 1", value=min_support)
+    if metric == "ap_iou_f1" and not any(r.attributes for r in runs):
+        raise KitError("ap_iou_f1 needs predictions with attributes (an attribute model)",
+                       file=runs[0].file, row=1)
+    folds = [_Fold(i, r, truths_of(r), workers, quiet) for i, r in enumerate(runs)]
+    defaults = PostProcess()
+
+    def search(fs: list[_Fold], groups=GROUPS) -> _Search:
+        return _Search(fs, metric, rule, labels, min_support=min_support, groups=groups,
+                       quiet=quiet)
+
+    def fold_score(f: _Fold, post: PostProcess) -> float:
+        return search([f], ()).score(post)
+
+    attr = any(r.attributes for r in runs)
+    per_fold = []
+    nested = None
+    kept = list(GROUPS)
+    notes = []
+    if len(folds) > 1:
+        snaps = []
+        for f in progress(folds, desc="tune: nested (each fold by the others)", quiet=quiet,
+                          unit="fold"):
+            others = [g for g in folds if g is not f]
+            snaps.append(search(others).run())
+        order = ["defaults", *GROUPS]
+        gains = {}
+        for k in range(1, len(order)):
+            g = order[k]
+            if g == "attributes" and metric == "competition":
+                d = [matched_micro_f1([f.run], s[g].attributes)
+                     - matched_micro_f1([f.run], s[order[k - 1]].attributes)
+                     for f, s in zip(folds, snaps)] if attr else [0.0]
+            else:
+                d = [fold_score(f, s[g]) - fold_score(f, s[order[k - 1]])
+                     for f, s in zip(folds, snaps)]
+            gains[g] = float(np.mean(d))
+        kept = [g for g in GROUPS if gains[g] > 1e-12 and (g != "attributes" or attr)]
+        for g in GROUPS:
+            if g not in kept:
+                notes.append(f"{g} settings left at the defaults: their nested gain "
+                             f"{gains[g]:+.4f} is not positive")
+        if kept != list(GROUPS):
+            snaps = [search([g for g in folds if g is not f], tuple(kept)).run()
+                     for f in folds]
+        for f, s in zip(folds, snaps):
+            row = {"fold": f.run.fold, "defaults": fold_score(f, defaults),
+                   "nested": fold_score(f, s["attributes"]),
+                   "nested_settings": s["attributes"].values()}
+            if attr:
+                row["attr_micro_f1_defaults"] = matched_micro_f1([f.run], defaults.attributes)
+                row["attr_micro_f1_nested"] = matched_micro_f1([f.run], s["attributes"].attributes)
+            per_fold.append(row)
+        gain = np.array([r["nested"] - r["defaults"] for r in per_fold])
+        nested = {"defaults": float(np.mean([r["defaults"] for r in per_fold])),
+                  "tuned": float(np.mean([r["nested"] for r in per_fold])),
+                  "gain": float(gain.mean()), "gain_std": float(gain.std()),
+                  "gain_min": float(gain.min()), "gain_max": float(gain.max()),
+                  "group_gains": gains}
+        if attr:
+            nested["attr_micro_f1_defaults"] = float(np.mean(
+                [r["attr_micro_f1_defaults"] for r in per_fold]))
+            nested["attr_micro_f1_tuned"] = float(np.mean(
+                [r["attr_micro_f1_nested"] for r in per_fold]))
+    else:
+        notes.append("one fold only: no honest (nested) figure exists; the tuned score below "
+                     "is measured on the data it was tuned on")
+    final_search = search(folds, tuple(kept))
+    final = final_search.run()["attributes"]
+    if not all(f.has_soft for f in folds):
+        notes.append("no soft masks in (some of) these predictions (predict --soft-size): "
+                     "the masks are kept as stored, the mask threshold was not tuned")
+    in_sample = {"defaults": final_search.score(defaults), "tuned": final_search.score(final)}
+    if not per_fold:
+        per_fold = [{"fold": f.run.fold, "defaults": fold_score(f, defaults)} for f in folds]
+    for f, row in zip(folds, per_fold):
+        row["tuned_in_sample"] = fold_score(f, final)
+    return {"format": FORMAT, "metric": metric, "settings": final.values(),
+            "groups_kept": kept, "notes": notes, "min_support": min_support,
+            "label_space": label_space(labels), "data": None if data is None else str(data),
+            "folds": [r.fold for r in runs], "files": [r.file for r in runs],
+            "soft_masks": all(f.has_soft for f in folds),
+            "scores": in_sample, "nested": nested, "per_fold": per_fold,
+            "search": {"evaluations": final_search.evaluations,
+                       "seconds": round(time.perf_counter() - t0, 2),
+                       "iou_seconds": round(sum(f.iou_seconds for f in folds), 2)}}

@@ -1,0 +1,146 @@
+"""Noisy predictions of a known truth, for the tuner's tests: every truth found with a shifted
+mask, some found twice (a lower-scoring overlapping duplicate), low-scoring false positives, one
+category whose false positives score high, soft masks and attribute probabilities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_util
+
+from imat_kit.labels import labels_from_dict
+from imat_kit.predictions import ImagePrediction, label_space, write_predictions
+
+SOFT = 8
+
+
+def _encode(m: np.ndarray) -> str:
+    return mask_util.encode(np.asfortranarray(m.astype(np.uint8)))["counts"].decode("ascii")
+
+
+def _shift(m: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    out = np.zeros_like(m)
+    h, w = m.shape
+    ys, xs = slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0))
+    yd, xd = slice(max(-dy, 0), h + min(-dy, 0)), slice(max(-dx, 0), w + min(-dx, 0))
+    out[ys, xs] = m[yd, xd]
+    return out
+
+
+def _soft(m: np.ndarray, box: list[float], rng) -> np.ndarray:
+    """The mask's probabilities inside its box at SOFT×SOFT: the mask blurred, with noise."""
+    h, w = m.shape
+    x0, y0 = int(np.clip(np.floor(box[0]), 0, w - 1)), int(np.clip(np.floor(box[1]), 0, h - 1))
+    x1 = int(np.clip(np.ceil(box[0] + box[2]), x0 + 1, w))
+    y1 = int(np.clip(np.ceil(box[1] + box[3]), y0 + 1, h))
+    crop = cv2.GaussianBlur(m[y0:y1, x0:x1].astype(np.float32), (5, 5), 1.5)
+    crop = np.clip(crop + rng.normal(0, 0.05, crop.shape), 0, 1)
+    return cv2.resize((crop * 255).astype(np.uint8), (SOFT, SOFT),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+def _box(m: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(m)
+    if not ys.size:
+        return [0.0, 0.0, 1.0, 1.0]
+    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
+            float(ys.max() - ys.min() + 1)]
+
+
+def noisy_predictions(gt: dict, *, seed: int = 0, hot_category: int | None = None,
+                      soft: bool = True) -> dict[str, ImagePrediction]:
+    """``image_key → ImagePrediction`` for the images of a COCO truth (see the module doc).
+    ``hot_category``: that category gets a false positive scoring 0.75–0.9 on every image."""
+    labels = labels_from_dict(gt, "truth")
+    ids = list(labels.attribute_id_list)
+    rng = np.random.default_rng(seed)
+    anns: dict[int, list] = {}
+    for a in gt.get("annotations", []):
+        anns.setdefault(a["image_id"], []).append(a)
+    out = {}
+    for im in gt["images"]:
+        h, w = im["height"], im["width"]
+        items = []  # (category, mask, score, attribute truth)
+        for a in anns.get(im["id"], []):
+            m = mask_util.decode(a["segmentation"])
+            t = set(a.get("attribute_ids", []))
+            d = int(max(1, 0.08 * np.sqrt(m.sum())))
+            items.append((a["category_id"], _shift(m, int(rng.integers(-d, d + 1)),
+                                                   int(rng.integers(-d, d + 1))),
+                          float(rng.uniform(0.45, 0.99)), t))
+            if rng.random() < 0.3:  # a duplicate, mostly overlapping the first
+                items.append((a["category_id"], _shift(m, d, d), float(rng.uniform(0.3, 0.45)),
+                              t))
+        for _ in range(3):  # low-scoring false positives
+            m = np.zeros((h, w), np.uint8)
+            x0, y0 = int(rng.integers(0, w - 8)), int(rng.integers(0, h - 8))
+            m[y0:y0 + int(rng.integers(4, 20)), x0:x0 + int(rng.integers(4, 20))] = 1
+            items.append((int(rng.integers(0, 46)), m, float(rng.uniform(0.05, 0.4)), set()))
+        if hot_category is not None:
+            m = np.zeros((h, w), np.uint8)
+            m[: h // 4, : w // 4] = 1
+            items.append((hot_category, m, float(rng.uniform(0.75, 0.9)), set()))
+        boxes = [_box(m) for _, m, _, _ in items]
+        probs = []
+        for _, _, _, t in items:
+            p = {a: float(np.clip((0.7 if a in t else 0.1) + rng.normal(0, 0.15), 0.05, 1))
+                 for a in ids if a in t or rng.random() < 0.05}
+            probs.append(p)
+        out[im["image_key"]] = ImagePrediction(
+            im["image_key"], h, w, np.array([c for c, _, _, _ in items], np.int64),
+            np.array([s for _, _, s, _ in items], np.float32),
+            np.array(boxes, np.float32).reshape(-1, 4), [_encode(m) for _, m, _, _ in items],
+            np.stack([_soft(m, b, rng) for (_, m, _, _), b in zip(items, boxes)])
+            if soft and items else (np.zeros((0, SOFT, SOFT), np.uint8) if soft else None),
+            [tuple(sorted(k for k, v in p.items() if v >= 0.5)) for p in probs], probs)
+    return out
+
+
+def write_noisy(path: Path, data: Path, split: str, fold: int = 0, **kw) -> Path:
+    """:func:`noisy_predictions` of a prepared split, written as a predictions file."""
+    name = "test.json" if split == "test" else f"fold{fold}_val.json"
+    gt = json.loads((data / "annotations" / name).read_text())
+    preds = noisy_predictions(gt, **kw)
+    labels = labels_from_dict(gt, name)
+    meta = {"split": split, "fold": fold if split == "val" else None, "attribute_model": True,
+            "attribute_floor": 0.05, "label_space": label_space(labels),
+            "soft_size": SOFT if kw.get("soft", True) else None}
+    write_predictions(path, meta, [preds[im["image_key"]] for im in gt["images"]])
+    return path
+
+
+def solution_coco(data: Path) -> dict:
+    """The synthetic test set's truth (``test_solution.csv``) as a COCO dict over
+    ``annotations/test.json``'s images."""
+    from imat_kit.layout import find_labels, test_image_sizes
+    from imat_kit.submission import csv_instances
+
+    gt = json.loads((data / "annotations" / "test.json").read_text())
+    truth = csv_instances(data / "test_solution.csv", test_image_sizes(data, quiet=True),
+                          by_category=True)
+    ids = {im["image_key"]: im["id"] for im in gt["images"]}
+    anns = []
+    for key, items in truth.items():
+        for t in items:
+            anns.append({"id": len(anns) + 1, "image_id": ids[key], "category_id": t.key,
+                         "segmentation": t.rle, "attribute_ids": list(t.attributes),
+                         "bbox": [float(v) for v in mask_util.toBbox(t.rle)],
+                         "area": int(mask_util.area(t.rle)), "iscrowd": 0})
+    labels = find_labels(data)
+    return {**gt, "annotations": anns, "categories": list(labels.categories),
+            "attributes": list(labels.attributes)}
+
+
+def write_noisy_test(path: Path, data: Path, **kw) -> tuple[Path, dict]:
+    """Noisy test predictions of the synthetic test truth; returns the file and the truth."""
+    gt = solution_coco(data)
+    preds = noisy_predictions(gt, **kw)
+    labels = labels_from_dict(gt, "test_solution.csv")
+    meta = {"split": "test", "fold": None, "attribute_model": True, "attribute_floor": 0.05,
+            "label_space": label_space(labels), "soft_size": SOFT if kw.get("soft", True)
+            else None}
+    write_predictions(path, meta, [preds[im["image_key"]] for im in gt["images"]])
+    return path, gt
