@@ -177,6 +177,14 @@ def print_evaluation(table, average: str) -> None:
     print(f"\nsegm AP {100 * m.segm_AP:.1f} ± {100 * sd.segm_AP:.1f}, AP50 {100 * m.segm_AP50:.1f},"
           f" AP75 {100 * m.segm_AP75:.1f}; competition score ({average}) "
           f"{m.competition:.4f} ± {sd.competition:.4f}")
+    post = [c for c in table.columns if c.endswith("_post")]
+    if post:
+        cols = [c[: -len("_post")] for c in post]
+        print("\nat the postprocess file's settings (beside the defaults; in-sample on the "
+              "folds it was tuned on):")
+        print(table[["fold", *[x for c, p in zip(cols, post) for x in (c, p)
+                               if x in table.columns]]].to_string(
+            index=False, float_format=lambda v: f"{v:.4f}"))
     print("reference study (Matterport R50, 100 val images):")
     print(REFERENCE_TABLE3.to_string(index=False))
 
@@ -196,17 +204,72 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .attr_eval import load_thresholds
     from .evaluate import evaluate_to
     from .layout import find_labels
+    from .postprocess import load_postprocess
 
     files = _fold_files(a.predictions)
-    thresholds = load_thresholds(a.attribute_thresholds, find_labels(a.data))
+    labels = find_labels(a.data)
+    thresholds = load_thresholds(a.attribute_thresholds, labels)
+    post = None if a.postprocess is None else load_postprocess(a.postprocess, labels)[0]
     table, _ = evaluate_to(a.data, files, a.out, average=a.average, score_thr=a.score_thr,
-                           thresholds=thresholds)
+                           thresholds=thresholds, postprocess=post)
     print_evaluation(table, a.average)
     print_attribute_figures(table)
     out = Path(a.out)
     extra = ", " + str(out / "per_attribute.csv") if "AP_iou_f1" in table.columns else ""
     print(f"→ {out / 'evaluation.csv'}, {out / 'per_category_ap.csv'}{extra}")
     return 0
+
+
+def _cmd_tune(a: argparse.Namespace) -> int:
+    from .layout import find_labels
+    from .postprocess import write_postprocess
+    from .runs import read_fold_runs
+    from .tune import tune
+
+    labels = find_labels(a.data)
+    metric = a.metric or ("competition2020" if labels.year == 2020 else "competition")
+    runs = read_fold_runs(a.data, _fold_files(a.predictions))
+    r = tune(runs, labels, metric=metric, min_support=a.min_support, quiet=a.quiet,
+             data=a.data)
+    write_postprocess(r, a.out)
+    for line in tune_lines(r):
+        print(line)
+    print(f"→ {a.out}")
+    return 0
+
+
+def tune_lines(r: dict) -> list[str]:
+    """What ``imat-kit tune`` prints: the settings, the scores, the honest figure."""
+    st = r["settings"]
+    cats = st["category_thr"]
+    att = st["attributes"]
+    dec = ("top-k per category" if att["decoding"] == "topk" else
+           f"threshold {att['global_threshold']:g}"
+           + (f" (+{len(att['per_attribute'])} per attribute)" if att["per_attribute"] else ""))
+    out = [f"settings: score ≥ {st['score_thr']:g}"
+           + (f" ({len(cats)} categories their own)" if cats else "")
+           + f", ≤ {st['max_per_image']} per image, ≥ {st['min_area']} px, masks "
+           + ("as stored" if st["mask_thr"] is None else f"at {st['mask_thr']:g}")
+           + f", attributes: {dec}"]
+    sc = r["scores"]
+    out.append(f"{r['metric']} on folds {r['folds']} (the data it was tuned on): "
+               f"{sc['defaults']:.4f} at the defaults → {sc['tuned']:.4f} tuned")
+    n = r["nested"]
+    if n is not None:
+        per = ", ".join(f"fold {p['fold']} {p['defaults']:.4f} → {p['nested']:.4f}"
+                        for p in r["per_fold"])
+        out.append(f"expected gain (each fold with settings tuned on the others): "
+                   f"{n['gain']:+.4f} ± {n['gain_std']:.4f} ({n['defaults']:.4f} → "
+                   f"{n['tuned']:.4f}; {per})")
+        if "attr_micro_f1_tuned" in n:
+            out.append(f"attribute micro F1, same nested folds: {n['attr_micro_f1_defaults']:.3f}"
+                       f" at 0.5 → {n['attr_micro_f1_tuned']:.3f}")
+    for note in r["notes"]:
+        out.append(f"note: {note}")
+    s = r["search"]
+    out.append(f"search: {s['evaluations']} settings scored in {s['seconds']:.1f} s "
+               f"({s['iou_seconds']:.1f} s computing masks and IoUs)")
+    return out
 
 
 def _cmd_tune_attributes(a: argparse.Namespace) -> int:
@@ -338,7 +401,8 @@ def _cmd_report(a: argparse.Namespace) -> int:
     files = _fold_files(a.predictions)
     r = build_report(a.data, files, a.out, work_dirs=a.work_dirs, submission=a.submission,
                      gallery=a.gallery, average=a.average, score_thr=a.score_thr,
-                     attribute_thresholds=a.attribute_thresholds, quiet=a.quiet)
+                     attribute_thresholds=a.attribute_thresholds, quiet=a.quiet,
+                     postprocess=a.postprocess)
     print(f"report of {len(files)} fold(s) → {r['out']}")
     return 0
 
@@ -517,7 +581,22 @@ def _parser_result_steps(sub, parents) -> None:
     s.add_argument("--score-thr", type=float, default=0.3,
                    help="score threshold for the competition score (COCO AP uses all)")
     _thresholds(s)
+    _postprocess(s, "a file of `imat-kit tune`: add the fold figures at its settings "
+                 "(columns *_post) beside the defaults")
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("tune", parents=parents, help="tune submit's post-processing (score "
+                       "thresholds, cap, min area, mask threshold, attribute decoding) on the "
+                       "validation folds, with a nested cross-fold figure")
+    _fold_inputs(s)
+    s.add_argument("--out", default="postprocess.json", help="the settings JSON")
+    s.add_argument("--metric", choices=["competition", "competition2020", "ap_iou_f1"],
+                   default=None, help="what to maximise (default: competition2020 for 2020 "
+                   "data, else competition)")
+    s.add_argument("--min-support", type=int, default=20,
+                   help="categories with at least this many matched truths get their own "
+                   "score threshold (default 20)")
+    s.set_defaults(func=_cmd_tune)
 
     s = sub.add_parser("tune-attributes", parents=parents, help="one probability threshold "
                        "per attribute, maximising its F1 over the validation folds")
@@ -616,6 +695,8 @@ def _parser_result_steps(sub, parents) -> None:
     _average(s)
     s.add_argument("--score-thr", type=float, default=0.3)
     _thresholds(s)
+    _postprocess(s, "a file of `imat-kit tune`: the fold figures at its settings beside the "
+                 "defaults, and its nested figure")
     s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("demo", parents=parents, help="the whole pipeline on synthetic data "

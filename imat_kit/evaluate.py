@@ -61,11 +61,13 @@ def evaluate_fold(gt_coco: dict, preds: dict, *, average: str = "image",
 
 def evaluate_files(data: str | Path, files: list[str], *, average: str = "image",
                    score_thr: float = 0.3, runs: list[FoldRun] | None = None,
-                   thresholds=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   thresholds=None, postprocess=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per predictions file (its header's fold), plus mean and std rows; and the
     per-category segm AP table (categories × folds). ``runs`` (from :func:`read_fold_runs`)
     spares reading the files again. Predictions with attributes add the
-    :func:`attribute_columns` (attribute sets cut by ``thresholds``, default a global 0.5)."""
+    :func:`attribute_columns` (attribute sets cut by ``thresholds``, default a global 0.5).
+    ``postprocess`` (a :class:`postprocess.PostProcess`) adds the same figures at those
+    settings, in columns ending ``_post`` (:func:`post_columns`)."""
     rows, per_cat = [], {}
     labels = find_labels(data)
     for run in runs if runs is not None else read_fold_runs(data, files):
@@ -73,6 +75,8 @@ def evaluate_files(data: str | Path, files: list[str], *, average: str = "image"
         if run.attributes:
             r["row"].update(attribute_columns(run, labels, thresholds or AttributeThresholds(),
                                               score_thr=score_thr))
+        if postprocess is not None:
+            r["row"].update(post_columns(run, labels, postprocess, average=average))
         rows.append({"fold": run.fold, "file": run.file, **r["row"]})
         per_cat[f"fold{run.fold}"] = r["per_category"]
     table = pd.DataFrame(rows).sort_values("fold")
@@ -86,9 +90,38 @@ def evaluate_files(data: str | Path, files: list[str], *, average: str = "image"
     return table, cats
 
 
+def post_columns(run: FoldRun, labels, post, *, average: str = "image") -> dict:
+    """A fold's figures at post-processing settings ``post``: the 2019 competition score
+    (``competition_post``), for 2020 data the 2020 rule at the defaults and at ``post``
+    (``competition2020``, ``competition2020_post``), segm AP, and for attribute models
+    AP^{IoU+F1} and the attribute micro F1 (``*_post``), all of the predictions as ``submit
+    --postprocess`` writes them."""
+    from .attr_metric import competition_score_2020
+    from .postprocess import PostProcess, apply_postprocess
+
+    pp = apply_postprocess(run.preds, post)
+    out = {"competition_post": competition_score(truth_instances(run.gt),
+                                                 pred_instances(pp, False, 0.0),
+                                                 average=average)["score"],
+           "segm_AP_post": coco_eval(run.gt, pp, "segm")["AP"]}
+    if labels.year == 2020:
+        truth = truth_instances(run.gt, by_category=True)
+        for name, q in (("competition2020", apply_postprocess(run.preds, PostProcess())),
+                        ("competition2020_post", pp)):
+            out[name] = competition_score_2020(
+                truth, pred_instances(q, by_category=True), average=average,
+                attribute_ids=labels.attribute_id_list)["score"]
+    if run.attributes:
+        cols = attribute_columns(run.with_preds(pp), labels, AttributeThresholds(),
+                                 score_thr=0.0)
+        out["AP_iou_f1_post"] = cols["AP_iou_f1"]
+        out["attr_micro_f1_post"] = cols["attr_micro_f1"]
+    return out
+
+
 def evaluate_to(data: str | Path, files: list[str], out: str | Path, *, average: str = "image",
-                score_thr: float = 0.3, thresholds=None,
-                runs: list[FoldRun] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                score_thr: float = 0.3, thresholds=None, runs: list[FoldRun] | None = None,
+                postprocess=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`evaluate_files`, written to ``OUT/evaluation.csv`` and ``OUT/per_category_ap.csv``
     (with the category names), and for predictions with attributes ``OUT/per_attribute.csv``
     (:func:`attr_eval.attribute_table` over every fold): the ``imat-kit evaluate`` step.
@@ -96,7 +129,7 @@ def evaluate_to(data: str | Path, files: list[str], out: str | Path, *, average:
     thresholds = thresholds or AttributeThresholds()
     runs = read_fold_runs(data, files) if runs is None else runs
     table, cats = evaluate_files(data, files, average=average, score_thr=score_thr, runs=runs,
-                                 thresholds=thresholds)
+                                 thresholds=thresholds, postprocess=postprocess)
     labels = find_labels(data)
     names = labels.class_names
     cats.insert(0, "category", [names[i] for i in cats.index])

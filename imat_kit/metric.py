@@ -108,24 +108,39 @@ def _ratio(cnt: np.ndarray) -> np.ndarray:
     return np.where(den > 0, tp / np.maximum(den, 1), 0.0)
 
 
-def truth_instances(gt_coco: dict, use_attributes: bool = False) -> dict[str, list[Instance]]:
+def truth_instances(gt_coco: dict, use_attributes: bool = False, *,
+                    by_category: bool = False) -> dict[str, list[Instance]]:
+    """A COCO truth as ``image_key → [Instance]``; ``by_category``: the key is the category
+    and ``attributes`` holds the instance's attribute ids (the 2020 rule's input)."""
     by_id = {im["id"]: im["image_key"] for im in gt_coco["images"]}
     out: dict[str, list[Instance]] = {k: [] for k in by_id.values()}
     for a in gt_coco["annotations"]:
-        out[by_id[a["image_id"]]].append(Instance(
-            class_key(a["category_id"], a.get("attribute_ids", []), use_attributes),
-            a["segmentation"]))
+        attrs = a.get("attribute_ids", [])
+        out[by_id[a["image_id"]]].append(
+            Instance(int(a["category_id"]), a["segmentation"], 1.0, tuple(sorted(attrs)))
+            if by_category else Instance(class_key(a["category_id"], attrs, use_attributes),
+                                         a["segmentation"]))
     return out
 
 
-def pred_instances(preds: dict, use_attributes: bool = False,
-                   score_thr: float = 0.0) -> dict[str, list[Instance]]:
-    return {k: [Instance(class_key(int(p.labels[j]),
-                                   p.attributes[j] if p.attributes else (), use_attributes),
-                         {"size": [p.height, p.width], "counts": p.masks[j]},
-                         float(p.scores[j]))
-                for j in range(len(p)) if p.scores[j] >= score_thr]
-            for k, p in preds.items()}
+def pred_instances(preds: dict, use_attributes: bool = False, score_thr: float = 0.0, *,
+                   by_category: bool = False) -> dict[str, list[Instance]]:
+    """Predictions as ``image_key → [Instance]`` (score ``score_thr`` and above);
+    ``by_category`` as :func:`truth_instances`."""
+    out = {}
+    for k, p in preds.items():
+        items = []
+        for j in range(len(p)):
+            if p.scores[j] < score_thr:
+                continue
+            attrs = tuple(p.attributes[j]) if p.attributes else ()
+            rle = {"size": [p.height, p.width], "counts": p.masks[j]}
+            items.append(Instance(int(p.labels[j]), rle, float(p.scores[j]), attrs)
+                         if by_category else Instance(class_key(int(p.labels[j]), attrs,
+                                                                use_attributes),
+                                                      rle, float(p.scores[j])))
+        out[k] = items
+    return out
 
 
 # --- COCO AP --------------------------------------------------------------------------------

@@ -121,14 +121,37 @@ def _tuned_folds(path: str | Path | None) -> list[int]:
         return []
 
 
+def _post_section(table: pd.DataFrame, cols: list[str], content: dict, file: str) -> str:
+    """The fold figures at the tuned post-processing settings beside the defaults, and the
+    file's honest (nested) figure."""
+    pairs = []
+    for c in cols:
+        base = c[: -len("_post")] if c.endswith("_post") else None
+        if base and base in table.columns:
+            pairs += [base, c]
+        elif c not in pairs:
+            pairs.append(c)
+    n = content.get("nested")
+    honest = (f"settings tuned on the other folds gain <b>{n['gain']:+.4f}</b> ± "
+              f"{n['gain_std']:.4f} ({html.escape(content['metric'])}, {n['defaults']:.4f} → "
+              f"{n['tuned']:.4f}: the expected gain on unseen data)" if n else
+              "tuned on one fold: no honest (nested) figure exists")
+    return (f"<h3>At the tuned post-processing settings</h3><p>{html.escape(file)}: {honest}. "
+            "The columns ending <code>_post</code> are on the folds the settings were tuned "
+            "on (in-sample).</p>" + _table(table[["fold", *pairs]], summary_rows=("mean", "std")))
+
+
 def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
                  work_dirs: list[str | Path] | None = None,
                  submission: str | Path | None = None, gallery: int = 6,
                  average: str = "image", score_thr: float = 0.3,
-                 attribute_thresholds: str | Path | None = None, quiet: bool = True) -> dict:
+                 attribute_thresholds: str | Path | None = None, quiet: bool = True,
+                 postprocess: str | Path | None = None) -> dict:
     """Write the report to ``out`` (atomically); returns what it holds (``sections``, the fold
     table, the error breakdown per fold, the gallery's images). ``attribute_thresholds`` (a
-    ``tune-attributes`` file) cuts the attribute probabilities (default a global 0.5)."""
+    ``tune-attributes`` file) cuts the attribute probabilities (default a global 0.5);
+    ``postprocess`` (an ``imat-kit tune`` file) adds the fold figures at its settings beside
+    the defaults, with its nested cross-fold figure."""
     from . import plots
     from .analysis import (
         ERROR_NAMES,
@@ -146,10 +169,15 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
     if not predictions:
         raise KitError("the report needs validation predictions (one file per fold)")
     thresholds = load_thresholds(attribute_thresholds, find_labels(data))
+    post, post_file = None, None
+    if postprocess is not None:
+        from .postprocess import load_postprocess
+
+        post, post_file = load_postprocess(postprocess, find_labels(data))
     runs = read_fold_runs(data, predictions)
     runs = [r.with_preds(apply_thresholds(r.preds, thresholds)) for r in runs]
     table, cats = evaluate_files(data, predictions, average=average, score_thr=score_thr,
-                                 runs=runs, thresholds=thresholds)
+                                 runs=runs, thresholds=thresholds, postprocess=post)
     labels = find_labels(data)
     cats.insert(0, "category", [labels.class_names[i] for i in cats.index])
     manifest = None
@@ -188,8 +216,11 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
                     f'competition score ({html.escape(average)} average, score ≥ {score_thr:g})'
                     f' <b>{mean.competition:.4f}</b>.</p>')
         attr_cols = [c for c in ATTRIBUTE_COLUMNS if c in table.columns]
-        show = table.drop(columns=["file", *attr_cols])
+        post_cols = [c for c in table.columns if c.endswith("_post") or c == "competition2020"]
+        show = table.drop(columns=["file", *attr_cols, *post_cols])
         body.append(_table(show, summary_rows=("mean", "std")))
+        if post_file is not None:
+            body.append(_post_section(table, post_cols, post_file, str(postprocess)))
         body.append("<p class='note'>The reference study (Matterport Mask R-CNN R50, COCO "
                     "weights, real data, AP on 100 validation images), for scale:</p>")
         body.append(_table(REFERENCE_TABLE3, floats="{:.1f}") + "</section>")

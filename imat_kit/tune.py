@@ -57,7 +57,7 @@ from .attr_metric import F1_TYPES, SWEEPS, attribute_categories, fashionpedia_ev
 from .errors import KitError
 from .io import parallel_map, progress
 from .matching import greedy_tp, pair_ious, score_order
-from .metric import IOU_THRESHOLDS, Instance
+from .metric import IOU_THRESHOLDS, Instance, truth_instances
 from .postprocess import (
     FORMAT,
     AttributeDecoder,
@@ -582,13 +582,7 @@ def _ap_iou_f1(runs: list[FoldRun], post: PostProcess, labels) -> float:
 
 def truths_of(run: FoldRun) -> dict[str, list[Instance]]:
     """A fold's truth as the competition rules take it: key = category, with attributes."""
-    by_id = {im["id"]: im["image_key"] for im in run.gt["images"]}
-    out: dict[str, list[Instance]] = {k: [] for k in by_id.values()}
-    for a in run.gt["annotations"]:
-        out[by_id[a["image_id"]]].append(Instance(int(a["category_id"]), a["segmentation"],
-                                                  1.0, tuple(sorted(a.get("attribute_ids",
-                                                                          [])))))
-    return out
+    return truth_instances(run.gt, by_category=True)
 
 
 def rule_of(metric: str, labels, *, sweep: str = "grid", f1: str = "binary_macro") -> Rule:
