@@ -153,12 +153,38 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    from .mmdet_ext.predict import predict
+    from .errors import KitError
+    from .mmdet_ext.predict import last_checkpoints, predict, predict_checkpoints
 
-    r = predict(a.config, a.checkpoint, split=a.split, fold=a.fold, out=a.out,
-                data_root=a.data_root, tta=a.tta, batch_size=a.batch_size, device=a.device,
-                soft_size=a.soft_size, cfg_options=a.cfg_options, overwrite=a.overwrite,
-                attribute_floor=a.attribute_floor, quiet=a.quiet)
+    scales = None
+    if a.tta_scales is not None:
+        try:
+            scales = [float(x) for x in a.tta_scales.split(",")]
+        except ValueError:
+            raise KitError("--tta-scales takes factors like 0.8,1.0,1.2",
+                           value=a.tta_scales) from None
+    kw = dict(split=a.split, fold=a.fold, out=a.out, data_root=a.data_root, tta=a.tta,
+              tta_scales=scales, batch_size=a.batch_size, device=a.device,
+              soft_size=a.soft_size, cfg_options=a.cfg_options, overwrite=a.overwrite,
+              attribute_floor=a.attribute_floor, quiet=a.quiet)
+    if a.checkpoints and a.checkpoint:
+        raise KitError("give one checkpoint, or several with --checkpoints, not both",
+                       value=a.checkpoint)
+    if a.last_checkpoints is not None:
+        if not a.checkpoint or a.checkpoints:
+            raise KitError("--last-checkpoints N takes the work dir in place of the checkpoint")
+        ckpts = last_checkpoints(a.checkpoint, a.last_checkpoints)
+    else:
+        ckpts = a.checkpoints or ([a.checkpoint] if a.checkpoint else [])
+    if not ckpts:
+        raise KitError("predict needs a checkpoint (or --checkpoints A B …, or a work dir with "
+                       "--last-checkpoints N)")
+    if len(ckpts) > 1:
+        r = predict_checkpoints(a.config, ckpts, **kw)
+        print(f"{r['images']} images ({r['predicted_now']} predicted now) × {r['checkpoints']} "
+              f"checkpoints, fused → {r['out']}")
+        return 0
+    r = predict(a.config, ckpts[0], **kw)
     print(f"{r['images']} images ({r['predicted_now']} predicted now) → {r['out']}")
     return 0
 
@@ -548,12 +574,22 @@ def _parser_model_steps(sub, parents) -> None:
     s = sub.add_parser("predict", parents=parents, help="run a model over a fold's val images "
                        "or the test set; resumable")
     s.add_argument("config")
-    s.add_argument("checkpoint")
+    s.add_argument("checkpoint", nargs="?", default=None,
+                   help="a .pth (or, with --last-checkpoints, a work dir)")
+    s.add_argument("--checkpoints", nargs="+", default=None, metavar="PTH",
+                   help="a checkpoint ensemble: predict with each, fuse (resumable per "
+                   "checkpoint)")
+    s.add_argument("--last-checkpoints", type=int, default=None, metavar="N",
+                   help="a checkpoint ensemble of the work dir's N latest checkpoints")
     s.add_argument("--split", choices=["val", "test"], required=True)
     s.add_argument("--fold", type=int, default=0)
     s.add_argument("--out", required=True, help="predictions .jsonl")
     s.add_argument("--data-root", default=None, help="prepared data (default: the config's)")
-    s.add_argument("--tta", choices=["flip"], default=None, help="add a mirrored pass, fused")
+    s.add_argument("--tta", choices=["flip", "scales", "scales+flip"], default=None,
+                   help="test-time augmentation, passes fused by the ensemble's rule: a "
+                   "mirrored pass, several scales of the test resize, or both")
+    s.add_argument("--tta-scales", default=None, metavar="F,F,…",
+                   help="factors of the test resize for --tta scales (default 0.8,1.0,1.2)")
     s.add_argument("--batch-size", type=int, default=2,
                    help="images per forward pass (the predictions do not depend on it)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")

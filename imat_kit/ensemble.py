@@ -153,12 +153,9 @@ def _soft_vote(boxes: list[np.ndarray], softs: list[np.ndarray], weights: np.nda
     of their boxes, kept where it reaches 0.5; also that mean resampled into the fused box."""
     import cv2
 
-    def ibox(b):
-        x0, y0 = int(np.clip(np.floor(b[0]), 0, w - 1)), int(np.clip(np.floor(b[1]), 0, h - 1))
-        return (x0, y0, int(np.clip(np.ceil(b[0] + b[2]), x0 + 1, w)),
-                int(np.clip(np.ceil(b[1] + b[3]), y0 + 1, h)))
+    from .postprocess import box_pixels
 
-    ib = [ibox(b) for b in boxes]
+    ib = [box_pixels(b, h, w) for b in boxes]
     ux0, uy0 = min(b[0] for b in ib), min(b[1] for b in ib)
     ux1, uy1 = max(b[2] for b in ib), max(b[3] for b in ib)
     acc = np.zeros((uy1 - uy0, ux1 - ux0), np.float32)
@@ -215,14 +212,15 @@ def _fuse_many(jobs: list, kw: dict) -> list[ImagePrediction]:
 
 def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "fusion",
                    iou: float = 0.5, weights: list[float] | None = None,
-                   data: str | Path | None = None, quiet: bool = False) -> dict:
+                   data: str | Path | None = None, quiet: bool = False,
+                   meta: dict | None = None) -> dict:
     """The ``imat-kit ensemble`` step: read predictions files, fuse them, write ``out``
-    (atomically; its header lists the inputs' headers). Every input is checked as it is read
-    (:func:`~imat_kit.predictions.iter_predictions`): with ``data`` (the prepared data)
-    against its label file and the split's images (the inputs' ``split``/``fold``), without
-    it against the ``label_space`` the inputs' headers record (``predict`` writes it); inputs
-    of neither kind are refused. Nothing is written when an input is refused. Returns a
-    summary."""
+    (atomically; its header lists the inputs' headers, and ``meta``'s fields). Every input
+    is checked as it is read (:func:`~imat_kit.predictions.iter_predictions`): with ``data``
+    (the prepared data) against its label file and the split's images (the inputs'
+    ``split``/``fold``), without it against the ``label_space`` the inputs' headers record
+    (``predict`` writes it); inputs of neither kind are refused. Nothing is written when an
+    input is refused. Returns a summary."""
     if not files:
         raise KitError("no predictions file to ensemble")
     heads = [read_header(f) for f in files]
@@ -247,7 +245,7 @@ def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "f
     soft = {soft_size_of(h) for h in heads}
     meta = {"split": heads[0].get("split"), "fold": heads[0].get("fold"), "method": method,
             "iou": iou, "weights": weights, "soft_size": soft.pop() if len(soft) == 1 else None,
-            "label_space": space, "inputs": described}
+            "label_space": space, "inputs": described, **(meta or {})}
     if all(h.get("attribute_model") for h in heads):
         meta["attribute_model"] = True
     write_predictions(out, meta, fused.values())

@@ -48,15 +48,29 @@ def box_pixels(xywh, h: int, w: int) -> tuple[int, int, int, int]:
 
 def soft_counts(xywh, soft: np.ndarray, h: int, w: int, threshold: float) -> str:
     """A soft mask (S×S uint8 probabilities inside the box) pasted into an h×w image and cut at
-    ``threshold``: COCO counts text (an empty mask when nothing reaches it)."""
+    ``threshold``: COCO counts text (an empty mask when nothing reaches it). Encoded from the
+    box's columns directly (no h×w array)."""
     import cv2
 
     x0, y0, x1, y1 = box_pixels(xywh, h, w)
     prob = cv2.resize(soft.astype(np.float32), (x1 - x0, y1 - y0),
                       interpolation=cv2.INTER_LINEAR)
-    full = np.zeros((h, w), np.uint8, order="F")
-    full[y0:y1, x0:x1] = prob >= threshold * 255.0
-    return mask_util.encode(full)["counts"].decode("ascii")
+    m = (prob >= threshold * 255.0).T  # columns first: column-major like COCO
+    pad = np.zeros((m.shape[0], m.shape[1] + 2), np.int8)
+    pad[:, 1:-1] = m
+    d = np.diff(pad, axis=1)
+    sc, sr = np.nonzero(d == 1)
+    ec, er = np.nonzero(d == -1)
+    starts = (x0 + sc) * h + y0 + sr
+    ends = (x0 + ec) * h + y0 + er
+    if starts.size > 1:  # a run reaching the image's bottom may continue the next column
+        join = np.flatnonzero(starts[1:] == ends[:-1])
+        if join.size:
+            starts = np.delete(starts, join + 1)
+            ends = np.delete(ends, join)
+    counts = rle_mod.runs_to_counts(starts.astype(np.int64), (ends - starts).astype(np.int64),
+                                    h * w)
+    return rle_mod.coco_strings_batch(counts.astype(np.int64), np.array([0, counts.size]))[0]
 
 
 @dataclass(frozen=True)
@@ -157,6 +171,11 @@ def kept_instances(pred, post: PostProcess) -> list[tuple[int, str, int]]:
     return out
 
 
+def touching(rles: list[dict]) -> np.ndarray:
+    """N × N: which masks share a pixel (mask IoU > 0)."""
+    return pair_ious(rles, rles) > 0
+
+
 def masks_of(pred, idx: np.ndarray, post: PostProcess) -> dict[int, str]:
     """The masks (COCO counts text) of instances ``idx``: as stored, or with ``mask_thr``
     rebuilt from the soft masks (step 3)."""
@@ -170,11 +189,13 @@ def masks_of(pred, idx: np.ndarray, post: PostProcess) -> dict[int, str]:
                                 post.mask_thr) for i in idx}
 
 
-def class_leftovers(rles: list[dict], floor: int, npix: int) -> list[tuple[int, str, int]]:
+def class_leftovers(rles: list[dict], floor: int, npix: int,
+                    touch: np.ndarray | None = None) -> list[tuple[int, str, int]]:
     """Same-class overlap removal (step 4) over masks in descending score order: ``(position,
     counts, area)`` of each one kept, its leftover at least ``floor`` pixels. Only masks that
-    share a pixel with an earlier kept one are cut on runs; the others keep their text."""
-    touch = pair_ious(rles, rles) > 0
+    share a pixel with an earlier kept one are cut on runs; the others keep their text.
+    ``touch`` (which masks share a pixel, :func:`touching`) when already known."""
+    touch = touching(rles) if touch is None else touch
     areas = mask_util.area(rles)
     runs: dict[int, tuple] = {}
 

@@ -64,6 +64,7 @@ from .postprocess import (
     PostProcess,
     class_leftovers,
     masks_of,
+    touching,
 )
 from .predictions import label_space
 from .runs import FoldRun
@@ -80,15 +81,17 @@ _LINK = 0.5 - 1e-12  # a detection can match a truth only from IoU 0.5 on (both 
 # --- one image's matches, for one mask variant ----------------------------------------------
 
 def _image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int) -> tuple:
-    """The leftover area of each detection (score order; 0: dropped) and its links to the
-    truths of its category (IoU ≥ 0.5); groups where a detection has two candidate truths are
-    returned whole (kept detections, truths, IoUs) to be matched greedily."""
+    """The leftover area of each detection (score order; 0: dropped), whether it shares a
+    pixel with a later detection of its class, and its links to the truths of its category
+    (IoU ≥ 0.5); groups where a detection has two candidate truths are returned whole (kept
+    detections, truths, IoUs) to be matched greedily."""
     n = 0 if pred is None else len(pred)
     area = np.zeros(n, np.int64)
+    later = np.zeros(n, bool)
     links: list[tuple[int, int, float]] = []
     amb: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     if not n:
-        return area, links, amb
+        return area, later, links, amb
     order = score_order(pred.scores)
     masks = masks_of(pred, order, PostProcess(mask_thr=mask_thr))
     labels = pred.labels[order]
@@ -97,7 +100,9 @@ def _image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int
     for c in np.unique(labels).tolist():
         pos = np.flatnonzero(labels == c)
         rles = [{"size": size, "counts": masks[int(order[r])]} for r in pos]
-        kept = class_leftovers(rles, floor, pred.height * pred.width)
+        touch = touching(rles)
+        later[pos] = np.triu(touch, 1).any(axis=1)
+        kept = class_leftovers(rles, floor, pred.height * pred.width, touch)
         rows = np.array([pos[r] for r, _, _ in kept], np.int64)
         area[rows] = [a for _, _, a in kept]
         tg = np.flatnonzero(t_cat == c)
@@ -111,7 +116,7 @@ def _image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int
             continue
         for d, g in zip(*np.nonzero(hit)):
             links.append((int(rows[d]), int(tg[g]), float(ious[d, g])))
-    return area, links, amb
+    return area, later, links, amb
 
 
 def _parts_many(jobs: list, kw: dict) -> list:
@@ -203,19 +208,27 @@ class _Fold:
         self.iou_seconds = 0.0
 
     def _parts_for(self, mask_thr: float | None, floor: int) -> list:
+        """Each image's part at a (mask threshold, min area) variant. The min area only
+        changes an image where a detection it drops shares pixels with a later one of its
+        class; elsewhere the variant is the one at 1 px with the small ones dropped."""
         key = (mask_thr, floor)
         if key in self._parts:
             return self._parts[key]
         t0 = time.perf_counter()
-        base = self._parts.get((mask_thr, 1))
         jobs = [(self.run.preds.get(k), self.truths.get(k, [])) for k in self.keys]
-        if base is None or floor <= 1:
-            parts = parallel_map(_parts_many, jobs, {"mask_thr": mask_thr, "floor": max(floor, 1)},
+        if floor <= 1:
+            parts = parallel_map(_parts_many, jobs, {"mask_thr": mask_thr, "floor": 1},
                                  workers=self.workers, quiet=self.quiet,
                                  desc=f"tune: masks of fold {self.run.fold}")
-        else:  # only images with a leftover under the new floor can change
-            parts = list(base)
-            redo = [i for i, (a, _, _) in enumerate(base) if ((a > 0) & (a < floor)).any()]
+        else:
+            base = self._parts_for(mask_thr, 1)
+            t0 = time.perf_counter()
+            parts, redo = [], []
+            for i, (a, later, links, amb) in enumerate(base):
+                small = (a > 0) & (a < floor)
+                if (small & later).any():
+                    redo.append(i)
+                parts.append((np.where(small, 0, a), later, links, amb))
             for i, part in zip(redo, _parts_many([jobs[i] for i in redo],
                                                  {"mask_thr": mask_thr, "floor": floor})):
                 parts[i] = part
@@ -227,9 +240,10 @@ class _Fold:
         key = (mask_thr, max(floor, 1))
         if key not in self._views:
             parts = self._parts_for(*key)
-            area = np.concatenate([a for a, _, _ in parts]) if parts else np.zeros(0, np.int64)
+            area = np.concatenate([a for a, _, _, _ in parts]) if parts else \
+                np.zeros(0, np.int64)
             lp, lt, li, amb = [], [], [], []
-            for i, (_, links, groups) in enumerate(parts):
+            for i, (_, _, links, groups) in enumerate(parts):
                 for d, g, v in links:
                     lp.append(self.p_off[i] + d)
                     lt.append(self.t_off[i] + g)
@@ -327,6 +341,26 @@ class _Scorer:
             allowed = (ious[None, :, :] > ti[:, None, None]) & (
                 ~nd[None, None, :] | (f[None, :, :] > tf[:, None, None]))
             self.amb.append((i, d, ious, allowed))
+
+    def subset(self, images: np.ndarray) -> _Scorer:
+        """The same scorer over some images only (``images``: sorted image indices): each
+        image's score depends on that image alone."""
+        v = self.v
+        im = np.zeros(v.n_img, bool)
+        im[images] = True
+        new_img = np.cumsum(im) - 1
+        pm, tm = im[v.p_img], im[v.t_img]
+        new_p, new_t = np.cumsum(pm) - 1, np.cumsum(tm) - 1
+        lk = pm[v.l_pred]
+        sub = _View(int(im.sum()), new_img[v.p_img[pm]], v.p_label[pm], v.p_score[pm],
+                    v.p_area[pm], v.g[im], new_img[v.t_img[tm]], new_p[v.l_pred[lk]],
+                    new_t[v.l_truth[lk]], v.l_iou[lk], [], [], [])
+        out = object.__new__(_Scorer)
+        out.v, out.rule, out.p = sub, self.rule, self.p
+        out.pat = self.pat[lk]
+        out.amb = [(int(new_img[i]), new_p[d], ious, allowed)
+                   for i, d, ious, allowed in self.amb if im[i]]
+        return out
 
     def image_scores(self, thr: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
         """Per image: the score (mean over the thresholds of TP / (TP + FP + FN)) and whether
@@ -461,20 +495,21 @@ class _Search:
         per = dict(post.category_thr)
         for c in progress(cats, desc="tune: per-category thresholds", quiet=self.quiet,
                           unit="cat"):
-            imgs = np.unique(v.p_img[v.p_label == c])
             base, counted = sc.image_scores(thr, post.max_per_image)
             total, n = base[counted].sum(), counted.sum()
+            imgs = np.unique(v.p_img[v.p_label == c])
+            part = sc.subset(imgs)
+            rest_total = total - base[imgs][counted[imgs]].sum()
+            rest_n = n - counted[imgs].sum()
             best_t, best_s = thr[c], total / max(n, 1)
             for t in SCORE_GRID:
                 if t == thr[c]:
                     continue
                 trial = thr.copy()
                 trial[c] = t
-                s, cnt = sc.image_scores(trial, post.max_per_image)
+                s, cnt = part.image_scores(trial, post.max_per_image)
                 self.evaluations += 1
-                new_total = total - base[imgs][counted[imgs]].sum() + s[imgs][cnt[imgs]].sum()
-                new_n = n - counted[imgs].sum() + cnt[imgs].sum()
-                val = new_total / max(new_n, 1)
+                val = (rest_total + s[cnt].sum()) / max(rest_n + cnt.sum(), 1)
                 if val > best_s + 1e-12:
                     best_t, best_s = t, val
             lam = self.min_support
@@ -624,9 +659,12 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
     folds = [_Fold(i, r, truths_of(r), workers, quiet) for i, r in enumerate(runs)]
     defaults = PostProcess()
 
+    searches: list[_Search] = []
+
     def search(fs: list[_Fold], groups=GROUPS) -> _Search:
-        return _Search(fs, metric, rule, labels, min_support=min_support, groups=groups,
-                       quiet=quiet)
+        searches.append(_Search(fs, metric, rule, labels, min_support=min_support,
+                                groups=groups, quiet=quiet))
+        return searches[-1]
 
     def fold_score(f: _Fold, post: PostProcess) -> float:
         return search([f], ()).score(post)
@@ -700,6 +738,6 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
             "folds": [r.fold for r in runs], "files": [r.file for r in runs],
             "soft_masks": all(f.has_soft for f in folds),
             "scores": in_sample, "nested": nested, "per_fold": per_fold,
-            "search": {"evaluations": final_search.evaluations,
+            "search": {"evaluations": sum(x.evaluations for x in searches),
                        "seconds": round(time.perf_counter() - t0, 2),
                        "iou_seconds": round(sum(f.iou_seconds for f in folds), 2)}}

@@ -213,3 +213,113 @@ def test_installed_package_finds_its_configs(tmp_path):
     where, config, classes = r.stdout.strip().splitlines()[-3:]
     assert where.startswith(str(target)) and config.startswith(str(target))
     assert classes == "46 IMatRunner"
+
+
+def test_multiscale_tta_passes_map_back_onto_the_truth(tmp_path):
+    """Each pass of --tta scales+flip sees the image at another size (and mirrored), and each,
+    mapped back, lands on the blob; the fused result too, recorded in the header."""
+    from mmdet.utils import register_all_modules
+    from mmengine.dataset import Compose, pseudo_collate
+
+    from imat_kit.errors import KitError
+    from imat_kit.mmdet_ext.config import load_config
+    from imat_kit.mmdet_ext.predict import (
+        _scaled,
+        _to_prediction,
+        build_detector,
+        predict,
+        tta_passes,
+    )
+    from imat_kit.predictions import read_header, read_predictions
+    from tests.mmdet_helpers import BrightBlobDetector
+
+    truth = _blob_data(tmp_path / "data")
+    ckpt = tmp_path / "blob.pth"
+    torch.save({"meta": {}, "state_dict": BrightBlobDetector().state_dict()}, ckpt)
+    cfg = TEST_CONFIGS / "blob_detector.py"
+    assert tta_passes("scales+flip", [0.5, 1.5]) == [(0.5, False), (0.5, True), (1.5, False),
+                                                      (1.5, True)]
+    assert tta_passes(None) == [(1.0, False)]
+    for bad in (("flip", [0.5]), ("scales", [0.0]), ("scales", [1.0, 1.0]), ("oops", None)):
+        with pytest.raises(KitError):
+            tta_passes(*bad)
+    register_all_modules()
+    c = load_config(cfg, data_root=tmp_path / "data")
+    model = build_detector(c, ckpt, "cpu")
+    steps = list(c.test_dataloader.dataset.pipeline)
+    shapes = set()
+    for factor, mirrored in tta_passes("scales+flip", [0.5, 1.0, 1.5]):
+        sc = _scaled(steps, factor)
+        pipe = Compose([*sc[:-1], dict(type="RandomFlip", prob=1.0, direction="horizontal"),
+                        sc[-1]] if mirrored else sc)
+        item = pipe(dict(img_path=str(tmp_path / "data" / "test" / "blob.png"), img_id=1))
+        shapes.add(tuple(item["data_samples"].metainfo["img_shape"][:2]))
+        back = _to_prediction(model.test_step(pseudo_collate([item]))[0], "blob.png", mirrored)
+        assert _iou(mask_util.decode(back.rles()[0]).astype(bool), truth) > 0.85, (factor,
+                                                                                   mirrored)
+    assert len(shapes) == 3  # three input sizes, as the factors ask
+    out = tmp_path / "ms.jsonl"
+    predict(cfg, ckpt, split="test", out=out, data_root=str(tmp_path / "data"),
+            tta="scales+flip", tta_scales=[0.5, 1.0, 1.5], device="cpu", quiet=True)
+    head = read_header(out)
+    assert head["tta"] == "scales+flip" and head["tta_scales"] == [0.5, 1.0, 1.5]
+    p = read_predictions(out)[1]["blob.png"]
+    assert len(p) == 1 and _iou(mask_util.decode(p.rles()[0]).astype(bool), truth) > 0.9
+    with pytest.raises(KitError, match="tta_scales"):  # another TTA is another prediction
+        predict(cfg, ckpt, split="test", out=out, data_root=str(tmp_path / "data"),
+                tta="scales+flip", tta_scales=[0.8, 1.0], device="cpu", quiet=True)
+
+
+def test_checkpoint_ensemble_resumes_after_a_kill(tmp_path, monkeypatch):
+    """predict --checkpoints: one file per checkpoint, fused; a run killed after the first
+    checkpoint redoes only the second; the header records every checkpoint's SHA-256."""
+    import imat_kit.mmdet_ext.predict as pr
+    from imat_kit.io import file_fingerprint
+    from imat_kit.predictions import read_header, read_predictions
+    from tests.mmdet_helpers import BrightBlobDetector
+
+    truth = _blob_data(tmp_path / "data")
+    wd = tmp_path / "work"
+    wd.mkdir()
+    for k in (2, 4, 6):  # three different files of the same weights
+        torch.save({"meta": {"iter": k}, "state_dict": BrightBlobDetector().state_dict()},
+                   wd / f"iter_{k}.pth")
+    ckpts = pr.last_checkpoints(wd, 2)
+    assert [c.name for c in ckpts] == ["iter_4.pth", "iter_6.pth"]
+    cfg = TEST_CONFIGS / "blob_detector.py"
+    kw = dict(split="test", out=tmp_path / "ens.jsonl", data_root=str(tmp_path / "data"),
+              device="cpu", quiet=True)
+    real = pr.predict
+    calls = []
+
+    def killed(config, checkpoint, **k):
+        calls.append(Path(checkpoint).name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the run is killed while the second checkpoint predicts
+        return real(config, checkpoint, **k)
+
+    monkeypatch.setattr(pr, "predict", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pr.predict_checkpoints(cfg, ckpts, **kw)
+    assert not (tmp_path / "ens.jsonl").exists()
+    monkeypatch.setattr(pr, "predict", real)
+    done = []
+
+    def counting(config, checkpoint, **k):
+        r = real(config, checkpoint, **k)
+        done.append((Path(checkpoint).name, r["predicted_now"]))
+        return r
+
+    monkeypatch.setattr(pr, "predict", counting)
+    r = pr.predict_checkpoints(cfg, ckpts, **kw)
+    assert done == [("iter_4.pth", 0), ("iter_6.pth", 1)]  # only what was missing
+    head = read_header(tmp_path / "ens.jsonl")
+    assert [c["sha256"] for c in head["checkpoints"]] == [
+        file_fingerprint(c)["sha256"] for c in ckpts]
+    assert [h["checkpoint_sha256"] for h in head["inputs"]] == [
+        c["sha256"] for c in head["checkpoints"]]
+    p = read_predictions(tmp_path / "ens.jsonl")[1]["blob.png"]
+    assert len(p) == 1 and _iou(mask_util.decode(p.rles()[0]).astype(bool), truth) > 0.9
+    assert r["predicted_now"] == 1
+    done.clear()
+    assert pr.predict_checkpoints(cfg, ckpts, **kw)["predicted_now"] == 0  # nothing to redo

@@ -52,7 +52,50 @@ SPLITS = ("val", "test")
 
 #: header fields that must match for an existing predictions file to be continued
 RESUME_KEYS = ("version", "split", "fold", "data_sha256", "config_sha256", "checkpoint_sha256",
-               "tta", "soft_size", "attribute_floor")
+               "tta", "tta_scales", "soft_size", "attribute_floor")
+TTAS = ("flip", "scales", "scales+flip")
+DEFAULT_TTA_SCALES = (0.8, 1.0, 1.2)
+
+
+def tta_passes(tta: str | None, scales=None) -> list[tuple[float, bool]]:
+    """The ``(scale factor, mirrored)`` passes of a TTA: none → one plain pass; ``flip`` →
+    plain and mirrored; ``scales`` → one pass per factor of the test resize; ``scales+flip``
+    → each factor plain and mirrored."""
+    if tta is not None and tta not in TTAS:
+        raise KitError(f"tta must be one of {', '.join(TTAS)} or nothing", value=tta)
+    if scales is not None and (tta is None or "scales" not in tta):
+        raise KitError("--tta-scales needs --tta scales or scales+flip", value=list(scales))
+    factors = [1.0]
+    if tta and "scales" in tta:
+        factors = [float(x) for x in (scales or DEFAULT_TTA_SCALES)]
+        if not factors or any(not 0.1 <= x <= 4 for x in factors) or \
+                len(set(factors)) != len(factors):
+            raise KitError("TTA scale factors must be distinct, each within 0.1..4",
+                           value=factors)
+    flips = (False, True) if tta in ("flip", "scales+flip") else (False,)
+    return [(f, m) for f in factors for m in flips]
+
+
+def _scaled(steps: list, factor: float) -> list:
+    """The test pipeline with its ``Resize`` scaled by ``factor`` (1: as it is)."""
+    if factor == 1.0:
+        return list(steps)
+    out, found = [], False
+    for t in steps:
+        if t["type"] == "Resize":
+            t = dict(t)
+            sc = t.get("scale")
+            if isinstance(sc, int):
+                sc = (sc, sc)
+            if not sc:
+                raise KitError("multi-scale TTA needs the test pipeline's Resize to have a "
+                               "scale", value=t)
+            t["scale"] = tuple(max(1, round(v * factor)) for v in sc)
+            found = True
+        out.append(t)
+    if not found:
+        raise KitError("multi-scale TTA needs a Resize in the test pipeline")
+    return out
 
 
 def _to_prediction(sample, key: str, flip: bool = False, soft_size: int = 0,
@@ -108,7 +151,8 @@ def crop_soft(prob: np.ndarray, xywh: np.ndarray, size: int) -> np.ndarray:
 
 def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int = 0,
             out: str | Path, data_root: str | None = None, tta: str | None = None,
-            batch_size: int = 2, device: str | None = None, soft_size: int = 0,
+            tta_scales=None, batch_size: int = 2, device: str | None = None,
+            soft_size: int = 0,
             cfg_options: list[str] | None = None, overwrite: bool = False,
             attribute_floor: float = ATTRIBUTE_FLOOR, quiet: bool = False) -> dict:
     """Predict every image of the split into ``out`` (see the module docstring for the batching
@@ -118,8 +162,7 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
 
     if split not in SPLITS:
         raise KitError(f"split must be one of {', '.join(SPLITS)}", value=split)
-    if tta not in (None, "flip"):
-        raise KitError("tta must be 'flip' or nothing", value=tta)
+    passes = tta_passes(tta, tta_scales)
     if batch_size < 1:
         raise KitError("batch size must be at least 1", value=batch_size)
     if not 0 < attribute_floor < 1:
@@ -144,6 +187,8 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
             "config_sha256": json_fingerprint(flat_settings(cfg)),
             "checkpoint": str(checkpoint),
             "checkpoint_sha256": file_fingerprint(checkpoint)["sha256"], "tta": tta,
+            "tta_scales": ([f for f, m in passes if not m] if tta and "scales" in tta
+                           else None),
             "soft_size": soft_size or None, "cfg_options": list(cfg_options or []),
             "attribute_floor": attribute_floor,
             # an attribute model that detects nothing still is one (evaluate reports it)
@@ -158,11 +203,74 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
     todo = [im for im in images if im["image_key"] not in done]
     if todo:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        _predict_into(partial, todo, img_dir, cfg, checkpoint, device=device, tta=tta,
+        _predict_into(partial, todo, img_dir, cfg, checkpoint, device=device, passes=passes,
                       soft_size=soft_size, batch_size=batch_size, quiet=quiet,
                       attributes=(attribute_ids, attribute_floor))
     _finish(partial, out, keys)
     return {"images": len(images), "predicted_now": len(todo), "out": str(out)}
+
+
+def last_checkpoints(work_dir: str | Path, n: int) -> list[Path]:
+    """The ``n`` latest checkpoints (``iter_K.pth`` or ``epoch_K.pth``, by K) of a work dir."""
+    import re
+
+    d = Path(work_dir)
+    if n < 1:
+        raise KitError("--last-checkpoints needs at least 1", value=n)
+    if not d.is_dir():
+        raise KitError("not a work dir (a folder of checkpoints)", file=str(d))
+    found = []
+    for f in d.iterdir():
+        m = re.fullmatch(r"(iter|epoch)_(\d+)\.pth", f.name)
+        if m:
+            found.append((m.group(1), int(m.group(2)), f))
+    if len({k for k, _, _ in found}) > 1:
+        raise KitError("the work dir holds both iter_*.pth and epoch_*.pth checkpoints: name "
+                       "them with --checkpoints", file=str(d))
+    found.sort(key=lambda t: t[1])
+    if len(found) < n:
+        raise KitError(f"the work dir holds {len(found)} checkpoint(s), {n} asked for",
+                       file=str(d))
+    return [f for _, _, f in found[-n:]]
+
+
+def predict_checkpoints(config: str | Path, checkpoints: list[str | Path], *, out: str | Path,
+                        overwrite: bool = False, quiet: bool = False, **kw) -> dict:
+    """A checkpoint ensemble: :func:`predict` with each checkpoint into ``OUT.checkpoints/``
+    (one file per checkpoint, named by its SHA-256; each resumable as ``predict`` is, so a
+    killed run redoes only what is missing), then the files fused by the ensemble's rule into
+    ``out``, whose header records every checkpoint (path and SHA-256) with its own header."""
+    from ..ensemble import ensemble_files
+
+    if len(checkpoints) < 2:
+        raise KitError("a checkpoint ensemble needs at least 2 checkpoints",
+                       value=[str(c) for c in checkpoints])
+    for c in checkpoints:
+        if not Path(c).is_file():
+            raise KitError("checkpoint not found", file=str(c))
+    shas = [file_fingerprint(c)["sha256"] for c in checkpoints]
+    if len(set(shas)) < len(shas):
+        raise KitError("the same checkpoint is given twice (same SHA-256)",
+                       value=[str(c) for c in checkpoints])
+    out = Path(out)
+    parts_dir = out.with_name(out.name + ".checkpoints")
+    parts, now = [], 0
+    for c, sha in zip(checkpoints, shas):
+        part = parts_dir / f"{sha[:16]}.jsonl"
+        r = predict(config, c, out=part, overwrite=overwrite, quiet=quiet, **kw)
+        now += r["predicted_now"]
+        parts.append(part)
+    heads = [{"file": str(f), **read_header(f)} for f in parts]
+    if out.exists() and not overwrite and not now:
+        old = read_header(out)
+        if old.get("inputs") == heads:
+            return {"images": r["images"], "predicted_now": 0, "out": str(out),
+                    "checkpoints": len(parts)}
+    ensemble_files(parts, out, method="fusion", quiet=quiet,
+                   meta={"checkpoints": [{"checkpoint": str(c), "sha256": h}
+                                         for c, h in zip(checkpoints, shas)]})
+    return {"images": r["images"], "predicted_now": now, "out": str(out),
+            "checkpoints": len(parts)}
 
 
 def _usable(path: Path, meta: dict, overwrite: bool) -> bool:
@@ -250,19 +358,23 @@ def _pad_key(sample, divisor: int) -> tuple[int, int]:
 
 
 def _predict_into(partial: Path, todo: list[dict], img_dir: Path, cfg, checkpoint, *,
-                  device: str, tta: str | None, soft_size: int, batch_size: int,
-                  quiet: bool, attributes: tuple = ((), ATTRIBUTE_FLOOR)) -> None:
-    """Append the predictions of ``todo`` to ``partial``, batching only same-padding images."""
+                  device: str, passes: list[tuple[float, bool]], soft_size: int,
+                  batch_size: int, quiet: bool,
+                  attributes: tuple = ((), ATTRIBUTE_FLOOR)) -> None:
+    """Append the predictions of ``todo`` to ``partial``, batching only images that pad alike
+    in every TTA pass; several passes are mapped back to the image and fused
+    (:func:`ensemble.fuse_image`, the ensemble's rule, soft masks included)."""
     import torch
     from mmengine.dataset import Compose, pseudo_collate
 
     model = build_detector(cfg, checkpoint, device)
     divisor = getattr(model.data_preprocessor, "pad_size_divisor", 1)
     steps = [t for t in cfg.test_dataloader.dataset.pipeline if t["type"] != "LoadAnnotations"]
-    pipelines = {False: Compose(steps)}
-    if tta == "flip":
-        flip = dict(type="RandomFlip", prob=1.0, direction="horizontal")
-        pipelines[True] = Compose([*steps[:-1], flip, steps[-1]])
+    flip = dict(type="RandomFlip", prob=1.0, direction="horizontal")
+    pipelines = {}
+    for factor, mirrored in passes:
+        sc = _scaled(steps, factor)
+        pipelines[factor, mirrored] = Compose([*sc[:-1], flip, sc[-1]] if mirrored else sc)
     buckets: dict[tuple[int, int], list] = {}
     held = 0
     bar = progress(range(len(todo)), desc=f"predict {len(todo)} images", quiet=quiet,
@@ -273,16 +385,15 @@ def _predict_into(partial: Path, todo: list[dict], img_dir: Path, cfg, checkpoin
             nonlocal held
             batch = buckets.pop(key)
             held -= len(batch)
-            passes = {}
-            for flipped in pipelines:
-                samples = model.test_step(pseudo_collate([items[flipped] for _, items in batch]))
-                passes[flipped] = [_to_prediction(s, im["image_key"], flipped, soft_size,
-                                                  *attributes)
-                                   for s, (im, _) in zip(samples, batch)]
+            out = {}
+            for pk in pipelines:
+                samples = model.test_step(pseudo_collate([items[pk] for _, items in batch]))
+                out[pk] = [_to_prediction(s, im["image_key"], pk[1], soft_size, *attributes)
+                           for s, (im, _) in zip(samples, batch)]
             for i in range(len(batch)):
-                p = passes[False][i]
-                if tta == "flip":
-                    p = fuse_image([passes[False][i], passes[True][i]], method="fusion")
+                p = out[passes[0]][i]
+                if len(passes) > 1:
+                    p = fuse_image([out[pk][i] for pk in passes], method="fusion")
                     floor = attributes[1]  # a mean of sparse values: drop what fell below
                     p.attr_probs = [{k: v for k, v in a.items() if v >= floor}
                                     for a in p.attr_probs]
@@ -292,8 +403,8 @@ def _predict_into(partial: Path, todo: list[dict], img_dir: Path, cfg, checkpoin
 
         for im in todo:
             src = dict(img_path=str(img_dir / im["file_name"]), img_id=im["id"])
-            items = {flipped: pipe(dict(src)) for flipped, pipe in pipelines.items()}
-            key = _pad_key(items[False]["data_samples"], divisor)
+            items = {pk: pipe(dict(src)) for pk, pipe in pipelines.items()}
+            key = tuple(_pad_key(items[pk]["data_samples"], divisor) for pk in passes)
             buckets.setdefault(key, []).append((im, items))
             held += 1
             if len(buckets[key]) >= batch_size:
