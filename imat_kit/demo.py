@@ -4,7 +4,9 @@ synthetic data → prepare (5 stratified folds) → train the tiny CPU Mask R-CN
 attribute branch on some folds → predict each fold's validation images and the test set →
 fold-wise evaluation (segm AP, AP^{IoU+F1}, attribute F1 against the per-category prior) →
 per-attribute thresholds (tuned on the validation folds; each fold's figure uses thresholds
-tuned on the *other* folds) → ensemble → submission + manifest → validate → score against the
+tuned on the *other* folds) → post-processing tuned (``imat-kit tune``: score thresholds, cap,
+min area, attribute decoding; each fold scored with settings tuned on the other folds) →
+ensemble → submission + manifest with the tuned settings → validate → score against the
 synthetic test solution → figures.
 
 ``year=2019`` (``make demo``) writes the 2019 submission (category-only ``ClassId``);
@@ -85,6 +87,29 @@ def _check_options(out: Path, options: dict, *, overwrite: bool, quiet: bool) ->
         json.dump(options, f, indent=2)
 
 
+def _nested(tuned: dict, key: str) -> float | None:
+    n = tuned.get("nested")
+    return None if n is None or key not in n else float(n[key])
+
+
+def _tuning_table(tuned: dict):
+    """Per fold: the tuned metric at the defaults, with settings tuned on the other folds
+    (the honest figure) and on every fold (in-sample); mean and std rows."""
+    import pandas as pd
+
+    rows = [{"fold": str(p["fold"]), "defaults": p["defaults"],
+             "tuned_on_other_folds": p.get("nested", float("nan")),
+             "tuned_in_sample": p["tuned_in_sample"],
+             "attr_micro_f1_defaults": p.get("attr_micro_f1_defaults", float("nan")),
+             "attr_micro_f1_other_folds": p.get("attr_micro_f1_nested", float("nan"))}
+            for p in tuned["per_fold"]]
+    df = pd.DataFrame(rows)
+    nums = df.drop(columns=["fold"])
+    return pd.concat([df, pd.DataFrame([{"fold": "mean", **nums.mean().to_dict()},
+                                        {"fold": "std", **nums.std(ddof=0).to_dict()}])],
+                     ignore_index=True)
+
+
 def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tuple = (0, 1),
              iters: int = 360, seed: int = 0, submission: str | Path = "submissions/demo.csv",
              config: str | Path | None = None, year: int = 2019, overwrite: bool = False,
@@ -97,10 +122,12 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     from .mmdet_ext.predict import predict
     from .mmdet_ext.train import train_folds
     from .plots import make_plot
+    from .postprocess import write_postprocess
     from .prepare import prepare
     from .report import build_report
     from .submission import score_submission, submit
     from .synth import generate_images
+    from .tune import tune
 
     out = Path(out)
     data, preds_dir, figs = out / "data", out / "predictions", out / "figures"
@@ -179,6 +206,23 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
               f"{table.iloc[-2].attr_micro_f1:.3f}; prior {cross_mean['prior_micro_f1']:.3f})")
     timings["tune_attributes"] = time.perf_counter() - t
 
+    t = _step("imat-kit tune: submit's post-processing tuned on the validation folds (each "
+              "fold scored with settings tuned on the others)", quiet)
+    metric = "competition2020" if year == 2020 else "competition"
+    pp_file = out / "eval" / "postprocess.json"
+    tuned_pp = tune(runs, labels, metric=metric, quiet=quiet, data=data)
+    write_postprocess(tuned_pp, pp_file)
+    tuning = _tuning_table(tuned_pp)
+    with atomic_open(out / "eval" / "tuning.csv", "w", newline="") as f:
+        tuning.to_csv(f, index=False, float_format="%.4f")
+    if not quiet:
+        from .cli import tune_lines
+
+        print(tuning.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        for line in tune_lines(tuned_pp):
+            print(line)
+    timings["tune"] = time.perf_counter() - t
+
     t = _step("imat-kit ensemble + submit + score: the fold models' test predictions fused, the "
               "submission written, validated and scored", quiet)
     ens = preds_dir / "ensemble_test.jsonl"
@@ -186,8 +230,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
                    quiet=quiet)
     sub = Path(submission)
     _, problems = submit(ens, data, sub, evaluation=out / "eval" / "evaluation.csv",
-                         attribute_thresholds=thr_file, manifest={"data": str(data)},
-                         quiet=quiet)
+                         postprocess=pp_file, manifest={"data": str(data)}, quiet=quiet)
     if problems:
         raise KitError("the demo's submission failed validation: "
                        + "; ".join(map(str, problems[:5])), file=str(sub))
@@ -198,8 +241,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     single = []  # each fold model's own submission, for comparison with the ensemble
     for k in folds:
         own = out / "eval" / f"fold{k}_only.csv"
-        submit(preds_dir / f"fold{k}_test.jsonl", data, own, attribute_thresholds=thr_file,
-               quiet=True)
+        submit(preds_dir / f"fold{k}_test.jsonl", data, own, postprocess=pp_file, quiet=True)
         single.append(score_submission(own, solution, data, year=year, quiet=True)["score"])
     timings["ensemble_submit"] = time.perf_counter() - t
 
@@ -220,7 +262,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     t = _step("imat-kit report: one HTML page with the error analysis", quiet)
     report = build_report(data, [str(preds_dir / f"fold{k}_val.jsonl") for k in folds],
                           out / "report.html", work_dirs=work_dirs, submission=sub,
-                          attribute_thresholds=thr_file, quiet=quiet)
+                          attribute_thresholds=thr_file, postprocess=pp_file, quiet=quiet)
     timings["report"] = time.perf_counter() - t
 
     mean = table.iloc[-2]
@@ -238,7 +280,14 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
         "val_attr_micro_f1_mean": float(mean.attr_micro_f1),
         "val_attr_micro_f1_tuned_mean": cross_mean["attr_micro_f1"],
         "val_prior_micro_f1_mean": float(mean.prior_micro_f1),
-        "attribute_thresholds": str(thr_file),
+        "attribute_thresholds": str(thr_file), "postprocess": str(pp_file),
+        "tune_metric": metric,
+        "val_score_defaults_mean": _nested(tuned_pp, "defaults"),
+        "val_score_tuned_nested_mean": _nested(tuned_pp, "tuned"),
+        "val_score_nested_gain": _nested(tuned_pp, "gain"),
+        "val_score_nested_gain_std": _nested(tuned_pp, "gain_std"),
+        "val_attr_micro_f1_nested_mean": _nested(tuned_pp, "attr_micro_f1_tuned"),
+        "postprocess_groups_kept": tuned_pp["groups_kept"],
         "attributes_tuned": sum(v["tuned"] for v in tuned["attributes"].values()),
         "test_rule": "2020 (IoU + attribute F1)" if year == 2020 else "2019 (categories)",
         "test_competition_ensemble": test_score, "test_competition_single_folds": single,
@@ -258,11 +307,17 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
               f"{summary['val_attr_micro_f1_mean']:.3f} (tuned "
               f"{cross_mean['attr_micro_f1']:.3f}) vs the per-category prior "
               f"{summary['val_prior_micro_f1_mean']:.3f}")
+        if tuned_pp["nested"] is not None:
+            print(f"post-processing ({metric}): {summary['val_score_defaults_mean']:.4f} at "
+                  f"the defaults → {summary['val_score_tuned_nested_mean']:.4f} with settings "
+                  f"tuned on the other folds (gain {summary['val_score_nested_gain']:+.4f} ± "
+                  f"{summary['val_score_nested_gain_std']:.4f}); attribute micro F1 "
+                  f"{summary['val_attr_micro_f1_nested_mean']:.3f}")
         print(f"test competition score, {summary['test_rule']} rule: ensemble "
               f"{test_score:.4f}, single folds " + ", ".join(f"{s:.4f}" for s in single)
               + (f"; masks and categories only {masks_only:.4f}" if year == 2020 else ""))
         for key in ("data", "work_dirs", "predictions", "evaluation", "attribute_thresholds",
-                    "submission", "manifest", "figures", "report"):
+                    "postprocess", "submission", "manifest", "figures", "report"):
             print(f"  {key:<12} {summary[key]}")
         print(f"\nopen the report: {Path(report['out']).resolve()}")
     return summary

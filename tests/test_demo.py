@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# imported before the spies, so tune's own tune_thresholds calls are not counted as demo steps
+import imat_kit.tune  # noqa: F401
 from imat_kit.demo import run_demo
 from imat_kit.errors import KitError
 from tests.test_report import check_report
@@ -19,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMMAND_STEPS = [("imat_kit.synth", "generate_images"), ("imat_kit.prepare", "prepare"),
                  ("imat_kit.mmdet_ext.train", "train_folds"),
                  ("imat_kit.mmdet_ext.predict", "predict"), ("imat_kit.evaluate", "evaluate_to"),
-                 ("imat_kit.attr_eval", "tune_thresholds"),
+                 ("imat_kit.attr_eval", "tune_thresholds"), ("imat_kit.tune", "tune"),
                  ("imat_kit.ensemble", "ensemble_files"), ("imat_kit.submission", "submit"),
                  ("imat_kit.submission", "score_submission"), ("imat_kit.plots", "make_plot"),
                  ("imat_kit.report", "build_report")]
@@ -76,7 +78,13 @@ def test_demo_end_to_end_and_resume(tmp_path, monkeypatch):
     csv = pd.read_csv(sub, dtype=str, keep_default_na=False)
     assert list(csv.columns) == ["ImageId", "EncodedPixels", "ClassId"]
     assert not csv.ClassId.str.contains("_").any()  # the 2019 demo: categories only
-    assert man["attribute_thresholds"]["sha256"]
+    assert man["attribute_thresholds"] is None and man["postprocess"]["sha256"]
+    pp = json.loads((out / "eval" / "postprocess.json").read_text())
+    assert man["postprocess"]["settings"] == pp["settings"]  # written with the tuned settings
+    assert pp["nested"] is not None and len(pp["per_fold"]) == 2  # each fold by the other
+    assert s["val_score_tuned_nested_mean"] == pytest.approx(pp["nested"]["tuned"])
+    tuning = pd.read_csv(out / "eval" / "tuning.csv")
+    assert tuning.fold.tolist() == ["0", "1", "mean", "std"]
     sample = pd.read_csv(out / "data" / "sample_submission.csv")
     assert list(dict.fromkeys(csv.ImageId)) == sample.ImageId.tolist()
     assert 0 <= s["test_competition_ensemble"] <= 1
@@ -104,7 +112,9 @@ def test_demo_2020_writes_validates_and_scores_a_2020_submission(tmp_path, monke
     csv = pd.read_csv(sub, dtype=str, keep_default_na=False)
     assert list(csv.columns) == ["ImageId", "EncodedPixels", "ClassId", "AttributesIds"]
     assert 0 <= s["test_competition_ensemble"] <= s["test_competition_masks_only"] + 1e-9
-    assert json.loads(sub.with_suffix(".json").read_text())["layout"] == 2020
+    man = json.loads(sub.with_suffix(".json").read_text())
+    assert man["layout"] == 2020 and man["postprocess"]["metric"] == "competition2020"
+    assert s["val_score_tuned_nested_mean"] is None  # one fold: no honest figure exists
 
 
 def test_demo_refuses_a_config_without_attributes(tmp_path, monkeypatch):

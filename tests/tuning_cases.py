@@ -53,7 +53,8 @@ def _box(m: np.ndarray) -> list[float]:
 def noisy_predictions(gt: dict, *, seed: int = 0, hot_category: int | None = None,
                       soft: bool = True) -> dict[str, ImagePrediction]:
     """``image_key → ImagePrediction`` for the images of a COCO truth (see the module doc).
-    ``hot_category``: that category gets a false positive scoring 0.75–0.9 on every image."""
+    ``hot_category``: that category gets a false positive scoring 0.75–0.9 on every image,
+    and its true detections score 0.92–0.99 (so its own threshold should be about 0.9)."""
     labels = labels_from_dict(gt, "truth")
     ids = list(labels.attribute_id_list)
     rng = np.random.default_rng(seed)
@@ -68,9 +69,10 @@ def noisy_predictions(gt: dict, *, seed: int = 0, hot_category: int | None = Non
             m = mask_util.decode(a["segmentation"])
             t = set(a.get("attribute_ids", []))
             d = int(max(1, 0.08 * np.sqrt(m.sum())))
+            lo = 0.92 if a["category_id"] == hot_category else 0.45
             items.append((a["category_id"], _shift(m, int(rng.integers(-d, d + 1)),
                                                    int(rng.integers(-d, d + 1))),
-                          float(rng.uniform(0.45, 0.99)), t))
+                          float(rng.uniform(lo, 0.99)), t))
             if rng.random() < 0.3:  # a duplicate, mostly overlapping the first
                 items.append((a["category_id"], _shift(m, d, d), float(rng.uniform(0.3, 0.45)),
                               t))
@@ -112,6 +114,12 @@ def write_noisy(path: Path, data: Path, split: str, fold: int = 0, **kw) -> Path
     return path
 
 
+def solution_path(data: Path) -> Path:
+    """The synthetic test solution of a data folder (or of the folder its files link to)."""
+    here = data / "test_solution.csv"
+    return here if here.exists() else (data / "train.csv").resolve().parent / here.name
+
+
 def solution_coco(data: Path) -> dict:
     """The synthetic test set's truth (``test_solution.csv``) as a COCO dict over
     ``annotations/test.json``'s images."""
@@ -119,7 +127,7 @@ def solution_coco(data: Path) -> dict:
     from imat_kit.submission import csv_instances
 
     gt = json.loads((data / "annotations" / "test.json").read_text())
-    truth = csv_instances(data / "test_solution.csv", test_image_sizes(data, quiet=True),
+    truth = csv_instances(solution_path(data), test_image_sizes(data, quiet=True),
                           by_category=True)
     ids = {im["image_key"]: im["id"] for im in gt["images"]}
     anns = []

@@ -1,0 +1,326 @@
+"""imat-kit tune: the matching core it shares with every score, the exactness of its scores (the
+score of the submission it describes), the optimum it finds on a case built to have one, the
+nested figure's independence from the scored fold, and the postprocess file's checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_util
+
+from imat_kit.cli import main
+from imat_kit.errors import KitError
+from imat_kit.layout import find_labels
+from imat_kit.postprocess import (
+    AttributeDecoder,
+    PostProcess,
+    apply_postprocess,
+    from_values,
+    kept_instances,
+    load_postprocess,
+    soft_counts,
+)
+from imat_kit.runs import read_fold_runs
+from tests.tuning_cases import solution_path, write_noisy, write_noisy_test
+
+HOT = 31  # the most frequent category of the `prepared` set: given high-scoring false positives
+
+
+@pytest.fixture(scope="module")
+def tuned_case(prepared, tmp_path_factory):
+    """Noisy validation predictions of the 3 prepared folds, category HOT with high-scoring
+    false positives, tuned once (min support 3)."""
+    from imat_kit.tune import tune
+
+    d = tmp_path_factory.mktemp("tune")
+    files = [str(write_noisy(d / f"fold{k}_val.jsonl", prepared, "val", k, seed=k,
+                             hot_category=HOT)) for k in range(3)]
+    runs = read_fold_runs(prepared, files)
+    return d, files, runs, tune(runs, find_labels(prepared), min_support=3, quiet=True)
+
+
+# --- the matching core ----------------------------------------------------------------------
+
+def test_greedy_matching_equals_a_brute_force_greedy_on_pixels():
+    from imat_kit.matching import greedy_pairs, greedy_tp, pair_ious, score_order
+    from imat_kit.metric import IOU_THRESHOLDS
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        h, w = 30, 40
+        ms = []
+        for _ in range(int(rng.integers(1, 9))):
+            m = np.zeros((h, w), np.uint8, order="F")
+            y, x = int(rng.integers(0, 20)), int(rng.integers(0, 30))
+            m[y:y + int(rng.integers(3, 12)), x:x + int(rng.integers(3, 12))] = 1
+            ms.append(m)
+        dt, gt = ms[: len(ms) // 2 + 1], ms[len(ms) // 2 + 1:] or ms[:1]
+        scores = rng.random(len(dt))
+        order = score_order(scores)
+        enc = [mask_util.encode(m) for m in dt]
+        ious = pair_ious([enc[i] for i in order], [mask_util.encode(g) for g in gt])
+        ref = np.array([[(dt[i] & g).sum() / (dt[i] | g).sum() for g in gt] for i in order])
+        assert np.allclose(ious, ref)
+        for t_i, t in enumerate(IOU_THRESHOLDS):
+            free, tp = set(range(len(gt))), 0
+            for d in range(len(dt)):  # the rule, written out on pixel IoUs
+                c = [g for g in free if ref[d, g] >= t]
+                if c:
+                    free.remove(max(c, key=lambda g: (ref[d, g], -g)))
+                    tp += 1
+            assert greedy_tp(ious, IOU_THRESHOLDS)[t_i] == tp
+            assert len(greedy_pairs(ious, t)) == tp
+
+
+def test_link_f1_equals_pairwise_f1():
+    from imat_kit.attr_metric import multihot, pairwise_f1
+    from imat_kit.tune import _f1_of
+
+    rng = np.random.default_rng(1)
+    ids = list(range(12))
+    index = {a: a for a in ids}
+    ps = [tuple(sorted(set(rng.choice(ids, int(rng.integers(0, 5)))))) for _ in range(60)]
+    ts = [tuple(sorted(set(rng.choice(ids, int(rng.integers(0, 5)))))) for _ in range(60)]
+    for kind in ("binary_macro", "positive"):
+        ref = [pairwise_f1(multihot([p], index), multihot([t], index), kind)[0, 0]
+               for p, t in zip(ps, ts)]
+        assert np.allclose(_f1_of(ps, ts, len(ids), kind), ref)
+
+
+def test_soft_mask_paste_equals_the_full_image_encoding():
+    import cv2
+
+    from imat_kit.postprocess import box_pixels
+
+    rng = np.random.default_rng(2)
+    for it in range(300):
+        h, w = int(rng.integers(5, 50)), int(rng.integers(5, 50))
+        box = [0, 0, w, h] if it % 4 == 0 else [rng.uniform(-3, w), rng.uniform(-3, h),
+                                                 rng.uniform(0, w), rng.uniform(0, h)]
+        soft = rng.integers(0, 256, (8, 8)).astype(np.uint8)
+        t = float(rng.uniform(0.05, 0.95))
+        x0, y0, x1, y1 = box_pixels(box, h, w)
+        prob = cv2.resize(soft.astype(np.float32), (x1 - x0, y1 - y0),
+                          interpolation=cv2.INTER_LINEAR)
+        full = np.zeros((h, w), np.uint8, order="F")
+        full[y0:y1, x0:x1] = prob >= t * 255
+        assert soft_counts(box, soft, h, w, t) == mask_util.encode(full)["counts"].decode()
+
+
+# --- exact scores: the tuner's figure is the submission's -------------------------------------
+
+@pytest.mark.parametrize("year", [2019, 2020])
+def test_tuned_score_is_the_score_of_the_submission_it_describes(year, prepared,
+                                                                 prepared2020, tmp_path):
+    from imat_kit.attr_eval import AttributeThresholds
+    from imat_kit.layout import test_image_sizes
+    from imat_kit.runs import FoldRun
+    from imat_kit.submission import csv_instances, score_submission, submit
+    from imat_kit.tune import fold_scores, truths_of
+
+    data = prepared if year == 2019 else prepared2020
+    labels = find_labels(data)
+    f, gt = write_noisy_test(tmp_path / "test.jsonl", data, seed=4, hot_category=HOT)
+    truth = csv_instances(solution_path(data), test_image_sizes(data, quiet=True),
+                          by_category=True)
+    from imat_kit.predictions import read_predictions
+
+    run = FoldRun(str(f), 0, {"attribute_model": True}, read_predictions(f)[1], gt)
+    assert truths_of(run).keys() == truth.keys()
+    metric = "competition2020" if year == 2020 else "competition"
+    topk = {c: 2 for c in range(46)}
+    settings = [PostProcess(), PostProcess(score_thr=0.1, min_area=60, max_per_image=3),
+                PostProcess(score_thr=0.2, category_thr={HOT: 0.95, 0: 0.05}, mask_thr=0.4),
+                PostProcess(score_thr=0.05, min_area=0,
+                            attributes=AttributeDecoder("topk", topk=topk)),
+                PostProcess(attributes=AttributeDecoder("threshold", AttributeThresholds(0.3)))]
+    for i, post in enumerate(settings):
+        pp = tmp_path / f"pp{i}.json"
+        pp.write_text(json.dumps({"format": "imat-kit-postprocess", "settings": post.values()}))
+        sub = tmp_path / f"sub{i}.csv"
+        man, problems = submit(f, data, sub, quiet=True, postprocess=pp)
+        assert not problems and man["postprocess"]["settings"] == post.values()
+        scored = score_submission(sub, solution_path(data), data, year=year,
+                                  quiet=True)["score"]
+        fast = fold_scores([run], post, labels, metric=metric, truths=[truth])[0]
+        assert fast == pytest.approx(scored, abs=1e-12), (i, post)
+    assert len({fold_scores([run], p, labels, metric=metric, truths=[truth])[0]
+                for p in settings}) >= 4  # the settings do change the score
+
+
+def test_evaluate_postprocess_adds_the_tuned_columns(tuned_case, prepared, tmp_path):
+    d, files, runs, r = tuned_case
+    pp = d / "postprocess.json"
+    pp.write_text(json.dumps(r))
+    assert main(["evaluate", "-q", "--data", str(prepared), "--predictions", *files, "--out",
+                 str(tmp_path / "ev"), "--postprocess", str(pp)]) == 0
+    import pandas as pd
+
+    t = pd.read_csv(tmp_path / "ev" / "evaluation.csv")
+    for c in ("competition_post", "segm_AP_post", "AP_iou_f1_post", "attr_micro_f1_post"):
+        assert c in t.columns
+    post = from_values(r["settings"])
+    in_sample = [p["tuned_in_sample"] for p in r["per_fold"]]
+    from imat_kit.tune import fold_scores
+
+    assert np.allclose(fold_scores(runs, post, find_labels(prepared)), in_sample)
+    assert np.allclose(t.competition_post[:3], in_sample, atol=1e-4)  # the same scores
+    from imat_kit.report import build_report
+
+    page = Path(build_report(prepared, files, tmp_path / "r.html", postprocess=pp,
+                             quiet=True)["out"]).read_text()
+    assert "At the tuned post-processing settings" in page
+    assert f"{r['nested']['gain']:+.4f}" in page
+
+
+# --- the search finds a known optimum, honestly -----------------------------------------------
+
+def test_tune_finds_the_optimum_built_into_the_case(tuned_case):
+    r = tuned_case[3]
+    st = r["settings"]
+    # low-scoring predictions are false positives (0.05–0.4) or duplicates (0.3–0.45): the
+    # global threshold rises above them; duplicates' small leftovers are dropped by min area
+    assert st["score_thr"] >= 0.4
+    # category HOT's false positives score 0.75–0.9, its true detections 0.92–0.99
+    assert "category" in r["groups_kept"] and float(st["category_thr"][str(HOT)]) > 0.75
+    assert r["nested"]["gain"] > 0.02 and r["nested"]["tuned"] > r["nested"]["defaults"]
+    assert r["scores"]["tuned"] > r["scores"]["defaults"]
+    # the attribute probabilities carry the truth (0.7 vs 0.1): decoding beats a blunt 0.5
+    assert r["nested"]["attr_micro_f1_tuned"] >= r["nested"]["attr_micro_f1_defaults"]
+
+
+def test_nested_settings_never_saw_the_scored_fold(prepared, tuned_case, monkeypatch):
+    import imat_kit.tune as tn
+
+    _, _, runs, r = tuned_case
+    seen = []
+    real = tn._Search.run
+
+    def spy(self, post=None):
+        seen.append(sorted(f.run.fold for f in self.folds))
+        return real(self, post)
+
+    monkeypatch.setattr(tn._Search, "run", spy)
+    again = tn.tune(runs, find_labels(prepared), min_support=3, quiet=True)
+    assert again["settings"] == r["settings"]  # deterministic
+    # one search per scored fold, on the other folds only; then the final one on all
+    assert seen[:3] == [[1, 2], [0, 2], [0, 1]] and seen[-1] == [0, 1, 2]
+    # each fold's nested score is that fold scored with its search's settings
+    for row in r["per_fold"]:
+        post = from_values(row["nested_settings"])
+        run = next(x for x in runs if x.fold == row["fold"])
+        assert tn.fold_scores([run], post, find_labels(prepared))[0] == pytest.approx(
+            row["nested"])
+
+
+def test_one_fold_has_no_honest_figure_and_defaults_are_kept_when_nothing_helps(
+        prepared, tuned_case, tmp_path):
+    from imat_kit.tune import tune
+
+    _, _, runs, _ = tuned_case
+    one = tune(runs[:1], find_labels(prepared), min_support=3, quiet=True)
+    assert one["nested"] is None and any("no honest" in n for n in one["notes"])
+    # predictions equal to the truth: nothing to gain, every group stays at the defaults
+    from tests.prediction_cases import write_case
+
+    files = [str(write_case(tmp_path / f"f{k}.jsonl", prepared, "val", k, seed=k))
+             for k in range(3)]
+    perfect = read_fold_runs(prepared, files)
+    r = tune(perfect, find_labels(prepared), min_support=3, quiet=True)
+    assert r["nested"]["gain"] >= -1e-12
+    for g in ("global", "category", "attributes"):
+        if g not in r["groups_kept"]:
+            assert any(n.startswith(g) for n in r["notes"])
+
+
+def test_tune_cli_writes_the_file_and_prints_the_honest_gain(tuned_case, prepared, tmp_path,
+                                                             capsys):
+    _, files, _, _ = tuned_case
+    out = tmp_path / "pp.json"
+    assert main(["tune", "-q", "--data", str(prepared), "--predictions", *files, "--out",
+                 str(out), "--min-support", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "expected gain (each fold with settings tuned on the others)" in text
+    post, content = load_postprocess(out, find_labels(prepared))
+    assert content["metric"] == "competition" and post.score_thr >= 0.4
+
+
+# --- the postprocess file and kept_instances ------------------------------------------------
+
+def _pp(tmp_path: Path, settings: dict, **extra) -> Path:
+    p = tmp_path / "pp.json"
+    p.write_text(json.dumps({"format": "imat-kit-postprocess", "settings": settings, **extra},
+                            indent=2))
+    return p
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"score_thr": 1.5}, "score_thr must be a number within 0..1"),
+    ({"max_per_image": 0}, "max_per_image must be an integer"),
+    ({"category_thr": {"99": 0.5}}, "category id 99 is not a category"),
+    ({"attributes": {"decoding": "threshold", "per_attribute": {"9999": 0.4}}},
+     "attribute id 9999 is not an attribute"),
+    ({"attributes": {"decoding": "sometimes"}}, "decoding must be one of"),
+    ({"mask_thr": 0.4}, "store none"),  # these predictions have no soft masks
+])
+def test_a_bad_postprocess_file_is_refused_in_one_line(change, match, prepared, tmp_path,
+                                                       capsys):
+    f, _ = write_noisy_test(tmp_path / "t.jsonl", prepared, seed=1, soft=False)
+    pp = _pp(tmp_path, {**PostProcess().values(), **change})
+    out = tmp_path / "out"
+    out.mkdir()
+    rc = main(["submit", "-q", "--data", str(prepared), "--predictions", str(f), "--out",
+               str(out / "s.csv"), "--postprocess", str(pp)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and match in err[0], err
+    assert list(out.iterdir()) == []
+
+
+def test_postprocess_of_other_data_or_with_other_flags_is_refused(prepared, tmp_path, capsys):
+    from imat_kit.labels import load_labels
+    from imat_kit.predictions import label_space
+    from tests.prediction_cases import write_case
+
+    f = write_case(tmp_path / "t.jsonl", prepared, "test", seed=1)
+    pp = _pp(tmp_path, PostProcess().values(), label_space=label_space(load_labels(year=2020)))
+    with pytest.raises(KitError, match="tuned on data with other attributes"):
+        load_postprocess(pp, find_labels(prepared))
+    for bad in ("not json", json.dumps({"format": "other"})):
+        (tmp_path / "bad.json").write_text(bad)
+        with pytest.raises(KitError, match=r"bad\.json"):
+            load_postprocess(tmp_path / "bad.json")
+    ok = _pp(tmp_path, PostProcess().values())
+    rc = main(["submit", "-q", "--data", str(prepared), "--predictions", str(f), "--out",
+               str(tmp_path / "s.csv"), "--postprocess", str(ok), "--score-thr", "0.5"])
+    assert rc == 2 and "--score-thr" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_kept_instances_per_category_threshold_cap_and_leftovers():
+    from imat_kit.predictions import ImagePrediction
+
+    h, w = 20, 20
+
+    def rect(y0, y1, x0, x1):
+        m = np.zeros((h, w), np.uint8, order="F")
+        m[y0:y1, x0:x1] = 1
+        return mask_util.encode(m)["counts"].decode()
+
+    masks = [rect(0, 10, 0, 10), rect(0, 10, 0, 12), rect(12, 20, 12, 20), rect(0, 5, 15, 20)]
+    p = ImagePrediction("a", h, w, np.array([1, 1, 2, 3]), np.array([0.9, 0.8, 0.5, 0.35],
+                                                                       np.float32),
+                        np.zeros((4, 4), np.float32), masks)
+    kept = kept_instances(p, PostProcess(score_thr=0.3, min_area=1))
+    assert [(i, a) for i, _, a in kept] == [(0, 100), (1, 20), (2, 64), (3, 25)]
+    # the duplicate's 20-pixel leftover is dropped from 21 px on; category 3 at its own 0.4
+    kept = kept_instances(p, PostProcess(score_thr=0.3, min_area=21, category_thr={3: 0.4}))
+    assert [i for i, _, _ in kept] == [0, 2]
+    assert [i for i, _, _ in kept_instances(p, PostProcess(score_thr=0.3, max_per_image=2,
+                                                           min_area=1))] == [0, 1]
+    dec = AttributeDecoder("topk", topk={1: 2})
+    assert dec.decode(1, {5: 0.2, 7: 0.9, 3: 0.2}) == (3, 7) and dec.decode(2, {5: 1.0}) == ()
+    q = apply_postprocess({"a": p}, PostProcess(min_area=21, score_thr=0.3))["a"]
+    assert q.labels.tolist() == [1, 2, 3] and q.attr_probs == []
