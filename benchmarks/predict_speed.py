@@ -5,9 +5,12 @@ output does not depend on the batch size. This measures, on the synthetic fold-0
 images of ``outputs/bench/train_data`` (made once, shared with train_speed.py), the tiny config's
 images/s at batch 1 (the baseline, in the same run), 2 and 4, checks that the three files are
 byte-identical, and reports how many forward passes were full batches. Also timed: hashing a
-checkpoint of the R50 recipe's size (the SHA-256 in every predictions header).
+checkpoint of the R50 recipe's size (the SHA-256 in every predictions header). And the cost of
+test-time augmentation: seconds per image with ``--tta flip``, ``scales`` (0.8, 1.0, 1.2) and
+``scales+flip`` against no TTA (the baseline, in the same run; batch 2; the passes' fusion
+included).
 
-    python benchmarks/predict_speed.py [--device cpu]
+    python benchmarks/predict_speed.py [--device cpu] [--what all|batch|tta]
 """
 
 from __future__ import annotations
@@ -42,9 +45,30 @@ def tiny_checkpoint(path: Path) -> None:
     torch.save({"meta": {}, "state_dict": MODELS.build(cfg.model).state_dict()}, path)
 
 
+def tta_costs(P, config: Path, ckpt: Path, tmp: Path, device: str) -> None:
+    """Seconds per image of each TTA against none, on the same images, in this run."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    rows = []
+    for tta in (None, "flip", "scales", "scales+flip"):
+        out = tmp / f"tta_{tta}.jsonl"
+        t = time.perf_counter()
+        r = P.predict(config, ckpt, split="val", fold=0, out=out, data_root=str(DATA),
+                      batch_size=2, device=device, quiet=True, tta=tta,
+                      cfg_options=["model.test_cfg.rcnn.score_thr=0.0"])
+        rows.append((tta or "none", r["images"], time.perf_counter() - t))
+    base = rows[0][2] / rows[0][1]
+    print(f"machine: {machine()}, device {device}; TTA cost (batch 2, scales 0.8/1.0/1.2)")
+    print(f"{'tta':>12} {'passes':>6} {'s/image':>8} {'vs none':>8}")
+    for (name, n, wall), k in zip(rows, (1, 2, 3, 6)):
+        print(f"{name:>12} {k:>6} {wall / n:>8.3f} {wall / n / base:>7.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--what", choices=["all", "batch", "tta"], default="all")
     args = ap.parse_args()
     import torch
 
@@ -67,6 +91,10 @@ def main() -> None:
 
         real_collate = mmds.pseudo_collate
         mmds.pseudo_collate = counting
+        if args.what in ("all", "tta"):
+            tta_costs(P, config, ckpt, tmp, args.device)
+        if args.what == "tta":
+            return
         results = {}
         try:
             for bs in (1, 2, 4):

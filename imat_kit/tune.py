@@ -662,6 +662,8 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
     searches: list[_Search] = []
 
     def search(fs: list[_Fold], groups=GROUPS) -> _Search:
+        for old in searches:  # a finished search's pooled views are not needed again
+            old._scorers.clear()
         searches.append(_Search(fs, metric, rule, labels, min_support=min_support,
                                 groups=groups, quiet=quiet))
         return searches[-1]
