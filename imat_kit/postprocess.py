@@ -50,27 +50,42 @@ def soft_counts(xywh, soft: np.ndarray, h: int, w: int, threshold: float) -> str
     """A soft mask (S×S uint8 probabilities inside the box) pasted into an h×w image and cut at
     ``threshold``: COCO counts text (an empty mask when nothing reaches it). Encoded from the
     box's columns directly (no h×w array)."""
+    return soft_counts_at(xywh, soft, h, w, (threshold,))[0]
+
+
+def soft_counts_at(xywh, soft: np.ndarray, h: int, w: int, thresholds) -> list[str]:
+    """:func:`soft_counts` at several thresholds, from one resampling of the soft mask: each
+    pixel's level (how many of the thresholds it reaches) is computed once and every
+    threshold's runs are read off the level's changes down each column."""
     import cv2
 
     x0, y0, x1, y1 = box_pixels(xywh, h, w)
     prob = cv2.resize(soft.astype(np.float32), (x1 - x0, y1 - y0),
                       interpolation=cv2.INTER_LINEAR)
-    m = (prob >= threshold * 255.0).T  # columns first: column-major like COCO
-    pad = np.zeros((m.shape[0], m.shape[1] + 2), np.int8)
-    pad[:, 1:-1] = m
-    d = np.diff(pad, axis=1)
-    sc, sr = np.nonzero(d == 1)
-    ec, er = np.nonzero(d == -1)
-    starts = (x0 + sc) * h + y0 + sr
-    ends = (x0 + ec) * h + y0 + er
-    if starts.size > 1:  # a run reaching the image's bottom may continue the next column
-        join = np.flatnonzero(starts[1:] == ends[:-1])
-        if join.size:
-            starts = np.delete(starts, join + 1)
-            ends = np.delete(ends, join)
-    counts = rle_mod.runs_to_counts(starts.astype(np.int64), (ends - starts).astype(np.int64),
-                                    h * w)
-    return rle_mod.coco_strings_batch(counts.astype(np.int64), np.array([0, counts.size]))[0]
+    ts = np.asarray(thresholds, np.float64) * 255.0
+    order = np.argsort(ts, kind="stable")
+    bh, bw = prob.shape
+    col = np.zeros((bw, bh + 2), np.int8)  # columns first (COCO is column-major), zero-padded
+    col[:, 1:-1] = np.searchsorted(ts[order], prob.T, side="right")  # thresholds reached
+    flat_col = col.ravel()
+    d = np.diff(flat_col)
+    pos = np.flatnonzero(d) + 1
+    before, after = flat_col[pos - 1], flat_col[pos]
+    c, r = np.divmod(pos, bh + 2)
+    flat = (x0 + c) * h + y0 + r - 1
+    out = [""] * len(ts)
+    for rank, k in enumerate(order.tolist()):
+        level = rank + 1
+        starts = flat[(before < level) & (after >= level)]
+        ends = flat[(before >= level) & (after < level)]
+        if starts.size > 1:  # a run reaching the image's bottom may continue the next column
+            join = np.flatnonzero(starts[1:] == ends[:-1])
+            if join.size:
+                starts = np.delete(starts, join + 1)
+                ends = np.delete(ends, join)
+        out[k] = rle_mod.counts_to_coco_string(
+            rle_mod.runs_to_counts(starts, ends - starts, h * w), h, w)
+    return out
 
 
 @dataclass(frozen=True)
@@ -181,12 +196,17 @@ def masks_of(pred, idx: np.ndarray, post: PostProcess) -> dict[int, str]:
     rebuilt from the soft masks (step 3)."""
     if post.mask_thr is None:
         return {int(i): pred.masks[i] for i in idx}
+    return {i: m[0] for i, m in masks_at(pred, idx, (post.mask_thr,)).items()}
+
+
+def masks_at(pred, idx: np.ndarray, thresholds) -> dict[int, list[str]]:
+    """The masks of instances ``idx`` rebuilt from the soft masks at each of ``thresholds``."""
     if pred.soft is None:
-        raise KitError(f"the settings rebuild masks from soft masks (mask_thr {post.mask_thr})"
-                       " but these predictions store none (predict --soft-size)",
-                       value=pred.image_key)
-    return {int(i): soft_counts(pred.bboxes[i], pred.soft[i], pred.height, pred.width,
-                                post.mask_thr) for i in idx}
+        raise KitError(f"the settings rebuild masks from soft masks (mask_thr "
+                       f"{', '.join(map(str, thresholds))}) but these predictions store none "
+                       "(predict --soft-size)", value=pred.image_key)
+    return {int(i): soft_counts_at(pred.bboxes[i], pred.soft[i], pred.height, pred.width,
+                                   thresholds) for i in idx}
 
 
 def class_leftovers(rles: list[dict], floor: int, npix: int,
@@ -221,9 +241,9 @@ def class_leftovers(rles: list[dict], floor: int, npix: int,
         if area < floor:
             continue
         kept.append(r)
-        counts = rle_mod.runs_to_counts(mine[0], mine[1] - mine[0], npix)
-        out.append((r, rle_mod.coco_strings_batch(counts.astype(np.int64),
-                                                  np.array([0, counts.size]))[0], area))
+        h, w = rles[r]["size"]
+        out.append((r, rle_mod.counts_to_coco_string(
+            rle_mod.runs_to_counts(mine[0], mine[1] - mine[0], npix), h, w), area))
     return out
 
 

@@ -63,6 +63,7 @@ from .postprocess import (
     AttributeDecoder,
     PostProcess,
     class_leftovers,
+    masks_at,
     masks_of,
     touching,
 )
@@ -80,7 +81,19 @@ _LINK = 0.5 - 1e-12  # a detection can match a truth only from IoU 0.5 on (both 
 
 # --- one image's matches, for one mask variant ----------------------------------------------
 
-def _image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int) -> tuple:
+def _image_parts(pred, truths: list[Instance], mask_thrs: list, floor: int) -> list[tuple]:
+    """:func:`_image_part` at each mask threshold (``None``: as stored), the soft masks
+    resampled once for all of them."""
+    if pred is None or not len(pred) or mask_thrs == [None]:
+        return [_image_part(pred, truths, None, floor)]
+    order = score_order(pred.scores)
+    rebuilt = masks_at(pred, order, mask_thrs)
+    return [_image_part(pred, truths, t, floor, {i: m[k] for i, m in rebuilt.items()})
+            for k, t in enumerate(mask_thrs)]
+
+
+def _image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int,
+                masks: dict | None = None) -> tuple:
     """The leftover area of each detection (score order; 0: dropped), whether it shares a
     pixel with a later detection of its class, and its links to the truths of its category
     (IoU ≥ 0.5); groups where a detection has two candidate truths are returned whole (kept
@@ -93,7 +106,8 @@ def _image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int
     if not n:
         return area, later, links, amb
     order = score_order(pred.scores)
-    masks = masks_of(pred, order, PostProcess(mask_thr=mask_thr))
+    if masks is None:
+        masks = masks_of(pred, order, PostProcess(mask_thr=mask_thr))
     labels = pred.labels[order]
     t_cat = np.array([t.key for t in truths], np.int64)
     size = [pred.height, pred.width]
@@ -120,7 +134,7 @@ def _image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int
 
 
 def _parts_many(jobs: list, kw: dict) -> list:
-    return [_image_part(p, t, kw["mask_thr"], kw["floor"]) for p, t in jobs]
+    return [_image_parts(p, t, kw["mask_thrs"], kw["floor"]) for p, t in jobs]
 
 
 # --- a fold's data, and the views the search scores -----------------------------------------
@@ -216,10 +230,16 @@ class _Fold:
             return self._parts[key]
         t0 = time.perf_counter()
         jobs = [(self.run.preds.get(k), self.truths.get(k, [])) for k in self.keys]
-        if floor <= 1:
-            parts = parallel_map(_parts_many, jobs, {"mask_thr": mask_thr, "floor": 1},
-                                 workers=self.workers, quiet=self.quiet,
-                                 desc=f"tune: masks of fold {self.run.fold}")
+        if floor <= 1:  # every soft threshold at once: the soft masks resampled once
+            thrs = [mask_thr] if mask_thr is None else [t for t in MASK_GRID if t is not None]
+            if mask_thr not in thrs:
+                thrs.append(mask_thr)
+            per = parallel_map(_parts_many, jobs, {"mask_thrs": thrs, "floor": 1},
+                               workers=self.workers, quiet=self.quiet,
+                               desc=f"tune: masks of fold {self.run.fold}")
+            for k, t in enumerate(thrs):
+                self._parts[(t, 1)] = [p[k] for p in per]
+            parts = self._parts[key]
         else:
             base = self._parts_for(mask_thr, 1)
             t0 = time.perf_counter()
@@ -230,8 +250,8 @@ class _Fold:
                     redo.append(i)
                 parts.append((np.where(small, 0, a), later, links, amb))
             for i, part in zip(redo, _parts_many([jobs[i] for i in redo],
-                                                 {"mask_thr": mask_thr, "floor": floor})):
-                parts[i] = part
+                                                 {"mask_thrs": [mask_thr], "floor": floor})):
+                parts[i] = part[0]
         self._parts[key] = parts
         self.iou_seconds += time.perf_counter() - t0
         return parts
