@@ -84,10 +84,15 @@ def pairwise_f1(pred: np.ndarray, truth: np.ndarray, f1: str = "binary_macro") -
     either vector. ``positive`` is the F1 of class 1 alone (1 when both sets are empty)."""
     if f1 not in F1_TYPES:
         raise KitError(f"f1 must be one of {', '.join(F1_TYPES)}", value=f1)
-    a = pred.shape[1]
     tp = (pred @ truth.T).astype(np.float64)
-    n_p = pred.sum(1)[:, None].astype(np.float64)
-    n_t = truth.sum(1)[None, :].astype(np.float64)
+    return f1_of_counts(tp, pred.sum(1)[:, None].astype(np.float64),
+                        truth.sum(1)[None, :].astype(np.float64), pred.shape[1], f1)
+
+
+def f1_of_counts(tp: np.ndarray, n_p: np.ndarray, n_t: np.ndarray, a: int,
+                 f1: str = "binary_macro") -> np.ndarray:
+    """:func:`pairwise_f1` from the counts of each pair (broadcast): attributes in both sets,
+    in the prediction's, in the truth's, and A."""
     fp, fn = n_p - tp, n_t - tp
     tn = a - n_p - n_t + tp
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -95,8 +100,8 @@ def pairwise_f1(pred: np.ndarray, truth: np.ndarray, f1: str = "binary_macro") -
         neg = np.where(tp < a, 2 * tn / (2 * tn + fp + fn), np.nan)
     if f1 == "positive":
         return np.where(np.isnan(pos), 1.0, pos)
-    both = np.stack([pos, neg])
-    return np.nanmean(both, axis=0) if both.size else np.zeros(tp.shape)
+    both = np.stack(np.broadcast_arrays(pos, neg))
+    return np.nanmean(both, axis=0) if both.size else np.zeros(np.shape(tp))
 
 
 def _precision(scores: np.ndarray, tps: np.ndarray, n_gt: int) -> np.ndarray:

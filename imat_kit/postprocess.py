@@ -332,16 +332,10 @@ def load_postprocess(path: str | Path, labels=None) -> tuple[PostProcess, dict]:
     """A file written by ``imat-kit tune``: its settings (checked) and the whole content.
     Given the data's ``labels``, every category and attribute id must be the label file's,
     and the file's recorded label space the data's: a file tuned on other data is refused."""
+    from .readers import read_json_text
+
     file = str(path)
-    try:
-        text = Path(path).read_text("utf-8")
-        d = json.loads(text)
-    except OSError as e:
-        raise KitError(f"cannot read the postprocess file: {e.strerror}", file=file) from None
-    except json.JSONDecodeError as e:
-        raise KitError(f"not valid JSON (line {e.lineno}): {e.msg}", file=file) from None
-    except UnicodeDecodeError:
-        raise KitError("not a UTF-8 text file", file=file) from None
+    text, d = read_json_text(path, what="postprocess file")
     if not isinstance(d, dict) or d.get("format") != FORMAT or not isinstance(
             d.get("settings"), dict):
         raise KitError(f"not a postprocess file (needs \"format\": \"{FORMAT}\" and "

@@ -92,10 +92,16 @@ def _usecols(names: Sequence[str] | None):
 
 def read_json(path: str | Path, *, what: str = "JSON file") -> object:
     """A JSON document; a missing, empty or malformed file is a :class:`KitError`."""
+    return read_json_text(path, what=what)[1]
+
+
+def read_json_text(path: str | Path, *, what: str = "JSON file") -> tuple[str, object]:
+    """:func:`read_json`, with the file's text (to name the line of a key in an error)."""
     path = Path(path)
     file = _check_file(path, what)
     try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
+        text = path.read_text(encoding="utf-8-sig")
+        return text, json.loads(text)
     except json.JSONDecodeError as e:
         raise KitError(f"{what} is not valid JSON (line {e.lineno}, column {e.colno}): "
                        f"{e.msg}", file=file, row=e.lineno) from None

@@ -53,7 +53,13 @@ from .attr_eval import (
     thresholds_from,
     tune_thresholds,
 )
-from .attr_metric import F1_TYPES, SWEEPS, attribute_categories, fashionpedia_eval
+from .attr_metric import (
+    F1_TYPES,
+    SWEEPS,
+    attribute_categories,
+    f1_of_counts,
+    fashionpedia_eval,
+)
 from .errors import KitError
 from .io import parallel_map, progress
 from .matching import greedy_tp, pair_ious, score_order
@@ -307,16 +313,7 @@ def _f1_of(pred_sets: list, truth_sets: list, a: int, kind: str) -> np.ndarray:
     tp = np.array([len(set(p) & set(t)) for p, t in zip(pred_sets, truth_sets)], np.float64)
     n_p = np.array([len(p) for p in pred_sets], np.float64)
     n_t = np.array([len(t) for t in truth_sets], np.float64)
-    fp, fn = n_p - tp, n_t - tp
-    tn = a - n_p - n_t + tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pos = np.where(n_p + n_t > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
-        neg = np.where(tp < a, 2 * tn / (2 * tn + fp + fn), np.nan)
-    if kind == "positive":
-        return np.where(np.isnan(pos), 1.0, pos)
-    both = np.stack([pos, neg])
-    cnt = (~np.isnan(both)).sum(0)
-    return np.where(cnt > 0, np.nansum(both, 0) / np.maximum(cnt, 1), 0.0)
+    return f1_of_counts(tp, n_p, n_t, a, kind)
 
 
 class _Scorer:
