@@ -161,7 +161,7 @@ class _View:
     l_truth: np.ndarray
     l_iou: np.ndarray
     amb: list  # (image, detections, truths, ious)
-    p_src: list  # (fold position, image_key, index in the file's line) per detection
+    p_src: list  # (the fold's position in tune's list, image_key, index in its line)
     t_src: list  # truth Instance per truth
 
     @property
@@ -321,7 +321,7 @@ class _Scorer:
     built once per rule and attribute decoding."""
 
     def __init__(self, view: _View, rule: Rule, decoder: AttributeDecoder | None,
-                 folds: list[_Fold]) -> None:
+                 folds: dict[int, _Fold]) -> None:
         self.v, self.rule = view, rule
         ti, tf = rule.pairs()
         self.p = len(ti)
@@ -433,7 +433,8 @@ class _Search:
                None if self.rule.year == 2019 else json.dumps(decoder.as_dict(), sort_keys=True))
         if key not in self._scorers:
             view = _concat([f.view(mask_thr, floor) for f in self.folds])
-            self._scorers[key] = _Scorer(view, self.rule, decoder, self.folds)
+            self._scorers[key] = _Scorer(view, self.rule, decoder,
+                                         {f.pos: f for f in self.folds})
         return self._scorers[key]
 
     def thr_array(self, post: PostProcess) -> np.ndarray:

@@ -324,3 +324,26 @@ def test_kept_instances_per_category_threshold_cap_and_leftovers():
     assert dec.decode(1, {5: 0.2, 7: 0.9, 3: 0.2}) == (3, 7) and dec.decode(2, {5: 1.0}) == ()
     q = apply_postprocess({"a": p}, PostProcess(min_area=21, score_thr=0.3))["a"]
     assert q.labels.tolist() == [1, 2, 3] and q.attr_probs == []
+
+
+def test_tune_other_metrics_2020_rule_and_ap_iou_f1(prepared2020, tmp_path):
+    """The 2020 rule (the default on 2020 data) and Fashionpedia's AP^{IoU+F1} (exact path,
+    no per-category thresholds): both tune, report a nested figure, and the settings' score
+    is the one ``fold_scores`` gives."""
+    from imat_kit.tune import fold_scores, tune
+
+    labels = find_labels(prepared2020)
+    files = [str(write_noisy(tmp_path / f"fold{k}_val.jsonl", prepared2020, "val", k, seed=k))
+             for k in range(2)]
+    out = tmp_path / "pp.json"
+    assert main(["tune", "-q", "--data", str(prepared2020), "--predictions", *files, "--out",
+                 str(out), "--min-support", "3"]) == 0
+    r = json.loads(out.read_text())
+    assert r["metric"] == "competition2020" and r["nested"] is not None
+    runs = read_fold_runs(prepared2020, files)
+    post = from_values(r["settings"])
+    assert np.allclose(fold_scores(runs, post, labels, metric="competition2020"),
+                       [p["tuned_in_sample"] for p in r["per_fold"]])
+    ap = tune(runs, labels, metric="ap_iou_f1", quiet=True)
+    assert ap["settings"]["category_thr"] == {} and ap["nested"] is not None
+    assert ap["scores"]["tuned"] >= ap["scores"]["defaults"]
