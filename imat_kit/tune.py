@@ -13,8 +13,11 @@ averaged together): coordinate ascent over grids — the score threshold (0.05�
 the cap (10, 20, 30, 50, 75, 100), the minimum area (0, 10, 20, 50, 100, 200, 400 px) and the
 mask threshold (as stored, 0.3…0.7) in turn, each over its grid with the others fixed, until a
 round changes nothing (at most 3 rounds); then each category's threshold over the score grid
-(most supported first); then the attribute decoding (``k`` per category by coordinate ascent
-from the category's median number of attributes, up to 3 rounds). A setting replaces the current
+(most supported first); then the attribute decoding (``k`` per category: the category's median
+number of attributes in training annotations that never include the scored images — for the
+search that scores fold f, fold f's own training split; for the final settings, every training
+annotation — moved by coordinate ascent, up to 3 rounds, only for categories with at least
+``min_support`` matched instances). A setting replaces the current
 one only when it scores strictly higher. The attribute decoding is chosen by the target metric
 when it involves attributes (``competition2020``, ``ap_iou_f1``), else by the attribute micro F1
 of the instances matched at the defaults (what ``evaluate`` reports).
@@ -419,9 +422,11 @@ class _Search:
     """The search over some folds (pooled), with the caches it needs."""
 
     def __init__(self, folds: list[_Fold], metric: str, rule: Rule, labels, *,
-                 min_support: int, groups: tuple[str, ...], quiet: bool) -> None:
+                 min_support: int, groups: tuple[str, ...], quiet: bool,
+                 train: dict | None = None) -> None:
         self.folds, self.metric, self.rule, self.labels = folds, metric, rule, labels
         self.min_support, self.groups, self.quiet = min_support, groups, quiet
+        self.train = train  # training annotations that exclude every scored image
         self.evaluations = 0
         self._scorers: dict = {}
         self.n_cat = max(labels.category_ids) + 1
@@ -545,7 +550,9 @@ class _Search:
                 runs, list(self.labels.attribute_id_list)))))
         except KitError:  # no attribute probabilities
             return AttributeDecoder()
-        cands.append(AttributeDecoder("topk", topk=tune_topk(runs)))
+        start = median_attributes(self.train) if self.train is not None else None
+        cands.append(AttributeDecoder("topk", topk=tune_topk(runs, start=start,
+                                                             min_support=self.min_support)))
         if self.metric == "competition":  # the 2019 score ignores attributes: micro F1
             scores = [matched_micro_f1(runs, d) for d in cands]
         else:
@@ -579,10 +586,23 @@ def matched_micro_f1(runs: list[FoldRun], decoder: AttributeDecoder) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
 
 
-def tune_topk(runs: list[FoldRun], *, rounds: int = 3, k_max: int = 20) -> dict[int, int]:
-    """``k`` per category for top-k attribute decoding: coordinate ascent on the micro F1 of
-    the matched instances, from each category's median number of attributes in these folds'
-    truth."""
+def median_attributes(coco: dict) -> dict[int, int]:
+    """Each category's median number of attributes per instance in a COCO truth (the
+    per-category prior's k)."""
+    per: dict[int, list] = {}
+    for a in coco["annotations"]:
+        per.setdefault(int(a["category_id"]), []).append(len(a.get("attribute_ids", [])))
+    return {c: int(np.median(v)) for c, v in per.items()}
+
+
+def tune_topk(runs: list[FoldRun], *, start: dict[int, int] | None = None, rounds: int = 3,
+              k_max: int = 20, min_support: int = 1) -> dict[int, int]:
+    """``k`` per category for top-k attribute decoding. It starts from ``start`` (each
+    category's median number of attributes in training annotations that exclude the scored
+    images: the per-category prior's k; default, these folds' validation truth); categories
+    with at least ``min_support`` matched instances then move it by coordinate ascent on the
+    micro F1 of the matched instances of these folds (the others keep the median: a k fitted
+    on a handful of instances fits their noise)."""
     pairs = _pairs(runs)
     by_cat: dict[int, list] = {}
     for c, probs, truth in pairs:
@@ -597,7 +617,10 @@ def tune_topk(runs: list[FoldRun], *, rounds: int = 3, k_max: int = 20) -> dict[
                 tp = len(mine & truth)
                 arr[k] += (tp, len(mine) - tp, len(truth) - tp)
         counts[c] = arr
-    k = {c: min(int(np.median([len(t) for _, t in by_cat[c]])), k_max) for c in by_cat}
+    k = {c: min(int((start or {}).get(c, np.median([len(t) for _, t in by_cat[c]]))), k_max)
+         for c in by_cat}
+    if start:
+        k.update({c: min(int(v), k_max) for c, v in start.items() if c not in k})
     total = sum(counts[c][k[c]] for c in by_cat) if by_cat else np.zeros(3, np.int64)
 
     def f1(t: np.ndarray) -> float:
@@ -606,6 +629,8 @@ def tune_topk(runs: list[FoldRun], *, rounds: int = 3, k_max: int = 20) -> dict[
     for _ in range(rounds):
         changed = False
         for c in sorted(by_cat):
+            if len(by_cat[c]) < min_support:
+                continue
             rest = total - counts[c][k[c]]
             vals = [f1(rest + counts[c][j]) for j in range(k_max + 1)]
             j = int(np.argmax(vals))
@@ -632,6 +657,15 @@ def _ap_iou_f1(runs: list[FoldRun], post: PostProcess, labels) -> float:
 
 
 # --- the command -----------------------------------------------------------------------------
+
+def _all_training(runs: list[FoldRun]) -> dict | None:
+    """Every training annotation of the data the runs came from (what settings for the test
+    set may learn from), or ``None`` for runs built in memory."""
+    from .layout import read_ann
+
+    data = next((r.data for r in runs if r.data is not None), None)
+    return read_ann(data, "all") if data is not None else None
+
 
 def truths_of(run: FoldRun) -> dict[str, list[Instance]]:
     """A fold's truth as the competition rules take it: key = category, with attributes."""
@@ -679,11 +713,11 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
 
     searches: list[_Search] = []
 
-    def search(fs: list[_Fold], groups=GROUPS) -> _Search:
+    def search(fs: list[_Fold], groups=GROUPS, train: dict | None = None) -> _Search:
         for old in searches:  # a finished search's pooled views are not needed again
             old._scorers.clear()
         searches.append(_Search(fs, metric, rule, labels, min_support=min_support,
-                                groups=groups, quiet=quiet))
+                                groups=groups, quiet=quiet, train=train))
         return searches[-1]
 
     def fold_score(f: _Fold, post: PostProcess) -> float:
@@ -699,7 +733,7 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
         for f in progress(folds, desc="tune: nested (each fold by the others)", quiet=quiet,
                           unit="fold"):
             others = [g for g in folds if g is not f]
-            snaps.append(search(others).run())
+            snaps.append(search(others, train=f.run.train_gt).run())
         order = ["defaults", *GROUPS]
         gains = {}
         for k in range(1, len(order)):
@@ -718,8 +752,8 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
                 notes.append(f"{g} settings left at the defaults: their nested gain "
                              f"{gains[g]:+.4f} is not positive")
         if kept != list(GROUPS):
-            snaps = [search([g for g in folds if g is not f], tuple(kept)).run()
-                     for f in folds]
+            snaps = [search([g for g in folds if g is not f], tuple(kept),
+                            train=f.run.train_gt).run() for f in folds]
         for f, s in zip(folds, snaps):
             row = {"fold": f.run.fold, "defaults": fold_score(f, defaults),
                    "nested": fold_score(f, s["attributes"]),
@@ -742,7 +776,7 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
     else:
         notes.append("one fold only: no honest (nested) figure exists; the tuned score below "
                      "is measured on the data it was tuned on")
-    final_search = search(folds, tuple(kept))
+    final_search = search(folds, tuple(kept), train=_all_training(runs))
     final = final_search.run()["attributes"]
     if not all(f.has_soft for f in folds):
         notes.append("no soft masks in (some of) these predictions (predict --soft-size): "
