@@ -47,6 +47,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -167,8 +168,9 @@ class _View:
     p_src: list  # (the fold's position in tune's list, image_key, index in its line)
     t_src: list  # truth Instance per truth
 
-    @property
+    @cached_property
     def cum_before(self) -> np.ndarray:
+        """The position of each image's first detection."""
         counts = np.bincount(self.p_img, minlength=self.n_img)
         return np.concatenate(([0], np.cumsum(counts)[:-1]))
 
