@@ -133,8 +133,8 @@ def _at_512(pred: ImagePrediction, post: PostProcess) -> tuple[ImagePrediction, 
     masks = []
     for counts in masks_of(sub, np.arange(len(sub)), post).values():
         s, e = _resized_runs(counts, sub.height, sub.width, 512)
-        c = rle_mod.runs_to_counts(s, e - s, 512 * 512)
-        masks.append(rle_mod.coco_strings_batch(c.astype(np.int64), np.array([0, c.size]))[0])
+        masks.append(rle_mod.counts_to_coco_string(rle_mod.runs_to_counts(s, e - s, 512 * 512),
+                                                   512, 512))
     small = replace(sub, height=512, width=512, masks=masks, soft=None)
     return small, replace(post, score_thr=0.0, category_thr={}, mask_thr=None)
 
