@@ -425,10 +425,10 @@ class _Search:
 
     def __init__(self, folds: list[_Fold], metric: str, rule: Rule, labels, *,
                  min_support: int, groups: tuple[str, ...], quiet: bool,
-                 train: dict | None = None) -> None:
+                 k_start: dict[int, int] | None = None) -> None:
         self.folds, self.metric, self.rule, self.labels = folds, metric, rule, labels
         self.min_support, self.groups, self.quiet = min_support, groups, quiet
-        self.train = train  # training annotations that exclude every scored image
+        self.k_start = k_start  # top-k's start: medians of training data without the scored
         self.evaluations = 0
         self._scorers: dict = {}
         self.n_cat = max(labels.category_ids) + 1
@@ -552,8 +552,7 @@ class _Search:
                 runs, list(self.labels.attribute_id_list)))))
         except KitError:  # no attribute probabilities
             return AttributeDecoder()
-        start = median_attributes(self.train) if self.train is not None else None
-        cands.append(AttributeDecoder("topk", topk=tune_topk(runs, start=start,
+        cands.append(AttributeDecoder("topk", topk=tune_topk(runs, start=self.k_start,
                                                              min_support=self.min_support)))
         if self.metric == "competition":  # the 2019 score ignores attributes: micro F1
             scores = [matched_micro_f1(runs, d) for d in cands]
@@ -660,13 +659,19 @@ def _ap_iou_f1(runs: list[FoldRun], post: PostProcess, labels) -> float:
 
 # --- the command -----------------------------------------------------------------------------
 
-def _all_training(runs: list[FoldRun]) -> dict | None:
-    """Every training annotation of the data the runs came from (what settings for the test
-    set may learn from), or ``None`` for runs built in memory."""
+def _k_start(run: FoldRun | None, runs: list[FoldRun] = ()) -> dict[int, int] | None:
+    """Top-k's start for settings that will score ``run``: the medians of its fold's training
+    annotations (which exclude it); for the final settings (``run`` None), of every training
+    annotation of the data the ``runs`` came from. Read, reduced to medians and let go (the
+    annotations of real data take gigabytes); ``None`` for runs built in memory."""
     from .layout import read_ann
 
+    if run is not None:
+        if run._train_gt is not None:
+            return median_attributes(run._train_gt)
+        return median_attributes(read_ann(run.data, "train", run.fold)) if run.data else None
     data = next((r.data for r in runs if r.data is not None), None)
-    return read_ann(data, "all") if data is not None else None
+    return median_attributes(read_ann(data, "all")) if data is not None else None
 
 
 def truths_of(run: FoldRun) -> dict[str, list[Instance]]:
@@ -715,17 +720,18 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
 
     searches: list[_Search] = []
 
-    def search(fs: list[_Fold], groups=GROUPS, train: dict | None = None) -> _Search:
+    def search(fs: list[_Fold], groups=GROUPS, k_start: dict | None = None) -> _Search:
         for old in searches:  # a finished search's pooled views are not needed again
             old._scorers.clear()
         searches.append(_Search(fs, metric, rule, labels, min_support=min_support,
-                                groups=groups, quiet=quiet, train=train))
+                                groups=groups, quiet=quiet, k_start=k_start))
         return searches[-1]
 
     def fold_score(f: _Fold, post: PostProcess) -> float:
         return search([f], ()).score(post)
 
     attr = any(r.attributes for r in runs)
+    starts = {f.pos: _k_start(f.run) for f in folds} if attr else {}
     per_fold = []
     nested = None
     kept = list(GROUPS)
@@ -735,7 +741,7 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
         for f in progress(folds, desc="tune: nested (each fold by the others)", quiet=quiet,
                           unit="fold"):
             others = [g for g in folds if g is not f]
-            snaps.append(search(others, train=f.run.train_gt).run())
+            snaps.append(search(others, k_start=starts.get(f.pos)).run())
         order = ["defaults", *GROUPS]
         gains = {}
         for k in range(1, len(order)):
@@ -755,7 +761,7 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
                              f"{gains[g]:+.4f} is not positive")
         if kept != list(GROUPS):
             snaps = [search([g for g in folds if g is not f], tuple(kept),
-                            train=f.run.train_gt).run() for f in folds]
+                            k_start=starts.get(f.pos)).run() for f in folds]
         for f, s in zip(folds, snaps):
             row = {"fold": f.run.fold, "defaults": fold_score(f, defaults),
                    "nested": fold_score(f, s["attributes"]),
@@ -778,7 +784,7 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
     else:
         notes.append("one fold only: no honest (nested) figure exists; the tuned score below "
                      "is measured on the data it was tuned on")
-    final_search = search(folds, tuple(kept), train=_all_training(runs))
+    final_search = search(folds, tuple(kept), k_start=_k_start(None, runs) if attr else None)
     final = final_search.run()["attributes"]
     if not all(f.has_soft for f in folds):
         notes.append("no soft masks in (some of) these predictions (predict --soft-size): "
