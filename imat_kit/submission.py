@@ -55,12 +55,7 @@ class SubmitConfig:
     def __post_init__(self) -> None:
         if self.mask_size not in ("original", "512"):
             raise KitError("mask_size must be 'original' or '512'", value=self.mask_size)
-        if not 0 <= self.score_thr <= 1:
-            raise KitError("score_thr must be within 0..1", value=self.score_thr)
-        if self.max_per_image < 1 or self.min_area < 0:
-            raise KitError("max_per_image must be >= 1 and min_area >= 0",
-                           value=(self.max_per_image, self.min_area))
-        self.postprocess()  # the rest is checked there
+        self.postprocess()  # the thresholds are checked there
 
     def postprocess(self) -> PostProcess:
         return PostProcess(score_thr=self.score_thr, category_thr=dict(self.category_thr),
