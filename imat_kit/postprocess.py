@@ -286,16 +286,22 @@ def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostPro
                       f"{lo:g}..{hi:g}", x)
         return x
 
-    cats = {}
-    for c, t in (v.get("category_thr") or {}).items():
-        if not str(c).isdigit() or isinstance(t, bool) or not isinstance(t, (int, float)) \
-                or not 0 <= t <= 1:
-            raise bad(str(c), "each category_thr entry needs a category id and a threshold in "
-                      "0..1", f"{c}: {t}")
-        cats[int(c)] = float(t)
+    def is_number(x: object) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    def thresholds(d: object, message: str) -> dict[int, float]:
+        """An ``{id: threshold in 0..1}`` map, each entry checked."""
+        out = {}
+        for k, t in (d or {}).items():
+            if not str(k).isdigit() or not is_number(t) or not 0 <= t <= 1:
+                raise bad(str(k), message, f"{k}: {t}")
+            out[int(k)] = float(t)
+        return out
+
+    cats = thresholds(v.get("category_thr"), "each category_thr entry needs a category id and "
+                      "a threshold in 0..1")
     mask = v.get("mask_thr")
-    if mask is not None and (isinstance(mask, bool) or not isinstance(mask, (int, float))
-                             or not 0 < mask < 1):
+    if mask is not None and (not is_number(mask) or not 0 < mask < 1):
         raise bad("mask_thr", "mask_thr must be null or a number within (0, 1)", mask)
     a = v.get("attributes") or {"decoding": "threshold"}
     dec = a.get("decoding") if isinstance(a, dict) else None
@@ -312,15 +318,10 @@ def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostPro
         decoder = AttributeDecoder("topk", topk=topk)
     else:
         g = a.get("global_threshold", 0.5)
-        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 1:
+        if not is_number(g) or not 0 <= g <= 1:
             raise bad("global_threshold", "global_threshold must be within 0..1", g)
-        per = {}
-        for k, t in (a.get("per_attribute") or {}).items():
-            if not str(k).isdigit() or isinstance(t, bool) or not isinstance(t, (int, float)) \
-                    or not 0 <= t <= 1:
-                raise bad(str(k), "each per_attribute entry needs an attribute id and a "
-                          "threshold in 0..1", f"{k}: {t}")
-            per[int(k)] = float(t)
+        per = thresholds(a.get("per_attribute"), "each per_attribute entry needs an attribute "
+                         "id and a threshold in 0..1")
         decoder = AttributeDecoder("threshold", AttributeThresholds(float(g), per))
     return PostProcess(score_thr=float(number("score_thr", 0, 1)), category_thr=cats,
                        max_per_image=int(number("max_per_image", 1, 10**6, True)),
