@@ -134,9 +134,9 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     config = Path(config) if config else default_config(year)
     if not config.is_file():
         raise KitError("config not found", file=str(config))
-    from .mmdet_ext.config import load_config
+    from .mmdet_ext.config import is_attribute_model, load_config
 
-    if load_config(config).model.roi_head.get("type") != "AttributeRoIHead":
+    if not is_attribute_model(load_config(config)):
         raise KitError("the demo's config predicts no attributes (it needs the attribute "
                        "branch, as configs/tiny_maskrcnn_imat_attr.py has)", file=str(config))
     _check_options(out, {"images": images, "seed": seed, "iters": iters, "year": year,

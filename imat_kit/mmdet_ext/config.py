@@ -102,3 +102,13 @@ def flat_settings(cfg, drop: tuple[str, ...] = ("work_dir", "resume")) -> dict[s
 
     walk("", tree)
     return {k: v for k, v in out.items() if k.split(".")[0] not in drop}
+
+
+#: the RoI heads with the kit's attribute branch (:mod:`imat_kit.mmdet_ext.roi_heads`)
+ATTRIBUTE_ROI_HEADS = ("AttributeRoIHead", "AttributeCascadeRoIHead", "AttributeHTCRoIHead")
+
+
+def is_attribute_model(cfg) -> bool:
+    """Whether the config's model has the kit's attribute branch."""
+    roi_head = cfg.model.get("roi_head") or {}
+    return roi_head.get("type") in ATTRIBUTE_ROI_HEADS

@@ -1,6 +1,9 @@
-"""Attribute prediction for Mask R-CNN: a multi-label branch on the RoI features.
+"""Attribute prediction for Mask R-CNN, Cascade Mask R-CNN and HTC: a multi-label branch on
+the RoI features.
 
-:class:`AttributeRoIHead` is mmdet's ``StandardRoIHead`` plus an :class:`AttributeHead`:
+:class:`AttributeRoIHead` is mmdet's ``StandardRoIHead`` plus an :class:`AttributeHead`;
+:class:`AttributeCascadeRoIHead` and :class:`AttributeHTCRoIHead` add the same branch to
+``CascadeRoIHead`` and ``HybridTaskCascadeRoIHead``, on the last stage's positive RoIs:
 
 * **Training**: the positive RoIs are scored against the attributes of the ground truth each
   was assigned to (``gt_instances.attributes``, from ``IMatDataset(attributes=True)``). Their
@@ -20,7 +23,7 @@
 from __future__ import annotations
 
 import torch
-from mmdet.models.roi_heads import StandardRoIHead
+from mmdet.models.roi_heads import CascadeRoIHead, HybridTaskCascadeRoIHead, StandardRoIHead
 from mmdet.models.task_modules.samplers import SamplingResult
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox2roi
@@ -131,18 +134,19 @@ class AttributeHead(BaseModule):
         return dict(loss_attr=loss)
 
 
-@MODELS.register_module()
-class AttributeRoIHead(StandardRoIHead):
-    """``StandardRoIHead`` with an attribute branch (see the module docstring). Needs the mask
-    branch (its training step is where the positive RoIs are at hand)."""
+class AttributeBranch:
+    """The attribute branch of an RoI head (mixed into mmdet's Standard, Cascade and HTC RoI
+    heads): builds the :class:`AttributeHead`, its loss on positive RoIs and the attribute
+    probabilities of the final detections. ``attribute_features``: ``'mask'``/``'bbox'`` pool
+    with the mask / box branch's RoI extractor (of the last stage in a cascade), ``'own'`` with
+    an own ``attribute_roi_extractor``."""
 
     FEATURES = ("mask", "bbox", "own")
 
-    def __init__(self, attribute_head: dict, attribute_features: str = "mask",
-                 attribute_roi_extractor: dict | None = None, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def _init_attributes(self, attribute_head: dict, attribute_features: str,
+                         attribute_roi_extractor: dict | None) -> None:
         if not self.with_mask:
-            raise ValueError("AttributeRoIHead needs a mask head (mask_roi_extractor and "
+            raise ValueError(f"{type(self).__name__} needs a mask head (mask_roi_extractor and "
                              "mask_head)")
         if attribute_features not in self.FEATURES:
             raise ValueError(f"attribute_features must be one of {self.FEATURES}, got "
@@ -150,37 +154,33 @@ class AttributeRoIHead(StandardRoIHead):
         if (attribute_features == "own") != (attribute_roi_extractor is not None):
             raise ValueError("attribute_roi_extractor goes with attribute_features='own' (and "
                              "only with it)")
-        if attribute_features == "mask" and self.share_roi_extractor:
+        if attribute_features == "mask" and getattr(self, "share_roi_extractor", False):
             attribute_features = "bbox"  # the mask branch reuses the box branch's features
         self.attribute_features = attribute_features
         self.attribute_head = MODELS.build(attribute_head)
         if attribute_roi_extractor is not None:
             self.attribute_roi_extractor = MODELS.build(attribute_roi_extractor)
 
+    def _attribute_extractor(self):
+        ext = {"mask": getattr(self, "mask_roi_extractor", None),
+               "bbox": getattr(self, "bbox_roi_extractor", None),
+               "own": getattr(self, "attribute_roi_extractor", None)}[self.attribute_features]
+        return ext[-1] if isinstance(ext, nn.ModuleList) else ext
+
     def _attribute_feats(self, x: tuple[Tensor], rois: Tensor) -> Tensor:
         """The attribute branch's RoI features of ``rois``, pooled as in training."""
-        ext = {"mask": self.mask_roi_extractor, "bbox": self.bbox_roi_extractor,
-               "own": getattr(self, "attribute_roi_extractor", None)}[self.attribute_features]
+        ext = self._attribute_extractor()
         feats = ext(x[:ext.num_inputs], rois)
-        if self.attribute_features != "own" and self.with_shared_head:
+        if self.attribute_features != "own" and getattr(self, "with_shared_head", False):
             feats = self.shared_head(feats)
         return feats
 
-    def mask_loss(self, x: tuple[Tensor], sampling_results: list[SamplingResult],
-                  bbox_feats: Tensor, batch_gt_instances: list) -> dict:
-        """The mask loss, plus ``loss_attr`` on the positive RoIs (whose mask-branch features
-        the mask loss has just pooled)."""
-        results = super().mask_loss(x, sampling_results, bbox_feats, batch_gt_instances)
+    def attribute_loss(self, x: tuple[Tensor], sampling_results: list[SamplingResult],
+                       batch_gt_instances: list, feats: Tensor | None = None) -> dict:
+        """``loss_attr`` of the positive RoIs against their truths' attributes (``feats``: their
+        features when already pooled)."""
         pos_rois = bbox2roi([r.pos_priors for r in sampling_results])
-        if self.attribute_features == "mask":
-            feats = results["mask_feats"]
-        elif self.attribute_features == "bbox":
-            pos = torch.cat([torch.cat([bbox_feats.new_ones(len(r.pos_priors), dtype=torch.bool),
-                                        bbox_feats.new_zeros(len(r.neg_priors),
-                                                             dtype=torch.bool)])
-                             for r in sampling_results])
-            feats = bbox_feats[pos]
-        else:
+        if feats is None:
             feats = self._attribute_feats(x, pos_rois)
         targets, labels = [], []
         for res, gt in zip(sampling_results, batch_gt_instances):
@@ -191,9 +191,7 @@ class AttributeRoIHead(StandardRoIHead):
             labels.append(gt.labels[res.pos_assigned_gt_inds])
         labels = torch.cat(labels)
         logits = self.attribute_head(feats, pos_rois, labels)
-        loss = self.attribute_head.loss(logits, torch.cat(targets), labels)
-        results["loss_mask"] = {**results["loss_mask"], **loss}
-        return results
+        return self.attribute_head.loss(logits, torch.cat(targets), labels)
 
     def predict_attributes(self, x: tuple[Tensor], results_list: list) -> list:
         """``attributes`` (N × A probabilities) on each image's detections; boxes must still
@@ -209,10 +207,97 @@ class AttributeRoIHead(StandardRoIHead):
             res.attributes = p
         return results_list
 
-    def predict(self, x: tuple[Tensor], rpn_results_list: list, batch_data_samples: list,
-                rescale: bool = False) -> list:
-        batch_img_metas = [s.metainfo for s in batch_data_samples]
-        results_list = self.predict_bbox(x, batch_img_metas, rpn_results_list,
-                                         rcnn_test_cfg=self.test_cfg, rescale=False)
+
+@MODELS.register_module()
+class AttributeRoIHead(AttributeBranch, StandardRoIHead):
+    """``StandardRoIHead`` with an attribute branch (see the module docstring). Needs the mask
+    branch (its training step is where the positive RoIs are at hand)."""
+
+    def __init__(self, attribute_head: dict, attribute_features: str = "mask",
+                 attribute_roi_extractor: dict | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._init_attributes(attribute_head, attribute_features, attribute_roi_extractor)
+
+    def mask_loss(self, x: tuple[Tensor], sampling_results: list[SamplingResult],
+                  bbox_feats: Tensor, batch_gt_instances: list) -> dict:
+        """The mask loss, plus ``loss_attr`` on the positive RoIs (whose mask-branch features
+        the mask loss has just pooled)."""
+        results = super().mask_loss(x, sampling_results, bbox_feats, batch_gt_instances)
+        feats = None
+        if self.attribute_features == "mask":
+            feats = results["mask_feats"]
+        elif self.attribute_features == "bbox":
+            pos = torch.cat([torch.cat([bbox_feats.new_ones(len(r.pos_priors), dtype=torch.bool),
+                                        bbox_feats.new_zeros(len(r.neg_priors),
+                                                             dtype=torch.bool)])
+                             for r in sampling_results])
+            feats = bbox_feats[pos]
+        loss = self.attribute_loss(x, sampling_results, batch_gt_instances, feats)
+        results["loss_mask"] = {**results["loss_mask"], **loss}
+        return results
+
+    def predict_mask(self, x: tuple[Tensor], batch_img_metas: list, results_list: list,
+                     rescale: bool = False) -> list:
+        """Attributes on the final boxes (still at the input's scale), then the masks."""
         results_list = self.predict_attributes(x, results_list)
-        return self.predict_mask(x, batch_img_metas, results_list, rescale=rescale)
+        return super().predict_mask(x, batch_img_metas, results_list, rescale=rescale)
+
+
+class _CascadeAttributes(AttributeBranch):
+    """The attribute branch on a cascade: trained on the last stage's positive RoIs, predicted
+    on the final boxes. ``loss_attr`` is not scaled by the last stage's loss weight (the
+    cascade scales every ``loss*`` of stage s by ``stage_loss_weights[s]``): it keeps the
+    weight its head's ``loss_attr`` config gives it, as on Mask R-CNN."""
+
+    def _attribute_mask_loss(self, stage: int, results: dict, x, sampling_results,
+                             batch_gt_instances) -> dict:
+        if stage == self.num_stages - 1:
+            loss = self.attribute_loss(x, sampling_results, batch_gt_instances)
+            w = float(self.stage_loss_weights[stage]) or 1.0
+            results["loss_mask"] = {**results["loss_mask"],
+                                    **{k: v / w for k, v in loss.items()}}
+        return results
+
+
+@MODELS.register_module()
+class AttributeCascadeRoIHead(_CascadeAttributes, CascadeRoIHead):
+    """Cascade Mask R-CNN's RoI head with the attribute branch (see :class:`AttributeBranch`)."""
+
+    def __init__(self, attribute_head: dict, attribute_features: str = "mask",
+                 attribute_roi_extractor: dict | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._init_attributes(attribute_head, attribute_features, attribute_roi_extractor)
+
+    def mask_loss(self, stage: int, x: tuple[Tensor], sampling_results: list[SamplingResult],
+                  batch_gt_instances: list) -> dict:
+        results = super().mask_loss(stage, x, sampling_results, batch_gt_instances)
+        return self._attribute_mask_loss(stage, results, x, sampling_results,
+                                         batch_gt_instances)
+
+    def predict_mask(self, x: tuple[Tensor], batch_img_metas: list, results_list: list,
+                     rescale: bool = False) -> list:
+        results_list = self.predict_attributes(x, results_list)
+        return super().predict_mask(x, batch_img_metas, results_list, rescale=rescale)
+
+
+@MODELS.register_module()
+class AttributeHTCRoIHead(_CascadeAttributes, HybridTaskCascadeRoIHead):
+    """HTC's RoI head with the attribute branch (see :class:`AttributeBranch`)."""
+
+    def __init__(self, attribute_head: dict, attribute_features: str = "mask",
+                 attribute_roi_extractor: dict | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._init_attributes(attribute_head, attribute_features, attribute_roi_extractor)
+
+    def mask_loss(self, stage: int, x: tuple[Tensor], sampling_results: list[SamplingResult],
+                  batch_gt_instances: list, semantic_feat: Tensor | None = None) -> dict:
+        results = super().mask_loss(stage, x, sampling_results, batch_gt_instances,
+                                    semantic_feat=semantic_feat)
+        return self._attribute_mask_loss(stage, results, x, sampling_results,
+                                         batch_gt_instances)
+
+    def predict_mask(self, x: tuple[Tensor], semantic_heat: Tensor | None,
+                     batch_img_metas: list, results_list: list, rescale: bool = False) -> list:
+        results_list = self.predict_attributes(x, results_list)
+        return super().predict_mask(x, semantic_heat, batch_img_metas, results_list,
+                                    rescale=rescale)
