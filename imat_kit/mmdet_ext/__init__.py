@@ -8,12 +8,16 @@ Importing it also:
   ``mim test --checkpoint`` and ``load_from`` work with no environment variable;
 * makes an ``http(s)://`` ``load_from`` fail fast, with a message saying what to do, when the
   checkpoint is neither cached nor reachable (it would otherwise wait on the network);
-* registers the attribute modules: ``AttributeRoIHead``/``AttributeHead`` (a multi-label
-  branch that predicts each instance's attributes) and the transforms that carry attributes
-  through the pipeline (``LoadInstanceAttributes``, ``KeepInstanceFieldsAligned``,
+* registers the attribute modules: ``AttributeRoIHead``/``AttributeCascadeRoIHead``/
+  ``AttributeHTCRoIHead`` with ``AttributeHead`` (a multi-label branch that predicts each
+  instance's attributes on Mask R-CNN, Cascade Mask R-CNN and HTC) and the transforms that
+  carry attributes through the pipeline (``LoadInstanceAttributes``, ``KeepInstanceFieldsAligned``,
   ``PackIMatInputs``; ``IMatDataset(attributes=True)`` inserts them);
+* registers ``IMatRTMDetInsSepBNHead`` and ``IMatMaskFormerFusionHead`` (RTMDet-Ins's and
+  Mask2Former's heads, giving mask probabilities for ``predict --soft-size``);
 * registers ``IMatRunner`` (``runner_type`` of our configs): work dirs end in ``fold<k>``, and a
-  later phase starts from the earlier phase's last checkpoint on the same fold;
+  later phase starts from the earlier phase's last checkpoint on the same fold, and what a
+  model family cannot do on iMaterialist is refused before training;
 * on a machine without CUDA only, lets mmengine's distributed launcher run on CPU processes
   (gloo backend), which it otherwise cannot (it calls ``torch.cuda.set_device``).
 """
@@ -27,6 +31,7 @@ from . import hooks as _hooks  # noqa: F401  (registers ValLossHook)
 from . import metrics as _metrics  # noqa: F401  (registers IMatCocoMetric)
 from . import roi_heads as _roi_heads  # noqa: F401  (AttributeRoIHead, AttributeHead)
 from . import runner as _runner  # noqa: F401  (registers IMatRunner)
+from . import soft_masks as _soft_masks  # noqa: F401  (RTMDet-Ins, Mask2Former soft masks)
 from .datasets import IMAT_CLASSES, IMatDataset
 from .transforms import RecomputeBBoxFromMasks
 

@@ -46,7 +46,7 @@ from ..predictions import (
     read_header,
     sparse_probs,
 )
-from .config import flat_settings, load_config
+from .config import flat_settings, is_attribute_model, load_config
 
 SPLITS = ("val", "test")
 
@@ -77,7 +77,8 @@ def tta_passes(tta: str | None, scales=None) -> list[tuple[float, bool]]:
 
 
 def _scaled(steps: list, factor: float) -> list:
-    """The test pipeline with its ``Resize`` scaled by ``factor`` (1: as it is)."""
+    """The test pipeline with its ``Resize`` (and a fixed-size ``Pad``) scaled by ``factor``
+    (1: as it is)."""
     if factor == 1.0:
         return list(steps)
     out, found = [], False
@@ -92,6 +93,8 @@ def _scaled(steps: list, factor: float) -> list:
                                "scale", value=t)
             t["scale"] = tuple(max(1, round(v * factor)) for v in sc)
             found = True
+        elif t["type"] == "Pad" and t.get("size"):  # a fixed-size pad (RTMDet) grows with it
+            t = dict(t, size=tuple(max(1, round(v * factor)) for v in t["size"]))
         out.append(t)
     if not found:
         raise KitError("multi-scale TTA needs a Resize in the test pipeline")
@@ -107,21 +110,32 @@ def _to_prediction(sample, key: str, flip: bool = False, soft_size: int = 0,
     probabilities (``pred_instances.attributes``, column i = ``attribute_ids[i]``) are kept
     sparse, at or above ``attribute_floor``."""
     inst = sample.pred_instances
+    h, w = (int(v) for v in sample.ori_shape[:2])
+    labels = inst.labels.cpu().numpy().astype(np.int64)
+    scores = inst.scores.cpu().numpy().astype(np.float32)
+    masks = inst.masks.cpu().numpy() if len(inst) else np.zeros((0, h, w), np.uint8)
+    boxes = inst.bboxes.cpu().numpy().astype(np.float32) if len(inst) else np.zeros((0, 4))
+    # one order for exact ties (an untrained dense head, or constant padding, scores many
+    # places alike; torch.sort orders those differently by batch): score, then label and box
+    order = np.lexsort((*boxes.T[::-1], labels, -scores)) if len(scores) else np.arange(0)
+    labels, scores, masks, boxes = labels[order], scores[order], masks[order], boxes[order]
     probs = []
     if "attributes" in inst:
-        a = inst.attributes.cpu().numpy()
+        a = inst.attributes.cpu().numpy()[order]
         if a.shape[1] != len(attribute_ids):
             raise KitError(f"the model predicts {a.shape[1]} attributes, the data's label file "
                            f"has {len(attribute_ids)}: use the attribute config of this label "
                            "space (2019: 92, 2020/Fashionpedia: 294)", value=key)
         probs = sparse_probs(a, attribute_ids, attribute_floor)
-    h, w = (int(v) for v in sample.ori_shape[:2])
-    masks = inst.masks.cpu().numpy() if len(inst) else np.zeros((0, h, w), np.uint8)
-    boxes = inst.bboxes.cpu().numpy().astype(np.float32) if len(inst) else np.zeros((0, 4))
     if flip:  # the image went in mirrored: mirror the outputs back
         masks = masks[:, :, ::-1]
         boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1) \
             if len(boxes) else boxes
+    if soft_size and masks.dtype == bool:
+        raise KitError("the model's mask head gives binary masks only, not probabilities: "
+                       "predict without --soft-size, or use the kit's config of this family "
+                       "(RTMDet-Ins: IMatRTMDetInsSepBNHead; Mask2Former: "
+                       "IMatMaskFormerFusionHead)", value=key)
     binary = (masks >= 128) if soft_size else masks.astype(bool)
     rles = mask_util.encode(np.asfortranarray(binary.transpose(1, 2, 0).astype(np.uint8))) \
         if len(masks) else []
@@ -131,8 +145,7 @@ def _to_prediction(sample, key: str, flip: bool = False, soft_size: int = 0,
     if soft_size:
         soft = np.stack([crop_soft(m, b, soft_size) for m, b in zip(masks, xywh)]) \
             if len(masks) else np.zeros((0, soft_size, soft_size), np.uint8)
-    return ImagePrediction(key, h, w, inst.labels.cpu().numpy().astype(np.int64),
-                           inst.scores.cpu().numpy().astype(np.float32), xywh,
+    return ImagePrediction(key, h, w, labels, scores, xywh,
                            [r["counts"].decode("ascii") for r in rles], soft,
                            attribute_sets(probs), probs)
 
@@ -192,7 +205,7 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
             "soft_size": soft_size or None, "cfg_options": list(cfg_options or []),
             "attribute_floor": attribute_floor,
             # an attribute model that detects nothing still is one (evaluate reports it)
-            "attribute_model": cfg.model.get("roi_head", {}).get("type") == "AttributeRoIHead",
+            "attribute_model": is_attribute_model(cfg),
             "label_space": label_space(labels)}
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
