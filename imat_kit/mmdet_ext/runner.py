@@ -11,6 +11,9 @@
   URL, ``None`` for from scratch) is used as it is. No checkpoint name (``epoch_4.pth``) is written
   in any config, so changing the epochs or the fold cannot leave one pointing at a file that
   does not exist.
+* **What a model family cannot do is refused before training** (:mod:`.checks`: a pipeline that
+  drops the RLE masks, a model without masks or with another class count, Mask2Former in
+  panoptic mode, attributes on a model without the branch).
 * **TensorBoard on request.** ``imat_tensorboard = True`` in a config (``imat-kit train
   --tensorboard`` sets it) adds mmengine's ``TensorboardVisBackend`` beside the local one:
   losses, learning rate and validation AP go to ``<work dir>/<run>/vis_data/`` as TensorBoard
@@ -25,6 +28,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..errors import KitError
+from .checks import check_training_config
 
 #: the ``load_from`` of a later phase: the earlier phase's last checkpoint on the same fold
 PREVIOUS_PHASE = "imat:previous-phase"
@@ -88,5 +92,7 @@ class IMatRunner(Runner):
     @classmethod
     def from_cfg(cls, cfg) -> Runner:
         cfg = cfg.copy()
+        if cfg.get("train_dataloader") is not None and cfg.get("train_cfg") is not None:
+            check_training_config(cfg)
         apply_run_rules(cfg)
         return super().from_cfg(cfg)
