@@ -51,6 +51,7 @@ optim_wrapper = dict(type='OptimWrapper',
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3,
                     save_best='coco/segm_mAP', rule='greater'))
-custom_hooks = [dict(type='CheckInvalidLossHook', interval=50, priority='VERY_LOW'),
-                dict(type='ValLossHook')]
+# No ValLossHook: YOLACT's loss needs its semantic-segmentation branch, which runs in
+# training mode only (in eval mode the loss fails on the missing segm_preds).
+custom_hooks = [dict(type='CheckInvalidLossHook', interval=50, priority='VERY_LOW')]
 auto_scale_lr = dict(base_batch_size=8)
