@@ -16,7 +16,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").glob("*.py"))
+CONFIGS = sorted((REPO / "configs").glob("*.py")) + sorted((REPO / "configs" / "tiny").glob("*.py"))
 TEST_CONFIGS = REPO / "tests" / "configs"
 
 
@@ -44,14 +44,26 @@ def test_every_config_builds(path, prepared):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
+    from imat_kit.mmdet_ext.checks import check_training_config, model_classes
+    from imat_kit.mmdet_ext.config import is_attribute_model
     from imat_kit.mmdet_ext.runner import fold_work_dir
 
     register_all_modules()
     cfg = _cfg(path, prepared, fold=2)
     model = MODELS.build(cfg.model)
-    heads = ([model.roi_head.bbox_head, model.roi_head.mask_head] if hasattr(model, "roi_head")
-             else [model.bbox_head, model.mask_head])
-    assert all(h.num_classes == 46 for h in heads)
+    classes = model_classes(cfg.model)  # every classifying head, each stage of a cascade
+    assert classes and all(n == 46 for _, n in classes), classes
+    built = [m.num_classes for m in model.modules()  # (the RPN's one class: object or not)
+             if isinstance(getattr(m, "num_classes", None), int) and type(m).__name__ != "RPNHead"]
+    assert built and set(built) == {46}, built
+    check_training_config(cfg)  # nothing the kit refuses before training
+    dataset = cfg.train_dataloader.dataset
+    if is_attribute_model(cfg):  # the branch's label space is the dataset's
+        assert dataset.attributes is True
+        assert model.roi_head.attribute_head.num_attributes == dataset.num_attributes
+        assert dataset.num_attributes == (294 if "2020" in path.stem else 92)
+    else:
+        assert not dataset.get("attributes", False)
     assert cfg.train_dataloader.dataset.type == "IMatDataset"
     assert str(cfg.train_dataloader.dataset.fold) == "2"
     assert cfg.val_evaluator.ann_file.endswith("annotations/fold2_val.json")
@@ -63,9 +75,12 @@ def test_every_config_builds(path, prepared):
     if cfg.get("imat_previous_phase"):  # phase 2: starts from phase 1's run on the same fold
         assert cfg.load_from == "imat:previous-phase"
         assert (path.parent / cfg.imat_previous_phase).is_file()
-    elif not path.stem.startswith("tiny_"):
+    elif path.stem.startswith("tiny_") or path.parent.name == "tiny":
+        assert cfg.load_from is None  # from scratch: no download
+    else:
         assert str(cfg.load_from).startswith("https://download.openmmlab.com/")
-    assert "paramwise_cfg" not in cfg.optim_wrapper  # would drop frozen params (two phases)
+    if cfg.get("imat_next_phase") or cfg.get("imat_previous_phase"):
+        assert "paramwise_cfg" not in cfg.optim_wrapper  # would drop frozen params
 
 
 def test_dataset_splits(prepared):

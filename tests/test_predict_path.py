@@ -206,13 +206,15 @@ def test_installed_package_finds_its_configs(tmp_path):
     code = ("import imat_kit, sys; from imat_kit.demo import default_config; "
             "from mmengine.config import Config; p = default_config(); "
             "c = Config.fromfile(str(p)); print(imat_kit.__file__); print(p); "
-            "print(c.model.roi_head.bbox_head.num_classes, c.runner_type)")
+            "print(c.model.roi_head.bbox_head.num_classes, c.runner_type); "
+            "t = Config.fromfile(str(p.parent / 'tiny' / 'htc_imat.py')); "
+            "print(t.model.roi_head.bbox_head[2]['num_classes'])")
     r = subprocess.run([sys.executable, "-c", code], env=env, cwd=elsewhere,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
-    where, config, classes = r.stdout.strip().splitlines()[-3:]
+    where, config, classes, htc = r.stdout.strip().splitlines()[-4:]
     assert where.startswith(str(target)) and config.startswith(str(target))
-    assert classes == "46 IMatRunner"
+    assert classes == "46 IMatRunner" and htc == "46"  # the tiny/ family configs ship too
 
 
 def test_multiscale_tta_passes_map_back_onto_the_truth(tmp_path):
