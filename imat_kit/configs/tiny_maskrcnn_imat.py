@@ -1,16 +1,14 @@
 # A small Mask R-CNN for CPU: R18-FPN at 256 px, trained from scratch (no download), fewer
-# proposals and RoIs. Used by the demo and the tests; learns the synthetic dataset in minutes.
+# proposals and RoIs (the tiny recipe of _base_/tiny_cpu.py). Used by the demo and the tests;
+# learns the synthetic dataset in minutes.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::_base_/schedules/schedule_1x.py',
-    'mmdet::_base_/default_runtime.py', './_base_/imat_instance.py'
+    'mmdet::_base_/default_runtime.py', './_base_/imat_instance.py', './_base_/tiny_cpu.py'
 ]
 
-image_size = (256, 256)
+image_size = _base_.tiny_image_size
 model = dict(
-    backbone=dict(depth=18, frozen_stages=-1, norm_eval=False, init_cfg=None),
-    neck=dict(in_channels=[64, 128, 256, 512], out_channels=128),
-    rpn_head=dict(in_channels=128, feat_channels=128,
-                  anchor_generator=dict(scales=[4])),
+    backbone=_base_.tiny_resnet18, neck=_base_.tiny_fpn, rpn_head=_base_.tiny_rpn_head,
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=128),
         bbox_head=dict(in_channels=128, fc_out_channels=256,
@@ -18,50 +16,21 @@ model = dict(
         mask_roi_extractor=dict(out_channels=128),
         mask_head=dict(in_channels=128, conv_out_channels=128,
                        num_classes={{_base_.num_classes}})),
-    train_cfg=dict(
-        rpn_proposal=dict(nms_pre=500, max_per_img=200),
-        rcnn=dict(sampler=dict(num=64))),
-    test_cfg=dict(
-        rpn=dict(nms_pre=500, max_per_img=100),
-        rcnn=dict(max_per_img=30)))
+    train_cfg=dict(rpn_proposal=_base_.tiny_rpn_proposal, rcnn=dict(sampler=dict(num=64))),
+    test_cfg=_base_.tiny_rcnn_test_cfg)
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, pin_memory=False,
-                        dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False, pin_memory=False,
-                      dataset=dict(pipeline=test_pipeline))
+train_pipeline = _base_.tiny_train_pipeline
+test_pipeline = _base_.tiny_test_pipeline
+train_dataloader = dict(_base_.tiny_train_loader, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(_base_.tiny_val_loader, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-max_iters = 600
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
-                 val_interval=max_iters)
-optim_wrapper = dict(
-    _delete_=True, type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=3e-4, weight_decay=1e-4),
-    clip_grad=dict(max_norm=10, norm_type=2))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,
-         milestones=[int(max_iters * 0.85)], gamma=0.1),
-]
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
-                    max_keep_ckpts=2, save_best='coco/segm_mAP', rule='greater'))
+max_iters = _base_.tiny_max_iters
+train_cfg = _base_.tiny_train_cfg
+optim_wrapper = _base_.tiny_optim_wrapper
+param_scheduler = _base_.tiny_param_scheduler
+default_hooks = _base_.tiny_default_hooks
 custom_hooks = [dict(type='ValLossHook')]
-log_processor = dict(by_epoch=False, window_size=20)
+log_processor = _base_.tiny_log_processor
 load_from = None
 randomness = dict(seed=0)
