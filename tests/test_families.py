@@ -246,3 +246,24 @@ def test_mim_train_refuses_the_recipe_pipeline_that_drops_rle_masks(prepared, tm
         env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert "poly2mask=False" in r.stderr and "Iter(train)" not in r.stdout + r.stderr
+
+
+def test_imat_kit_train_plans_each_family_and_refuses_before_running(prepared, tmp_path):
+    """`imat-kit train` chains no phases for the new families (each trains in one run with its
+    own recipe) and refuses a bad config before it starts `mim train`."""
+    from imat_kit.errors import KitError
+    from imat_kit.mmdet_ext.train import train_folds
+
+    for name in ("htc_x101_dcn_imat.py", "cascade_maskrcnn_r50_imat_attr2020.py",
+                 "rtmdet_ins_l_imat.py", "mask2former_r50_imat.py"):
+        recs = train_folds(REPO / "configs" / name, [0, 2], work_root=tmp_path,
+                           data_root=str(prepared), dry_run=True, quiet=True)
+        assert [(r["fold"], r["phase"], r["status"]) for r in recs] == \
+            [(0, Path(name).stem, "dry run"), (2, Path(name).stem, "dry run")]
+        assert recs[1]["command"][:3] == [str(Path(sys.executable).parent / "mim"), "train",
+                                          "mmdet"]
+    with pytest.raises(KitError, match="poly2mask=False"):
+        train_folds(TINY / "rtmdet_ins_imat.py", [0], work_root=tmp_path,
+                    data_root=str(prepared), quiet=True,
+                    cfg_options=["train_dataloader.dataset.pipeline.1.poly2mask=False"])
+    assert not (tmp_path / "rtmdet_ins_imat").exists()

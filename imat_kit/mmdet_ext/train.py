@@ -32,6 +32,7 @@ from pathlib import Path
 from ..errors import KitError
 from ..io import atomic_open, describe_differences, file_fingerprint
 from ..layout import ann_relpath
+from .checks import check_training_config
 from .config import data_root_env, flat_settings, load_config
 from .runner import last_checkpoint
 
@@ -124,6 +125,7 @@ def run_record(phase: Phase, fold: int, *, data_root: str | None, cfg_options: l
                start_checkpoint: Path | None) -> dict:
     """Everything that shapes a phase's run on a fold, as recorded in ``imat_run.json``."""
     cfg = load_config(phase.config, fold=fold, data_root=data_root, options=cfg_options)
+    check_training_config(cfg)  # what the family cannot do: refused before any run starts
     settings = flat_settings(cfg)
     settings.update({"(launcher)": launcher, "(gpus)": gpus if launcher != "none" else 1,
                      "(auto_scale_lr)": auto_scale_lr})
