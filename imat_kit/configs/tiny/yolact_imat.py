@@ -1,7 +1,7 @@
-# YOLACT made small for CPU: yolact_r50_imat.py with R18-FPN (128 channels), 256x256 input
-# (anchors and their strides scaled from the recipe's 550), and the tiny training recipe
-# (../_base_/tiny_cpu.py) with the recipe's loader-free pipeline steps kept (Expand,
-# MinIoURandomCrop, photometric distortion, flips).
+# YOLACT made small for CPU: yolact_r50_imat.py with R18-FPN (128 channels), a 256x256 input
+# (anchors and their strides scaled from the recipe's 550), flips only (the recipe's Expand up
+# to 4x would shrink the synthetic garments to a few pixels at 256 px), and the tiny training
+# recipe (../_base_/tiny_cpu.py).
 _base_ = ['../yolact_r50_imat.py', '../_base_/tiny_cpu.py']
 input_size = _base_.tiny_image_size[0]
 feat = [input_size // s for s in (8, 16, 32, 64, 128)]
@@ -16,9 +16,15 @@ model = dict(
                                        for x in feat])),
     mask_head=dict(in_channels=128),
     test_cfg=dict(max_per_img=30))
-train_pipeline = [dict(t, scale=(input_size, input_size)) if t['type'] == 'Resize' else t
-                  for t in _base_.train_pipeline]
-test_pipeline = [dict(t, scale=(input_size, input_size)) if t['type'] == 'Resize' else t
+size = (input_size, input_size)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=size, keep_ratio=False),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [dict(t, scale=size) if t['type'] == 'Resize' else t
                  for t in _base_.test_pipeline]
 train_dataloader = dict(_base_.tiny_train_loader, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(_base_.tiny_val_loader, dataset=dict(pipeline=test_pipeline))
