@@ -300,8 +300,7 @@ def test_yolact_trains_a_few_iterations(tmp_path, env):
          "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
          "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False",
          "train_cfg.max_epochs=1", "default_hooks.logger.interval=1",
-         "train_dataloader.dataset.indices=4", "val_dataloader.dataset.indices=2",
-         "custom_hooks=[]"],
+         "train_dataloader.dataset.indices=4", "val_dataloader.dataset.indices=2"],
         env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     s = _scalars(wd)
