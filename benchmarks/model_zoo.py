@@ -11,7 +11,8 @@ Tiny models (R18-size, 256 px, from scratch) on synthetic data for minutes of CP
 shows that each family trains, predicts and evaluates in the kit, not which family is best on
 real data; the published COCO figures of each full-size family stand beside it for scale.
 
-    python benchmarks/model_zoo.py [--images 300] [--budget 300] [--families htc yolact]
+    python benchmarks/model_zoo.py [--images 300] [--budget 300] [--families HTC YOLACT]
+    python benchmarks/model_zoo.py --families YOLACT --iters 1500     # a fixed length
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--budget", type=float, default=300.0, help="training seconds per family")
     ap.add_argument("--calib", type=int, default=12, help="iterations to measure s/iter")
+    ap.add_argument("--iters", type=int, default=None,
+                    help="train this many iterations instead of what fits in --budget")
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--families", nargs="*", default=list(FAMILIES))
@@ -96,7 +99,7 @@ def main() -> int:
         _train(config, data, out / "calib" / name, a.calib, a.fold)
         times = sorted(_iter_times(out / "calib" / name, a.fold)[2:])  # warm iterations
         s_iter = times[len(times) // 2]
-        iters = max(a.calib, int(a.budget / s_iter))
+        iters = a.iters or max(a.calib, int(a.budget / s_iter))
         wall = _train(config, data, out / "work" / name, iters, a.fold)
         ckpt = out / "work" / name / f"fold{a.fold}" / f"iter_{iters}.pth"
         preds_path = out / f"{name}_fold{a.fold}_val.jsonl"
