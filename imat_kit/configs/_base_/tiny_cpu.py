@@ -4,7 +4,7 @@
 # BN trained, anchors for 12-120 px objects, fewer proposals and RoIs). The names carry a
 # `tiny_` prefix so this file can sit beside any family's config (their keys would clash);
 # a tiny config assigns them, e.g.  train_cfg = _base_.tiny_train_cfg
-# What learns in minutes on 2 cores: ../../shared notes, and tiny_maskrcnn_imat.py (same values).
+# tiny_maskrcnn_imat.py (the demo's model) uses the same values.
 tiny_image_size = (256, 256)
 tiny_max_iters = 600
 
