@@ -19,8 +19,8 @@ import time
 import numpy as np
 from _common import REPO, machine
 
-from imat_kit.attr_metric import fashionpedia_eval
-from imat_kit.labels import load_labels
+from imat_kit.data.labels import load_labels
+from imat_kit.eval.attr_metric import fashionpedia_eval
 
 sys.path.insert(0, str(REPO))
 from tests.coco_helpers import fpeval_results, random_attribute_case

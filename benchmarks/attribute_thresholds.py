@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 from _common import REPO, machine
 
-from imat_kit.analysis import f1_from_counts
-from imat_kit.attr_eval import AttributeThresholds, attribute_table, micro_f1, tune_thresholds
-from imat_kit.evaluate import read_fold_runs
-from imat_kit.layout import find_labels, read_ann
+from imat_kit.data.paths import find_labels, read_ann
+from imat_kit.eval.analysis import f1_from_counts
+from imat_kit.eval.attr_eval import AttributeThresholds, attribute_table, micro_f1, tune_thresholds
+from imat_kit.eval.evaluate import read_fold_runs
 
 
 def _half(run: dict, keys: set[str]) -> dict:

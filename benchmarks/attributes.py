@@ -28,8 +28,8 @@ from pathlib import Path
 
 from _common import REPO, machine
 
-from imat_kit.analysis import attribute_f1, category_prior, f1_summary, with_prior
-from imat_kit.layout import read_ann
+from imat_kit.data.paths import read_ann
+from imat_kit.eval.analysis import attribute_f1, category_prior, f1_summary, with_prior
 from imat_kit.predictions import read_predictions
 
 CONFIG = REPO / "imat_kit" / "configs" / "tiny_maskrcnn_imat_attr2020.py"

@@ -25,7 +25,7 @@ from _common import REPO, machine, run_measured
 from pycocotools import mask as mask_util
 from rle import notebook_decode  # benchmarks/rle.py
 
-from imat_kit.coco import _chunk_runs
+from imat_kit.data.coco import _chunk_runs
 
 
 def notebook_path(rows: pd.DataFrame) -> list[dict]:

@@ -23,11 +23,11 @@ from _common import REPO, machine
 from pycocotools import mask as mask_util
 from rle import notebook_encode
 
-from imat_kit import rle
+from imat_kit.data import rle
+from imat_kit.data.synth import _SHAPES, _convex_runs, _full_image_sizes, category_weights
 from imat_kit.ensemble import ensemble
 from imat_kit.predictions import ImagePrediction, PredictionsWriter, read_predictions
 from imat_kit.submission import SubmitConfig, write_submission
-from imat_kit.synth import _SHAPES, _convex_runs, _full_image_sizes, category_weights
 
 OUT = REPO / "outputs" / "bench" / "ensemble"
 

@@ -71,8 +71,8 @@ def versions() -> dict:
 
 def make_data(root: Path, *, images: int, test_images: int, dry: bool) -> None:
     """Synthetic images at the real data's sizes (toy sizes for a dry run), prepared."""
-    from imat_kit.prepare import prepare
-    from imat_kit.synth import generate_images
+    from imat_kit.data.prepare import prepare
+    from imat_kit.data.synth import generate_images
 
     if not (root / "annotations" / "all.json").exists():
         sides = (48, 80) if dry else (600, 1000)

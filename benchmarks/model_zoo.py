@@ -27,8 +27,8 @@ from pathlib import Path
 
 from _common import REPO, machine
 
-from imat_kit.evaluate import evaluate_fold
-from imat_kit.layout import read_ann
+from imat_kit.data.paths import read_ann
+from imat_kit.eval.evaluate import evaluate_fold
 from imat_kit.mmdet_ext.predict import predict
 from imat_kit.predictions import read_predictions
 

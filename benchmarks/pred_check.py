@@ -17,7 +17,7 @@ import numpy as np
 from _common import machine
 from ensemble_submit import make_inputs
 
-from imat_kit.labels import load_labels
+from imat_kit.data.labels import load_labels
 from imat_kit.predictions import (
     CHECK_CHUNK,
     Expected,

@@ -25,7 +25,7 @@ from pathlib import Path
 from _common import machine
 from train_speed import DATA, ensure_data
 
-from imat_kit.io import file_fingerprint
+from imat_kit.files import file_fingerprint
 
 R50_CHECKPOINT_BYTES = 177_000_000  # mask_rcnn_r50_fpn ms-poly 3x COCO: 169 MiB
 

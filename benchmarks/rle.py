@@ -14,7 +14,7 @@ import argparse
 import numpy as np
 from _common import best_of, machine
 
-from imat_kit import rle
+from imat_kit.data import rle
 
 
 def notebook_encode(img: np.ndarray) -> str:

@@ -73,7 +73,7 @@ def inference_s_per_image(config: str, images: int = 30) -> float:
     from mmengine.dataset import Compose, pseudo_collate
     from mmengine.registry import init_default_scope
 
-    from imat_kit.layout import read_ann
+    from imat_kit.data.paths import read_ann
     from imat_kit.mmdet_ext.config import load_config
 
     register_all_modules()

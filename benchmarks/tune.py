@@ -25,12 +25,12 @@ import time
 import numpy as np
 from _common import machine
 
-from imat_kit import rle as rle_mod
-from imat_kit.io import progress
-from imat_kit.labels import load_labels
+from imat_kit.data import rle as rle_mod
+from imat_kit.data.labels import load_labels
+from imat_kit.data.synth import _full_image_sizes
+from imat_kit.eval.runs import FoldRun
 from imat_kit.predictions import ImagePrediction
-from imat_kit.runs import FoldRun
-from imat_kit.synth import _full_image_sizes
+from imat_kit.progress import progress
 from imat_kit.tune import tune
 
 SOFT = 14

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_util
 
-from . import rle as rle_mod
-from .errors import KitError
-from .io import parallel_map
-from .layout import find_labels
-from .predictions import (
+from imat_kit.data import rle as rle_mod
+from imat_kit.data.paths import find_labels
+from imat_kit.errors import KitError
+from imat_kit.predictions import (
     Expected,
     ImagePrediction,
     attribute_sets,
@@ -34,6 +33,7 @@ from .predictions import (
     soft_size_of,
     write_predictions,
 )
+from imat_kit.progress import parallel_map
 
 METHODS = ("fusion", "nms")
 
@@ -153,7 +153,7 @@ def _soft_vote(boxes: list[np.ndarray], softs: list[np.ndarray], weights: np.nda
     of their boxes, kept where it reaches 0.5; also that mean resampled into the fused box."""
     import cv2
 
-    from .postprocess import box_pixels
+    from imat_kit.postprocess import box_pixels
 
     ib = [box_pixels(b, h, w) for b in boxes]
     ux0, uy0 = min(b[0] for b in ib), min(b[1] for b in ib)
@@ -256,8 +256,8 @@ def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "f
 
 def _data_expected(data: str | Path, labels, head: dict) -> Expected:
     """The data's label file and the images of the inputs' split."""
-    from .layout import read_ann, test_image_sizes
-    from .runs import split_expected
+    from imat_kit.data.paths import read_ann, test_image_sizes
+    from imat_kit.eval.runs import split_expected
 
     if head.get("split") == "val" and head.get("fold") is not None:
         return split_expected(labels, read_ann(data, "val", head["fold"]), head["fold"])

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from pycocotools import mask as mask_util
 
-from .errors import KitError
-from .io import atomic_open
-from .matching import greedy_pairs, pair_ious, score_order
+from imat_kit.errors import KitError
+from imat_kit.eval.matching import greedy_pairs, pair_ious, score_order
+from imat_kit.files import atomic_open
 
 
 def _save(fig, out: str | Path) -> None:
@@ -325,9 +325,9 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
     Returns what was drawn (``points`` for losses, ``images`` for overlays, ``attributes``
     for attributes). ``attribute_thresholds`` cut the attribute probabilities (overlays,
     attributes)."""
-    from .layout import find_labels, image_dir, read_ann
-    from .predictions import read_header, read_predictions
-    from .runs import FoldRun, split_expected
+    from imat_kit.data.paths import find_labels, image_dir, read_ann
+    from imat_kit.eval.runs import FoldRun, split_expected
+    from imat_kit.predictions import read_header, read_predictions
 
     if what not in PLOTS:
         raise KitError(f"figure must be one of {', '.join(PLOTS)}", value=what)
@@ -339,12 +339,12 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
         return {"points": plot_losses(work_dirs, out, labels)}
     data = Path(data)
     if what == "categories":
-        from .stats import dataset_stats
+        from imat_kit.data.stats import dataset_stats
 
         plot_category_distribution(dataset_stats(data / "train.csv", find_labels(data))
                                    ["categories"], out)
         return {}
-    from .metric import coco_eval
+    from imat_kit.eval.metric import coco_eval
 
     head = read_header(predictions)
     split = "val" if head.get("split") == "val" and head.get("fold") is not None else "test"
@@ -359,7 +359,7 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
         names = find_labels(data).class_names
         plot_confusion(confusion_matrix(gt, preds, len(names), score_thr=score_thr), names, out)
         return {}
-    from .attr_eval import apply_thresholds, attribute_table, load_thresholds
+    from imat_kit.eval.attr_eval import apply_thresholds, attribute_table, load_thresholds
 
     thr = load_thresholds(attribute_thresholds, find_labels(data))
     preds = apply_thresholds(preds, thr)
@@ -407,7 +407,7 @@ def plot_category_ap(per_cat, train_counts: dict[int, int], out: str | Path) -> 
 
 def plot_error_breakdown(breakdowns: dict[str, dict], out: str | Path) -> None:
     """TIDE's dAP per error type (grouped bars, one group per fold)."""
-    from .analysis import ERROR_NAMES, ERROR_TYPES
+    from imat_kit.eval.analysis import ERROR_NAMES, ERROR_TYPES
 
     fig, ax = plt.subplots(figsize=(8, 4))
     k = max(len(breakdowns), 1)

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_util
 
-from . import rle as rle_mod
-from .attr_eval import AttributeThresholds, _key_line
-from .errors import KitError
-from .io import atomic_open
-from .matching import pair_ious, score_order
+from imat_kit.data import rle as rle_mod
+from imat_kit.errors import KitError
+from imat_kit.eval.attr_eval import AttributeThresholds, _key_line
+from imat_kit.eval.matching import pair_ious, score_order
+from imat_kit.files import atomic_open
 
 FORMAT = "imat-kit-postprocess"
 DECODINGS = ("threshold", "topk")
@@ -333,7 +333,7 @@ def load_postprocess(path: str | Path, labels=None) -> tuple[PostProcess, dict]:
     """A file written by ``imat-kit tune``: its settings (checked) and the whole content.
     Given the data's ``labels``, every category and attribute id must be the label file's,
     and the file's recorded label space the data's: a file tuned on other data is refused."""
-    from .readers import read_json_text
+    from imat_kit.data.readers import read_json_text
 
     file = str(path)
     text, d = read_json_text(path, what="postprocess file")
@@ -356,7 +356,7 @@ def load_postprocess(path: str | Path, labels=None) -> tuple[PostProcess, dict]:
                                file=file, row=_key_line(text, str(a)), value=a)
         space = d.get("label_space")
         if isinstance(space, dict):
-            from .predictions import label_space
+            from imat_kit.predictions import label_space
 
             mine = label_space(labels)
             for key in ("categories", "attributes"):

@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import rle as rle_mod
-from .errors import KitError
-from .io import atomic_open
+from imat_kit.data import rle as rle_mod
+from imat_kit.errors import KitError
+from imat_kit.files import atomic_open
 
 FORMAT = "imat-kit-predictions"
 VERSION = 2  # 2: attr_probs (attribute probabilities); 1 is still read

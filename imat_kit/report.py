@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import __version__
-from .errors import KitError
-from .io import atomic_open
+from imat_kit import __version__
+from imat_kit.errors import KitError
+from imat_kit.files import atomic_open
 
 SECTIONS = ("folds", "provenance", "categories", "errors", "curves", "gallery", "attributes")
 
@@ -152,18 +152,13 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
     ``tune-attributes`` file) cuts the attribute probabilities (default a global 0.5);
     ``postprocess`` (an ``imat-kit tune`` file) adds the fold figures at its settings beside
     the defaults, with its nested cross-fold figure."""
-    from . import plots
-    from .analysis import (
-        ERROR_NAMES,
-        ERROR_TYPES,
-        error_breakdown,
-        image_scores,
-    )
-    from .attr_eval import apply_thresholds, attribute_table, load_thresholds, micro_f1
-    from .evaluate import REFERENCE_TABLE3, evaluate_files, read_fold_runs
-    from .io import progress
-    from .layout import find_labels, image_dir, read_ann
-    from .metric import coco_eval
+    from imat_kit import plots
+    from imat_kit.data.paths import find_labels, image_dir, read_ann
+    from imat_kit.eval.analysis import ERROR_NAMES, ERROR_TYPES, error_breakdown, image_scores
+    from imat_kit.eval.attr_eval import apply_thresholds, attribute_table, load_thresholds, micro_f1
+    from imat_kit.eval.evaluate import REFERENCE_TABLE3, evaluate_files, read_fold_runs
+    from imat_kit.eval.metric import coco_eval
+    from imat_kit.progress import progress
 
     data = Path(data)
     if not predictions:
@@ -171,7 +166,7 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
     thresholds = load_thresholds(attribute_thresholds, find_labels(data))
     post, post_file = None, None
     if postprocess is not None:
-        from .postprocess import load_postprocess
+        from imat_kit.postprocess import load_postprocess
 
         post, post_file = load_postprocess(postprocess, find_labels(data))
     runs = read_fold_runs(data, predictions)
@@ -182,7 +177,7 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
     cats.insert(0, "category", [labels.class_names[i] for i in cats.index])
     manifest = None
     if submission is not None:
-        from .readers import read_json
+        from imat_kit.data.readers import read_json
 
         manifest = read_json(Path(submission).with_suffix(".json"), what="submission manifest")
     heads = {r.file: r.head for r in runs}

@@ -23,15 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from . import rle as rle_mod
-from .errors import KitError
-from .io import atomic_open, parallel_map
-from .labels import Labels, format_class_id, parse_class_id
-from .matching import score_order
-from .postprocess import PostProcess, kept_instances, masks_of
-from .predictions import ImagePrediction
-from .readers import csv_columns, read_csv
+from imat_kit import __version__
+from imat_kit.data import rle as rle_mod
+from imat_kit.data.labels import Labels, format_class_id, parse_class_id
+from imat_kit.data.readers import csv_columns, read_csv
+from imat_kit.errors import KitError
+from imat_kit.eval.matching import score_order
+from imat_kit.files import atomic_open
+from imat_kit.postprocess import PostProcess, kept_instances, masks_of
+from imat_kit.predictions import ImagePrediction
+from imat_kit.progress import parallel_map
 
 HEADER = ["ImageId", "EncodedPixels", "ClassId"]
 HEADER_2020 = [*HEADER, "AttributesIds"]
@@ -316,8 +317,8 @@ def csv_instances(path: str | Path, sizes: dict[str, tuple[int, int]], *,
     A submission has no scores: row order stands in for them (earlier = higher).
     ``by_category``: the key is the category alone and ``attributes`` holds the instance's
     attributes (from ``AttributesIds``, or from a 2019 ``ClassId``): the 2020 score's input."""
-    from .labels import parse_attributes_ids
-    from .metric import Instance, class_key
+    from imat_kit.data.labels import parse_attributes_ids
+    from imat_kit.eval.metric import Instance, class_key
 
     file = str(path)
     df = read_csv(path, what="submission or solution", required=HEADER, rows_required=False)
@@ -374,12 +375,12 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
     kept as ``NAME.invalid.csv`` (manifest ``NAME.invalid.json``) and ``out`` is left as it
     was. Returns the manifest (``submission`` is the name the CSV has now) and the problems
     validation found (none for predictions that passed the reader's checks)."""
-    from .attr_eval import apply_thresholds, load_thresholds
-    from .io import file_fingerprint
-    from .layout import find_labels, sample_image_ids, test_image_sizes
-    from .postprocess import load_postprocess, sha256_of
-    from .predictions import Expected, read_header, read_predictions
-    from .readers import read_csv
+    from imat_kit.data.paths import find_labels, sample_image_ids, test_image_sizes
+    from imat_kit.data.readers import read_csv
+    from imat_kit.eval.attr_eval import apply_thresholds, load_thresholds
+    from imat_kit.files import file_fingerprint
+    from imat_kit.postprocess import load_postprocess, sha256_of
+    from imat_kit.predictions import Expected, read_header, read_predictions
 
     cfg = cfg or SubmitConfig()
     out = Path(out)
@@ -457,8 +458,8 @@ def score_submission(submission: str | Path, solution: str | Path, data: str | P
     in ``train.csv`` layout. Every ImageId of the submission must be in the solution.
     ``year=2020``: the 2020 rule (:func:`attr_metric.competition_score_2020`, with its
     ``sweep`` and ``f1`` options); either layout of submission is read."""
-    from .layout import find_labels, test_image_sizes
-    from .metric import competition_score
+    from imat_kit.data.paths import find_labels, test_image_sizes
+    from imat_kit.eval.metric import competition_score
 
     if year not in (2019, 2020):
         raise KitError("year must be 2019 or 2020", value=year)
@@ -469,14 +470,14 @@ def score_submission(submission: str | Path, solution: str | Path, data: str | P
                         by_category=by_cat)
     stray = [k for k in sub if k not in truth]
     if stray:
-        from .readers import read_csv
+        from imat_kit.data.readers import read_csv
 
         ids = [s.strip() for s in read_csv(submission, what="submission",
                                            rows_required=False)["ImageId"]]
         raise KitError(f"ImageId not in the solution {solution} ({len(stray)} such image(s))",
                        file=str(submission), row=ids.index(stray[0]) + 2, value=stray[0])
     if year == 2020:
-        from .attr_metric import competition_score_2020
+        from imat_kit.eval.attr_metric import competition_score_2020
 
         return competition_score_2020(truth, sub, average=average, sweep=sweep, f1=f1,
                                       attribute_ids=find_labels(data).attribute_id_list)

@@ -52,23 +52,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .attr_eval import (
-    match_instances,
-    thresholds_from,
-    tune_thresholds,
-)
-from .attr_metric import (
+from imat_kit.errors import KitError
+from imat_kit.eval.attr_eval import match_instances, thresholds_from, tune_thresholds
+from imat_kit.eval.attr_metric import (
     F1_TYPES,
     SWEEPS,
     attribute_categories,
     f1_of_counts,
     fashionpedia_eval,
 )
-from .errors import KitError
-from .io import parallel_map, progress
-from .matching import greedy_tp, pair_ious, score_order
-from .metric import IOU_THRESHOLDS, Instance, truth_instances
-from .postprocess import (
+from imat_kit.eval.matching import greedy_tp, pair_ious, score_order
+from imat_kit.eval.metric import IOU_THRESHOLDS, Instance, truth_instances
+from imat_kit.eval.runs import FoldRun
+from imat_kit.postprocess import (
     FORMAT,
     AttributeDecoder,
     PostProcess,
@@ -77,8 +73,8 @@ from .postprocess import (
     masks_of,
     touching,
 )
-from .predictions import label_space
-from .runs import FoldRun
+from imat_kit.predictions import label_space
+from imat_kit.progress import parallel_map, progress
 
 METRICS = ("competition", "competition2020", "ap_iou_f1")
 SCORE_GRID = tuple(float(x) for x in np.round(np.arange(0.05, 0.951, 0.05), 2))
@@ -643,8 +639,8 @@ def tune_topk(runs: list[FoldRun], *, start: dict[int, int] | None = None, round
 
 
 def _ap_iou_f1(runs: list[FoldRun], post: PostProcess, labels) -> float:
-    from .attr_metric import detections_from_predictions
-    from .postprocess import apply_postprocess
+    from imat_kit.eval.attr_metric import detections_from_predictions
+    from imat_kit.postprocess import apply_postprocess
 
     gt = {"images": [], "annotations": [], "categories": runs[0].gt["categories"]}
     dets = []
@@ -664,7 +660,7 @@ def _k_start(run: FoldRun | None, runs: list[FoldRun] = ()) -> dict[int, int] | 
     annotations (which exclude it); for the final settings (``run`` None), of every training
     annotation of the data the ``runs`` came from. Read, reduced to medians and let go (the
     annotations of real data take gigabytes); ``None`` for runs built in memory."""
-    from .layout import read_ann
+    from imat_kit.data.paths import read_ann
 
     if run is not None:
         if run._train_gt is not None:

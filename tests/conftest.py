@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """A small synthetic competition dataset (read-only for tests: copy before changing)."""
-    from imat_kit.synth import generate_images
+    from imat_kit.data.synth import generate_images
 
     out = tmp_path_factory.mktemp("synth") / "data"
     generate_images(out, images=40, test_images=6, seed=3, min_side=96, max_side=160,
@@ -32,7 +32,7 @@ def synth_copy(synth_dir, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def prepared(synth_dir, tmp_path_factory) -> Path:
     """The synthetic competition files (linked) with a 3-fold `imat-kit prepare` beside them."""
-    from imat_kit.prepare import prepare
+    from imat_kit.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared")
     for name in ["train", "test", "train.csv", "sample_submission.csv",
@@ -63,8 +63,8 @@ def tiny_checkpoint(prepared, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def prepared2020(tmp_path_factory) -> Path:
     """A small synthetic 2020-layout dataset (294 attributes), prepared into 3 folds."""
-    from imat_kit.prepare import prepare
-    from imat_kit.synth import generate_images
+    from imat_kit.data.prepare import prepare
+    from imat_kit.data.synth import generate_images
 
     out = tmp_path_factory.mktemp("synth2020") / "data"
     generate_images(out, images=30, test_images=4, seed=5, min_side=96, max_side=160,

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_util
 
-from imat_kit.cli import main
-from imat_kit.labels import labels_from_dict
+from imat_kit.cli.commands import main
+from imat_kit.data.labels import labels_from_dict
 from imat_kit.predictions import ImagePrediction, sparse_probs, write_predictions
 
 SOFT = 8

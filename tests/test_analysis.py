@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
-from imat_kit.analysis import attribute_f1, error_breakdown, image_scores
+from imat_kit.eval.analysis import attribute_f1, error_breakdown, image_scores
 from imat_kit.predictions import ImagePrediction
 
 H = W = 40

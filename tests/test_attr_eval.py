@@ -9,8 +9,13 @@ import pandas as pd
 import pytest
 from pycocotools import mask as mask_util
 
-from imat_kit import layout
-from imat_kit.attr_eval import (
+from imat_kit.cli.commands import main
+from imat_kit.data import paths as layout
+from imat_kit.data.labels import load_labels
+from imat_kit.data.paths import find_labels, sample_image_ids
+from imat_kit.ensemble import fuse_image
+from imat_kit.errors import KitError
+from imat_kit.eval.attr_eval import (
     AttributeThresholds,
     apply_thresholds,
     attribute_table,
@@ -18,11 +23,6 @@ from imat_kit.attr_eval import (
     micro_f1,
     tune_thresholds,
 )
-from imat_kit.cli import main
-from imat_kit.ensemble import fuse_image
-from imat_kit.errors import KitError
-from imat_kit.labels import load_labels
-from imat_kit.layout import find_labels, sample_image_ids
 from imat_kit.predictions import ImagePrediction, write_predictions
 from imat_kit.submission import SubmitConfig, score_submission, submit, validate_submission
 from tests.test_submission import truth_predictions
@@ -142,7 +142,7 @@ def test_fusing_three_noisy_attribute_predictors_beats_the_best_single():
 
 
 def test_evaluate_writes_attribute_figures(prepared2020, tmp_path):
-    from imat_kit.layout import read_ann
+    from imat_kit.data.paths import read_ann
 
     gt = read_ann(prepared2020, "val", 0)
     preds = {}
@@ -242,7 +242,7 @@ def test_2020_validate_names_each_bad_attribute_cell(prepared2020, tmp_path):
 
 
 def test_2019_submission_with_attributes_round_trip(synth_dir, tmp_path):
-    from imat_kit.labels import parse_class_id
+    from imat_kit.data.labels import parse_class_id
 
     prepared = synth_dir
     preds = truth_predictions(prepared)

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
-from imat_kit.attr_metric import (
+from imat_kit.eval.attr_metric import (
     FASHIONPEDIA_ATTRIBUTE_CATEGORIES,
     competition_score_2020,
     fashionpedia_eval,
     pairwise_f1,
 )
-from imat_kit.metric import Instance
+from imat_kit.eval.metric import Instance
 from tests.coco_helpers import fpeval_results, random_attribute_case
 
 ATTRS = [0, 3, 4, 7, 11, 12, 20, 31]  # non-contiguous, as the 2020 file's

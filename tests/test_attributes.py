@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from pycocotools import mask as mask_util
 
+from imat_kit.data.labels import load_labels, parse_class_id
+from imat_kit.data.synth import attribute_groups, generate_images, render_image
 from imat_kit.errors import KitError
-from imat_kit.labels import load_labels, parse_class_id
-from imat_kit.synth import attribute_groups, generate_images, render_image
 from tests.test_synth import _digest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def _uncompressed(flat: np.ndarray) -> list[int]:
 
 
 def test_prepare_fashionpedia_file(prepared2020, tmp_path, capsys):
-    from imat_kit.cli import main
+    from imat_kit.cli.commands import main
 
     data = tmp_path / "fp"
     _, coco = _fashionpedia_file(prepared2020, data)
@@ -179,7 +179,7 @@ def test_prepare_fashionpedia_file(prepared2020, tmp_path, capsys):
 
 
 def test_fashionpedia_bad_attribute_named(prepared2020, tmp_path, capsys):
-    from imat_kit.cli import main
+    from imat_kit.cli.commands import main
 
     data = tmp_path / "fp"
     path, _ = _fashionpedia_file(prepared2020, data)
@@ -205,7 +205,7 @@ def test_fashionpedia_bad_attribute_named(prepared2020, tmp_path, capsys):
 def test_bad_attribute_ids_in_train_csv_named(prepared2020, synth_copy, tmp_path, capsys):
     import shutil
 
-    from imat_kit.cli import main
+    from imat_kit.cli.commands import main
 
     data = tmp_path / "d2020"
     shutil.copytree(prepared2020, data, ignore=shutil.ignore_patterns("annotations"))
@@ -692,7 +692,7 @@ def test_predict_writes_attribute_probabilities(prepared2020, tmp_path):
 # --- the learnability figures --------------------------------------------------------------
 
 def test_matched_attribute_f1_and_the_category_prior():
-    from imat_kit.analysis import attribute_f1, category_prior, f1_summary, with_prior
+    from imat_kit.eval.analysis import attribute_f1, category_prior, f1_summary, with_prior
 
     m = np.zeros((20, 30), np.uint8, order="F")
     m[2:10, 3:12] = 1
@@ -731,7 +731,7 @@ def test_training_record_names_the_data(prepared2020, tmp_path):
     run)."""
     import shutil
 
-    from imat_kit.io import describe_differences
+    from imat_kit.files import describe_differences
     from imat_kit.mmdet_ext.train import phase_chain, run_record
 
     root = tmp_path / "d"

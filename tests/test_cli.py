@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 from PIL import Image
 
-from imat_kit.cli import main
+from imat_kit.cli.commands import main
 
 
 def test_synth_prepare_stats(tmp_path, capsys):

@@ -7,10 +7,10 @@ from PIL import Image
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
-from imat_kit import rle
-from imat_kit.coco import csv_to_coco, detect_layout
+from imat_kit.data import rle
+from imat_kit.data.coco import csv_to_coco, detect_layout
+from imat_kit.data.labels import load_labels, parse_class_id
 from imat_kit.errors import KitError
-from imat_kit.labels import load_labels, parse_class_id
 
 
 def _load(data, tmp_path, name="out.json"):

@@ -10,7 +10,7 @@ import pytest
 
 # imported before the spies, so tune's own tune_thresholds calls are not counted as demo steps
 import imat_kit.tune  # noqa: F401
-from imat_kit.demo import run_demo
+from imat_kit.cli.demo import run_demo
 from imat_kit.errors import KitError
 from tests.test_report import check_report
 
@@ -18,10 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 #: the step function of each `imat-kit` command the demo runs (module, function)
-COMMAND_STEPS = [("imat_kit.synth", "generate_images"), ("imat_kit.prepare", "prepare"),
+COMMAND_STEPS = [("imat_kit.data.synth", "generate_images"), ("imat_kit.data.prepare", "prepare"),
                  ("imat_kit.mmdet_ext.train", "train_folds"),
-                 ("imat_kit.mmdet_ext.predict", "predict"), ("imat_kit.evaluate", "evaluate_to"),
-                 ("imat_kit.attr_eval", "tune_thresholds"), ("imat_kit.tune", "tune"),
+                 ("imat_kit.mmdet_ext.predict", "predict"), ("imat_kit.eval.evaluate", "evaluate_to"),
+                 ("imat_kit.eval.attr_eval", "tune_thresholds"), ("imat_kit.tune", "tune"),
                  ("imat_kit.ensemble", "ensemble_files"), ("imat_kit.submission", "submit"),
                  ("imat_kit.submission", "score_submission"), ("imat_kit.plots", "make_plot"),
                  ("imat_kit.report", "build_report")]
@@ -130,7 +130,7 @@ def test_demo_refuses_a_config_without_attributes(tmp_path, monkeypatch):
 def test_overwrite_starts_afresh_even_with_the_same_options(tmp_path):
     """--overwrite means afresh: with unchanged options the earlier run's data, checkpoints and
     predictions must still go (new code can render other data under the same options)."""
-    from imat_kit.demo import OPTIONS, OUTPUTS, _check_options
+    from imat_kit.cli.demo import OPTIONS, OUTPUTS, _check_options
 
     opts = {"images": 24, "iters": 4}
     _check_options(tmp_path, opts, overwrite=False, quiet=True)

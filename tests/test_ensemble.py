@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
-from imat_kit.cli import main
+from imat_kit.cli.commands import main
 from imat_kit.ensemble import ensemble, fuse_image
-from imat_kit.metric import Instance, class_key, competition_score
+from imat_kit.eval.metric import Instance, class_key, competition_score
 from imat_kit.predictions import ImagePrediction, read_predictions, write_predictions
 from tests.test_submission import truth_predictions
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imat_kit.cli import main
+from imat_kit.cli.commands import main
 from imat_kit.predictions import ImagePrediction, write_predictions
 
 

@@ -100,8 +100,8 @@ def _predict(family, ckpt, prepared, out, **kw):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_tiny_family_trains_predicts_and_evaluates(family, family_checkpoint, prepared,
                                                    tmp_path):
-    from imat_kit.evaluate import evaluate_fold
-    from imat_kit.layout import read_ann
+    from imat_kit.data.paths import read_ann
+    from imat_kit.eval.evaluate import evaluate_fold
     from imat_kit.predictions import read_header, read_predictions
 
     ckpt = family_checkpoint(family)
@@ -148,7 +148,7 @@ def test_tiny_family_trains_predicts_and_evaluates(family, family_checkpoint, pr
 def test_two_families_fuse_into_a_valid_submission(family_checkpoint, prepared, tmp_path):
     """An HTC fold and a Mask2Former fold (box-based R-CNN masks and image-sized query masks)
     fused by `imat-kit ensemble`, written by `submit`, accepted by `validate`."""
-    from imat_kit.cli import main
+    from imat_kit.cli.commands import main
     from imat_kit.predictions import read_header, read_predictions
 
     files = []

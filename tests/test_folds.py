@@ -4,18 +4,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imat_kit.coco import csv_to_coco
-from imat_kit.errors import KitError
-from imat_kit.folds import (
+from imat_kit.data.coco import csv_to_coco
+from imat_kit.data.folds import (
     balance_report,
     make_folds,
     presence_matrix,
     read_folds_csv,
     summarise_balance,
 )
-from imat_kit.labels import load_labels
-from imat_kit.prepare import prepare
-from imat_kit.synth import generate_full_csv
+from imat_kit.data.labels import load_labels
+from imat_kit.data.prepare import prepare
+from imat_kit.data.synth import generate_full_csv
+from imat_kit.errors import KitError
 
 
 @pytest.fixture(scope="module")

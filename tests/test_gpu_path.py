@@ -71,7 +71,7 @@ def test_makefile_builds_mmcv_with_the_detected_environment():
 
 
 def test_amp_options_and_cpu_refusal(tmp_path, prepared, capsys):
-    from imat_kit.cli import main
+    from imat_kit.cli.commands import main
     from imat_kit.mmdet_ext.train import amp_options
 
     assert amp_options("bf16") == ["optim_wrapper.type=AmpOptimWrapper",

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imat_kit import rle
-from imat_kit.cli import main
+from imat_kit.cli.commands import main
+from imat_kit.data import rle
+from imat_kit.data.prepare import prepare
 from imat_kit.errors import KitError
 from imat_kit.predictions import iter_predictions, read_header, write_predictions
-from imat_kit.prepare import prepare
 from imat_kit.submission import csv_instances
 from tests.test_submission import truth_predictions
 
@@ -151,7 +151,7 @@ def test_train_csv_variants_prepare_identically(synth_dir, tmp_path, kind):
 
 
 def test_sample_submission_and_submission_with_bom_crlf(synth_copy, tmp_path, capsys):
-    from imat_kit.layout import sample_image_ids
+    from imat_kit.data.paths import sample_image_ids
 
     plain = sample_image_ids(synth_copy)
     sample = synth_copy / "sample_submission.csv"

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from imat_kit.data.labels import format_class_id, load_labels, parse_attributes_ids, parse_class_id
 from imat_kit.errors import KitError
-from imat_kit.labels import format_class_id, load_labels, parse_attributes_ids, parse_class_id
 
 
 def test_shipped_labels_are_the_2019_file():

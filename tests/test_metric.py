@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
-from imat_kit.metric import IOU_THRESHOLDS, Instance, class_key, coco_eval, competition_score
+from imat_kit.eval.metric import IOU_THRESHOLDS, Instance, class_key, coco_eval, competition_score
 from imat_kit.predictions import ImagePrediction
 from tests.coco_helpers import pycocotools_stats
 

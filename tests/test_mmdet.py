@@ -450,7 +450,7 @@ def test_predict_resumes_and_flip_tta(tiny_checkpoint, prepared, tmp_path, env):
     assert r.returncode == 2 and "config_sha256: was" in r.stderr
     r = _kit(*base[:2], str(other), *base[3:], "--out", again, "--overwrite", env=env)
     assert r.returncode == 0 and f"({len(val)} predicted now)" in r.stdout
-    from imat_kit.io import file_fingerprint
+    from imat_kit.files import file_fingerprint
 
     assert read_predictions(again)[0]["checkpoint_sha256"] == file_fingerprint(other)["sha256"]
     # flip TTA on the test split

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imat_kit.cli import main
+from imat_kit.cli.commands import main
 from imat_kit.plots import confusion_matrix, read_scalars
 from tests.test_evaluate import fold_predictions, prep, write  # noqa: F401 (fixture)
 

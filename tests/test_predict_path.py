@@ -148,8 +148,8 @@ def test_evaluate_agrees_with_mmdet_cocometric(tiny_checkpoint, prepared, tmp_pa
     from mmdet.utils import register_all_modules
     from mmengine.runner import Runner
 
-    from imat_kit.evaluate import evaluate_fold
-    from imat_kit.layout import read_ann
+    from imat_kit.data.paths import read_ann
+    from imat_kit.eval.evaluate import evaluate_fold
     from imat_kit.mmdet_ext.config import load_config
     from imat_kit.mmdet_ext.predict import predict
     from imat_kit.predictions import read_predictions
@@ -276,7 +276,7 @@ def test_checkpoint_ensemble_resumes_after_a_kill(tmp_path, monkeypatch):
     """predict --checkpoints: one file per checkpoint, fused; a run killed after the first
     checkpoint redoes only the second; the header records every checkpoint's SHA-256."""
     import imat_kit.mmdet_ext.predict as pr
-    from imat_kit.io import file_fingerprint
+    from imat_kit.files import file_fingerprint
     from imat_kit.predictions import read_header, read_predictions
     from tests.mmdet_helpers import BrightBlobDetector
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
-from imat_kit import rle
-from imat_kit.cli import main
+from imat_kit.cli.commands import main
+from imat_kit.data import rle
 from imat_kit.errors import KitError
 from imat_kit.predictions import (
     Expected,
@@ -130,7 +130,7 @@ def test_soft_masks_must_have_the_header_size(tmp_path):
 
 
 def test_expected_label_space_and_images(tmp_path):
-    from imat_kit.labels import load_labels
+    from imat_kit.data.labels import load_labels
 
     labels = load_labels(year=2019)
     exp = Expected.of(labels, {"a.jpg": (4, 4)}, "fold 3's validation set")

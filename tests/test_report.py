@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imat_kit.cli import main
+from imat_kit.cli.commands import main
 from imat_kit.predictions import ImagePrediction, write_predictions
 from imat_kit.report import SECTIONS
 

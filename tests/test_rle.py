@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
-from imat_kit import rle
+from imat_kit.data import rle
 from imat_kit.errors import KitError
 
 

@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 from pycocotools import mask as mask_util
 
-from imat_kit import rle
-from imat_kit.cli import main
-from imat_kit.labels import load_labels, parse_class_id
-from imat_kit.layout import sample_image_ids
-from imat_kit.metric import competition_score
+from imat_kit.cli.commands import main
+from imat_kit.data import rle
+from imat_kit.data.labels import load_labels, parse_class_id
+from imat_kit.data.paths import sample_image_ids
+from imat_kit.eval.metric import competition_score
 from imat_kit.predictions import ImagePrediction, read_predictions, write_predictions
 from imat_kit.submission import (
     SubmitConfig,

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from imat_kit import rle
-from imat_kit.labels import load_labels, parse_class_id
-from imat_kit.synth import generate_full_csv, generate_images
+from imat_kit.data import rle
+from imat_kit.data.labels import load_labels, parse_class_id
+from imat_kit.data.synth import generate_full_csv, generate_images
 
 
 def _digest(folder):

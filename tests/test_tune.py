@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
-from imat_kit.cli import main
+from imat_kit.cli.commands import main
+from imat_kit.data.paths import find_labels
 from imat_kit.errors import KitError
-from imat_kit.layout import find_labels
+from imat_kit.eval.runs import read_fold_runs
 from imat_kit.postprocess import (
     AttributeDecoder,
     PostProcess,
@@ -23,7 +24,6 @@ from imat_kit.postprocess import (
     load_postprocess,
     soft_counts,
 )
-from imat_kit.runs import read_fold_runs
 from tests.tuning_cases import solution_path, write_noisy, write_noisy_test
 
 HOT = 31  # the most frequent category of the `prepared` set: given high-scoring false positives
@@ -45,8 +45,8 @@ def tuned_case(prepared, tmp_path_factory):
 # --- the matching core ----------------------------------------------------------------------
 
 def test_greedy_matching_equals_a_brute_force_greedy_on_pixels():
-    from imat_kit.matching import greedy_pairs, greedy_tp, pair_ious, score_order
-    from imat_kit.metric import IOU_THRESHOLDS
+    from imat_kit.eval.matching import greedy_pairs, greedy_tp, pair_ious, score_order
+    from imat_kit.eval.metric import IOU_THRESHOLDS
 
     rng = np.random.default_rng(0)
     for _ in range(40):
@@ -76,7 +76,7 @@ def test_greedy_matching_equals_a_brute_force_greedy_on_pixels():
 
 
 def test_link_f1_equals_pairwise_f1():
-    from imat_kit.attr_metric import multihot, pairwise_f1
+    from imat_kit.eval.attr_metric import multihot, pairwise_f1
     from imat_kit.tune import _f1_of
 
     rng = np.random.default_rng(1)
@@ -115,9 +115,9 @@ def test_soft_mask_paste_equals_the_full_image_encoding():
 @pytest.mark.parametrize("year", [2019, 2020])
 def test_tuned_score_is_the_score_of_the_submission_it_describes(year, prepared,
                                                                  prepared2020, tmp_path):
-    from imat_kit.attr_eval import AttributeThresholds
-    from imat_kit.layout import test_image_sizes
-    from imat_kit.runs import FoldRun
+    from imat_kit.data.paths import test_image_sizes
+    from imat_kit.eval.attr_eval import AttributeThresholds
+    from imat_kit.eval.runs import FoldRun
     from imat_kit.submission import csv_instances, score_submission, submit
     from imat_kit.tune import fold_scores, truths_of
 
@@ -280,7 +280,7 @@ def test_a_bad_postprocess_file_is_refused_in_one_line(change, match, prepared, 
 
 
 def test_postprocess_of_other_data_or_with_other_flags_is_refused(prepared, tmp_path, capsys):
-    from imat_kit.labels import load_labels
+    from imat_kit.data.labels import load_labels
     from imat_kit.predictions import label_space
     from tests.prediction_cases import write_case
 

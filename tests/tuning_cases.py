@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_util
 
-from imat_kit.labels import labels_from_dict
+from imat_kit.data.labels import labels_from_dict
 from imat_kit.predictions import ImagePrediction, label_space, write_predictions
 
 SOFT = 8
@@ -123,7 +123,7 @@ def solution_path(data: Path) -> Path:
 def solution_coco(data: Path) -> dict:
     """The synthetic test set's truth (``test_solution.csv``) as a COCO dict over
     ``annotations/test.json``'s images."""
-    from imat_kit.layout import find_labels, test_image_sizes
+    from imat_kit.data.paths import find_labels, test_image_sizes
     from imat_kit.submission import csv_instances
 
     gt = json.loads((data / "annotations" / "test.json").read_text())

@@ -24,16 +24,16 @@ Importing it also:
 
 from __future__ import annotations
 
-from . import attributes as _attributes  # noqa: F401  (attribute transforms, packing)
-from . import checkpoint as _checkpoint
-from . import cpu_dist as _cpu_dist
-from . import hooks as _hooks  # noqa: F401  (registers ValLossHook)
-from . import metrics as _metrics  # noqa: F401  (registers IMatCocoMetric)
-from . import roi_heads as _roi_heads  # noqa: F401  (AttributeRoIHead, AttributeHead)
-from . import runner as _runner  # noqa: F401  (registers IMatRunner)
-from . import soft_masks as _soft_masks  # noqa: F401  (RTMDet-Ins, Mask2Former soft masks)
-from .datasets import IMAT_CLASSES, IMatDataset
-from .transforms import RecomputeBBoxFromMasks
+from imat_kit.mmdet_ext import attributes as _attributes  # noqa: F401  (attribute transforms, packing)
+from imat_kit.mmdet_ext import checkpoint as _checkpoint
+from imat_kit.mmdet_ext import cpu_dist as _cpu_dist
+from imat_kit.mmdet_ext import hooks as _hooks  # noqa: F401  (registers ValLossHook)
+from imat_kit.mmdet_ext import metrics as _metrics  # noqa: F401  (registers IMatCocoMetric)
+from imat_kit.mmdet_ext import roi_heads as _roi_heads  # noqa: F401  (AttributeRoIHead, AttributeHead)
+from imat_kit.mmdet_ext import runner as _runner  # noqa: F401  (registers IMatRunner)
+from imat_kit.mmdet_ext import soft_masks as _soft_masks  # noqa: F401  (RTMDet-Ins, Mask2Former soft masks)
+from imat_kit.mmdet_ext.datasets import IMAT_CLASSES, IMatDataset
+from imat_kit.mmdet_ext.transforms import RecomputeBBoxFromMasks
 
 _checkpoint.register_safe_globals()
 _checkpoint.register_fail_fast_http_loader()

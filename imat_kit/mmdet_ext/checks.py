@@ -13,8 +13,8 @@ silently empty run or a shape error deep inside mmdet:
 
 from __future__ import annotations
 
-from ..errors import KitError
-from .config import is_attribute_model
+from imat_kit.errors import KitError
+from imat_kit.mmdet_ext.config import is_attribute_model
 
 #: transforms that cannot move instance masks (mmdet 3.3), and why
 MASK_UNSAFE = {

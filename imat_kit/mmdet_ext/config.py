@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import KitError
+from imat_kit.errors import KitError
 
 ENV_KEYS = ("IMAT_FOLD", "IMAT_DATA_ROOT")
 

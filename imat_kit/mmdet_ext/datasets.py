@@ -7,9 +7,9 @@ from __future__ import annotations
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 
-from ..labels import labels_from_dict, load_labels
-from ..layout import ANN_SPLITS, ann_relpath
-from .attributes import attribute_pipeline
+from imat_kit.data.labels import labels_from_dict, load_labels
+from imat_kit.data.paths import ANN_SPLITS, ann_relpath
+from imat_kit.mmdet_ext.attributes import attribute_pipeline
 
 #: category names in id order (0..45), as a tuple (a list breaks mmdet's confusion matrix)
 IMAT_CLASSES: tuple[str, ...] = load_labels().class_names

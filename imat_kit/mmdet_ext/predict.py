@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_util
 
-from ..ensemble import fuse_image
-from ..errors import KitError
-from ..io import atomic_open, describe_differences, file_fingerprint, json_fingerprint, progress
-from ..labels import labels_from_dict
-from ..layout import ann_relpath, find_labels, image_dir, read_ann
-from ..predictions import (
+from imat_kit.data.labels import labels_from_dict
+from imat_kit.data.paths import ann_relpath, find_labels, image_dir, read_ann
+from imat_kit.ensemble import fuse_image
+from imat_kit.errors import KitError
+from imat_kit.files import atomic_open, describe_differences, file_fingerprint, json_fingerprint
+from imat_kit.mmdet_ext.config import flat_settings, is_attribute_model, load_config
+from imat_kit.predictions import (
     ATTRIBUTE_FLOOR,
     VERSION,
     ImagePrediction,
@@ -46,7 +47,7 @@ from ..predictions import (
     read_header,
     sparse_probs,
 )
-from .config import flat_settings, is_attribute_model, load_config
+from imat_kit.progress import progress
 
 SPLITS = ("val", "test")
 
@@ -253,7 +254,7 @@ def predict_checkpoints(config: str | Path, checkpoints: list[str | Path], *, ou
     (one file per checkpoint, named by its SHA-256; each resumable as ``predict`` is, so a
     killed run redoes only what is missing), then the files fused by the ensemble's rule into
     ``out``, whose header records every checkpoint (path and SHA-256) with its own header."""
-    from ..ensemble import ensemble_files
+    from imat_kit.ensemble import ensemble_files
 
     if len(checkpoints) < 2:
         raise KitError("a checkpoint ensemble needs at least 2 checkpoints",

@@ -27,8 +27,8 @@ from pathlib import Path
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from ..errors import KitError
-from .checks import check_training_config
+from imat_kit.errors import KitError
+from imat_kit.mmdet_ext.checks import check_training_config
 
 #: the ``load_from`` of a later phase: the earlier phase's last checkpoint on the same fold
 PREVIOUS_PHASE = "imat:previous-phase"

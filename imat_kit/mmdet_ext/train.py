@@ -29,12 +29,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import KitError
-from ..io import atomic_open, describe_differences, file_fingerprint
-from ..layout import ann_relpath
-from .checks import check_training_config
-from .config import data_root_env, flat_settings, load_config
-from .runner import last_checkpoint
+from imat_kit.data.paths import ann_relpath
+from imat_kit.errors import KitError
+from imat_kit.files import atomic_open, describe_differences, file_fingerprint
+from imat_kit.mmdet_ext.checks import check_training_config
+from imat_kit.mmdet_ext.config import data_root_env, flat_settings, load_config
+from imat_kit.mmdet_ext.runner import last_checkpoint
 
 DONE = "imat_done.json"
 RECORD = "imat_run.json"

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_util
 
-from .coco import (
+from imat_kit.data.coco import (
     NO_ANNOTATIONS,
     CocoData,
     Rejection,
@@ -29,10 +29,10 @@ from .coco import (
     _subset_renumbered,
     image_size,
 )
-from .errors import KitError
-from .io import progress
-from .labels import Labels, labels_from_dict
-from .readers import read_json
+from imat_kit.data.labels import Labels, labels_from_dict
+from imat_kit.data.readers import read_json
+from imat_kit.errors import KitError
+from imat_kit.progress import progress
 
 #: the file names Fashionpedia ships, in the order ``prepare`` looks for them
 DEFAULT_FILES = ("instances_attributes_train2020.json",)

@@ -12,8 +12,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import __version__
-from .errors import KitError
+from imat_kit import __version__
+from imat_kit.errors import KitError
 
 DESCRIPTION = """\
 From the iMaterialist Fashion competition files to a scored submission with MMDetection.
@@ -61,7 +61,7 @@ def _quiet_parent() -> argparse.ArgumentParser:
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
-    from . import synth
+    from imat_kit.data import synth
 
     if a.scale == "full":
         images = a.images or synth.FULL_IMAGES
@@ -79,7 +79,7 @@ def _cmd_synth(a: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(a: argparse.Namespace) -> int:
-    from .prepare import prepare
+    from imat_kit.data.prepare import prepare
 
     r = prepare(a.data, a.out, n_folds=a.folds, split=a.split, seed=a.seed,
                 size_mismatch=a.size_mismatch, image_check=not a.no_image_check,
@@ -105,9 +105,9 @@ def _cmd_prepare(a: argparse.Namespace) -> int:
 def _cmd_stats(a: argparse.Namespace) -> int:
     import json
 
-    from .layout import find_labels
-    from .plots import plot_category_distribution
-    from .stats import dataset_stats
+    from imat_kit.data.paths import find_labels
+    from imat_kit.data.stats import dataset_stats
+    from imat_kit.plots import plot_category_distribution
 
     data = Path(a.data)
     s = dataset_stats(data / "train.csv", find_labels(data))
@@ -139,7 +139,7 @@ def _cmd_stats(a: argparse.Namespace) -> int:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from .mmdet_ext.train import train_folds
+    from imat_kit.mmdet_ext.train import train_folds
 
     options = [*(a.cfg_options or []), *(["imat_tensorboard=True"] if a.tensorboard else [])]
     recs = train_folds(a.config, a.folds, work_root=a.work_root, data_root=a.data_root,
@@ -153,8 +153,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    from .errors import KitError
-    from .mmdet_ext.predict import last_checkpoints, predict, predict_checkpoints
+    from imat_kit.errors import KitError
+    from imat_kit.mmdet_ext.predict import last_checkpoints, predict, predict_checkpoints
 
     scales = None
     if a.tta_scales is not None:
@@ -194,7 +194,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 def print_evaluation(table, average: str) -> None:
     """The fold table as ``imat-kit evaluate`` (and the demo) print it."""
-    from .evaluate import REFERENCE_TABLE3
+    from imat_kit.eval.evaluate import REFERENCE_TABLE3
 
     show = table[["fold", "segm_AP", "segm_AP50", "segm_AP75", "segm_APs", "segm_APm",
                   "segm_APl", "bbox_AP", "competition", "images"]]
@@ -227,10 +227,10 @@ def print_attribute_figures(table) -> None:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from .attr_eval import load_thresholds
-    from .evaluate import evaluate_to
-    from .layout import find_labels
-    from .postprocess import load_postprocess
+    from imat_kit.data.paths import find_labels
+    from imat_kit.eval.attr_eval import load_thresholds
+    from imat_kit.eval.evaluate import evaluate_to
+    from imat_kit.postprocess import load_postprocess
 
     files = _fold_files(a.predictions)
     labels = find_labels(a.data)
@@ -247,10 +247,10 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def _cmd_tune(a: argparse.Namespace) -> int:
-    from .layout import find_labels
-    from .postprocess import write_postprocess
-    from .runs import read_fold_runs
-    from .tune import tune
+    from imat_kit.data.paths import find_labels
+    from imat_kit.eval.runs import read_fold_runs
+    from imat_kit.postprocess import write_postprocess
+    from imat_kit.tune import tune
 
     labels = find_labels(a.data)
     metric = a.metric or ("competition2020" if labels.year == 2020 else "competition")
@@ -299,9 +299,9 @@ def tune_lines(r: dict) -> list[str]:
 
 
 def _cmd_tune_attributes(a: argparse.Namespace) -> int:
-    from .attr_eval import tune_thresholds, write_thresholds
-    from .evaluate import read_fold_runs
-    from .layout import find_labels
+    from imat_kit.data.paths import find_labels
+    from imat_kit.eval.attr_eval import tune_thresholds, write_thresholds
+    from imat_kit.eval.evaluate import read_fold_runs
 
     runs = read_fold_runs(a.data, _fold_files(a.predictions))
     r = tune_thresholds(runs, list(find_labels(a.data).attribute_id_list),
@@ -309,7 +309,7 @@ def _cmd_tune_attributes(a: argparse.Namespace) -> int:
                         score_thr=a.score_thr)
     write_thresholds(r, a.out)
     if not a.quiet:
-        from .attr_eval import threshold_lines
+        from imat_kit.eval.attr_eval import threshold_lines
 
         for line in threshold_lines(r, find_labels(a.data), limit=20):
             print(line)
@@ -326,7 +326,7 @@ def _cmd_tune_attributes(a: argparse.Namespace) -> int:
 
 
 def _cmd_ensemble(a: argparse.Namespace) -> int:
-    from .ensemble import ensemble_files
+    from imat_kit.ensemble import ensemble_files
 
     r = ensemble_files(a.inputs, a.out, method=a.method, iou=a.iou, weights=a.weights,
                        data=a.data, quiet=a.quiet)
@@ -336,8 +336,8 @@ def _cmd_ensemble(a: argparse.Namespace) -> int:
 
 
 def _cmd_submit(a: argparse.Namespace) -> int:
-    from .errors import KitError
-    from .submission import SubmitConfig, submit
+    from imat_kit.errors import KitError
+    from imat_kit.submission import SubmitConfig, submit
 
     given = {k: v for k, v in (("--score-thr", a.score_thr), ("--max-per-image", a.max_per_image),
                                ("--min-area", a.min_area),
@@ -373,8 +373,8 @@ def _cmd_submit(a: argparse.Namespace) -> int:
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
-    from .layout import find_labels, sample_image_ids, test_image_sizes
-    from .submission import validate_submission
+    from imat_kit.data.paths import find_labels, sample_image_ids, test_image_sizes
+    from imat_kit.submission import validate_submission
 
     data = Path(a.data)
     problems = validate_submission(a.submission, sample_image_ids(data),
@@ -390,7 +390,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
 
 def _cmd_score(a: argparse.Namespace) -> int:
-    from .submission import score_submission
+    from imat_kit.submission import score_submission
 
     r = score_submission(a.submission, a.solution, a.data, average=a.average,
                          attributes=a.attributes, year=a.year, sweep=a.sweep, f1=a.f1,
@@ -406,7 +406,7 @@ def _cmd_score(a: argparse.Namespace) -> int:
 
 
 def _cmd_plot(a: argparse.Namespace) -> int:
-    from .plots import make_plot
+    from imat_kit.plots import make_plot
 
     r = make_plot(a.what, a.out, work_dirs=a.work_dirs, labels=a.labels, data=a.data,
                   predictions=a.predictions, score_thr=a.score_thr, images=a.images, n=a.n,
@@ -422,7 +422,7 @@ def _cmd_plot(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
-    from .report import build_report
+    from imat_kit.report import build_report
 
     files = _fold_files(a.predictions)
     r = build_report(a.data, files, a.out, work_dirs=a.work_dirs, submission=a.submission,
@@ -434,7 +434,7 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from imat_kit.cli.demo import run_demo
 
     suffix = "2020" if a.year == 2020 else ""
     run_demo(a.out or f"outputs/demo{suffix}", images=a.images, folds=tuple(a.folds),
@@ -493,15 +493,15 @@ def _postprocess(s, help: str) -> None:
 
 
 def _average(s) -> None:
-    from .metric import AVERAGES
+    from imat_kit.eval.metric import AVERAGES
 
     s.add_argument("--average", choices=AVERAGES, default="image",
                    help="how the competition score averages (see the README)")
 
 
 def _parser_data_steps(sub, parents) -> None:
-    from .coco import SIZE_POLICIES
-    from .folds import METHODS
+    from imat_kit.data.coco import SIZE_POLICIES
+    from imat_kit.data.folds import METHODS
 
     s = sub.add_parser("synth", parents=parents, help="write a synthetic dataset in the "
                        "competition layout")
@@ -606,8 +606,8 @@ def _parser_model_steps(sub, parents) -> None:
 
 
 def _parser_result_steps(sub, parents) -> None:
-    from .ensemble import METHODS
-    from .plots import PLOTS
+    from imat_kit.ensemble import METHODS
+    from imat_kit.plots import PLOTS
 
     s = sub.add_parser("evaluate", parents=parents, help="fold table: COCO AP and competition "
                        "score per fold, mean ± std, per-category AP")
@@ -777,6 +777,3 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -39,9 +39,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import KitError
-from .matching import fpeval_greedy, greedy_tp, pair_ious, score_order
-from .metric import AVERAGES, IOU_THRESHOLDS, coco_results, competition_score
+from imat_kit.errors import KitError
+from imat_kit.eval.matching import fpeval_greedy, greedy_tp, pair_ious, score_order
+from imat_kit.eval.metric import AVERAGES, IOU_THRESHOLDS, coco_results, competition_score
 
 #: FPEval's ``catsWithAttributes``: the categories whose matches need attribute F1
 FASHIONPEDIA_ATTRIBUTE_CATEGORIES = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 28, 29, 31, 32, 33)

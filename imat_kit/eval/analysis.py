@@ -21,8 +21,8 @@ import io
 
 import pandas as pd
 
-from .attr_eval import category_prior, f1_from_counts, match_instances, with_prior
-from .metric import competition_score, pred_instances, truth_instances
+from imat_kit.eval.attr_eval import category_prior, f1_from_counts, match_instances, with_prior
+from imat_kit.eval.metric import competition_score, pred_instances, truth_instances
 
 __all__ = ["attribute_f1", "category_prior", "error_breakdown", "f1_from_counts", "f1_summary",
            "image_scores", "with_prior"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import KitError
+from imat_kit.errors import KitError
 
 _CSV_ERRORS = (pd.errors.ParserError, UnicodeDecodeError, ValueError)
 

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import KitError
-from .io import atomic_open
-from .matching import greedy_pairs, pair_ious, score_order
-from .predictions import ATTRIBUTE_THRESHOLD
-from .runs import FoldRun, as_run
+from imat_kit.errors import KitError
+from imat_kit.eval.matching import greedy_pairs, pair_ious, score_order
+from imat_kit.eval.runs import FoldRun, as_run
+from imat_kit.files import atomic_open
+from imat_kit.predictions import ATTRIBUTE_THRESHOLD
 
 FORMAT = "imat-kit-attribute-thresholds"
 

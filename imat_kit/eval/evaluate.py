@@ -7,12 +7,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from .attr_eval import AttributeThresholds, apply_thresholds, attribute_table, micro_f1
-from .attr_metric import attribute_categories, detections_from_predictions, fashionpedia_eval
-from .io import atomic_open
-from .layout import find_labels
-from .metric import COCO_STATS, coco_eval, competition_score, pred_instances, truth_instances
-from .runs import FoldRun, as_run, read_fold_runs, split_expected
+from imat_kit.data.paths import find_labels
+from imat_kit.eval.attr_eval import AttributeThresholds, apply_thresholds, attribute_table, micro_f1
+from imat_kit.eval.attr_metric import (
+    attribute_categories,
+    detections_from_predictions,
+    fashionpedia_eval,
+)
+from imat_kit.eval.metric import (
+    COCO_STATS,
+    coco_eval,
+    competition_score,
+    pred_instances,
+    truth_instances,
+)
+from imat_kit.eval.runs import FoldRun, as_run, read_fold_runs, split_expected
+from imat_kit.files import atomic_open
 
 __all__ = ["REFERENCE_TABLE3", "FoldRun", "attribute_columns", "evaluate_files", "evaluate_fold",
            "evaluate_to", "has_attributes", "pred_instances", "read_fold_runs", "split_expected",
@@ -96,8 +106,8 @@ def post_columns(run: FoldRun, labels, post, *, average: str = "image") -> dict:
     (``competition2020``, ``competition2020_post``), segm AP, and for attribute models
     AP^{IoU+F1} and the attribute micro F1 (``*_post``), all of the predictions as ``submit
     --postprocess`` writes them."""
-    from .attr_metric import competition_score_2020
-    from .postprocess import PostProcess, apply_postprocess
+    from imat_kit.eval.attr_metric import competition_score_2020
+    from imat_kit.postprocess import PostProcess, apply_postprocess
 
     pp = apply_postprocess(run.preds, post)
     out = {"competition_post": competition_score(truth_instances(run.gt),

@@ -31,11 +31,12 @@ import pandas as pd
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from . import rle as rle_mod
-from .errors import KitError
-from .io import atomic_open, default_workers, progress
-from .labels import Labels, load_labels, parse_attributes_ids, parse_class_id
-from .readers import csv_columns, iter_csv
+from imat_kit.data import rle as rle_mod
+from imat_kit.errors import KitError
+from imat_kit.files import atomic_open
+from imat_kit.progress import default_workers, progress
+from imat_kit.data.labels import Labels, load_labels, parse_attributes_ids, parse_class_id
+from imat_kit.data.readers import csv_columns, iter_csv
 
 COLUMNS_2019 = ("ImageId", "EncodedPixels", "Height", "Width", "ClassId")
 COLUMNS_2020 = (*COLUMNS_2019, "AttributesIds")

@@ -22,10 +22,10 @@ import re
 import numpy as np
 from pycocotools import mask as mask_util
 
-from .errors import KitError
+from imat_kit.errors import KitError
 
 try:  # the C build of coco_strings_totals (optional: numpy does the same, slower)
-    from . import _counts
+    from imat_kit import _counts
 except ImportError:  # pragma: no cover - where the extension was not compiled
     _counts = None
 

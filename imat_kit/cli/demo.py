@@ -29,8 +29,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .errors import KitError
-from .io import atomic_open, describe_differences, file_fingerprint
+from imat_kit.errors import KitError
+from imat_kit.files import atomic_open, describe_differences, file_fingerprint
 
 #: what the demo writes under OUT (all of it is removed by --overwrite, nothing else)
 OUTPUTS = ("data", "work_dirs", "predictions", "eval", "figures", "summary.json",
@@ -115,26 +115,26 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
              config: str | Path | None = None, year: int = 2019, overwrite: bool = False,
              quiet: bool = False) -> dict:
     """Run (or resume) the demo; returns the key figures, also written to ``OUT/summary.json``."""
-    from .attr_eval import thresholds_from, tune_thresholds, write_thresholds
-    from .ensemble import ensemble_files
-    from .evaluate import attribute_columns, evaluate_to, read_fold_runs
-    from .layout import find_labels
-    from .mmdet_ext.predict import predict
-    from .mmdet_ext.train import train_folds
-    from .plots import make_plot
-    from .postprocess import write_postprocess
-    from .prepare import prepare
-    from .report import build_report
-    from .submission import score_submission, submit
-    from .synth import generate_images
-    from .tune import tune
+    from imat_kit.data.paths import find_labels
+    from imat_kit.data.prepare import prepare
+    from imat_kit.data.synth import generate_images
+    from imat_kit.ensemble import ensemble_files
+    from imat_kit.eval.attr_eval import thresholds_from, tune_thresholds, write_thresholds
+    from imat_kit.eval.evaluate import attribute_columns, evaluate_to, read_fold_runs
+    from imat_kit.mmdet_ext.predict import predict
+    from imat_kit.mmdet_ext.train import train_folds
+    from imat_kit.plots import make_plot
+    from imat_kit.postprocess import write_postprocess
+    from imat_kit.report import build_report
+    from imat_kit.submission import score_submission, submit
+    from imat_kit.tune import tune
 
     out = Path(out)
     data, preds_dir, figs = out / "data", out / "predictions", out / "figures"
     config = Path(config) if config else default_config(year)
     if not config.is_file():
         raise KitError("config not found", file=str(config))
-    from .mmdet_ext.config import is_attribute_model, load_config
+    from imat_kit.mmdet_ext.config import is_attribute_model, load_config
 
     if not is_attribute_model(load_config(config)):
         raise KitError("the demo's config predicts no attributes (it needs the attribute "
@@ -175,7 +175,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     runs = read_fold_runs(data, val_files)  # read once: evaluation, tuning, cross-fold figures
     table, _ = evaluate_to(data, val_files, out / "eval", runs=runs)
     if not quiet:
-        from .cli import print_attribute_figures, print_evaluation
+        from imat_kit.cli.commands import print_attribute_figures, print_evaluation
 
         print_evaluation(table, "image")
         print_attribute_figures(table)
@@ -195,7 +195,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
         cross.append(attribute_columns(run, labels, thr))
     cross_mean = {k: sum(c[k] for c in cross) / len(cross) for k in cross[0]}
     if not quiet:
-        from .attr_eval import threshold_lines
+        from imat_kit.eval.attr_eval import threshold_lines
 
         for line in threshold_lines(tuned, labels):
             print(line)
@@ -216,7 +216,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     with atomic_open(out / "eval" / "tuning.csv", "w", newline="") as f:
         tuning.to_csv(f, index=False, float_format="%.4f")
     if not quiet:
-        from .cli import tune_lines
+        from imat_kit.cli.commands import tune_lines
 
         print(tuning.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         for line in tune_lines(tuned_pp):

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .coco import image_file_name, image_size
-from .errors import KitError
-from .io import progress
-from .labels import Labels, load_labels
-from .readers import read_csv, read_json
+from imat_kit.data.coco import image_file_name, image_size
+from imat_kit.errors import KitError
+from imat_kit.progress import progress
+from imat_kit.data.labels import Labels, load_labels
+from imat_kit.data.readers import read_csv, read_json
 
 ANN_SPLITS = ("train", "val", "all", "test")
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import KitError
-from .matching import greedy_tp, pair_ious, score_order
+from imat_kit.errors import KitError
+from imat_kit.eval.matching import greedy_tp, pair_ious, score_order
 
 IOU_THRESHOLDS = np.round(np.arange(0.50, 0.951, 0.05), 2)
 AVERAGES = ("image", "image_class", "class")

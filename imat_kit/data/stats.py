@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .coco import detect_layout
-from .errors import KitError
-from .labels import Labels, parse_attributes_ids, parse_class_id
-from .readers import csv_columns, read_csv
+from imat_kit.data.coco import detect_layout
+from imat_kit.errors import KitError
+from imat_kit.data.labels import Labels, parse_attributes_ids, parse_class_id
+from imat_kit.data.readers import csv_columns, read_csv
 
 
 def dataset_stats(csv_path: str | Path, labels: Labels) -> dict:

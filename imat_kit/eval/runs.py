@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import KitError
-from .layout import ann_relpath, find_labels, read_ann
-from .predictions import Expected, read_header, read_predictions
+from imat_kit.data.paths import ann_relpath, find_labels, read_ann
+from imat_kit.errors import KitError
+from imat_kit.predictions import Expected, read_header, read_predictions
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .errors import KitError
+from imat_kit.errors import KitError
 
 #: the label files shipped inside the package, by competition year
 SHIPPED_LABELS = {2019: "label_descriptions_2019.json", 2020: "label_descriptions_2020.json"}
