@@ -89,8 +89,8 @@ def test_train_dry_run_prints_the_phase_chain(tmp_path, capsys):
                  "--work-root", str(tmp_path), "--launcher", "pytorch", "--gpus", "4",
                  "--auto-scale-lr", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.count("maskrcnn_r50_imat (started)") == 2
-    assert out.count("maskrcnn_r50_imat_all (started)") == 2
+    assert out.count("maskrcnn_r50_imat (started, dry run)") == 2
+    assert out.count("maskrcnn_r50_imat_all (started, dry run)") == 2
     assert "IMAT_FOLD=2" in out and "--launcher pytorch --gpus 4" in out
     assert "--auto-scale-lr" in out
     assert f"load_from={tmp_path}/maskrcnn_r50_imat/fold2/" in out

@@ -18,9 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 #: the step function of each `imat-kit` command the demo runs (module, function)
-COMMAND_STEPS = [("imat_kit.data.synth", "generate_images"), ("imat_kit.data.prepare", "prepare"),
-                 ("imat_kit.mmdet_ext.train", "train_folds"),
-                 ("imat_kit.mmdet_ext.predict", "predict"), ("imat_kit.eval.evaluate", "evaluate_to"),
+COMMAND_STEPS = [("imat_kit.data.synth", "generate_images"),
+                 ("imat_kit.data.prepare", "prepare"), ("imat_kit.mmdet_ext.train", "train_folds"),
+                 ("imat_kit.mmdet_ext.predict", "predict"),
+                 ("imat_kit.eval.evaluate", "evaluate_to"),
                  ("imat_kit.eval.attr_eval", "tune_thresholds"), ("imat_kit.tune", "tune"),
                  ("imat_kit.ensemble", "ensemble_files"), ("imat_kit.submission", "submit"),
                  ("imat_kit.submission", "score_submission"), ("imat_kit.plots", "make_plot"),

@@ -8,11 +8,18 @@ function of the core (or of ``imat_kit.mmdet_ext``) that ``imat-kit demo`` calls
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import warnings
 from pathlib import Path
 
 from imat_kit import __version__
+from imat_kit.cli.formatting import (
+    print_attribute_figures,
+    print_evaluation,
+    threshold_lines,
+    tune_lines,
+)
 from imat_kit.errors import KitError
 
 DESCRIPTION = """\
@@ -39,6 +46,10 @@ def quiet_third_party_warnings() -> None:
     for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category, module=_THIRD_PARTY)
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated as an API")
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)
 
 
 def _parse_folds(text: str) -> list[int]:
@@ -145,10 +156,15 @@ def _cmd_train(a: argparse.Namespace) -> int:
     recs = train_folds(a.config, a.folds, work_root=a.work_root, data_root=a.data_root,
                        cfg_options=options, launcher=a.launcher, gpus=a.gpus,
                        auto_scale_lr=a.auto_scale_lr, amp=a.amp, dry_run=a.dry_run,
-                       overwrite=a.overwrite, quiet=a.quiet)
+                       overwrite=a.overwrite, verbose=a.verbose, quiet=a.quiet,
+                       echo=None if a.quiet else _echo)
     for r in recs:
-        print(f"fold {r['fold']} {r['phase']}: {r['status']}"
-              + (f" → {r['checkpoint']}" if "checkpoint" in r else ""))
+        if "command" in r:
+            print(f"fold {r['fold']} {r['phase']} ({r['would_be']}, dry run): "
+                  f"IMAT_FOLD={r['fold']} " + shlex.join(r["command"]))
+        else:
+            print(f"fold {r['fold']} {r['phase']}: {r['status']}"
+                  + (f" → {r['checkpoint']}" if "checkpoint" in r else ""))
     return 0
 
 
@@ -192,40 +208,6 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 # --- evaluate, ensemble, submit, validate, score ---------------------------------------------
 
 
-def print_evaluation(table, average: str) -> None:
-    """The fold table as ``imat-kit evaluate`` (and the demo) print it."""
-    from imat_kit.eval.evaluate import REFERENCE_TABLE3
-
-    show = table[["fold", "segm_AP", "segm_AP50", "segm_AP75", "segm_APs", "segm_APm",
-                  "segm_APl", "bbox_AP", "competition", "images"]]
-    print(show.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    m, sd = table.iloc[-2], table.iloc[-1]
-    print(f"\nsegm AP {100 * m.segm_AP:.1f} ± {100 * sd.segm_AP:.1f}, AP50 {100 * m.segm_AP50:.1f},"
-          f" AP75 {100 * m.segm_AP75:.1f}; competition score ({average}) "
-          f"{m.competition:.4f} ± {sd.competition:.4f}")
-    post = [c for c in table.columns if c.endswith("_post")]
-    if post:
-        cols = [c[: -len("_post")] for c in post]
-        print("\nat the postprocess file's settings (beside the defaults; in-sample on the "
-              "folds it was tuned on):")
-        print(table[["fold", *[x for c, p in zip(cols, post) for x in (c, p)
-                               if x in table.columns]]].to_string(
-            index=False, float_format=lambda v: f"{v:.4f}"))
-    print("reference study (Matterport R50, 100 val images):")
-    print(REFERENCE_TABLE3.to_string(index=False))
-
-
-def print_attribute_figures(table) -> None:
-    """The attribute columns of a fold table (when the predictions carried attributes)."""
-    if "AP_iou_f1" not in table.columns:
-        return
-    m, sd = table.iloc[-2], table.iloc[-1]
-    print(f"attributes: AP^IoU+F1 {100 * m.AP_iou_f1:.1f} ± {100 * sd.AP_iou_f1:.1f} "
-          f"(AP^IoU {100 * m.AP_iou_fp:.1f}, AP^F1 {100 * m.AP_f1:.1f}; Fashionpedia's "
-          f"definition); attribute micro F1 on matched instances {m.attr_micro_f1:.3f} vs "
-          f"the per-category prior's {m.prior_micro_f1:.3f}")
-
-
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from imat_kit.data.paths import find_labels
     from imat_kit.eval.attr_eval import load_thresholds
@@ -264,40 +246,6 @@ def _cmd_tune(a: argparse.Namespace) -> int:
     return 0
 
 
-def tune_lines(r: dict) -> list[str]:
-    """What ``imat-kit tune`` prints: the settings, the scores, the honest figure."""
-    st = r["settings"]
-    cats = st["category_thr"]
-    att = st["attributes"]
-    dec = ("top-k per category" if att["decoding"] == "topk" else
-           f"threshold {att['global_threshold']:g}"
-           + (f" (+{len(att['per_attribute'])} per attribute)" if att["per_attribute"] else ""))
-    out = [f"settings: score ≥ {st['score_thr']:g}"
-           + (f" ({len(cats)} categories their own)" if cats else "")
-           + f", ≤ {st['max_per_image']} per image, ≥ {st['min_area']} px, masks "
-           + ("as stored" if st["mask_thr"] is None else f"at {st['mask_thr']:g}")
-           + f", attributes: {dec}"]
-    sc = r["scores"]
-    out.append(f"{r['metric']} on folds {r['folds']} (the data it was tuned on): "
-               f"{sc['defaults']:.4f} at the defaults → {sc['tuned']:.4f} tuned")
-    n = r["nested"]
-    if n is not None:
-        per = ", ".join(f"fold {p['fold']} {p['defaults']:.4f} → {p['nested']:.4f}"
-                        for p in r["per_fold"])
-        out.append(f"expected gain (each fold with settings tuned on the others): "
-                   f"{n['gain']:+.4f} ± {n['gain_std']:.4f} ({n['defaults']:.4f} → "
-                   f"{n['tuned']:.4f}; {per})")
-        if "attr_micro_f1_tuned" in n:
-            out.append(f"attribute micro F1, same nested folds: {n['attr_micro_f1_defaults']:.3f}"
-                       f" at 0.5 → {n['attr_micro_f1_tuned']:.3f}")
-    for note in r["notes"]:
-        out.append(f"note: {note}")
-    s = r["search"]
-    out.append(f"search: {s['evaluations']} settings scored in {s['seconds']:.1f} s "
-               f"({s['iou_seconds']:.1f} s computing masks and IoUs)")
-    return out
-
-
 def _cmd_tune_attributes(a: argparse.Namespace) -> int:
     from imat_kit.data.paths import find_labels
     from imat_kit.eval.attr_eval import tune_thresholds, write_thresholds
@@ -309,8 +257,6 @@ def _cmd_tune_attributes(a: argparse.Namespace) -> int:
                         score_thr=a.score_thr)
     write_thresholds(r, a.out)
     if not a.quiet:
-        from imat_kit.eval.attr_eval import threshold_lines
-
         for line in threshold_lines(r, find_labels(a.data), limit=20):
             print(line)
     att = r["attributes"].values()
@@ -440,7 +386,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     run_demo(a.out or f"outputs/demo{suffix}", images=a.images, folds=tuple(a.folds),
              iters=a.iters, seed=a.seed, year=a.year,
              submission=a.submission or f"submissions/demo{suffix}.csv",
-             overwrite=a.overwrite, quiet=a.quiet)
+             overwrite=a.overwrite, verbose=a.verbose, quiet=a.quiet)
     return 0
 
 
@@ -449,6 +395,12 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 def _data(s, help: str = "the prepared data folder") -> None:
     s.add_argument("--data", required=True, help=help)
+
+
+def _verbose(s) -> None:
+    s.add_argument("--verbose", "-v", action="store_true",
+                   help="show mmengine's whole training output live (by default one progress "
+                   "bar per run; the output is in the run's train.log either way)")
 
 
 def _overwrite(s, what: str) -> None:
@@ -569,6 +521,7 @@ def _parser_model_steps(sub, parents) -> None:
                    help="also log to TensorBoard (tensorboard --logdir WORK_ROOT)")
     _overwrite(s, "delete a phase's earlier run when it was made with other settings")
     s.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    _verbose(s)
     s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("predict", parents=parents, help="run a model over a fold's val images "
@@ -747,6 +700,7 @@ def _parser_result_steps(sub, parents) -> None:
     s.add_argument("--submission", default=None,
                    help="default submissions/demo.csv (2020: submissions/demo2020.csv)")
     _overwrite(s, "start afresh when OUT holds a demo run with other options")
+    _verbose(s)
     s.set_defaults(func=_cmd_demo)
 
 

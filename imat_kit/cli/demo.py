@@ -26,9 +26,18 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from imat_kit.cli.formatting import (
+    demo_summary_lines,
+    print_attribute_figures,
+    print_evaluation,
+    threshold_lines,
+    tune_lines,
+)
 from imat_kit.errors import KitError
 from imat_kit.files import atomic_open, describe_differences, file_fingerprint
 
@@ -46,12 +55,6 @@ def default_config(year: int = 2019) -> Path:
     if year not in CONFIGS:
         raise KitError("the demo's year must be 2019 or 2020", value=year)
     return Path(str(resources.files("imat_kit") / "configs" / CONFIGS[year]))
-
-
-def _step(name: str, quiet: bool) -> float:
-    if not quiet:
-        print(f"\n== {name}", flush=True)
-    return time.perf_counter()
 
 
 def _schedule(iters: int) -> list[str]:
@@ -110,214 +113,284 @@ def _tuning_table(tuned: dict):
                      ignore_index=True)
 
 
-def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tuple = (0, 1),
-             iters: int = 360, seed: int = 0, submission: str | Path = "submissions/demo.csv",
-             config: str | Path | None = None, year: int = 2019, overwrite: bool = False,
-             quiet: bool = False) -> dict:
-    """Run (or resume) the demo; returns the key figures, also written to ``OUT/summary.json``."""
-    from imat_kit.data.paths import find_labels
-    from imat_kit.data.prepare import prepare
+@dataclass
+class Demo:
+    """One demo run: its options and folders, and what each step hands to the next."""
+
+    out: Path
+    images: int
+    folds: tuple
+    iters: int
+    seed: int
+    year: int
+    submission: Path
+    config: Path
+    overwrite: bool = False
+    verbose: bool = False
+    quiet: bool = False
+    #: filled in by the steps, in order
+    results: dict = field(default_factory=dict)
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data"
+
+    @property
+    def preds(self) -> Path:
+        return self.out / "predictions"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.out / "eval"
+
+    @property
+    def work_dirs(self) -> list[Path]:
+        return [self.out / "work_dirs" / self.config.stem / f"fold{k}" for k in self.folds]
+
+    def val_files(self) -> list[str]:
+        return [str(self.preds / f"fold{k}_val.jsonl") for k in self.folds]
+
+    def show(self, *lines: str) -> None:
+        if not self.quiet:
+            for line in lines:
+                print(line, flush=True)
+
+
+def _synth(d: Demo) -> None:
     from imat_kit.data.synth import generate_images
-    from imat_kit.ensemble import ensemble_files
-    from imat_kit.eval.attr_eval import thresholds_from, tune_thresholds, write_thresholds
-    from imat_kit.eval.evaluate import attribute_columns, evaluate_to, read_fold_runs
-    from imat_kit.mmdet_ext.predict import predict
+
+    if not (d.data / "train.csv").exists():
+        generate_images(d.data, images=d.images, seed=d.seed, year=d.year, quiet=d.quiet)
+
+
+def _prepare(d: Demo) -> None:
+    from imat_kit.data.prepare import prepare
+
+    if not (d.data / "prepare_report.json").exists():
+        prepare(d.data, n_folds=5, split="stratified", seed=d.seed, quiet=d.quiet)
+
+
+def _train(d: Demo) -> None:
     from imat_kit.mmdet_ext.train import train_folds
-    from imat_kit.plots import make_plot
-    from imat_kit.postprocess import write_postprocess
-    from imat_kit.report import build_report
-    from imat_kit.submission import score_submission, submit
-    from imat_kit.tune import tune
 
-    out = Path(out)
-    data, preds_dir, figs = out / "data", out / "predictions", out / "figures"
-    config = Path(config) if config else default_config(year)
-    if not config.is_file():
-        raise KitError("config not found", file=str(config))
-    from imat_kit.mmdet_ext.config import is_attribute_model, load_config
+    recs = train_folds(d.config, list(d.folds), work_root=d.out / "work_dirs",
+                       data_root=str(d.data),
+                       cfg_options=[*_schedule(d.iters), f"randomness.seed={d.seed}"],
+                       overwrite=d.overwrite, verbose=d.verbose, quiet=d.quiet,
+                       echo=None if d.quiet else d.show)
+    d.results["checkpoints"] = {r["fold"]: r["checkpoint"] for r in recs}
 
-    if not is_attribute_model(load_config(config)):
-        raise KitError("the demo's config predicts no attributes (it needs the attribute "
-                       "branch, as configs/tiny_maskrcnn_imat_attr.py has)", file=str(config))
-    _check_options(out, {"images": images, "seed": seed, "iters": iters, "year": year,
-                         "config_sha256": file_fingerprint(config)["sha256"]},
-                   overwrite=overwrite, quiet=quiet)
-    t_all = time.perf_counter()
-    timings = {}
 
-    t = _step(f"imat-kit synth: {images} training images, seed {seed}, {year} layout", quiet)
-    if not (data / "train.csv").exists():
-        generate_images(data, images=images, seed=seed, year=year, quiet=quiet)
-    timings["synth"] = time.perf_counter() - t
+def _predict(d: Demo) -> None:
+    from imat_kit.mmdet_ext.predict import predict
 
-    t = _step("imat-kit prepare: COCO json, 5 stratified folds", quiet)
-    if not (data / "prepare_report.json").exists():
-        prepare(data, n_folds=5, split="stratified", seed=seed, quiet=quiet)
-    timings["prepare"] = time.perf_counter() - t
-
-    t = _step(f"imat-kit train {config.name} on folds {list(folds)} ({iters} iterations "
-              "each, CPU)", quiet)
-    recs = train_folds(config, list(folds), work_root=out / "work_dirs", data_root=str(data),
-                       cfg_options=[*_schedule(iters), f"randomness.seed={seed}"],
-                       overwrite=overwrite, quiet=quiet)
-    ckpt = {r["fold"]: r["checkpoint"] for r in recs}
-    timings["train"] = time.perf_counter() - t
-
-    t = _step("imat-kit predict: each fold's validation images and the test set", quiet)
-    for k in folds:
+    for k in d.folds:
         for split in ("val", "test"):
-            predict(config, ckpt[k], split=split, fold=k, out=preds_dir / f"fold{k}_{split}.jsonl",
-                    data_root=str(data), overwrite=overwrite, quiet=quiet)
-    timings["predict"] = time.perf_counter() - t
+            predict(d.config, d.results["checkpoints"][k], split=split, fold=k,
+                    out=d.preds / f"fold{k}_{split}.jsonl", data_root=str(d.data),
+                    overwrite=d.overwrite, quiet=d.quiet)
 
-    t = _step("imat-kit evaluate: fold-wise evaluation (attributes at a global 0.5)", quiet)
-    val_files = [str(preds_dir / f"fold{k}_val.jsonl") for k in folds]
-    runs = read_fold_runs(data, val_files)  # read once: evaluation, tuning, cross-fold figures
-    table, _ = evaluate_to(data, val_files, out / "eval", runs=runs)
-    if not quiet:
-        from imat_kit.cli.commands import print_attribute_figures, print_evaluation
 
-        print_evaluation(table, "image")
-        print_attribute_figures(table)
-    timings["evaluate"] = time.perf_counter() - t
+def _evaluate(d: Demo) -> None:
+    from imat_kit.data.paths import find_labels
+    from imat_kit.eval.evaluate import evaluate_to, read_fold_runs
 
-    t = _step("imat-kit tune-attributes: a threshold per attribute from the validation folds "
-              "(each fold scored with thresholds tuned on the others)", quiet)
-    labels = find_labels(data)
+    # read once: evaluation, tuning and the cross-fold figures all use them
+    d.results["runs"] = runs = read_fold_runs(d.data, d.val_files())
+    d.results["labels"] = find_labels(d.data)
+    d.results["table"], _ = evaluate_to(d.data, d.val_files(), d.eval_dir, runs=runs)
+    if not d.quiet:
+        print_evaluation(d.results["table"], "image")
+        print_attribute_figures(d.results["table"])
+
+
+def _tune_attributes(d: Demo) -> None:
+    from imat_kit.eval.attr_eval import thresholds_from, tune_thresholds, write_thresholds
+    from imat_kit.eval.evaluate import attribute_columns
+
+    runs, labels = d.results["runs"], d.results["labels"]
     ids = list(labels.attribute_id_list)
-    thr_file = out / "eval" / "attribute_thresholds.json"
+    thr_file = d.eval_dir / "attribute_thresholds.json"
     tuned = tune_thresholds(runs, ids)
     write_thresholds(tuned, thr_file)
     cross = []
-    for run in runs:
+    for run in runs:  # each fold scored with thresholds tuned on the others
         others = [r for r in runs if r is not run] or [run]
-        thr = thresholds_from(tune_thresholds(others, ids))
-        cross.append(attribute_columns(run, labels, thr))
+        cross.append(attribute_columns(run, labels, thresholds_from(tune_thresholds(others, ids))))
     cross_mean = {k: sum(c[k] for c in cross) / len(cross) for k in cross[0]}
-    if not quiet:
-        from imat_kit.eval.attr_eval import threshold_lines
+    d.results.update(thresholds_file=thr_file, thresholds=tuned, attr_cross_folds=cross_mean)
+    n_tuned = sum(v["tuned"] for v in tuned["attributes"].values())
+    d.show(*threshold_lines(tuned, labels),
+           f"{n_tuned} attributes tuned → {thr_file}; with thresholds from the other folds: "
+           f"AP^IoU+F1 {100 * cross_mean['AP_iou_f1']:.1f}, attribute micro F1 "
+           f"{cross_mean['attr_micro_f1']:.3f} (global 0.5: "
+           f"{d.results['table'].iloc[-2].attr_micro_f1:.3f}; prior "
+           f"{cross_mean['prior_micro_f1']:.3f})")
 
-        for line in threshold_lines(tuned, labels):
-            print(line)
-        n_tuned = sum(v["tuned"] for v in tuned["attributes"].values())
-        print(f"{n_tuned} attributes tuned → {thr_file}; with thresholds from the other folds: "
-              f"AP^IoU+F1 {100 * cross_mean['AP_iou_f1']:.1f}, attribute micro F1 "
-              f"{cross_mean['attr_micro_f1']:.3f} (global 0.5: "
-              f"{table.iloc[-2].attr_micro_f1:.3f}; prior {cross_mean['prior_micro_f1']:.3f})")
-    timings["tune_attributes"] = time.perf_counter() - t
 
-    t = _step("imat-kit tune: submit's post-processing tuned on the validation folds (each "
-              "fold scored with settings tuned on the others)", quiet)
-    metric = "competition2020" if year == 2020 else "competition"
-    pp_file = out / "eval" / "postprocess.json"
-    tuned_pp = tune(runs, labels, metric=metric, quiet=quiet, data=data)
-    write_postprocess(tuned_pp, pp_file)
-    tuning = _tuning_table(tuned_pp)
-    with atomic_open(out / "eval" / "tuning.csv", "w", newline="") as f:
+def _tune(d: Demo) -> None:
+    from imat_kit.postprocess import write_postprocess
+    from imat_kit.tune import tune
+
+    metric = "competition2020" if d.year == 2020 else "competition"
+    pp_file = d.eval_dir / "postprocess.json"
+    tuned = tune(d.results["runs"], d.results["labels"], metric=metric, quiet=d.quiet,
+                 data=d.data)
+    write_postprocess(tuned, pp_file)
+    tuning = _tuning_table(tuned)
+    with atomic_open(d.eval_dir / "tuning.csv", "w", newline="") as f:
         tuning.to_csv(f, index=False, float_format="%.4f")
-    if not quiet:
-        from imat_kit.cli.commands import tune_lines
+    d.results.update(tune_metric=metric, postprocess_file=pp_file, postprocess=tuned)
+    d.show(tuning.to_string(index=False, float_format=lambda v: f"{v:.4f}"), *tune_lines(tuned))
 
-        print(tuning.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        for line in tune_lines(tuned_pp):
-            print(line)
-    timings["tune"] = time.perf_counter() - t
 
-    t = _step("imat-kit ensemble + submit + score: the fold models' test predictions fused, the "
-              "submission written, validated and scored", quiet)
-    ens = preds_dir / "ensemble_test.jsonl"
-    ensemble_files([preds_dir / f"fold{k}_test.jsonl" for k in folds], ens, data=data,
-                   quiet=quiet)
-    sub = Path(submission)
-    _, problems = submit(ens, data, sub, evaluation=out / "eval" / "evaluation.csv",
-                         postprocess=pp_file, manifest={"data": str(data)}, quiet=quiet)
+def _ensemble_submit(d: Demo) -> None:
+    from imat_kit.ensemble import ensemble_files
+    from imat_kit.submission import score_submission, submit
+
+    ens = d.preds / "ensemble_test.jsonl"
+    ensemble_files([d.preds / f"fold{k}_test.jsonl" for k in d.folds], ens, data=d.data,
+                   quiet=d.quiet)
+    pp_file = d.results["postprocess_file"]
+    _, problems = submit(ens, d.data, d.submission, evaluation=d.eval_dir / "evaluation.csv",
+                         postprocess=pp_file, manifest={"data": str(d.data)}, quiet=d.quiet)
     if problems:
         raise KitError("the demo's submission failed validation: "
-                       + "; ".join(map(str, problems[:5])), file=str(sub))
-    solution = data / "test_solution.csv"
-    test_score = score_submission(sub, solution, data, year=year, quiet=quiet)["score"]
-    masks_only = (score_submission(sub, solution, data, quiet=True)["score"] if year == 2020
-                  else test_score)
+                       + "; ".join(map(str, problems[:5])), file=str(d.submission))
+    solution = d.data / "test_solution.csv"
+
+    def score(sub: Path, year: int | None = d.year, quiet: bool = True) -> float:
+        return score_submission(sub, solution, d.data, year=year, quiet=quiet)["score"]
+
+    d.results["test_ensemble"] = score(d.submission, quiet=d.quiet)
+    d.results["test_masks_only"] = (score(d.submission, year=None) if d.year == 2020
+                                    else d.results["test_ensemble"])
     single = []  # each fold model's own submission, for comparison with the ensemble
-    for k in folds:
-        own = out / "eval" / f"fold{k}_only.csv"
-        submit(preds_dir / f"fold{k}_test.jsonl", data, own, postprocess=pp_file, quiet=True)
-        single.append(score_submission(own, solution, data, year=year, quiet=True)["score"])
-    timings["ensemble_submit"] = time.perf_counter() - t
+    for k in d.folds:
+        own = d.eval_dir / f"fold{k}_only.csv"
+        submit(d.preds / f"fold{k}_test.jsonl", d.data, own, postprocess=pp_file, quiet=True)
+        single.append(score(own))
+    d.results["test_single_folds"] = single
 
-    t = _step("imat-kit plot: figures", quiet)
-    val0 = preds_dir / f"fold{folds[0]}_val.jsonl"
-    work_dirs = [out / "work_dirs" / config.stem / f"fold{k}" for k in folds]
-    make_plot("losses", figs / "loss_curves.png", work_dirs=work_dirs,
-              labels=[f"fold {k}" for k in folds])
-    make_plot("pr", figs / "pr_curves.png", data=data, predictions=val0)
-    make_plot("confusion", figs / "confusion_matrix.png", data=data, predictions=val0)
-    make_plot("overlays", figs / "overlays.jpg", data=data, predictions=val0, n=6, seed=seed,
-              attribute_thresholds=thr_file)
-    make_plot("categories", figs / "category_distribution.png", data=data)
-    make_plot("attributes", figs / "attribute_f1.png", data=data, predictions=val0,
-              attribute_thresholds=thr_file)
-    timings["figures"] = time.perf_counter() - t
 
-    t = _step("imat-kit report: one HTML page with the error analysis", quiet)
-    report = build_report(data, [str(preds_dir / f"fold{k}_val.jsonl") for k in folds],
-                          out / "report.html", work_dirs=work_dirs, submission=sub,
-                          attribute_thresholds=thr_file, postprocess=pp_file, quiet=quiet)
-    timings["report"] = time.perf_counter() - t
+def _plots(d: Demo) -> None:
+    from imat_kit.plots import make_plot
 
-    mean = table.iloc[-2]
-    summary = {
-        "data": str(data), "work_dirs": str(out / "work_dirs"), "predictions": str(preds_dir),
-        "evaluation": str(out / "eval" / "evaluation.csv"), "submission": str(sub),
-        "manifest": str(sub.with_suffix(".json")), "figures": str(figs),
-        "report": report["out"],
-        "folds_trained": list(folds), "iterations": iters, "year": year,
-        "config": str(config),
+    figs, thr = d.out / "figures", d.results["thresholds_file"]
+    val0 = d.preds / f"fold{d.folds[0]}_val.jsonl"
+    make_plot("losses", figs / "loss_curves.png", work_dirs=d.work_dirs,
+              labels=[f"fold {k}" for k in d.folds])
+    make_plot("pr", figs / "pr_curves.png", data=d.data, predictions=val0)
+    make_plot("confusion", figs / "confusion_matrix.png", data=d.data, predictions=val0)
+    make_plot("overlays", figs / "overlays.jpg", data=d.data, predictions=val0, n=6, seed=d.seed,
+              attribute_thresholds=thr)
+    make_plot("categories", figs / "category_distribution.png", data=d.data)
+    make_plot("attributes", figs / "attribute_f1.png", data=d.data, predictions=val0,
+              attribute_thresholds=thr)
+
+
+def _report(d: Demo) -> None:
+    from imat_kit.report import build_report
+
+    d.results["report"] = build_report(
+        d.data, d.val_files(), d.out / "report.html", work_dirs=d.work_dirs,
+        submission=d.submission, attribute_thresholds=d.results["thresholds_file"],
+        postprocess=d.results["postprocess_file"], quiet=d.quiet)["out"]
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str
+    heading: Callable[[Demo], str]
+    run: Callable[[Demo], None]
+
+
+#: the user's commands, in order: each step calls the function its ``imat-kit`` command calls
+STEPS = (
+    Step("synth", lambda d: f"imat-kit synth: {d.images} training images, seed {d.seed}, "
+         f"{d.year} layout", _synth),
+    Step("prepare", lambda d: "imat-kit prepare: COCO json, 5 stratified folds", _prepare),
+    Step("train", lambda d: f"imat-kit train {d.config.name} on folds {list(d.folds)} "
+         f"({d.iters} iterations each, CPU)", _train),
+    Step("predict", lambda d: "imat-kit predict: each fold's validation images and the test "
+         "set", _predict),
+    Step("evaluate", lambda d: "imat-kit evaluate: fold-wise evaluation (attributes at a global "
+         "0.5)", _evaluate),
+    Step("tune_attributes", lambda d: "imat-kit tune-attributes: a threshold per attribute from "
+         "the validation folds (each fold scored with thresholds tuned on the others)",
+         _tune_attributes),
+    Step("tune", lambda d: "imat-kit tune: submit's post-processing tuned on the validation "
+         "folds (each fold scored with settings tuned on the others)", _tune),
+    Step("ensemble_submit", lambda d: "imat-kit ensemble + submit + score: the fold models' test "
+         "predictions fused, the submission written, validated and scored", _ensemble_submit),
+    Step("figures", lambda d: "imat-kit plot: figures", _plots),
+    Step("report", lambda d: "imat-kit report: one HTML page with the error analysis", _report),
+)
+
+
+def summarize(d: Demo, seconds: dict, total_seconds: float) -> dict:
+    """The key figures of a finished run (``OUT/summary.json``)."""
+    r, sub = d.results, d.submission
+    mean, cross, pp = r["table"].iloc[-2], r["attr_cross_folds"], r["postprocess"]
+    return {
+        "data": str(d.data), "work_dirs": str(d.out / "work_dirs"),
+        "predictions": str(d.preds), "evaluation": str(d.eval_dir / "evaluation.csv"),
+        "submission": str(sub), "manifest": str(sub.with_suffix(".json")),
+        "figures": str(d.out / "figures"), "report": r["report"],
+        "folds_trained": list(d.folds), "iterations": d.iters, "year": d.year,
+        "config": str(d.config),
         "val_segm_AP_mean": float(mean.segm_AP), "val_segm_AP50_mean": float(mean.segm_AP50),
         "val_competition_mean": float(mean.competition),
         "val_AP_iou_f1_mean": float(mean.AP_iou_f1),
-        "val_AP_iou_f1_tuned_mean": cross_mean["AP_iou_f1"],
+        "val_AP_iou_f1_tuned_mean": cross["AP_iou_f1"],
         "val_attr_micro_f1_mean": float(mean.attr_micro_f1),
-        "val_attr_micro_f1_tuned_mean": cross_mean["attr_micro_f1"],
+        "val_attr_micro_f1_tuned_mean": cross["attr_micro_f1"],
         "val_prior_micro_f1_mean": float(mean.prior_micro_f1),
-        "attribute_thresholds": str(thr_file), "postprocess": str(pp_file),
-        "tune_metric": metric,
-        "val_score_defaults_mean": _nested(tuned_pp, "defaults"),
-        "val_score_tuned_nested_mean": _nested(tuned_pp, "tuned"),
-        "val_score_nested_gain": _nested(tuned_pp, "gain"),
-        "val_score_nested_gain_std": _nested(tuned_pp, "gain_std"),
-        "val_attr_micro_f1_nested_mean": _nested(tuned_pp, "attr_micro_f1_tuned"),
-        "postprocess_groups_kept": tuned_pp["groups_kept"],
-        "attributes_tuned": sum(v["tuned"] for v in tuned["attributes"].values()),
-        "test_rule": "2020 (IoU + attribute F1)" if year == 2020 else "2019 (categories)",
-        "test_competition_ensemble": test_score, "test_competition_single_folds": single,
-        "test_competition_masks_only": masks_only,
-        "seconds": {k: round(v, 1) for k, v in timings.items()},
-        "total_seconds": round(time.perf_counter() - t_all, 1),
+        "attribute_thresholds": str(r["thresholds_file"]),
+        "postprocess": str(r["postprocess_file"]), "tune_metric": r["tune_metric"],
+        "val_score_defaults_mean": _nested(pp, "defaults"),
+        "val_score_tuned_nested_mean": _nested(pp, "tuned"),
+        "val_score_nested_gain": _nested(pp, "gain"),
+        "val_score_nested_gain_std": _nested(pp, "gain_std"),
+        "val_attr_micro_f1_nested_mean": _nested(pp, "attr_micro_f1_tuned"),
+        "postprocess_groups_kept": pp["groups_kept"],
+        "attributes_tuned": sum(v["tuned"] for v in r["thresholds"]["attributes"].values()),
+        "test_rule": "2020 (IoU + attribute F1)" if d.year == 2020 else "2019 (categories)",
+        "test_competition_ensemble": r["test_ensemble"],
+        "test_competition_single_folds": r["test_single_folds"],
+        "test_competition_masks_only": r["test_masks_only"],
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "total_seconds": round(total_seconds, 1),
     }
-    with atomic_open(out / "summary.json", "w") as f:
+
+
+def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tuple = (0, 1),
+             iters: int = 360, seed: int = 0, submission: str | Path = "submissions/demo.csv",
+             config: str | Path | None = None, year: int = 2019, overwrite: bool = False,
+             verbose: bool = False, quiet: bool = False) -> dict:
+    """Run (or resume) the demo; returns the key figures, also written to ``OUT/summary.json``."""
+    from imat_kit.mmdet_ext.config import is_attribute_model, load_config
+
+    config = Path(config) if config else default_config(year)
+    if not config.is_file():
+        raise KitError("config not found", file=str(config))
+    if not is_attribute_model(load_config(config)):
+        raise KitError("the demo's config predicts no attributes (it needs the attribute "
+                       "branch, as configs/tiny_maskrcnn_imat_attr.py has)", file=str(config))
+    d = Demo(Path(out), images, tuple(folds), iters, seed, year, Path(submission), config,
+             overwrite=overwrite, verbose=verbose, quiet=quiet)
+    _check_options(d.out, {"images": images, "seed": seed, "iters": iters, "year": year,
+                           "config_sha256": file_fingerprint(config)["sha256"]},
+                   overwrite=overwrite, quiet=quiet)
+    t_all = time.perf_counter()
+    seconds = {}
+    for step in STEPS:
+        d.show(f"\n== {step.heading(d)}")
+        t = time.perf_counter()
+        step.run(d)
+        seconds[step.key] = time.perf_counter() - t
+    summary = summarize(d, seconds, time.perf_counter() - t_all)
+    with atomic_open(d.out / "summary.json", "w") as f:
         json.dump(summary, f, indent=2)
-    if not quiet:
-        print(f"\n== done in {summary['total_seconds'] / 60:.1f} min")
-        print(f"validation segm AP (mean of folds {list(folds)}): "
-              f"{100 * summary['val_segm_AP_mean']:.1f} (AP50 "
-              f"{100 * summary['val_segm_AP50_mean']:.1f})")
-        print(f"attributes: AP^IoU+F1 {100 * summary['val_AP_iou_f1_mean']:.1f} (tuned "
-              f"thresholds from the other folds: {100 * cross_mean['AP_iou_f1']:.1f}); micro F1 "
-              f"{summary['val_attr_micro_f1_mean']:.3f} (tuned "
-              f"{cross_mean['attr_micro_f1']:.3f}) vs the per-category prior "
-              f"{summary['val_prior_micro_f1_mean']:.3f}")
-        if tuned_pp["nested"] is not None:
-            print(f"post-processing ({metric}): {summary['val_score_defaults_mean']:.4f} at "
-                  f"the defaults → {summary['val_score_tuned_nested_mean']:.4f} with settings "
-                  f"tuned on the other folds (gain {summary['val_score_nested_gain']:+.4f} ± "
-                  f"{summary['val_score_nested_gain_std']:.4f}); attribute micro F1 "
-                  f"{summary['val_attr_micro_f1_nested_mean']:.3f}")
-        print(f"test competition score, {summary['test_rule']} rule: ensemble "
-              f"{test_score:.4f}, single folds " + ", ".join(f"{s:.4f}" for s in single)
-              + (f"; masks and categories only {masks_only:.4f}" if year == 2020 else ""))
-        for key in ("data", "work_dirs", "predictions", "evaluation", "attribute_thresholds",
-                    "postprocess", "submission", "manifest", "figures", "report"):
-            print(f"  {key:<12} {summary[key]}")
-        print(f"\nopen the report: {Path(report['out']).resolve()}")
+    d.show(*demo_summary_lines(summary))
     return summary

@@ -226,19 +226,6 @@ def _f1(pred: np.ndarray, y: np.ndarray) -> float:
     return 2 * tp / den if den else 0.0
 
 
-def threshold_lines(tuned: dict, labels, limit: int = 12) -> list[str]:
-    """The tuned attributes of a thresholds file as lines of text, most frequent first."""
-    rows = sorted(((int(a), v) for a, v in tuned["attributes"].items() if v["tuned"]),
-                  key=lambda kv: -kv[1]["support"])
-    names = {a["id"]: a["name"] for a in labels.attributes}
-    out = [f"  {a:>4} {names.get(a, '?')[:28]:<28} threshold {v['threshold']:.3f}  support "
-           f"{v['support']:>4}  F1 {v['f1']:.3f} (at {tuned['global_threshold']:g}: "
-           f"{v['f1_at_global']:.3f})" for a, v in rows[:limit]]
-    if len(rows) > limit:
-        out.append(f"  … and {len(rows) - limit} more")
-    return out
-
-
 def write_thresholds(content: dict, out: str | Path) -> None:
     with atomic_open(out, "w") as f:
         json.dump(content, f, indent=2)

@@ -16,16 +16,24 @@ checkpoint (``--resume``), a new one starts (phase 2 from phase 1's last checkpo
 record differs (another config value, more iterations, a retrained phase 1), the command names
 what differs and stops; ``overwrite=True`` (``--overwrite``) deletes that phase's work dir and
 trains it afresh.
+
+What a run prints goes to ``WORK_ROOT/<config name>/fold<k>/train.log`` (mmengine's
+environment block, the resolved config, a line per logging interval; mmengine also writes its
+own log under a timestamped folder there). The terminal shows one progress bar per run
+(iterations, ETA, the current loss) instead; ``verbose=True`` (``--verbose``) shows the whole
+output live. A failed run's error carries the tail of its log and the log's path.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +46,9 @@ from imat_kit.mmdet_ext.runner import last_checkpoint
 
 DONE = "imat_done.json"
 RECORD = "imat_run.json"
+LOG = "train.log"
+#: lines of a failed run's log shown in its error
+LOG_TAIL = 30
 
 #: third-party warnings hidden in the training subprocess: their deprecation notices (torch.jit,
 #: pkg_resources) concern mmcv/mmdet/mmengine's code, not the user's
@@ -120,6 +131,62 @@ def _mim_command(config: Path, work_dir: Path, *, resume: bool, load_from: Path 
     return cmd
 
 
+_ITER = re.compile(r"Iter\(train\)\s*\[\s*(\d+)/(\d+)\]")
+_EPOCH = re.compile(r"Epoch\(train\)\s*\[(\d+)\]\s*\[\s*(\d+)/(\d+)\]")
+_LOSS = re.compile(r"\sloss: ([-+0-9.eE]+|nan|inf)")
+
+
+def training_progress(line: str, max_epochs: int | None) -> tuple[int, int] | None:
+    """``(iterations done, iterations in all)`` from one of mmengine's training log lines
+    (``Iter(train) [ 20/360]`` or, epoch-based, ``Epoch(train) [2][ 50/500]``); ``None`` for
+    any other line."""
+    m = _ITER.search(line)
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    m = _EPOCH.search(line)
+    if m:
+        epoch, it, per_epoch = map(int, m.groups())
+        return (epoch - 1) * per_epoch + it, per_epoch * (max_epochs or epoch)
+    return None
+
+
+def log_tail(log: Path, lines: int = LOG_TAIL) -> str:
+    """The last ``lines`` lines of a log file."""
+    text = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return "\n".join(text[-lines:])
+
+
+def run_logged(cmd: list[str], env: dict, log: Path, *, desc: str,
+               max_epochs: int | None = None, verbose: bool = False,
+               quiet: bool = False) -> int:
+    """Run a training command with its whole output appended to ``log``; on the terminal one
+    progress bar (or, ``verbose``, the output itself, live). Returns the exit code."""
+    from tqdm import tqdm
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(desc=desc, total=None, unit="it", disable=quiet or verbose, dynamic_ncols=True,
+               leave=False, mininterval=0.5)
+    with open(log, "a", encoding="utf-8") as f, bar:
+        f.write(f"\n$ {shlex.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", bufsize=1)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            f.write(line)
+            if verbose and not quiet:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            done = training_progress(line, max_epochs)
+            if done is not None:
+                bar.total = done[1]
+                bar.update(done[0] - bar.n)
+                loss = _LOSS.search(line)
+                if loss:
+                    bar.set_postfix_str(f"loss {float(loss.group(1)):.4f}", refresh=False)
+        return proc.wait()
+
+
 def run_record(phase: Phase, fold: int, *, data_root: str | None, cfg_options: list[str],
                launcher: str, gpus: int, auto_scale_lr: bool,
                start_checkpoint: Path | None) -> dict:
@@ -142,7 +209,8 @@ def run_record(phase: Phase, fold: int, *, data_root: str | None, cfg_options: l
     return {"config": str(phase.config), "fold": fold, "settings": settings}
 
 
-def _reusable(work_dir: Path, record: dict, *, overwrite: bool, quiet: bool) -> bool:
+def _reusable(work_dir: Path, record: dict, *, overwrite: bool,
+              echo: Callable[[str], None]) -> bool:
     """Whether the work dir holds a run with exactly ``record``'s settings. A run with other
     settings is deleted (``overwrite``) or refused with what differs."""
     if not work_dir.exists() or not any(work_dir.iterdir()):
@@ -158,8 +226,7 @@ def _reusable(work_dir: Path, record: dict, *, overwrite: bool, quiet: bool) -> 
         raise KitError(f"{work_dir} holds a run made with other settings: {shown}. Pass "
                        "--overwrite to delete it and train afresh, or use another --work-root",
                        file=record["config"])
-    if not quiet:
-        print(f"--overwrite: deleting {work_dir} ({len(diffs)} setting(s) differ)", flush=True)
+    echo(f"--overwrite: deleting {work_dir} ({len(diffs)} setting(s) differ)")
     shutil.rmtree(work_dir)
     return False
 
@@ -168,9 +235,13 @@ def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path =
                 data_root: str | None = None, cfg_options: list[str] | None = None,
                 launcher: str = "none", gpus: int = 1, auto_scale_lr: bool = False,
                 amp: str | None = None, dry_run: bool = False, overwrite: bool = False,
-                quiet: bool = False) -> list[dict]:
+                verbose: bool = False, quiet: bool = False,
+                echo: Callable[[str], None] | None = None) -> list[dict]:
     """Train each fold through the config's phase chain; returns one record per phase run.
-    ``amp`` (``bf16``/``fp16``) trains with mixed precision (needs a CUDA GPU)."""
+    ``amp`` (``bf16``/``fp16``) trains with mixed precision (needs a CUDA GPU). ``echo``
+    receives a line per decision (a run started, resumed, skipped or deleted); the command
+    line passes ``print``."""
+    echo = echo or (lambda _line: None)
     chain = phase_chain(config)
     cfg_options = list(cfg_options or [])
     if amp is not None:
@@ -204,15 +275,13 @@ def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path =
             record = run_record(phase, fold, data_root=data_root, cfg_options=cfg_options,
                                 launcher=launcher, gpus=gpus, auto_scale_lr=auto_scale_lr,
                                 start_checkpoint=previous if i > 0 else None)
-            reuse = not dry_run and _reusable(work_dir, record, overwrite=overwrite,
-                                              quiet=quiet)
+            reuse = not dry_run and _reusable(work_dir, record, overwrite=overwrite, echo=echo)
             if reuse and done.exists():
                 info = json.loads(done.read_text())
                 previous = Path(info["checkpoint"])
                 records.append({**rec, "status": "skipped (finished)", **info})
-                if not quiet:
-                    print(f"fold {fold} {phase.name}: finished before with the same settings, "
-                          "skipped")
+                echo(f"fold {fold} {phase.name}: finished before with the same settings, "
+                     "skipped")
                 continue
             resume = reuse and last_checkpoint(work_dir) is not None
             cmd = _mim_command(phase.config, work_dir, resume=resume,
@@ -220,21 +289,23 @@ def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path =
                                cfg_options=cfg_options, launcher=launcher, gpus=gpus,
                                auto_scale_lr=auto_scale_lr)
             status = "resumed" if resume else "started"
-            if not quiet or dry_run:
-                print(f"fold {fold} {phase.name} ({status}): IMAT_FOLD={fold} {shlex.join(cmd)}",
-                      flush=True)
             if dry_run:
-                records.append({**rec, "status": "dry run", "command": cmd})
+                records.append({**rec, "status": "dry run", "would_be": status, "command": cmd})
                 previous = work_dir / "<its last checkpoint>"
                 continue
+            log = work_dir / LOG
+            echo(f"fold {fold} {phase.name} ({status}): IMAT_FOLD={fold} {shlex.join(cmd)}\n"
+                 f"  its output → {log}")
             work_dir.mkdir(parents=True, exist_ok=True)
             with atomic_open(work_dir / RECORD, "w") as f:
                 json.dump(record, f, indent=1)
-            r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL if quiet else None)
-            if r.returncode != 0:
+            code = run_logged(cmd, env, log, desc=f"fold {fold} {phase.name}",
+                              max_epochs=record["settings"].get("train_cfg.max_epochs"),
+                              verbose=verbose, quiet=quiet)
+            if code != 0:
                 raise KitError(f"training fold {fold} phase {phase.name} failed with exit code "
-                               f"{r.returncode}; its log is in {work_dir}; re-run the same "
-                               "command to resume", file=str(phase.config))
+                               f"{code}; the end of its log ({log}):\n{log_tail(log)}\n"
+                               "Re-run the same command to resume", file=str(phase.config))
             ckpt = last_checkpoint(work_dir)
             if ckpt is None:
                 raise KitError(f"fold {fold} phase {phase.name} finished without a checkpoint "
