@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +71,9 @@ def prepared2020(tmp_path_factory) -> Path:
                     year=2020, quiet=True)
     prepare(out, n_folds=3, seed=0, quiet=True)
     return out
+
+
+@pytest.fixture()
+def prep(prepared):
+    """The prepared dataset, under the name the evaluation tests use."""
+    return prepared

@@ -6,7 +6,7 @@ from imat_kit.cli.commands import main
 from imat_kit.ensemble import ensemble, fuse_image
 from imat_kit.eval.metric import Instance, class_key, competition_score
 from imat_kit.predictions import ImagePrediction, read_predictions, write_predictions
-from tests.test_submission import truth_predictions
+from tests.helpers.predictions import truth_predictions
 
 
 def _encode(m):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from imat_kit.cli.commands import main
 from imat_kit.plots import confusion_matrix, read_scalars
-from tests.test_evaluate import fold_predictions, prep, write  # noqa: F401 (fixture)
+from tests.helpers.predictions import fold_predictions, write_val
 
 
 def _png_ok(path):
@@ -18,15 +18,15 @@ def _png_ok(path):
 
 
 @pytest.fixture()
-def val_file(prep, tmp_path):  # noqa: F811
+def val_file(prep, tmp_path):
     preds = fold_predictions(prep, 0, drop_every=4)
     f = tmp_path / "fold0.jsonl"
-    write(f, preds, 0)
+    write_val(f, preds, 0)
     return f
 
 
 @pytest.mark.parametrize("what", ["pr", "confusion", "overlays"])
-def test_prediction_plots(what, prep, val_file, tmp_path, capsys):  # noqa: F811
+def test_prediction_plots(what, prep, val_file, tmp_path, capsys):
     out = tmp_path / f"{what}.png"
     assert main(["plot", what, "--data", str(prep), "--predictions", str(val_file), "--out",
                  str(out), "--n", "4"]) == 0
@@ -34,12 +34,12 @@ def test_prediction_plots(what, prep, val_file, tmp_path, capsys):  # noqa: F811
     assert f"{what} → {out}" in capsys.readouterr().out
 
 
-def test_categories_plot(prep, tmp_path):  # noqa: F811
+def test_categories_plot(prep, tmp_path):
     assert main(["plot", "categories", "--data", str(prep), "--out", str(tmp_path / "c.png")]) == 0
     _png_ok(tmp_path / "c.png")
 
 
-def test_confusion_counts(prep):  # noqa: F811
+def test_confusion_counts(prep):
     gt = json.loads((prep / "annotations" / "fold0_val.json").read_text())
     preds = fold_predictions(prep, 0)
     cm = confusion_matrix(gt, preds)

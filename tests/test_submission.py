@@ -7,7 +7,7 @@ from pycocotools import mask as mask_util
 
 from imat_kit.cli.commands import main
 from imat_kit.data import rle
-from imat_kit.data.labels import load_labels, parse_class_id
+from imat_kit.data.labels import load_labels
 from imat_kit.data.paths import sample_image_ids
 from imat_kit.eval.metric import competition_score
 from imat_kit.predictions import ImagePrediction, read_predictions, write_predictions
@@ -18,30 +18,7 @@ from imat_kit.submission import (
     validate_submission,
     write_submission,
 )
-
-
-def truth_predictions(data, attributes=True):
-    """Perfect predictions from the synthetic test_solution.csv (2019 or 2020 layout)."""
-    df = pd.read_csv(data / "test_solution.csv", dtype=str, keep_default_na=False)
-    if "AttributesIds" not in df.columns:
-        df["AttributesIds"] = ""
-    preds = {}
-    for key, g in df.groupby("ImageId", sort=False):
-        h, w = int(g.Height.iloc[0]), int(g.Width.iloc[0])
-        masks, labels, attrs, boxes = [], [], [], []
-        for enc, cid, at in zip(g.EncodedPixels, g.ClassId, g.AttributesIds):
-            r = rle.kaggle_to_coco(enc, h, w)
-            c, a = parse_class_id(cid)
-            a = tuple(sorted({*a, *(int(x) for x in at.split(",") if x)}))
-            masks.append(r["counts"])
-            labels.append(c)
-            attrs.append(a if attributes else ())
-            boxes.append(mask_util.toBbox(r).tolist())
-        n = len(labels)
-        preds[key] = ImagePrediction(key, h, w, np.array(labels), np.linspace(0.99, 0.5, n)
-                                     .astype(np.float32), np.array(boxes, np.float32), masks,
-                                     attributes=attrs)
-    return preds
+from tests.helpers.predictions import truth_predictions
 
 
 def sizes_of(data):

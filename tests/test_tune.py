@@ -24,7 +24,7 @@ from imat_kit.postprocess import (
     load_postprocess,
     soft_counts,
 )
-from tests.tuning_cases import solution_path, write_noisy, write_noisy_test
+from tests.helpers.tuning_cases import solution_path, write_noisy, write_noisy_test
 
 HOT = 31  # the most frequent category of the `prepared` set: given high-scoring false positives
 
@@ -224,7 +224,7 @@ def test_one_fold_has_no_honest_figure_and_defaults_are_kept_when_nothing_helps(
     one = tune(runs[:1], find_labels(prepared), min_support=3, quiet=True)
     assert one["nested"] is None and any("no honest" in n for n in one["notes"])
     # predictions equal to the truth: nothing to gain, every group stays at the defaults
-    from tests.prediction_cases import write_case
+    from tests.helpers.prediction_cases import write_case
 
     files = [str(write_case(tmp_path / f"f{k}.jsonl", prepared, "val", k, seed=k))
              for k in range(3)]
@@ -282,7 +282,7 @@ def test_a_bad_postprocess_file_is_refused_in_one_line(change, match, prepared, 
 def test_postprocess_of_other_data_or_with_other_flags_is_refused(prepared, tmp_path, capsys):
     from imat_kit.data.labels import load_labels
     from imat_kit.predictions import label_space
-    from tests.prediction_cases import write_case
+    from tests.helpers.prediction_cases import write_case
 
     f = write_case(tmp_path / "t.jsonl", prepared, "test", seed=1)
     pp = _pp(tmp_path, PostProcess().values(), label_space=label_space(load_labels(year=2020)))

@@ -1,7 +1,7 @@
 # BrightBlobDetector (tests/mmdet_helpers.py) on the iMaterialist test split: checks predict's
 # flip TTA and batching without a trained model.
 _base_ = '../../configs/_base_/imat_instance.py'
-custom_imports = dict(imports=['imat_kit.mmdet_ext', 'tests.mmdet_helpers'],
+custom_imports = dict(imports=['imat_kit.mmdet_ext', 'tests.helpers.mmdet'],
                       allow_failed_imports=False)
 default_scope = 'mmdet'
 model = dict(

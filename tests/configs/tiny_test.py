@@ -1,7 +1,7 @@
 # The tiny CPU Mask R-CNN made smaller still for tests: 128 px, a few iterations, a checkpoint
 # every 2 iterations, validation (with val loss) at the end.
 _base_ = '../../configs/tiny_maskrcnn_imat.py'
-custom_imports = dict(imports=['imat_kit.mmdet_ext', 'tests.mmdet_helpers'],
+custom_imports = dict(imports=['imat_kit.mmdet_ext', 'tests.helpers.mmdet'],
                       allow_failed_imports=False)
 image_size = (128, 128)
 train_pipeline = [

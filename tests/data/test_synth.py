@@ -10,15 +10,6 @@ from imat_kit.data.labels import load_labels, parse_class_id
 from imat_kit.data.synth import generate_full_csv, generate_images
 
 
-def _digest(folder):
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 def test_layout_and_content(synth_dir):
     lab = load_labels()
     df = pd.read_csv(synth_dir / "train.csv", dtype=str)

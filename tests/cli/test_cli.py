@@ -8,6 +8,7 @@ import pandas as pd
 from PIL import Image
 
 from imat_kit.cli.commands import main
+from tests.helpers import REPO
 
 
 def test_synth_prepare_stats(tmp_path, capsys):
@@ -84,7 +85,7 @@ def test_console_script_installed(tmp_path):
 
 
 def test_train_dry_run_prints_the_phase_chain(tmp_path, capsys):
-    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    repo = REPO  # the repository root
     assert main(["train", str(repo / "configs" / "maskrcnn_r50_imat.py"), "--folds", "0,2",
                  "--work-root", str(tmp_path), "--launcher", "pytorch", "--gpus", "4",
                  "--auto-scale-lr", "--dry-run"]) == 0

@@ -25,7 +25,7 @@ from imat_kit.eval.attr_eval import (
 )
 from imat_kit.predictions import ImagePrediction, write_predictions
 from imat_kit.submission import SubmitConfig, score_submission, submit, validate_submission
-from tests.test_submission import truth_predictions
+from tests.helpers.predictions import truth_predictions
 
 
 def _case(n: int, seed: int = 0, size: int = 40):

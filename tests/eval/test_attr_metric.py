@@ -13,7 +13,7 @@ from imat_kit.eval.attr_metric import (
     pairwise_f1,
 )
 from imat_kit.eval.metric import Instance
-from tests.coco_helpers import fpeval_results, random_attribute_case
+from tests.helpers.coco import fpeval_results, random_attribute_case
 
 ATTRS = [0, 3, 4, 7, 11, 12, 20, 31]  # non-contiguous, as the 2020 file's
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 TINY = REPO / "configs" / "tiny"
 ITERS = 3
 #: family -> (tiny config, options that keep every detection of an untrained model)

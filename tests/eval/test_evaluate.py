@@ -1,44 +1,15 @@
-import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from imat_kit.cli.commands import main
-from imat_kit.predictions import ImagePrediction, write_predictions
-
-
-@pytest.fixture()
-def prep(prepared):
-    return prepared
-
-
-def fold_predictions(prep, fold, drop_every=0):
-    gt = json.loads((prep / "annotations" / f"fold{fold}_val.json").read_text())
-    by = {im["id"]: im for im in gt["images"]}
-    anns: dict = {}
-    for i, a in enumerate(gt["annotations"]):
-        if drop_every and i % drop_every == 0:
-            continue
-        anns.setdefault(a["image_id"], []).append(a)
-    preds = {}
-    for iid, im in by.items():
-        a = anns.get(iid, [])
-        preds[im["image_key"]] = ImagePrediction(
-            im["image_key"], im["height"], im["width"],
-            np.array([x["category_id"] for x in a], np.int64), np.full(len(a), 0.9, np.float32),
-            np.array([x["bbox"] for x in a], np.float32).reshape(-1, 4),
-            [x["segmentation"]["counts"] for x in a])
-    return preds
-
-
-def write(path, preds, fold):
-    write_predictions(path, {"split": "val", "fold": fold}, preds.values())
+from imat_kit.predictions import write_predictions
+from tests.helpers.predictions import fold_predictions, write_val
 
 
 def test_evaluate_fold_table(prep, tmp_path, capsys):
-    write(tmp_path / "fold0.jsonl", fold_predictions(prep, 0), 0)
-    write(tmp_path / "fold1.jsonl", fold_predictions(prep, 1, drop_every=3), 1)
+    write_val(tmp_path / "fold0.jsonl", fold_predictions(prep, 0), 0)
+    write_val(tmp_path / "fold1.jsonl", fold_predictions(prep, 1, drop_every=3), 1)
     assert main(["evaluate", "--data", str(prep), "--predictions", str(tmp_path / "fold*.jsonl"),
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -12,10 +12,8 @@ import pytest
 import imat_kit.tune  # noqa: F401
 from imat_kit.cli.demo import run_demo
 from imat_kit.errors import KitError
-from tests.test_report import check_report
-
-REPO = Path(__file__).resolve().parents[1]
-
+from tests.helpers import REPO
+from tests.helpers.report import check_report
 
 #: the step function of each `imat-kit` command the demo runs (module, function)
 COMMAND_STEPS = [("imat_kit.data.synth", "generate_images"),

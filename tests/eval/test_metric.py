@@ -5,7 +5,7 @@ from pycocotools import mask as mask_util
 
 from imat_kit.eval.metric import IOU_THRESHOLDS, Instance, class_key, coco_eval, competition_score
 from imat_kit.predictions import ImagePrediction
-from tests.coco_helpers import pycocotools_stats
+from tests.helpers.coco import pycocotools_stats
 
 
 def box_rle(h, w, y0, y1, x0, x1):

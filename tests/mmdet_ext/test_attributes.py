@@ -14,9 +14,9 @@ from pycocotools import mask as mask_util
 from imat_kit.data.labels import load_labels, parse_class_id
 from imat_kit.data.synth import attribute_groups, generate_images, render_image
 from imat_kit.errors import KitError
-from tests.test_synth import _digest
+from tests.helpers import REPO
+from tests.helpers.files import tree_digest
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "imat_kit" / "configs"
 
 
@@ -101,7 +101,7 @@ def test_synth_2020_deterministic(tmp_path):
     for name, seed in [("a", 4), ("b", 4), ("c", 5)]:
         generate_images(tmp_path / name, images=5, test_images=1, seed=seed, min_side=64,
                         max_side=96, year=2020, quiet=True)
-    assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b") != tree_digest(tmp_path / "c")
     with pytest.raises(KitError, match="--year must be 2019 or 2020"):
         generate_images(tmp_path / "d", images=1, year=2021)
 
@@ -312,7 +312,7 @@ def _register():
     register_all_modules()
     init_default_scope("mmdet")
     import imat_kit.mmdet_ext  # noqa: F401
-    import tests.mmdet_helpers  # noqa: F401  (TagInstanceIds)
+    import tests.helpers.mmdet  # noqa: F401  (TagInstanceIds)
 
 
 def test_dataset_loads_attributes_and_checks_the_space(prepared2020, prepared):

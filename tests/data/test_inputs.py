@@ -17,7 +17,7 @@ from imat_kit.data.prepare import prepare
 from imat_kit.errors import KitError
 from imat_kit.predictions import iter_predictions, read_header, write_predictions
 from imat_kit.submission import csv_instances
-from tests.test_submission import truth_predictions
+from tests.helpers.predictions import truth_predictions
 
 
 def _one_error_line(capsys, command: str, *needles: str) -> str:

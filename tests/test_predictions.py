@@ -19,7 +19,7 @@ from imat_kit.predictions import (
     read_predictions,
     write_predictions,
 )
-from tests.prediction_cases import CORRUPTIONS, NAMED, corrupt, pipeline_digests, write_case
+from tests.helpers.prediction_cases import CORRUPTIONS, NAMED, corrupt, pipeline_digests, write_case
 
 # --- the vectorised counts check -----------------------------------------------------------
 

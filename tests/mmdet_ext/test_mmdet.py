@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 CONFIGS = sorted((REPO / "configs").glob("*.py")) + sorted((REPO / "configs" / "tiny").glob("*.py"))
 TEST_CONFIGS = REPO / "tests" / "configs"
 

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_util
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 TEST_CONFIGS = REPO / "tests" / "configs"
 
 
@@ -44,7 +45,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_flip_tta_lands_on_the_original_instance(tmp_path):
     from imat_kit.mmdet_ext.predict import predict
     from imat_kit.predictions import read_predictions
-    from tests.mmdet_helpers import BrightBlobDetector
+    from tests.helpers.mmdet import BrightBlobDetector
 
     truth = _blob_data(tmp_path / "data")
     ckpt = tmp_path / "blob.pth"
@@ -153,7 +154,7 @@ def test_evaluate_agrees_with_mmdet_cocometric(tiny_checkpoint, prepared, tmp_pa
     from imat_kit.mmdet_ext.config import load_config
     from imat_kit.mmdet_ext.predict import predict
     from imat_kit.predictions import read_predictions
-    from tests.coco_helpers import pycocotools_stats
+    from tests.helpers.coco import pycocotools_stats
 
     opts = ["model.test_cfg.rcnn.score_thr=0.0"]
     predict(TEST_CONFIGS / "tiny_test.py", tiny_checkpoint, split="val", fold=0,
@@ -233,7 +234,7 @@ def test_multiscale_tta_passes_map_back_onto_the_truth(tmp_path):
         tta_passes,
     )
     from imat_kit.predictions import read_header, read_predictions
-    from tests.mmdet_helpers import BrightBlobDetector
+    from tests.helpers.mmdet import BrightBlobDetector
 
     truth = _blob_data(tmp_path / "data")
     ckpt = tmp_path / "blob.pth"
@@ -278,7 +279,7 @@ def test_checkpoint_ensemble_resumes_after_a_kill(tmp_path, monkeypatch):
     import imat_kit.mmdet_ext.predict as pr
     from imat_kit.files import file_fingerprint
     from imat_kit.predictions import read_header, read_predictions
-    from tests.mmdet_helpers import BrightBlobDetector
+    from tests.helpers.mmdet import BrightBlobDetector
 
     truth = _blob_data(tmp_path / "data")
     wd = tmp_path / "work"
