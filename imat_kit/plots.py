@@ -322,9 +322,11 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
               images: list[str] | None = None, n: int = 6, seed: int = 0,
               attribute_thresholds: str | Path | None = None) -> dict:
     """The ``imat-kit plot WHAT`` step: read the inputs of one figure and draw it into ``out``.
-    Returns what was drawn (``points`` for losses, ``images`` for overlays, ``attributes``
-    for attributes). ``attribute_thresholds`` cut the attribute probabilities (overlays,
-    attributes)."""
+    Returns what was drawn: ``points`` (losses), ``curves`` (pr: the mean precision at the 101
+    recall points per IoU threshold, ``iou_thresholds``), ``matrix`` (confusion: counts, truth
+    rows × predicted columns, background last), ``images`` (overlays), ``attributes``
+    (attributes: how many have truth). ``attribute_thresholds`` cut the attribute
+    probabilities (overlays, attributes)."""
     from imat_kit.data.paths import find_labels, image_dir, read_ann
     from imat_kit.eval.runs import FoldRun, split_expected
     from imat_kit.predictions import read_header, read_predictions
@@ -353,12 +355,14 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
         find_labels(data), gt, head["fold"] if split == "val" else None))
     if what == "pr":
         where = f"fold {head['fold']} validation" if split == "val" else "test"
-        plot_pr_curves(coco_eval(gt, preds, "segm"), out, f"Precision-recall, {where}")
-        return {}
+        ev = coco_eval(gt, preds, "segm")
+        plot_pr_curves(ev, out, f"Precision-recall, {where}")
+        return {"curves": ev.get("pr_curves"), "iou_thresholds": ev.get("iou_thresholds")}
     if what == "confusion":
         names = find_labels(data).class_names
-        plot_confusion(confusion_matrix(gt, preds, len(names), score_thr=score_thr), names, out)
-        return {}
+        cm = confusion_matrix(gt, preds, len(names), score_thr=score_thr)
+        plot_confusion(cm, names, out)
+        return {"matrix": cm}
     from imat_kit.eval.attr_eval import apply_thresholds, attribute_table, load_thresholds
 
     thr = load_thresholds(attribute_thresholds, find_labels(data))

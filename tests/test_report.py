@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from imat_kit.cli.commands import main
+from imat_kit.eval.evaluate import REFERENCE_TABLE3
 from imat_kit.predictions import ImagePrediction, write_predictions
 from imat_kit.report import SECTIONS
 from tests.helpers.report import check_report
@@ -50,10 +53,32 @@ def report(prepared, tmp_path_factory) -> Path:
     return out
 
 
-def test_report_content(report):
+def _tables(page: str, section: str) -> list[list[list[str]]]:
+    """The tables of one section: rows of cell texts (header row first)."""
+    body = re.search(rf'<section id="{section}">(.*?)</section>', page, re.S).group(1)
+    return [[re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S)
+             for row in re.findall(r"<tr[^>]*>(.*?)</tr>", t, re.S)]
+            for t in re.findall(r"<table>(.*?)</table>", body, re.S)]
+
+
+def test_report_content(report, prepared, tmp_path):
     page = check_report(report)
     assert "fold0.pth" in page and "abababababab" in page  # provenance from the headers
-    assert "Matterport" in page and "22.4" in page  # the reference study beside the folds
+    # the fold table holds the evaluation's figures, fold by fold, then mean and std
+    assert main(["evaluate", "--data", str(prepared), "--predictions",
+                 str(report.parent / "fold*_val.jsonl"), "--out", str(tmp_path)]) == 0
+    ev = pd.read_csv(tmp_path / "evaluation.csv", dtype={"fold": str})
+    folds, reference = _tables(page, "folds")
+    head, rows = folds[0], folds[1:]
+    assert [r[0] for r in rows] == ev.fold.tolist() == ["0", "1", "mean", "std"]
+    for col in ("segm_AP", "segm_AP50", "bbox_AP", "competition"):
+        shown = [float(r[head.index(col)]) for r in rows]
+        assert shown == pytest.approx(ev[col].round(4).tolist(), abs=1e-9), col
+    assert 0 < ev.segm_AP[0] < 1  # noisy predictions: a figure that could be wrong
+    # the reference study beside it, every row
+    assert [r[0] for r in reference[1:]] == REFERENCE_TABLE3.run.tolist()
+    assert [float(r[reference[0].index("AP")]) for r in reference[1:]] == \
+        REFERENCE_TABLE3.AP.tolist()
     assert page.count("<h3>Worst 3</h3>") == 1 and page.count("<h3>Best 3</h3>") == 1
     assert "micro F1 over matched instances" in page  # the predictions carry attributes
     for name in ("classification", "localisation", "duplicate", "background", "missed"):

@@ -1,4 +1,4 @@
-# BrightBlobDetector (tests/mmdet_helpers.py) on the iMaterialist test split: checks predict's
+# BrightBlobDetector (tests/helpers/mmdet.py) on the iMaterialist test split: checks predict's
 # flip TTA and batching without a trained model.
 _base_ = '../../configs/_base_/imat_instance.py'
 custom_imports = dict(imports=['imat_kit.mmdet_ext', 'tests.helpers.mmdet'],

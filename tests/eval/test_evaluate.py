@@ -1,8 +1,8 @@
-
 import pandas as pd
 import pytest
 
 from imat_kit.cli.commands import main
+from imat_kit.eval.evaluate import REFERENCE_TABLE3
 from imat_kit.predictions import write_predictions
 from tests.helpers.predictions import fold_predictions, write_val
 
@@ -13,8 +13,20 @@ def test_evaluate_fold_table(prep, tmp_path, capsys):
     assert main(["evaluate", "--data", str(prep), "--predictions", str(tmp_path / "fold*.jsonl"),
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "reference study" in out and "22.4" in out
     t = pd.read_csv(tmp_path / "evaluation.csv")
+    # the printed table is the written one: each fold's row with its figures, mean and std
+    printed = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+               if line.split() and line.split()[0] in ("0", "1", "mean", "std")}
+    assert list(printed) == ["0", "1", "mean", "std"]
+    for i, fold in enumerate(printed):
+        assert [float(v) for v in printed[fold][:3]] == pytest.approx(
+            t.loc[i, ["segm_AP", "segm_AP50", "segm_AP75"]].round(4).tolist(), abs=1e-9)
+    assert (f"segm AP {100 * t.segm_AP[2]:.1f} ± {100 * t.segm_AP[3]:.1f}, "
+            f"AP50 {100 * t.segm_AP50[2]:.1f}") in out
+    # and the reference study beside it, every row
+    for run, ap in zip(REFERENCE_TABLE3.run, REFERENCE_TABLE3.AP):
+        assert any(line.split()[:len(run.split()) + 1] == [*run.split(), str(ap)]
+                   for line in out.splitlines()), run
     assert t.fold.tolist() == ["0", "1", "mean", "std"]
     assert list(t.columns) == ["fold", "file", "segm_AP", "segm_AP50", "segm_AP75", "segm_APs",
                                "segm_APm", "segm_APl", "bbox_AP", "competition", "images"]

@@ -35,9 +35,10 @@ def truth_predictions(data, attributes=True):
     return preds
 
 
-def fold_predictions(prep, fold, drop_every=0):
+def fold_predictions(prep, fold, drop_every=0, attributes=False):
     """Perfect predictions (score 0.9) of a prepared fold's validation images; every
-    ``drop_every``-th instance left out."""
+    ``drop_every``-th instance left out; ``attributes``: probability 0.9 for each true
+    attribute, none for the others."""
     gt = json.loads((prep / "annotations" / f"fold{fold}_val.json").read_text())
     by = {im["id"]: im for im in gt["images"]}
     anns: dict = {}
@@ -52,7 +53,9 @@ def fold_predictions(prep, fold, drop_every=0):
             im["image_key"], im["height"], im["width"],
             np.array([x["category_id"] for x in a], np.int64), np.full(len(a), 0.9, np.float32),
             np.array([x["bbox"] for x in a], np.float32).reshape(-1, 4),
-            [x["segmentation"]["counts"] for x in a])
+            [x["segmentation"]["counts"] for x in a],
+            attr_probs=[{i: 0.9 for i in x.get("attribute_ids", ())} for x in a]
+            if attributes else [])
     return preds
 
 

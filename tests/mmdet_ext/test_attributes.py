@@ -84,8 +84,8 @@ def test_synth_attributes_are_drawn(year):
         for k in ratio:
             if k in names and inst.mask.sum() > 300:
                 ratio[k].append((np.ptp(ys) + 1) / (np.ptp(xs) + 1))
-    if ratio["mini (length)"] and ratio["maxi (length)"]:
-        assert np.median(ratio["maxi (length)"]) > np.median(ratio["mini (length)"])
+    assert len(ratio["mini (length)"]) >= 5 and len(ratio["maxi (length)"]) >= 5, ratio
+    assert np.median(ratio["maxi (length)"]) > np.median(ratio["mini (length)"])
 
 
 def test_synth_2019_attributes_in_classid(synth_dir):

@@ -65,10 +65,32 @@ def test_mmcv_build_env_without_any_architecture(tmp_path):
     assert r.returncode == 1 and "set TORCH_CUDA_ARCH_LIST" in r.stderr
 
 
-def test_makefile_builds_mmcv_with_the_detected_environment():
-    r = subprocess.run(["make", "-n", "-B", "-C", str(REPO), ".venv/.mmcv"], capture_output=True,
-                       text=True)
-    assert "scripts/mmcv_build_env.sh" in r.stdout and "env $vars" in r.stdout, r.stdout
+@pytest.mark.parametrize("gpu", [True, False], ids=["cuda-machine", "cpu-machine"])
+def test_makefile_builds_mmcv_with_the_detected_environment(tmp_path, gpu):
+    """The Makefile's own install steps run against a fake venv whose pip records the
+    environment and arguments it is called with: mmcv gets the detected CUDA settings."""
+    b = _fake_bin(tmp_path, nvcc=gpu, smi="9.0\\n" if gpu else None, torch_cuda=gpu,
+                  capability=None)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(b / "python")
+    calls = tmp_path / "pip_calls"
+    pip = venv / "bin" / "pip"
+    pip.write_text(f"#!/bin/sh\necho \"FORCE_CUDA=$FORCE_CUDA ARCH=$TORCH_CUDA_ARCH_LIST "
+                   f"OPS=$MMCV_WITH_OPS NOCACHE=$PIP_NO_CACHE_DIR | $*\" >> {calls}\n")
+    pip.chmod(0o755)
+    r = subprocess.run(["make", "-B", "-C", str(REPO), f"VENV={venv}", f"{venv}/.mmcv"],
+                       capture_output=True, text=True, env={"PATH": f"{b}:/usr/bin:/bin"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = calls.read_text().splitlines()
+    assert lines[0].endswith("| install torch==2.13.0 numpy==2.4.6 setuptools==80.9.0 wheel")
+    mmcv = [x for x in lines if "mmcv==2.1.0" in x]
+    assert len(mmcv) == 1 and mmcv[0].endswith("| install --no-build-isolation mmcv==2.1.0")
+    if gpu:
+        assert mmcv[0].startswith("FORCE_CUDA=1 ARCH=9.0 OPS=1 NOCACHE=1 |"), mmcv[0]
+    else:
+        assert mmcv[0].startswith("FORCE_CUDA=0 ARCH= OPS=1 NOCACHE= |"), mmcv[0]
+    assert (venv / ".mmcv").exists()
 
 
 def test_amp_options_and_cpu_refusal(tmp_path, prepared, capsys):

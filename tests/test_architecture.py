@@ -1,0 +1,132 @@
+"""The package's structure: no import cycle (function-level imports included), no printing
+outside the command line, the short module names users import, and test modules that import
+only the shared helpers."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO
+
+PACKAGE = REPO / "imat_kit"
+
+
+def _module_names(root: Path) -> dict[str, Path]:
+    names = {}
+    for p in root.rglob("*.py"):
+        parts = list(p.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names[".".join(parts)] = p
+    return names
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module → the modules of the same package it imports, anywhere in its code (inside
+    functions too). ``from a import b`` counts as importing ``a.b`` when that is a module."""
+    mods = _module_names(root)
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    for m, p in mods.items():
+        pkg = m if p.name == "__init__.py" else m.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            if isinstance(node, ast.Import):
+                edges[m] |= {a.name for a in node.names if a.name in mods}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                for a in node.names:
+                    full = f"{base}.{a.name}"
+                    if full in mods:
+                        edges[m].add(full)
+                    elif base in mods:
+                        edges[m].add(base)
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (or a self-import)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1 or v in edges[v]:
+                found.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_in_the_package():
+    assert cycles(import_graph(PACKAGE)) == []
+
+
+def test_the_graph_sees_function_level_imports(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from pkg import b\n")
+    (pkg / "b.py").write_text("from .a import f\n")
+    assert cycles(import_graph(pkg)) == [["pkg.a", "pkg.b"]]
+
+
+def test_library_code_does_not_print():
+    """Only the command line (imat_kit/cli/) prints; the steps return what it shows."""
+    printing = []
+    for p in PACKAGE.rglob("*.py"):
+        if "cli" in p.relative_to(PACKAGE).parts:
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "print"):
+                printing.append(f"{p.relative_to(REPO)}:{node.lineno}")
+    assert printing == []
+
+
+@pytest.mark.parametrize("short", ["labels", "rle", "coco", "folds", "synth", "prepare", "paths",
+                                   "metric", "attr_metric", "evaluate", "attr_eval", "demo"])
+def test_short_module_names_are_the_stage_modules(short):
+    from imat_kit import SHORT_NAMES
+
+    assert importlib.import_module(f"imat_kit.{short}") is importlib.import_module(
+        SHORT_NAMES[short])
+
+
+def test_test_modules_import_only_the_helpers():
+    offenders = []
+    for p in (REPO / "tests").rglob("test_*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{p.relative_to(REPO)}: {n}" for n in names
+                          if n.startswith("tests") and not n.startswith("tests.helpers")]
+    assert offenders == []
