@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: test demo demo2020 data lint bench clean-demo venv chromium
+.PHONY: test test-fast docs demo demo2020 data lint bench clean-demo venv chromium
 venv: $(VENV)/.installed
 
 $(VENV)/.base:
@@ -44,8 +44,17 @@ chromium:
 		apt-get install -y -q chromium >/dev/null 2>&1)) ; } \
 		|| echo "chromium not installed: the report's render test will skip"
 
+# the whole suite (CI runs it)
 test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest -q tests
+
+# what is not marked slow: under 3 minutes on 2 cores, for everyday work
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# docs/cli.md from the argparse parser (a test fails when it is out of date)
+docs: $(VENV)/.installed
+	$(BIN)/python -m imat_kit.cli.reference > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check imat_kit tests benchmarks configs

@@ -290,9 +290,8 @@ class _Fold:
 
 @dataclass(frozen=True)
 class Rule:
-    """The competition rule a score uses: 2019 (IoU ≥ t over 0.50…0.95) or 2020 (IoU > t and,
-    for a truth with attributes, attribute F1 > t_f1; ``sweep``, ``f1`` as
-    :func:`attr_metric.competition_score_2020`)."""
+    """The competition rule a score uses, 2019 or 2020 (``docs/metrics.md``); ``sweep`` and
+    ``f1`` as :func:`attr_metric.competition_score_2020`."""
 
     year: int = 2019
     sweep: str = "grid"

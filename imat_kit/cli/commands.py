@@ -448,7 +448,7 @@ def _average(s) -> None:
     from imat_kit.eval.metric import AVERAGES
 
     s.add_argument("--average", choices=AVERAGES, default="image",
-                   help="how the competition score averages (see the README)")
+                   help="how the competition score averages (docs/metrics.md)")
 
 
 def _parser_data_steps(sub, parents) -> None:

@@ -1,35 +1,12 @@
-"""Metrics with attributes: Fashionpedia's AP^{IoU+F1} and the 2020 (FGVC7) competition score.
+"""Metrics with attributes: Fashionpedia's AP^{IoU+F1} and the 2020 (FGVC7) competition score,
+both defined in ``docs/metrics.md`` (the one place).
 
-**AP^{IoU+F1}** (Jia et al., ECCV 2020; the ``fashionpedia`` package's ``FPEval``, version 1.1,
-reproduced here number for number — ``tests/test_attr_metric.py`` checks it against the package):
-
-* COCO-style AP on masks, 100 detections per image, 101 recall points, greedy by score.
-* A detection of an *attribute-bearing* category (:data:`FASHIONPEDIA_ATTRIBUTE_CATEGORIES`)
-  matches a truth only when mask IoU ≥ t_iou **and** attribute F1 ≥ t_f1, both swept over
-  0.50, 0.55, …, 0.95. F1 is ``binary_macro``: the mean of the F1 of the positive and of the
-  negative class over the A-long multi-hot vectors (A = every attribute of the label file), the
-  classes present in either vector only — an empty prediction on an attribute-less truth scores 1.
-* FPEval's matching raises *both* bars to the best match so far: scanning the truths in order,
-  a truth replaces the current candidate only when its IoU *and* its F1 are at least the
-  candidate's (not "the highest IoU among those passing both"). Reproduced as is.
-* Each threshold also has an "ignored" value (-1): AP^{IoU} (``iou``) uses F1 -1, AP^{F1}
-  (``f1``) uses IoU -1 (any overlap, even none, counts).
-* Averaging: each attribute-bearing category contributes one column per F1 threshold (10),
-  every other category one column (matched on IoU alone); AP = the mean over the columns of the
-  categories with truth, each a mean over the IoU thresholds × recall points.
-* FPEval indexes categories by *position* in the ground truth's category list; all the
-  competition label files have ids 0…45 at positions 0…45, which is what is assumed here.
-
-**The 2020 competition score** (:func:`competition_score_2020`): the 2019 score (TP / (TP + FP +
-FN) over the IoU thresholds, averaged per image by default) where a prediction is a true
-positive when IoU > t_iou and, when its truth has attributes, attribute F1 > t_f1. The
-published rule leaves open (each an option, defaults marked):
-
-* ``sweep``: every (t_iou, t_f1) pair of 0.50…0.95 × 0.50…0.95 (``grid``, default, as
-  Fashionpedia's AP) or the two thresholds moved together (``paired``, 10 points);
-* ``f1``: Fashionpedia's ``binary_macro`` (default) or ``positive`` (the F1 of the positive
-  class alone: the usual F1 of two attribute sets);
-* the comparisons are strict (``>``), as the rule is written; the 2019 score uses ``≥``.
+AP^{IoU+F1} reproduces the ``fashionpedia`` package's ``FPEval`` (1.1) number for number
+(``tests/eval/test_attr_metric.py`` checks it against the package), quirks included: its
+matching raises *both* bars to the best match so far (a truth replaces the current candidate
+only when its IoU *and* its F1 are at least the candidate's), each threshold list ends with an
+"ignored" value (-1: AP^{IoU} uses F1 -1, AP^{F1} IoU -1), and categories are indexed by
+position in the truth's category list (ids 0…45 at positions 0…45 in every label file here).
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ compressed RLE (:func:`pair_ious`), and applies one of two greedy rules to them:
 * **FPEval's rule** (:func:`fpeval_greedy`): scanning the truths in order, a free truth becomes
   the candidate when its IoU (and attribute F1) reach the current bars, and the bars then rise
   to the candidate's values — not "the highest IoU among those passing both". Fashionpedia's
-  AP^{IoU+F1} uses it, reproduced as ``fashionpedia``'s FPEval 1.1 does it (see
-  ``docs``/README "Metrics"; ``tests/test_attr_metric.py`` checks it against the package).
+  AP^{IoU+F1} uses it, reproduced as ``fashionpedia``'s FPEval 1.1 does it (``docs/metrics.md``;
+  ``tests/eval/test_attr_metric.py`` checks it against the package).
 
-The metric definitions themselves live in :mod:`imat_kit.metric` (2019) and
-:mod:`imat_kit.attr_metric` (2020, AP^{IoU+F1}).
+The metrics are defined in ``docs/metrics.md`` and computed in :mod:`imat_kit.eval.metric`
+(2019) and :mod:`imat_kit.eval.attr_metric` (2020, AP^{IoU+F1}).
 """
 
 from __future__ import annotations

@@ -1,19 +1,7 @@
-"""The competition metric and COCO AP, on RLE masks (IoU by pycocotools, never on H×W arrays).
-
-Competition score (iMaterialist 2019, as described on the competition page): predictions are
-matched to ground truth of the same ``ClassId`` (category, and attributes when they are part of
-the class: ``attributes=True``); at each IoU threshold t in 0.50, 0.55, …, 0.95 a match needs
-IoU ≥ t, matching is one-to-one and greedy by descending score (as in COCO), and the score is
-TP / (TP + FP + FN); the mean over thresholds is then averaged. The order of averaging was never
-published, so it is an explicit option:
-
-* ``image`` (default): per image, TP/FP/FN summed over its classes → mean over thresholds →
-  mean over images;
-* ``image_class``: per (image, class) pair → mean over pairs;
-* ``class``: per class, TP/FP/FN summed over images → mean over classes.
-
-Images (pairs, classes) with neither ground truth nor prediction are not counted; one with
-predictions but no ground truth scores 0.
+"""The 2019 competition metric and COCO AP, on RLE masks (IoU by pycocotools, never on H×W
+arrays). The score is defined in ``docs/metrics.md`` (the one place); ``average`` is one of
+:data:`AVERAGES`: ``image`` (per image, TP/FP/FN summed over its classes), ``image_class`` (per
+(image, class) pair) or ``class`` (per class, summed over images).
 """
 
 from __future__ import annotations
