@@ -271,8 +271,14 @@ def test_train_tiny_then_skip_finished(tmp_path, env, prepared):
     assert "train_cfg.max_iters: was 6, now 8" in r.stderr and "--overwrite" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     r = _kit("train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0", "--work-root",
-             str(tmp_path), *more, "--overwrite", "-q", env=env)
+             str(tmp_path), *more, "--overwrite", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
+    # the terminal: the decisions and a progress bar; mmengine's output is in the run's log
+    log = tmp_path / "tiny_test" / "fold0" / "train.log"
+    assert f"its output → {log}" in r.stdout and "--overwrite: deleting" in r.stdout
+    assert "Iter(train)" not in r.stdout + r.stderr and "Config:" not in r.stdout + r.stderr
+    assert "fold 0 tiny_test" in r.stderr and "loss" in r.stderr  # the bar (tqdm on stderr)
+    assert "Iter(train) [8/8]" in log.read_text()
     done0 = json.loads((tmp_path / "tiny_test" / "fold0" / "imat_done.json").read_text())
     assert done0["checkpoint"].endswith("iter_8.pth")
     runs = [d for d in (tmp_path / "tiny_test" / "fold0").iterdir() if d.is_dir()]
@@ -289,6 +295,34 @@ def test_train_tiny_then_skip_finished(tmp_path, env, prepared):
                        text=True, timeout=600)
     assert t.returncode == 0, (t.stdout + t.stderr)[-3000:]
     assert "coco/segm_mAP" in t.stdout + t.stderr
+
+
+def test_training_progress_is_read_from_mmengine_lines():
+    from imat_kit.mmdet_ext.train import training_progress
+
+    line = ("2026/12/01 11:47:33 - mmengine - INFO - Iter(train) [ 20/360]  lr: 6.6e-05  "
+            "eta: 0:03:16  loss: 5.6240  loss_rpn_cls: 0.6779")
+    assert training_progress(line, None) == (20, 360)
+    line = "… - Epoch(train)  [3][ 50/500]  lr: 2.0e-02  loss: 1.2"
+    assert training_progress(line, 12) == (1050, 6000)
+    assert training_progress("… - Epoch(val) [3][ 10/100]  eta: 0:00:05", 12) is None
+    assert training_progress("Config:", None) is None
+
+
+@pytest.mark.slow
+def test_a_failed_training_run_shows_the_end_of_its_log(tmp_path, env, prepared):
+    r = _kit("train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0", "--work-root",
+             str(tmp_path), "--cfg-options", "model.type=NoSuchDetector", env=env)
+    log = tmp_path / "tiny_test" / "fold0" / "train.log"
+    assert r.returncode == 2, r.stdout[-2000:]
+    assert f"the end of its log ({log})" in r.stderr
+    assert "NoSuchDetector" in r.stderr and "NoSuchDetector" in log.read_text()
+    assert "Re-run the same command to resume" in r.stderr
+    # --verbose: the same output live, on the terminal
+    r = _kit("train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0", "--work-root",
+             str(tmp_path), "--cfg-options", "model.type=NoSuchDetector", "--verbose",
+             env=env)
+    assert r.returncode == 2 and "NoSuchDetector" in r.stdout
 
 
 @pytest.mark.slow
