@@ -8,6 +8,7 @@ from PIL import Image
 from imat_kit.data import rle
 from imat_kit.data.labels import load_labels, parse_class_id
 from imat_kit.data.synth import generate_full_csv, generate_images
+from tests.helpers.files import tree_digest
 
 
 def test_layout_and_content(synth_dir):
@@ -51,8 +52,8 @@ def test_deterministic_by_seed(tmp_path):
     for out, seed in [(a, 5), (b, 5), (c, 6)]:
         generate_images(out, images=6, test_images=2, seed=seed, min_side=64, max_side=96,
                         quiet=True)
-    assert _digest(a) == _digest(b)
-    assert _digest(a) != _digest(c)
+    assert tree_digest(a) == tree_digest(b)
+    assert tree_digest(a) != tree_digest(c)
 
 
 def test_full_scale_csv(tmp_path):

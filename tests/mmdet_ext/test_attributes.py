@@ -468,6 +468,7 @@ def _model_and_batch(prepared2020, config="tiny_maskrcnn_imat_attr2020.py"):
     return model, pseudo_collate(items), cfg
 
 
+@pytest.mark.slow
 def test_attribute_loss_decreases_on_a_tiny_overfit(prepared2020):
     import torch
 
@@ -619,6 +620,7 @@ def test_attribute_head_loss_excludes_categories_and_takes_focal():
     assert float(good["loss_attr"]) < 0.01 < float(bad["loss_attr"])
 
 
+@pytest.mark.slow
 def test_every_final_detection_gets_attributes(prepared2020):
     import torch
 
@@ -646,6 +648,7 @@ def test_every_final_detection_gets_attributes(prepared2020):
     assert torch.allclose(again, r.attributes, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_predict_writes_attribute_probabilities(prepared2020, tmp_path):
     import torch
 
