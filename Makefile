@@ -44,9 +44,10 @@ chromium:
 		apt-get install -y -q chromium >/dev/null 2>&1)) ; } \
 		|| echo "chromium not installed: the report's render test will skip"
 
-# the whole suite (CI runs it)
+# the whole suite (CI runs it), in 2 worker processes; tests that share a trained checkpoint
+# (xdist_group) run in the same worker, so it is trained once
 test: $(VENV)/.installed chromium
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 # what is not marked slow: under 3 minutes on 2 cores, for everyday work
 test-fast: $(VENV)/.installed

@@ -19,9 +19,9 @@ On a CUDA machine (the library's ``device`` tool, or your own):
    submission from them, validated;
 5. writes everything to ``OUT/gpu_check.json``.
 
-``--dry-run`` runs the same steps on the CPU at toy size (small images, 2 iterations, no mixed
-precision): it checks the script, the configs and the commands, not the GPU. The test suite runs
-it; a GPU-only test runs the real thing where CUDA is present.
+``--dry-run`` runs the same steps on the CPU at toy size (small images resized to 128 px, 2
+iterations, no mixed precision): it checks the script, the configs and the commands, not the GPU.
+The test suite runs it; a GPU-only test runs the real thing where CUDA is present.
 """
 
 from __future__ import annotations
@@ -79,6 +79,21 @@ def make_data(root: Path, *, images: int, test_images: int, dry: bool) -> None:
         generate_images(root, images=images, test_images=test_images, seed=0,
                         min_side=sides[0], max_side=sides[1], quiet=True)
         prepare(root, n_folds=2, seed=0, quiet=True)
+
+
+#: the input size of a dry run (the configs resize to 1024×800, seconds an iteration on a CPU)
+TOY_SCALE = "(128,128)"
+
+
+def toy_scale_options(config: Path, split: str) -> list[str]:
+    """cfg-options that resize a config's training (or test) images to :data:`TOY_SCALE`."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(config))
+    loader = "train_dataloader" if split == "train" else "test_dataloader"
+    pipeline = cfg[loader].dataset.pipeline
+    return [f"{loader}.dataset.pipeline.{i}.scale={TOY_SCALE}" for i, t in enumerate(pipeline)
+            if t["type"] in ("Resize", "RandomResize")]
 
 
 def train(label: str, config: Path, extra: list[str], *, data: Path, work: Path, iters: int,
@@ -154,7 +169,8 @@ def main() -> None:
     runs = []
     for label, config, extra in RUNS:
         for amp in ([None] if dry else [None, "bf16"]):
-            r = train(label, config, extra, data=data, work=work, iters=iters, amp=amp,
+            toy = toy_scale_options(config, "train") if dry else []
+            r = train(label, config, [*extra, *toy], data=data, work=work, iters=iters, amp=amp,
                       workers=workers)
             runs.append(r)
             print(f"{label:<28} {r['amp']:>5}: {r['s_per_iter']:.3f} s/iter, "
@@ -176,7 +192,8 @@ def main() -> None:
     t = time.perf_counter()
     p = predict(RUNS[0][1], ckpt, split="test", out=out / "test.jsonl", data_root=str(data),
                 batch_size=4, device=device, overwrite=True, quiet=True,
-                cfg_options=["model.test_cfg.rcnn.score_thr=0.05"])
+                cfg_options=["model.test_cfg.rcnn.score_thr=0.05",
+                             *(toy_scale_options(RUNS[0][1], "test") if dry else [])])
     pred_s = time.perf_counter() - t
     man, problems = submit(out / "test.jsonl", data, out / "submission.csv", quiet=True)
     report["predict"] = {"images": p["images"], "seconds": pred_s,

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+# `make test` runs 2 workers on 2 cores: one thread each (and in every training subprocess,
+# which inherits it), instead of 2 × 2 OpenMP threads contending for 2 cores
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 from tests.helpers import REPO
 

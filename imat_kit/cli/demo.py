@@ -259,12 +259,12 @@ def _ensemble_submit(d: Demo) -> None:
                        + "; ".join(map(str, problems[:5])), file=str(d.submission))
     solution = d.data / "test_solution.csv"
 
-    def score(sub: Path, year: int | None = d.year, quiet: bool = True) -> float:
+    def score(sub: Path, year: int = d.year, quiet: bool = True) -> float:
         return score_submission(sub, solution, d.data, year=year, quiet=quiet)["score"]
 
     d.results["test_ensemble"] = score(d.submission, quiet=d.quiet)
-    d.results["test_masks_only"] = (score(d.submission, year=None) if d.year == 2020
-                                    else d.results["test_ensemble"])
+    d.results["test_masks_only"] = (score(d.submission, year=2019) if d.year == 2020
+                                    else d.results["test_ensemble"])  # the 2019 rule: masks
     single = []  # each fold model's own submission, for comparison with the ensemble
     for k in d.folds:
         own = d.eval_dir / f"fold{k}_only.csv"

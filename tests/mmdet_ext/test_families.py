@@ -97,6 +97,7 @@ def _predict(family, ckpt, prepared, out, **kw):
                    cfg_options=opts, device="cpu", quiet=True, **kw)
 
 
+@pytest.mark.xdist_group("families")
 @pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_tiny_family_trains_predicts_and_evaluates(family, family_checkpoint, prepared,
@@ -145,6 +146,7 @@ def test_tiny_family_trains_predicts_and_evaluates(family, family_checkpoint, pr
         assert sum(len(p.scores) for p in fused.values()) >= n
 
 
+@pytest.mark.xdist_group("families")
 @pytest.mark.slow
 def test_two_families_fuse_into_a_valid_submission(family_checkpoint, prepared, tmp_path):
     """An HTC fold and a Mask2Former fold (box-based R-CNN masks and image-sized query masks)
@@ -171,6 +173,7 @@ def test_two_families_fuse_into_a_valid_submission(family_checkpoint, prepared, 
     assert len(sub.read_text().splitlines()) > 1 + len(preds) - 1
 
 
+@pytest.mark.xdist_group("families")
 @pytest.mark.slow
 def test_soft_masks_from_a_binary_only_head_are_refused(family_checkpoint, prepared,
                                                         tmp_path):

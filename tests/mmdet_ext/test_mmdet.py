@@ -415,9 +415,11 @@ def test_resume_after_sigkill(tmp_path, env):
 
 
 @pytest.mark.slow
-def test_two_phases_on_two_cpu_processes(tmp_path, env):
-    r = _kit("train", str(TEST_CONFIGS / "two_phase_test.py"), "--folds", "0", "--launcher",
-             "pytorch", "--gpus", "2", "--work-root", str(tmp_path), env=env, timeout=900)
+def test_two_phases_on_two_cpu_processes(tmp_path, env, capsys, monkeypatch):
+    for key in ("IMAT_DATA_ROOT", "PYTHONPATH"):
+        monkeypatch.setenv(key, env[key])
+    r = _main(capsys, "train", str(TEST_CONFIGS / "two_phase_test.py"), "--folds", "0", "--launcher",
+             "pytorch", "--gpus", "2", "--work-root", str(tmp_path))
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     heads, all_ = tmp_path / "two_phase_test" / "fold0", tmp_path / "two_phase_all_test" / "fold0"
     d = {(ph, k): json.loads((wd / f"digest_rank{k}.json").read_text())
@@ -434,7 +436,8 @@ def test_two_phases_on_two_cpu_processes(tmp_path, env):
 
 
 @pytest.mark.slow
-def test_r50_recipe_both_phases_from_cached_coco_weights(tmp_path, env, prepared):
+def test_r50_recipe_both_phases_from_cached_coco_weights(tmp_path, env, prepared, capsys,
+                                                         monkeypatch):
     """The R50 config as written (COCO weights from its URL, here served from the torch hub
     cache without network: an 80-class checkpoint), both phases chained, one tiny epoch each."""
     from mmdet.registry import MODELS
@@ -450,18 +453,19 @@ def test_r50_recipe_both_phases_from_cached_coco_weights(tmp_path, env, prepared
     hub.mkdir(parents=True)
     torch.save({"meta": {}, "state_dict": MODELS.build(coco).state_dict()},
                hub / Path(cfg.load_from).name)
-    env = {**env, "TORCH_HOME": str(tmp_path / "torch")}
-    r = _kit("train", str(REPO / "configs" / "maskrcnn_r50_imat.py"), "--folds", "1",
+    for key in ("IMAT_DATA_ROOT", "PYTHONPATH"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    r = _main(capsys, "train", str(REPO / "configs" / "maskrcnn_r50_imat.py"), "--folds", "1",
              "--work-root", str(tmp_path / "wd"), "--cfg-options", "train_cfg.max_epochs=1",
              "train_dataloader.dataset.indices=2", "val_dataloader.dataset.indices=1",
              "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
-             "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False",
-             env=env, timeout=900)
+             "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     heads = tmp_path / "wd" / "maskrcnn_r50_imat" / "fold1"
     all_ = tmp_path / "wd" / "maskrcnn_r50_imat_all" / "fold1"
     log1 = "".join(f.read_text() for f in heads.glob("*/*.log"))
-    out = r.stdout + r.stderr
+    out = (heads / "train.log").read_text()  # mmengine's output, kept in the run's log
     assert "size mismatch for roi_head.bbox_head.fc_cls.weight" in out  # 81 → 47 rows
     assert f"Load checkpoint from {cfg.load_from}" in log1
     assert "annotations/fold1_val.json" in log1
@@ -470,6 +474,7 @@ def test_r50_recipe_both_phases_from_cached_coco_weights(tmp_path, env, prepared
     assert json.loads((all_ / "imat_done.json").read_text())["checkpoint"].endswith("epoch_1.pth")
 
 
+@pytest.mark.xdist_group("tiny_checkpoint")
 @pytest.mark.slow
 def test_predict_resumes_and_flip_tta(tiny_checkpoint, prepared, tmp_path, env, capsys):
     """In this process (one subprocess checks the terminal of a real `imat-kit predict`)."""

@@ -142,6 +142,7 @@ def test_runner_rules_fold_work_dir_and_previous_phase(tmp_path):
                                                                "TensorboardVisBackend"]
 
 
+@pytest.mark.xdist_group("tiny_checkpoint")
 @pytest.mark.slow
 def test_evaluate_agrees_with_mmdet_cocometric(tiny_checkpoint, prepared, tmp_path):
     """mmdet's own test loop (CocoMetric, batch 1) and `imat-kit predict` + `evaluate` on the
