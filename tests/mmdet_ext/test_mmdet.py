@@ -418,8 +418,8 @@ def test_resume_after_sigkill(tmp_path, env):
 def test_two_phases_on_two_cpu_processes(tmp_path, env, capsys, monkeypatch):
     for key in ("IMAT_DATA_ROOT", "PYTHONPATH"):
         monkeypatch.setenv(key, env[key])
-    r = _main(capsys, "train", str(TEST_CONFIGS / "two_phase_test.py"), "--folds", "0", "--launcher",
-             "pytorch", "--gpus", "2", "--work-root", str(tmp_path))
+    r = _main(capsys, "train", str(TEST_CONFIGS / "two_phase_test.py"), "--folds", "0",
+              "--launcher", "pytorch", "--gpus", "2", "--work-root", str(tmp_path))
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     heads, all_ = tmp_path / "two_phase_test" / "fold0", tmp_path / "two_phase_all_test" / "fold0"
     d = {(ph, k): json.loads((wd / f"digest_rank{k}.json").read_text())
@@ -457,10 +457,10 @@ def test_r50_recipe_both_phases_from_cached_coco_weights(tmp_path, env, prepared
         monkeypatch.setenv(key, env[key])
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     r = _main(capsys, "train", str(REPO / "configs" / "maskrcnn_r50_imat.py"), "--folds", "1",
-             "--work-root", str(tmp_path / "wd"), "--cfg-options", "train_cfg.max_epochs=1",
-             "train_dataloader.dataset.indices=2", "val_dataloader.dataset.indices=1",
-             "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
-             "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False")
+              "--work-root", str(tmp_path / "wd"), "--cfg-options", "train_cfg.max_epochs=1",
+              "train_dataloader.dataset.indices=2", "val_dataloader.dataset.indices=1",
+              "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
+              "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     heads = tmp_path / "wd" / "maskrcnn_r50_imat" / "fold1"
     all_ = tmp_path / "wd" / "maskrcnn_r50_imat_all" / "fold1"
