@@ -29,6 +29,12 @@ def env(prepared) -> dict:
     return e
 
 
+@pytest.fixture()
+def kit_env(env, monkeypatch) -> dict:
+    """``env`` set in this process, for ``imat-kit`` run in it (its `mim train` inherits it)."""
+    return env
+
+
 def _cfg(path, prepared, fold=0):
     from mmengine.config import Config
 
@@ -250,11 +256,10 @@ def _kit(*args, env, timeout=600):
                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+@pytest.mark.usefixtures("kit_env")
 @pytest.mark.slow
-def test_train_tiny_then_skip_finished(tmp_path, env, prepared, capsys, monkeypatch):
+def test_train_tiny_then_skip_finished(tmp_path, env, prepared, capsys):
     """`imat-kit train` in this process (it runs `mim train` for each phase, as for a user)."""
-    for key in ("IMAT_DATA_ROOT", "PYTHONPATH"):
-        monkeypatch.setenv(key, env[key])
     r = _main(capsys, "train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0,1", "--work-root",
              str(tmp_path), "--tensorboard", "-q")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -326,11 +331,9 @@ def test_training_progress_is_read_from_mmengine_lines():
     assert training_progress("Config:", None) is None
 
 
+@pytest.mark.usefixtures("kit_env")
 @pytest.mark.slow
-def test_a_failed_training_run_shows_the_end_of_its_log(tmp_path, env, prepared, capsys,
-                                                       monkeypatch):
-    for key in ("IMAT_DATA_ROOT", "PYTHONPATH"):
-        monkeypatch.setenv(key, env[key])
+def test_a_failed_training_run_shows_the_end_of_its_log(tmp_path, capsys):
     r = _main(capsys, "train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0", "--work-root",
              str(tmp_path), "--cfg-options", "model.type=NoSuchDetector")
     log = tmp_path / "tiny_test" / "fold0" / "train.log"
@@ -414,10 +417,9 @@ def test_resume_after_sigkill(tmp_path, env):
     assert want[10] == pytest.approx(want[6] * 0.1)
 
 
+@pytest.mark.usefixtures("kit_env")
 @pytest.mark.slow
-def test_two_phases_on_two_cpu_processes(tmp_path, env, capsys, monkeypatch):
-    for key in ("IMAT_DATA_ROOT", "PYTHONPATH"):
-        monkeypatch.setenv(key, env[key])
+def test_two_phases_on_two_cpu_processes(tmp_path, capsys):
     r = _main(capsys, "train", str(TEST_CONFIGS / "two_phase_test.py"), "--folds", "0",
               "--launcher", "pytorch", "--gpus", "2", "--work-root", str(tmp_path))
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
@@ -435,8 +437,9 @@ def test_two_phases_on_two_cpu_processes(tmp_path, env, capsys, monkeypatch):
     assert d["heads", 0]["end"] == d["heads", 1]["end"]
 
 
+@pytest.mark.usefixtures("kit_env")
 @pytest.mark.slow
-def test_r50_recipe_both_phases_from_cached_coco_weights(tmp_path, env, prepared, capsys,
+def test_r50_recipe_both_phases_from_cached_coco_weights(tmp_path, prepared, capsys,
                                                          monkeypatch):
     """The R50 config as written (COCO weights from its URL, here served from the torch hub
     cache without network: an 80-class checkpoint), both phases chained, one tiny epoch each."""
@@ -453,8 +456,6 @@ def test_r50_recipe_both_phases_from_cached_coco_weights(tmp_path, env, prepared
     hub.mkdir(parents=True)
     torch.save({"meta": {}, "state_dict": MODELS.build(coco).state_dict()},
                hub / Path(cfg.load_from).name)
-    for key in ("IMAT_DATA_ROOT", "PYTHONPATH"):
-        monkeypatch.setenv(key, env[key])
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     r = _main(capsys, "train", str(REPO / "configs" / "maskrcnn_r50_imat.py"), "--folds", "1",
               "--work-root", str(tmp_path / "wd"), "--cfg-options", "train_cfg.max_epochs=1",
