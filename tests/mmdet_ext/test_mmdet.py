@@ -32,6 +32,8 @@ def env(prepared) -> dict:
 @pytest.fixture()
 def kit_env(env, monkeypatch) -> dict:
     """``env`` set in this process, for ``imat-kit`` run in it (its `mim train` inherits it)."""
+    for key in ("IMAT_DATA_ROOT", "PYTHONPATH"):
+        monkeypatch.setenv(key, env[key])
     return env
 
 
