@@ -40,12 +40,17 @@ def kit_env(env, monkeypatch) -> dict:
 def _cfg(path, prepared, fold=0):
     from mmengine.config import Config
 
+    saved = {k: os.environ.get(k) for k in ("IMAT_DATA_ROOT", "IMAT_FOLD")}
     os.environ["IMAT_DATA_ROOT"] = str(prepared) + "/"
     os.environ["IMAT_FOLD"] = str(fold)
     try:
         return Config.fromfile(str(path))
-    finally:
-        del os.environ["IMAT_DATA_ROOT"], os.environ["IMAT_FOLD"]
+    finally:  # the environment as it was
+        for k, v in saved.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
 
 
 @pytest.mark.slow
