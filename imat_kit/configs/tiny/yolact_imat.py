@@ -17,13 +17,9 @@ model = dict(
     mask_head=dict(in_channels=128),
     test_cfg=dict(max_per_img=30))
 size = (input_size, input_size)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=size, keep_ratio=False),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
+# the tiny recipe's pipeline, stretched to the square input YOLACT's anchors assume
+train_pipeline = [dict(t, keep_ratio=False) if t['type'] == 'Resize' else t
+                  for t in _base_.tiny_train_pipeline]
 test_pipeline = [dict(t, scale=size) if t['type'] == 'Resize' else t
                  for t in _base_.test_pipeline]
 train_dataloader = dict(_base_.tiny_train_loader, dataset=dict(pipeline=train_pipeline))
