@@ -164,3 +164,25 @@ def test_run_set_operations_match_masks():
                           (rle.runs_vote([runs(a), runs(b), runs(c)], np.array([.5, .3, .4]),
                                          0.6), runs(a * .5 + b * .3 + c * .4 >= 0.6 - 1e-9))]:
             assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+
+
+def test_areas_and_totals_of_counts_texts_in_c_and_numpy():
+    """The one-pass decoder (C where built, numpy else) gives pycocotools' area and the pixel
+    total of every text, and flags the malformed ones (area and total 0)."""
+    masks = _masks(seed=3, n=300)
+    texts = []
+    for m in masks:
+        r = mask_util.encode(np.asfortranarray(m))
+        texts.append(r["counts"].decode("ascii"))
+    bad_texts = ["!!", "1a", "o", "P" * 13 + "0", "é1"]  # a value of 14 groups: too long
+    tot_np, bad_np, area_np = rle._totals_areas_numpy([*texts, *bad_texts])
+    want_area = [int(m.sum()) for m in masks]
+    assert area_np[:len(texts)].tolist() == want_area
+    assert tot_np[:len(texts)].tolist() == [m.size for m in masks]
+    assert not bad_np[:len(texts)].any() and bad_np[len(texts):].all()
+    assert not area_np[len(texts):].any() and not tot_np[len(texts):].any()
+    assert rle.coco_strings_areas(texts).tolist() == want_area
+    if rle._counts is not None:  # the C pass gives the same, malformed texts included
+        tot_c, bad_c, area_c = rle._totals_areas([*texts, *bad_texts])
+        assert tot_c.tolist() == tot_np.tolist() and area_c.tolist() == area_np.tolist()
+        assert bad_c.tolist() == bad_np.tolist()
