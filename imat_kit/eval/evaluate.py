@@ -1,5 +1,6 @@
-"""Fold-wise evaluation: COCO AP (pycocotools) and the competition score per fold, their mean
-± std, and per-category AP."""
+"""Fold-wise evaluation: COCO AP (faster-coco-eval, equal to pycocotools) and the competition
+score per fold, their mean ± std, and per-category AP. A fold's truth is indexed once and its
+mask IoUs computed once: the segm pass keeps them and the competition score reads them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from imat_kit.eval.attr_metric import (
 from imat_kit.eval.metric import (
     COCO_STATS,
     coco_eval,
+    coco_truth,
+    competition_from_ious,
     competition_score,
     pred_instances,
     truth_instances,
@@ -58,30 +61,40 @@ def attribute_columns(run: FoldRun, labels, thresholds, *, score_thr: float = 0.
 
 
 def evaluate_fold(gt_coco: dict, preds: dict, *, average: str = "image",
-                  score_thr: float = 0.3) -> dict:
-    segm = coco_eval(gt_coco, preds, "segm")
-    bbox = coco_eval(gt_coco, preds, "bbox")
-    comp = competition_score(truth_instances(gt_coco), pred_instances(preds, False, score_thr),
-                             average=average)
+                  score_thr: float = 0.3, bbox: bool = False) -> dict:
+    """One fold's figures: ``row`` (segm AP figures, the 2019 competition score at
+    ``score_thr``, the image count; ``bbox``: the box AP too, a second COCO pass),
+    ``per_category`` (segm AP) and ``segm`` (the whole :func:`metric.coco_eval` result, its
+    precision-recall curves included)."""
+    truth = coco_truth(gt_coco)
+    segm = coco_eval(gt_coco, preds, "segm", truth=truth, keep_ious=True)
+    comp = competition_from_ious(gt_coco, preds, segm.pop("ious"), score_thr=score_thr,
+                                 average=average, max_dets=segm.pop("max_dets"))
     row = {f"segm_{k}": segm[k] for k in COCO_STATS}
-    row.update({"bbox_AP": bbox["AP"], "competition": comp["score"],
-                "images": len(gt_coco["images"])})
-    return {"row": row, "per_category": segm["per_category"]}
+    if bbox:
+        row["bbox_AP"] = coco_eval(gt_coco, preds, "bbox", truth=truth)["AP"]
+    row.update({"competition": comp["score"], "images": len(gt_coco["images"])})
+    return {"row": row, "per_category": segm["per_category"], "segm": segm}
 
 
 def evaluate_files(data: str | Path, files: list[str], *, average: str = "image",
                    score_thr: float = 0.3, runs: list[FoldRun] | None = None,
-                   thresholds=None, postprocess=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   thresholds=None, postprocess=None, bbox: bool = False,
+                   segm: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per predictions file (its header's fold), plus mean and std rows; and the
     per-category segm AP table (categories × folds). ``runs`` (from :func:`read_fold_runs`)
     spares reading the files again. Predictions with attributes add the
     :func:`attribute_columns` (attribute sets cut by ``thresholds``, default a global 0.5).
     ``postprocess`` (a :class:`postprocess.PostProcess`) adds the same figures at those
-    settings, in columns ending ``_post`` (:func:`post_columns`)."""
+    settings, in columns ending ``_post`` (:func:`post_columns`). ``bbox`` adds the box AP
+    (``bbox_AP``, a second COCO pass); ``segm`` (a dict) receives each fold's whole segm result
+    (its precision-recall curves: the report draws them without evaluating again)."""
     rows, per_cat = [], {}
     labels = find_labels(data)
     for run in runs if runs is not None else read_fold_runs(data, files):
-        r = evaluate_fold(run.gt, run.preds, average=average, score_thr=score_thr)
+        r = evaluate_fold(run.gt, run.preds, average=average, score_thr=score_thr, bbox=bbox)
+        if segm is not None:
+            segm[run.fold] = r["segm"]
         if run.attributes:
             r["row"].update(attribute_columns(run, labels, thresholds or AttributeThresholds(),
                                               score_thr=score_thr))
@@ -131,7 +144,7 @@ def post_columns(run: FoldRun, labels, post, *, average: str = "image") -> dict:
 
 def evaluate_to(data: str | Path, files: list[str], out: str | Path, *, average: str = "image",
                 score_thr: float = 0.3, thresholds=None, runs: list[FoldRun] | None = None,
-                postprocess=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                postprocess=None, bbox: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`evaluate_files`, written to ``OUT/evaluation.csv`` and ``OUT/per_category_ap.csv``
     (with the category names), and for predictions with attributes ``OUT/per_attribute.csv``
     (:func:`attr_eval.attribute_table` over every fold): the ``imat-kit evaluate`` step.
@@ -139,7 +152,7 @@ def evaluate_to(data: str | Path, files: list[str], out: str | Path, *, average:
     thresholds = thresholds or AttributeThresholds()
     runs = read_fold_runs(data, files) if runs is None else runs
     table, cats = evaluate_files(data, files, average=average, score_thr=score_thr, runs=runs,
-                                 thresholds=thresholds, postprocess=postprocess)
+                                 thresholds=thresholds, postprocess=postprocess, bbox=bbox)
     labels = find_labels(data)
     names = labels.class_names
     cats.insert(0, "category", [names[i] for i in cats.index])

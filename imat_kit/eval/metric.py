@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imat_kit.data import rle as rle_mod
 from imat_kit.errors import KitError
-from imat_kit.eval.matching import greedy_tp, pair_ious, score_order
+from imat_kit.eval.matching import _EPS, greedy_tp, pair_ious, score_order
 
 IOU_THRESHOLDS = np.round(np.arange(0.50, 0.951, 0.05), 2)
 AVERAGES = ("image", "image_class", "class")
@@ -63,37 +64,62 @@ def competition_score(gt: dict[str, list[Instance]], pred: dict[str, list[Instan
     matcher = matcher or match
     keys = list(gt) if images is None else list(images)
     t = len(matcher([], []))
-    per_unit: list[np.ndarray] = []  # (T,) scores of each averaged unit
-    by_class: dict = defaultdict(lambda: np.zeros((3, t), dtype=np.int64))
-    for key in keys:
+    units = _Units(t)  # every (image, class) pair with a truth or a prediction
+    for i, key in enumerate(keys):
         g_by: dict = defaultdict(list)
         d_by: dict = defaultdict(list)
         for g in gt.get(key, []):
             g_by[g.key].append(g)
         for d in pred.get(key, []):
             d_by[d.key].append(d)
-        img = np.zeros((3, t), dtype=np.int64)
-        for c in set(g_by) | set(d_by):
-            tp = matcher(d_by[c], g_by[c])
-            cnt = np.stack([tp, len(d_by[c]) - tp, len(g_by[c]) - tp])  # TP, FP, FN
-            img += cnt
-            by_class[c] += cnt
-            if average == "image_class":
-                per_unit.append(_ratio(cnt))
-        if average == "image" and img.sum():
-            per_unit.append(_ratio(img))
-    if average == "class":
-        per_unit = [_ratio(c) for c in by_class.values()]
-    if not per_unit:
-        return {"score": float("nan"), "per_threshold": np.full(t, np.nan), "count": 0}
-    arr = np.stack(per_unit)
-    return {"score": float(arr.mean()), "per_threshold": arr.mean(axis=0), "count": len(arr)}
+        for c in sorted(set(g_by) | set(d_by)):
+            units.add(i, c, matcher(d_by[c], g_by[c]), len(d_by[c]), len(g_by[c]))
+    return units.score(average)
 
 
-def _ratio(cnt: np.ndarray) -> np.ndarray:
-    tp, fp, fn = cnt
-    den = tp + fp + fn
-    return np.where(den > 0, tp / np.maximum(den, 1), 0.0)
+class _Units:
+    """The (image, class) pairs of a score: true positives per threshold and the detection and
+    truth counts of each, averaged per image, per pair or per class (:data:`AVERAGES`)."""
+
+    def __init__(self, t: int) -> None:
+        self.t = t
+        self.image: list[int] = []
+        self.cls: list = []
+        self.tp: list[np.ndarray] = []
+        self.nd: list[int] = []
+        self.ng: list[int] = []
+
+    def add(self, image: int, cls, tp: np.ndarray, n_dt: int, n_gt: int) -> None:
+        self.image.append(image)
+        self.cls.append(cls)
+        self.tp.append(tp)
+        self.nd.append(n_dt)
+        self.ng.append(n_gt)
+
+    def score(self, average: str) -> dict:
+        """``score``, ``per_threshold`` (T,) and ``count`` (units averaged); at each threshold
+        a unit scores TP / (TP + FP + FN), FP = detections − TP, FN = truths − TP."""
+        t = self.t
+        if not self.tp:
+            return {"score": float("nan"), "per_threshold": np.full(t, np.nan), "count": 0}
+        tp = np.stack(self.tp).astype(np.float64)  # U × T
+        nd = np.asarray(self.nd, np.float64)
+        ng = np.asarray(self.ng, np.float64)
+        if average != "image_class":
+            if average == "image":
+                group = np.asarray(self.image)
+            else:
+                ids: dict = {}
+                group = np.array([ids.setdefault(c, len(ids)) for c in self.cls])
+            _, group = np.unique(group, return_inverse=True)  # groups in order of their ids
+            k = int(group.max()) + 1
+            tp = np.stack([np.bincount(group, weights=tp[:, j], minlength=k)
+                           for j in range(t)], axis=1)
+            nd = np.bincount(group, weights=nd, minlength=k)
+            ng = np.bincount(group, weights=ng, minlength=k)
+        arr = tp / (nd[:, None] + ng[:, None] - tp)  # > 0: each unit has a truth or a detection
+        return {"score": float(arr.mean()), "per_threshold": arr.mean(axis=0),
+                "count": len(arr)}
 
 
 def truth_instances(gt_coco: dict, use_attributes: bool = False, *,
@@ -132,52 +158,87 @@ def pred_instances(preds: dict, use_attributes: bool = False, score_thr: float =
 
 
 # --- COCO AP --------------------------------------------------------------------------------
+# faster-coco-eval (``COCOeval_faster``: pycocotools' algorithm with the per-image loop and the
+# accumulation in C++) is the engine; pycocotools stays the reference the tests compare with
+# (the twelve summary figures and every per-category AP equal). A fold's truth is indexed once
+# (:func:`coco_truth`) and serves every IoU type; the segm pass keeps its IoU matrices, from which
+# :func:`competition_from_ious` takes the 2019 score without computing an IoU again.
 
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+#: COCOeval's twelve summary figures, in its order
+COCO_SUMMARY = (*COCO_STATS, "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+IOU_TYPES = ("segm", "bbox")
 
 
-def coco_results(gt_coco: dict, preds: dict) -> list[dict]:
+def coco_results(gt_coco: dict, preds: dict, iou_type: str = "bbox") -> list[dict]:
     """Predictions (``image_key → ImagePrediction``) as COCO results for ``gt_coco``'s image
-    ids; images not in ``gt_coco`` are ignored."""
+    ids, as pycocotools' ``loadRes`` completes them (``id`` from 1, ``iscrowd`` 0, ``area``:
+    the mask's for ``segm``, whose results carry no box, so that COCO's area ranges use the mask
+    area; the box's for ``bbox``); images not in ``gt_coco`` are ignored. The mask areas come
+    from the counts texts in one vectorised pass, not one decode per mask."""
     ids = {im["image_key"]: im["id"] for im in gt_coco["images"]}
     out = []
+    segm = iou_type == "segm"
     for key, p in preds.items():
         iid = ids.get(key)
         if iid is None:
             continue
-        for j in range(len(p)):
-            out.append({"image_id": iid, "category_id": int(p.labels[j]),
-                        "score": float(p.scores[j]),
-                        "bbox": [float(v) for v in p.bboxes[j]],
-                        "segmentation": {"size": [p.height, p.width], "counts": p.masks[j]}})
+        size = [p.height, p.width]
+        labels, scores = p.labels.tolist(), p.scores.tolist()
+        if segm:
+            out += [{"image_id": iid, "category_id": labels[j], "score": scores[j],
+                     "segmentation": {"size": size, "counts": p.masks[j]}, "iscrowd": 0}
+                    for j in range(len(p))]
+        else:
+            out += [{"image_id": iid, "category_id": labels[j], "score": scores[j],
+                     "segmentation": {"size": size, "counts": p.masks[j]}, "bbox": bb,
+                     "area": bb[2] * bb[3], "iscrowd": 0}
+                    for j, bb in enumerate(p.bboxes.tolist())]
+    if segm:
+        areas = rle_mod.coco_strings_areas([r["segmentation"]["counts"] for r in out])
+        for r, area in zip(out, areas.tolist()):
+            r["area"] = float(area)
+    for i, r in enumerate(out, 1):
+        r["id"] = i
     return out
 
 
-def coco_eval(gt_coco: dict, preds: dict, iou_type: str = "segm") -> dict:
-    """pycocotools COCOeval of predictions against a COCO ground-truth dict: the six summary
-    figures and per-category AP (NaN for a category without ground truth)."""
-    import contextlib
-    import io
+def coco_truth(gt_coco: dict):
+    """``gt_coco`` indexed once as faster-coco-eval's ``COCO`` (on copies of the annotation
+    dicts: the evaluation adds keys to them, and the caller's truth stays as it was)."""
+    from faster_coco_eval import COCO
 
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    api = COCO()
+    api.dataset = {"images": gt_coco["images"], "categories": gt_coco["categories"],
+                   "annotations": [dict(a) for a in gt_coco["annotations"]]}
+    api.createIndex()
+    return api
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        api = COCO()
-        api.dataset = gt_coco
-        api.createIndex()
-        res = coco_results(gt_coco, preds)
-        if not res:  # nothing predicted: AP 0 (loadRes refuses an empty list)
-            return {**{k: 0.0 for k in COCO_STATS}, "per_category": {}}
-        if iou_type == "segm":  # mask areas, not box areas, for small/medium/large
-            for r in res:
-                r.pop("bbox")
-        ev = COCOeval(api, api.loadRes(res), iou_type)
-        ev.params.imgIds = [im["id"] for im in gt_coco["images"]]
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
+
+def coco_eval(gt_coco: dict, preds: dict, iou_type: str = "segm", *, truth=None,
+              keep_ious: bool = False) -> dict:
+    """COCO AP of predictions against a COCO ground-truth dict (faster-coco-eval, equal to
+    pycocotools' COCOeval): the six AP figures, ``summary`` (all twelve, pycocotools' order),
+    per-category AP (NaN for a category without ground truth) and the precision-recall curves.
+    ``truth`` (from :func:`coco_truth`) spares indexing the truth again; ``keep_ious``: the
+    result's ``ious`` maps ``(image id, category id)`` to the D × G IoU matrix of that pair's
+    detections in descending score order (at most 100; ``[]`` when either side is empty)."""
+    from faster_coco_eval import COCOeval_faster
+
+    if iou_type not in IOU_TYPES:
+        raise KitError(f"iou_type must be one of {', '.join(IOU_TYPES)}", value=iou_type)
+    api = truth if truth is not None else coco_truth(gt_coco)
+    res = coco_results(gt_coco, preds, iou_type)
+    if not res:  # nothing predicted: AP 0
+        return {**{k: 0.0 for k in COCO_STATS}, "summary": {k: 0.0 for k in COCO_SUMMARY},
+                "per_category": {}, **({"ious": {}, "max_dets": 100} if keep_ious else {})}
+    ev = COCOeval_faster(api, _results_api(gt_coco, res), iou_type, print_function=_quiet)
+    ev.params.imgIds = [im["id"] for im in gt_coco["images"]]
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
     out = {k: float(v) for k, v in zip(COCO_STATS, ev.stats[:6])}
+    out["summary"] = {k: float(v) for k, v in zip(COCO_SUMMARY, ev.stats[:12])}
     prec = ev.eval["precision"][:, :, :, 0, -1]  # T × R × K, area all, maxDets 100
     per = {}
     for k, cid in enumerate(ev.params.catIds):
@@ -191,4 +252,65 @@ def coco_eval(gt_coco: dict, preds: dict, iou_type: str = "segm") -> dict:
         out["pr_curves"] = np.nanmean(pr, axis=2)  # T × R
     out["recall_points"] = np.asarray(ev.params.recThrs)
     out["iou_thresholds"] = np.asarray(ev.params.iouThrs)
+    if keep_ious:
+        out["ious"] = ev.ious
+        out["max_dets"] = int(ev.params.maxDets[-1])
     return out
+
+
+def _results_api(gt_coco: dict, res: list[dict]):
+    """Complete COCO results (:func:`coco_results`) indexed as ``loadRes`` would index them."""
+    from faster_coco_eval import COCO
+
+    api = COCO()
+    api.dataset = {"images": gt_coco["images"], "categories": gt_coco["categories"],
+                   "annotations": res}
+    api.createIndex()
+    return api
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    """faster-coco-eval's print function: the kit prints its own tables."""
+
+
+def competition_from_ious(gt_coco: dict, preds: dict, ious: dict, *, score_thr: float = 0.3,
+                          average: str = "image", max_dets: int = 100) -> dict:
+    """The 2019 score (:func:`competition_score` of :func:`truth_instances` and
+    :func:`pred_instances` at ``score_thr``, the same figure) from the IoU matrices a segm
+    :func:`coco_eval` kept (``keep_ious``): both sort a pair's detections by descending score,
+    ties in input order, so the detections at ``score_thr`` and above are the first rows. A
+    pair with more than ``max_dets`` of those, or a crowd truth, has its IoUs computed anew."""
+    if average not in AVERAGES:
+        raise KitError(f"average must be one of {', '.join(AVERAGES)}", value=average)
+    t = len(IOU_THRESHOLDS)
+    gt_by: dict = defaultdict(lambda: defaultdict(list))  # image id → category → truths
+    for a in gt_coco["annotations"]:
+        gt_by[a["image_id"]][int(a["category_id"])].append(a)
+    units = _Units(t)
+    for i, im in enumerate(gt_coco["images"]):
+        iid = im["id"]
+        p = preds.get(im["image_key"])
+        n_by: dict = {}  # category → its detections at score_thr and above
+        if p is not None and len(p):
+            cats, n = np.unique(p.labels[~(p.scores < score_thr)], return_counts=True)
+            n_by = dict(zip(cats.tolist(), n.tolist()))
+        g_img = gt_by.get(iid, {})
+        for c in sorted(set(g_img) | set(n_by)):
+            g, n_d = g_img.get(c, []), n_by.get(c, 0)
+            if not n_d or not g:
+                units.add(i, c, np.zeros(t, np.int64), n_d, len(g))
+                continue
+            m = ious.get((iid, c))
+            if (m is None or len(m) < n_d or n_d > max_dets
+                    or any(a.get("iscrowd", 0) for a in g)):
+                rows = np.flatnonzero(~(p.scores < score_thr) & (p.labels == c))
+                rows = rows[score_order(p.scores[rows])]
+                m = pair_ious([{"size": [p.height, p.width], "counts": p.masks[r]}
+                               for r in rows], [a["segmentation"] for a in g])
+            m = np.asarray(m, dtype=np.float64)[:n_d]
+            if n_d == 1 or len(g) == 1:  # one side alone: a match at t iff some IoU ≥ t
+                tp = (m.max() >= IOU_THRESHOLDS - _EPS).astype(np.int64)
+            else:
+                tp = greedy_tp(m, IOU_THRESHOLDS)
+            units.add(i, c, tp, n_d, len(g))
+    return units.score(average)

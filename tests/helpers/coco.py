@@ -1,17 +1,21 @@
 """The field's own evaluators, run straight from their objects: the references our numbers
-meet (pycocotools' COCOeval; Fashionpedia's FPEval)."""
+meet (pycocotools' COCOeval; Fashionpedia's FPEval); and the COCO cases they are run on."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import io
+import json
 import sys
 import types
 
 import numpy as np
+from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from imat_kit.predictions import ImagePrediction
 
 
 def pycocotools_stats(gt: dict, results: list[dict], iou_type: str = "segm") -> np.ndarray:
@@ -25,6 +29,27 @@ def pycocotools_stats(gt: dict, results: list[dict], iou_type: str = "segm") -> 
         ev.accumulate()
         ev.summarize()
     return ev.stats
+
+
+def pycocotools_eval(gt: dict, results: list[dict], iou_type: str = "segm"
+                     ) -> tuple[np.ndarray, dict]:
+    """COCOeval's 12 summary numbers and per-category AP (mean precision over IoU thresholds
+    and recall points, area all, 100 detections; NaN without truth), on copies of the
+    inputs (``loadRes`` adds keys to them)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        api = COCO()
+        api.dataset = copy.deepcopy(gt)
+        api.createIndex()
+        ev = COCOeval(api, api.loadRes(copy.deepcopy(results)), iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    prec = ev.eval["precision"][:, :, :, 0, -1]
+    per = {}
+    for k, cid in enumerate(ev.params.catIds):
+        p = prec[:, :, k]
+        per[int(cid)] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
+    return ev.stats, per
 
 
 def fpeval_results(gt: dict, detections: list[dict]) -> dict:
@@ -107,3 +132,103 @@ def random_attribute_case(seed: int, *, images: int, size: int, categories: list
           "categories": [{"id": c, "name": f"c{c}"} for c in range(46)],
           "attributes": [{"id": a, "name": f"a{a}"} for a in attributes]}
     return gt, dets
+
+
+def _rle(m: np.ndarray) -> dict:
+    r = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
+    r["counts"] = r["counts"].decode("ascii")
+    return r
+
+
+def corner_case(seed: int, *, images: int = 14, cats: int = 4) -> tuple[dict, dict]:
+    """Random truths and predictions: sizes 12–60 px, rectangles of 1 px to half the image,
+    scores rounded to one decimal (ties), one image without truth, one without predictions,
+    one image with 130 detections of one category (past COCO's 100)."""
+    rng = np.random.default_rng(seed)
+    ims, anns, preds = [], [], {}
+    for i in range(images):
+        h, w = int(rng.integers(12, 60)), int(rng.integers(12, 60))
+        key = f"im{i}"
+        ims.append({"id": i + 1, "file_name": key + ".jpg", "image_key": key, "height": h,
+                    "width": w})
+
+        def rect(h=h, w=w):
+            m = np.zeros((h, w), np.uint8)
+            y, x = int(rng.integers(0, h - 1)), int(rng.integers(0, w - 1))
+            m[y:y + int(rng.integers(1, h // 2 + 2)), x:x + int(rng.integers(1, w // 2 + 2))] = 1
+            return m
+
+        truths = [] if i == 1 else [(rect(), int(rng.integers(0, cats)))
+                                    for _ in range(int(rng.integers(0, 6)))]
+        if i == 3:
+            truths.append((rect(), 0))
+        for m, c in truths:
+            r = _rle(m)
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": c,
+                         "segmentation": r, "area": float(mask_util.area(r)),
+                         "bbox": mask_util.toBbox(r).tolist(), "iscrowd": 0})
+        items = []
+        if i != 2:
+            for m, c in truths:
+                if rng.random() < 0.8:
+                    m2 = np.roll(m, int(rng.integers(-2, 3)), axis=int(rng.integers(2)))
+                    items.append((m2, c if rng.random() < 0.85 else int(rng.integers(0, cats))))
+            items += [(rect(), int(rng.integers(0, cats))) for _ in range(int(rng.integers(0, 5)))]
+        if i == 3:
+            items += [(rect(), 0) for _ in range(130)]
+        labels = np.array([c for _, c in items], np.int64)
+        scores = np.round(rng.random(len(items)), 1).astype(np.float32)
+        masks = [_rle(m) for m, _ in items]
+        boxes = np.array([mask_util.toBbox(r) + rng.normal(0, 0.5, 4) for r in masks],
+                         np.float32).reshape(-1, 4)
+        preds[key] = ImagePrediction(key, h, w, labels, scores, boxes,
+                                     [r["counts"] for r in masks])
+    gt = {"images": ims, "annotations": anns,
+          "categories": [{"id": c, "name": f"c{c}"} for c in range(cats + 1)]}
+    return gt, preds
+
+
+def results_for_pycocotools(gt: dict, preds: dict, iou_type: str) -> list[dict]:
+    """The predictions as pycocotools results, built independently of the kit's engine."""
+    out = []
+    for im in gt["images"]:
+        p = preds.get(im["image_key"])
+        for j in range(len(p) if p is not None else 0):
+            r = {"image_id": im["id"], "category_id": int(p.labels[j]),
+                 "score": float(p.scores[j]),
+                 "segmentation": {"size": [p.height, p.width], "counts": p.masks[j]}}
+            if iou_type == "bbox":
+                r["bbox"] = [float(v) for v in p.bboxes[j]]
+            out.append(r)
+    return out
+
+
+def jittered_fold(prep, fold: int, seed: int) -> tuple[dict, dict]:
+    """A prepared fold's validation truth and imperfect predictions of it: each truth found
+    (shifted a few pixels, sometimes in another category) or missed, plus false positives
+    (another truth's mask in another category), random scores with ties."""
+    gt = json.loads((prep / "annotations" / f"fold{fold}_val.json").read_text())
+    rng = np.random.default_rng(seed)
+    cats = [c["id"] for c in gt["categories"]]
+    by_img: dict = {}
+    for a in gt["annotations"]:
+        by_img.setdefault(a["image_id"], []).append(a)
+    preds = {}
+    for im in gt["images"]:
+        h, w = im["height"], im["width"]
+        items = []
+        for a in by_img.get(im["id"], []):
+            m = mask_util.decode(a["segmentation"])
+            if rng.random() < 0.85:
+                m2 = np.roll(m, int(rng.integers(-4, 5)), axis=int(rng.integers(2)))
+                items.append((m2, a["category_id"] if rng.random() < 0.9
+                              else int(rng.choice(cats))))
+            if rng.random() < 0.3:
+                items.append((m, int(rng.choice(cats))))
+        masks = [_rle(m) for m, _ in items]
+        preds[im["image_key"]] = ImagePrediction(
+            im["image_key"], h, w, np.array([c for _, c in items], np.int64),
+            np.round(rng.random(len(items)), 2).astype(np.float32),
+            np.array([mask_util.toBbox(r) for r in masks], np.float32).reshape(-1, 4),
+            [r["counts"] for r in masks])
+    return gt, preds
