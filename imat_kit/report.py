@@ -163,6 +163,7 @@ class ReportData:
     work_dirs: list | None
     average: str
     score_thr: float
+    segm: dict  # fold → its whole segm COCO result (the precision-recall curves)
 
     @property
     def folds(self) -> list[tuple[int, list]]:
@@ -198,8 +199,10 @@ def collect_report(data: str | Path, predictions: list[str], *,
         post, post_file = load_postprocess(postprocess, labels)
     runs = read_fold_runs(data, predictions)
     runs = [r.with_preds(apply_thresholds(r.preds, thresholds)) for r in runs]
+    segm: dict = {}
     table, cats = evaluate_files(data, predictions, average=average, score_thr=score_thr,
-                                 runs=runs, thresholds=thresholds, postprocess=post)
+                                 runs=runs, thresholds=thresholds, postprocess=post, bbox=True,
+                                 segm=segm)
     cats.insert(0, "category", [labels.class_names[i] for i in cats.index])
     manifest = None
     if submission is not None:
@@ -225,7 +228,8 @@ def collect_report(data: str | Path, predictions: list[str], *,
         attr_names={a["id"]: a["name"] for a in all_gt.get("attributes", [])}, tide=tide,
         worst=scores.head(n), best=scores.tail(n).iloc[::-1], thresholds=thresholds,
         attribute_thresholds=attribute_thresholds, post_file=post_file, postprocess=postprocess,
-        manifest=manifest, work_dirs=work_dirs, average=average, score_thr=score_thr)
+        manifest=manifest, work_dirs=work_dirs, average=average, score_thr=score_thr,
+        segm=segm)
 
 
 def _folds_section(r: ReportData, tmp: Path) -> str:
@@ -289,11 +293,10 @@ def _errors_section(r: ReportData, tmp: Path) -> str:
 
 def _curves_section(r: ReportData, tmp: Path) -> str:
     from imat_kit import plots
-    from imat_kit.eval.metric import coco_eval
 
     k0, p0 = r.folds[0]
     gt0 = r.gts[k0]
-    plots.plot_pr_curves(coco_eval(gt0, p0, "segm"), tmp / "pr.png",
+    plots.plot_pr_curves(r.segm[k0], tmp / "pr.png",
                          f"Precision-recall, fold {k0} validation")
     names = r.labels.class_names
     plots.plot_confusion(plots.confusion_matrix(gt0, p0, len(names), score_thr=r.score_thr),

@@ -219,7 +219,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     thresholds = load_thresholds(a.attribute_thresholds, labels)
     post = None if a.postprocess is None else load_postprocess(a.postprocess, labels)[0]
     table, _ = evaluate_to(a.data, files, a.out, average=a.average, score_thr=a.score_thr,
-                           thresholds=thresholds, postprocess=post)
+                           thresholds=thresholds, postprocess=post, bbox=a.bbox)
     print_evaluation(table, a.average)
     print_attribute_figures(table)
     out = Path(a.out)
@@ -569,6 +569,8 @@ def _parser_result_steps(sub, parents) -> None:
     _average(s)
     s.add_argument("--score-thr", type=float, default=0.3,
                    help="score threshold for the competition score (COCO AP uses all)")
+    s.add_argument("--bbox", action="store_true",
+                   help="add the box AP (column bbox_AP): a second COCO pass over the boxes")
     _thresholds(s)
     _postprocess(s, "a file of `imat-kit tune`: add the fold figures at its settings "
                  "(columns *_post) beside the defaults")

@@ -198,7 +198,7 @@ def _evaluate(d: Demo) -> None:
     # read once: evaluation, tuning and the cross-fold figures all use them
     d.results["runs"] = runs = read_fold_runs(d.data, d.val_files())
     d.results["labels"] = find_labels(d.data)
-    d.results["table"], _ = evaluate_to(d.data, d.val_files(), d.eval_dir, runs=runs)
+    d.results["table"], _ = evaluate_to(d.data, d.val_files(), d.eval_dir, runs=runs, bbox=True)
     if not d.quiet:
         print_evaluation(d.results["table"], "image")
         print_attribute_figures(d.results["table"])

@@ -10,8 +10,9 @@ from imat_kit.eval.evaluate import REFERENCE_TABLE3
 
 def print_evaluation(table, average: str) -> None:
     """The fold table as ``imat-kit evaluate`` (and the demo) print it."""
-    show = table[["fold", "segm_AP", "segm_AP50", "segm_AP75", "segm_APs", "segm_APm",
-                  "segm_APl", "bbox_AP", "competition", "images"]]
+    show = table[[c for c in ("fold", "segm_AP", "segm_AP50", "segm_AP75", "segm_APs",
+                              "segm_APm", "segm_APl", "bbox_AP", "competition", "images")
+                  if c in table.columns]]
     print(show.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     m, sd = table.iloc[-2], table.iloc[-1]
     print(f"\nsegm AP {100 * m.segm_AP:.1f} ± {100 * sd.segm_AP:.1f}, AP50 {100 * m.segm_AP50:.1f},"

@@ -11,7 +11,7 @@ def test_evaluate_fold_table(prep, tmp_path, capsys):
     write_val(tmp_path / "fold0.jsonl", fold_predictions(prep, 0), 0)
     write_val(tmp_path / "fold1.jsonl", fold_predictions(prep, 1, drop_every=3), 1)
     assert main(["evaluate", "--data", str(prep), "--predictions", str(tmp_path / "fold*.jsonl"),
-                 "--out", str(tmp_path)]) == 0
+                 "--out", str(tmp_path), "--bbox"]) == 0
     out = capsys.readouterr().out
     t = pd.read_csv(tmp_path / "evaluation.csv")
     # the printed table is the written one: each fold's row with its figures, mean and std
@@ -37,6 +37,12 @@ def test_evaluate_fold_table(prep, tmp_path, capsys):
     cats = pd.read_csv(tmp_path / "per_category_ap.csv")
     assert {"category_id", "category", "fold0", "fold1", "mean"} <= set(cats.columns)
     assert (cats.fold0.dropna() == 1.0).all()
+    # without --bbox: one COCO pass, no box column, the same figures
+    assert main(["evaluate", "--data", str(prep), "--predictions", str(tmp_path / "fold*.jsonl"),
+                 "--out", str(tmp_path / "segm_only")]) == 0
+    assert "bbox_AP" not in capsys.readouterr().out.splitlines()[0]
+    t2 = pd.read_csv(tmp_path / "segm_only" / "evaluation.csv")
+    pd.testing.assert_frame_equal(t2, t.drop(columns="bbox_AP"))
 
 
 def test_evaluate_refuses_test_predictions(prep, tmp_path, capsys):
