@@ -1,0 +1,85 @@
+"""The training-time COCO metric (``IMatCocoMetric``) on faster-coco-eval gives mmdet's own
+figures: its COCOeval against pycocotools' with mmdet's three maxDets, to full precision, and the
+metric's whole result (both IoU types, all twelve items, per category) against the same metric
+on pycocotools."""
+
+import contextlib
+import copy
+import io
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from imat_kit.mmdet_ext.metrics import IMatCocoMetric, pycocotools_layout_cocoeval
+from tests.helpers.coco import corner_case, jittered_fold, results_for_pycocotools
+
+ALL_ITEMS = ["mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l", "AR@100", "AR@300",
+             "AR@1000", "AR_s@1000", "AR_m@1000", "AR_l@1000"]
+
+
+def _stats(cls, gt, res, iou_type, max_dets):
+    with contextlib.redirect_stdout(io.StringIO()):
+        api = COCO()
+        api.dataset = copy.deepcopy(gt)
+        api.createIndex()
+        ev = cls(api, api.loadRes(copy.deepcopy(res)), iou_type)
+        ev.params.maxDets = list(max_dets)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return np.asarray(ev.stats)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("iou_type", ["segm", "bbox"])
+def test_cocoeval_in_pycocotools_layout_equals_pycocotools(seed, iou_type):
+    # image 3 holds 130 detections of one category: AP at 100 detections and at 300 differ
+    gt, preds = corner_case(seed)
+    res = results_for_pycocotools(gt, preds, iou_type)
+    for max_dets in ([100, 300, 1000], [1, 10, 100], [10, 100, 120]):
+        ours = _stats(pycocotools_layout_cocoeval(), gt, res, iou_type, max_dets)
+        ref = _stats(COCOeval, gt, res, iou_type, max_dets)
+        np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
+
+
+def _mmdet_results(gt: dict, preds: dict, cat_ids: list[int]) -> list:
+    """What ``CocoMetric.process`` stores for these predictions: (gt, result) per image."""
+    label_of = {c: i for i, c in enumerate(cat_ids)}
+    out = []
+    for im in gt["images"]:
+        p = preds[im["image_key"]]
+        boxes = p.bboxes.astype(np.float64).copy()
+        boxes[:, 2:] += boxes[:, :2]  # x1 y1 x2 y2
+        out.append(({"width": im["width"], "height": im["height"], "img_id": im["id"]},
+                    {"img_id": im["id"], "bboxes": boxes, "scores": p.scores,
+                     "labels": np.array([label_of[int(c)] for c in p.labels], np.int64),
+                     "masks": [{"size": [p.height, p.width], "counts": m.encode()}
+                               for m in p.masks]}))
+    return out
+
+
+def test_training_metric_on_faster_coco_eval_equals_it_on_pycocotools(prepared, tmp_path):
+    gt, preds = jittered_fold(prepared, 0, seed=7)
+    ann = tmp_path / "val.json"
+    ann.write_text(json.dumps(gt))
+    names = [c["name"] for c in gt["categories"]]
+    out = {}
+    for engine in ("faster", "pycocotools"):
+        m = IMatCocoMetric(ann_file=str(ann), metric=["bbox", "segm"], classwise=True,
+                           metric_items=ALL_ITEMS, engine=engine)
+        m.dataset_meta = {"classes": names}
+        with contextlib.redirect_stdout(io.StringIO()):
+            out[engine] = m.compute_metrics(_mmdet_results(gt, preds, [c["id"] for c in
+                                                                       gt["categories"]]))
+    assert out["faster"].keys() == out["pycocotools"].keys()
+    for k, v in out["faster"].items():  # (NaN for a category without truth in both)
+        assert v == pytest.approx(out["pycocotools"][k], abs=0, nan_ok=True), k
+    assert 0.1 < out["faster"]["segm_mAP"] < 0.95 and len(out["faster"]) > 2 * len(ALL_ITEMS)
+
+
+def test_unknown_engine_is_refused():
+    with pytest.raises(ValueError, match="engine must be one of faster, pycocotools"):
+        IMatCocoMetric(engine="fast")
