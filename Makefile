@@ -82,3 +82,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/predict_speed.py
 	$(BIN)/python benchmarks/attr_metric.py
 	$(BIN)/python benchmarks/pred_check.py
+	$(BIN)/python benchmarks/evaluate.py

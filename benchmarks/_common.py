@@ -48,10 +48,11 @@ def _tree_rss_kib(pid: int) -> int:
     return total
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float]:
-    """Run ``cmd``; return (wall seconds, peak resident GiB of it and its workers together)."""
+def run_measured(cmd: list[str], **popen) -> tuple[float, float]:
+    """Run ``cmd`` (``popen``: e.g. ``stdout=``); return (wall seconds, peak resident GiB of
+    it and its workers together)."""
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, **popen)
     peak = 0
     stop = threading.Event()
 
