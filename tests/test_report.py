@@ -65,7 +65,7 @@ def test_report_content(report, prepared, tmp_path):
     page = check_report(report)
     assert "fold0.pth" in page and "abababababab" in page  # provenance from the headers
     # the fold table holds the evaluation's figures, fold by fold, then mean and std
-    assert main(["evaluate", "--data", str(prepared), "--predictions",
+    assert main(["evaluate", "--bbox", "--data", str(prepared), "--predictions",
                  str(report.parent / "fold*_val.jsonl"), "--out", str(tmp_path)]) == 0
     ev = pd.read_csv(tmp_path / "evaluation.csv", dtype={"fold": str})
     folds, reference = _tables(page, "folds")

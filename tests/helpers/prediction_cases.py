@@ -140,7 +140,7 @@ def pipeline_digests(data, folder) -> dict:
     t1 = write_case(folder / "t1.jsonl", data, "test", seed=11)
     pat = str(v0).replace("fold0", "fold*")
     q = ["--quiet"]
-    assert main(["evaluate", *q, "--data", str(data), "--predictions", pat, "--out",
+    assert main(["evaluate", *q, "--bbox", "--data", str(data), "--predictions", pat, "--out",
                  str(folder / "ev")]) == 0
     assert main(["tune-attributes", *q, "--data", str(data), "--predictions", pat, "--out",
                  str(folder / "thr.json")]) == 0
