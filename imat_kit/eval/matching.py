@@ -50,6 +50,9 @@ def greedy_tp(ious: np.ndarray, thresholds: np.ndarray, *, strict: bool = False,
     d_n, g_n = ious.shape
     if not d_n or not g_n:
         return tp
+    if allowed is None and (d_n == 1 or g_n == 1):  # one side alone: a match iff a pair passes
+        best = ious.max()
+        return ((best > thr) if strict else (best >= thr - _EPS)).astype(np.int64)
     free = np.ones((len(thr), g_n), dtype=bool)
     rows = np.arange(len(thr))
     for d in range(d_n):

@@ -14,7 +14,7 @@ import numpy as np
 
 from imat_kit.data import rle as rle_mod
 from imat_kit.errors import KitError
-from imat_kit.eval.matching import _EPS, greedy_tp, pair_ious, score_order
+from imat_kit.eval.matching import greedy_tp, pair_ious, score_order
 
 IOU_THRESHOLDS = np.round(np.arange(0.50, 0.951, 0.05), 2)
 AVERAGES = ("image", "image_class", "class")
@@ -292,7 +292,8 @@ def competition_from_ious(gt_coco: dict, preds: dict, ious: dict, *, score_thr: 
         p = preds.get(im["image_key"])
         n_by: dict = {}  # category → its detections at score_thr and above
         if p is not None and len(p):
-            cats, n = np.unique(p.labels[~(p.scores < score_thr)], return_counts=True)
+            keep = ~(p.scores < score_thr)
+            cats, n = np.unique(p.labels[keep], return_counts=True)
             n_by = dict(zip(cats.tolist(), n.tolist()))
         g_img = gt_by.get(iid, {})
         for c in sorted(set(g_img) | set(n_by)):
@@ -303,14 +304,10 @@ def competition_from_ious(gt_coco: dict, preds: dict, ious: dict, *, score_thr: 
             m = ious.get((iid, c))
             if (m is None or len(m) < n_d or n_d > max_dets
                     or any(a.get("iscrowd", 0) for a in g)):
-                rows = np.flatnonzero(~(p.scores < score_thr) & (p.labels == c))
+                rows = np.flatnonzero(keep & (p.labels == c))
                 rows = rows[score_order(p.scores[rows])]
                 m = pair_ious([{"size": [p.height, p.width], "counts": p.masks[r]}
                                for r in rows], [a["segmentation"] for a in g])
-            m = np.asarray(m, dtype=np.float64)[:n_d]
-            if n_d == 1 or len(g) == 1:  # one side alone: a match at t iff some IoU ≥ t
-                tp = (m.max() >= IOU_THRESHOLDS - _EPS).astype(np.int64)
-            else:
-                tp = greedy_tp(m, IOU_THRESHOLDS)
-            units.add(i, c, tp, n_d, len(g))
+            units.add(i, c, greedy_tp(np.asarray(m, dtype=np.float64)[:n_d], IOU_THRESHOLDS),
+                      n_d, len(g))
     return units.score(average)
