@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
+from faster_coco_eval import COCOeval_faster
 from mmdet.evaluation import CocoMetric
 from mmdet.evaluation.metrics import coco_metric as _coco_metric
 from mmdet.registry import METRICS
@@ -14,32 +15,28 @@ _ITEMS = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
 ENGINES = ("faster", "pycocotools")
 
 
-def pycocotools_layout_cocoeval():
+class PycocotoolsLayoutCOCOeval(COCOeval_faster):
     """faster-coco-eval's ``COCOeval_faster`` behind pycocotools' ``COCOeval`` interface as
     mmdet's ``CocoMetric`` uses it: constructed from (gt, dt, iou type), printing its summary
     lines, and ``stats`` in pycocotools' layout for mmdet's three ``maxDets`` (the AP at 100
     detections, AP50/75 and the area APs at the last ``maxDets``; faster-coco-eval's own
     ``summarize`` takes every AP at the last)."""
-    from faster_coco_eval import COCOeval_faster
 
-    class COCOeval(COCOeval_faster):
-        def __init__(self, cocoGt=None, cocoDt=None, iouType="segm"):
-            super().__init__(cocoGt, cocoDt, iouType, print_function=print)
+    def __init__(self, cocoGt=None, cocoDt=None, iouType="segm"):
+        super().__init__(cocoGt, cocoDt, iouType, print_function=print)
 
-        def summarize(self):
-            m = list(self.params.maxDets)
-            if len(m) != 3 or 100 not in m or self.params.iouType not in ("segm", "bbox"):
-                return super().summarize()
-            s = self._summarize
-            self.stats = np.array([
-                s(1), s(1, iouThr=0.5, maxDets=m[2]), s(1, iouThr=0.75, maxDets=m[2]),
-                s(1, areaRng="small", maxDets=m[2]), s(1, areaRng="medium", maxDets=m[2]),
-                s(1, areaRng="large", maxDets=m[2]), s(0, maxDets=m[0]), s(0, maxDets=m[1]),
-                s(0, maxDets=m[2]), s(0, areaRng="small", maxDets=m[2]),
-                s(0, areaRng="medium", maxDets=m[2]), s(0, areaRng="large", maxDets=m[2])])
-            return None
-
-    return COCOeval
+    def summarize(self):
+        m = list(self.params.maxDets)
+        if len(m) != 3 or 100 not in m or self.params.iouType not in ("segm", "bbox"):
+            return super().summarize()
+        s = self._summarize
+        self.stats = np.array([
+            s(1), s(1, iouThr=0.5, maxDets=m[2]), s(1, iouThr=0.75, maxDets=m[2]),
+            s(1, areaRng="small", maxDets=m[2]), s(1, areaRng="medium", maxDets=m[2]),
+            s(1, areaRng="large", maxDets=m[2]), s(0, maxDets=m[0]), s(0, maxDets=m[1]),
+            s(0, maxDets=m[2]), s(0, areaRng="small", maxDets=m[2]),
+            s(0, areaRng="medium", maxDets=m[2]), s(0, areaRng="large", maxDets=m[2])])
+        return None
 
 
 @contextlib.contextmanager
@@ -50,7 +47,7 @@ def _engine(engine: str):
         yield
         return
     before = _coco_metric.COCOeval
-    _coco_metric.COCOeval = pycocotools_layout_cocoeval()
+    _coco_metric.COCOeval = PycocotoolsLayoutCOCOeval
     try:
         yield
     finally:

@@ -13,7 +13,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from imat_kit.mmdet_ext.metrics import IMatCocoMetric, pycocotools_layout_cocoeval
+from imat_kit.mmdet_ext.metrics import IMatCocoMetric, PycocotoolsLayoutCOCOeval
 from tests.helpers.coco import corner_case, jittered_fold, results_for_pycocotools
 
 ALL_ITEMS = ["mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l", "AR@100", "AR@300",
@@ -40,7 +40,7 @@ def test_cocoeval_in_pycocotools_layout_equals_pycocotools(seed, iou_type):
     gt, preds = corner_case(seed)
     res = results_for_pycocotools(gt, preds, iou_type)
     for max_dets in ([100, 300, 1000], [1, 10, 100], [10, 100, 120]):
-        ours = _stats(pycocotools_layout_cocoeval(), gt, res, iou_type, max_dets)
+        ours = _stats(PycocotoolsLayoutCOCOeval, gt, res, iou_type, max_dets)
         ref = _stats(COCOeval, gt, res, iou_type, max_dets)
         np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
 
