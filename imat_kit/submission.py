@@ -452,12 +452,13 @@ def _number(text: str) -> object:
 
 def score_submission(submission: str | Path, solution: str | Path, data: str | Path, *,
                      average: str = "image", attributes: bool = False, year: int = 2019,
-                     sweep: str = "grid", f1: str = "binary_macro",
+                     sweep: str = "grid", f1: str = "binary_macro", fn: str = "ignore",
                      quiet: bool = False) -> dict:
     """The ``imat-kit score`` step: the competition score of a submission against a solution
     in ``train.csv`` layout. Every ImageId of the submission must be in the solution.
     ``year=2020``: the 2020 rule (:func:`attr_metric.competition_score_2020`, with its
-    ``sweep`` and ``f1`` options); either layout of submission is read."""
+    ``sweep``, ``f1`` and ``fn`` options: by default TP / (TP + FP), the published formula);
+    either layout of submission is read. The 2019 score counts false negatives."""
     from imat_kit.data.paths import find_labels, test_image_sizes
     from imat_kit.eval.metric import competition_score
 
@@ -479,6 +480,6 @@ def score_submission(submission: str | Path, solution: str | Path, data: str | P
     if year == 2020:
         from imat_kit.eval.attr_metric import competition_score_2020
 
-        return competition_score_2020(truth, sub, average=average, sweep=sweep, f1=f1,
+        return competition_score_2020(truth, sub, average=average, sweep=sweep, f1=f1, fn=fn,
                                       attribute_ids=find_labels(data).attribute_id_list)
     return competition_score(truth, sub, average=average)

@@ -10,9 +10,10 @@ attribute models how attribute sets are decoded (a global 0.5, the thresholds of
 
 **The search** runs over the validation predictions of every given fold pooled (their images
 averaged together): coordinate ascent over grids — the score threshold (0.05…0.95 by 0.05),
-the cap (10, 20, 30, 50, 75, 100), the minimum area (0, 10, 20, 50, 100, 200, 400 px) and the
-mask threshold (as stored, 0.3…0.7) in turn, each over its grid with the others fixed, until a
-round changes nothing (at most 3 rounds); then each category's threshold over the score grid
+the cap (1, 2, 3, 5, 10, 20, 30, 50, 75, 100: under the 2020 formula, which ignores false
+negatives, one sure prediction per image can be best), the minimum area (0, 10, 20, 50, 100,
+200, 400 px) and the mask threshold (as stored, 0.3…0.7) in turn, each over its grid with the
+others fixed, until a round changes nothing (at most 3 rounds); then each category's threshold over the score grid
 (most supported first); then the attribute decoding (``k`` per category: the category's median
 number of attributes in training annotations that never include the scored images — for the
 search that scores fold f, fold f's own training split; for the final settings, every training
@@ -62,7 +63,7 @@ from imat_kit.eval.attr_metric import (
     fashionpedia_eval,
 )
 from imat_kit.eval.matching import greedy_tp, pair_ious, score_order
-from imat_kit.eval.metric import IOU_THRESHOLDS, Instance, truth_instances
+from imat_kit.eval.metric import FN_RULES, IOU_THRESHOLDS, Instance, truth_instances
 from imat_kit.eval.runs import FoldRun
 from imat_kit.postprocess import (
     FORMAT,
@@ -78,7 +79,7 @@ from imat_kit.progress import parallel_map, progress
 
 METRICS = ("competition", "competition2020", "ap_iou_f1")
 SCORE_GRID = tuple(float(x) for x in np.round(np.arange(0.05, 0.951, 0.05), 2))
-CAP_GRID = (10, 20, 30, 50, 75, 100)
+CAP_GRID = (1, 2, 3, 5, 10, 20, 30, 50, 75, 100)
 AREA_GRID = (0, 10, 20, 50, 100, 200, 400)
 MASK_GRID = (None, 0.3, 0.4, 0.5, 0.6, 0.7)
 GROUPS = ("global", "category", "attributes")
@@ -291,12 +292,14 @@ class _Fold:
 @dataclass(frozen=True)
 class Rule:
     """The competition rule a score uses, 2019 or 2020 (``docs/metrics.md``); ``sweep`` and
-    ``f1`` as :func:`attr_metric.competition_score_2020`."""
+    ``f1`` as :func:`attr_metric.competition_score_2020`, ``fn`` as
+    :func:`metric.competition_score`."""
 
     year: int = 2019
     sweep: str = "grid"
     f1: str = "binary_macro"
     attribute_ids: tuple = ()
+    fn: str = "count"  # metric.FN_RULES: 2020 ignores false negatives by default
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         if self.year == 2019:
@@ -380,9 +383,10 @@ class _Scorer:
         return out
 
     def image_scores(self, thr: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per image: the score (mean over the thresholds of TP / (TP + FP + FN)) and whether
-        it counts (something predicted or true), at per-category thresholds ``thr`` (indexed by
-        category id) and the cap."""
+        """Per image: the score (mean over the thresholds of TP / (TP + FP + FN), or with the
+        rule's ``fn`` ``ignore`` TP / (TP + FP) and 0 without detections) and whether it counts
+        (something predicted or true), at per-category thresholds ``thr`` (indexed by category
+        id) and the cap."""
         v = self.v
         kept = v.p_score >= thr[v.p_label]
         c = np.cumsum(kept)
@@ -404,7 +408,7 @@ class _Scorer:
             rows = np.flatnonzero(kept[d])
             if rows.size:
                 tp[i] += greedy_tp(ious[rows], no_thr, allowed=allowed[:, rows, :])
-        den = k[:, None] + v.g[:, None] - tp
+        den = k[:, None] + (0 if self.rule.fn == "ignore" else v.g[:, None] - tp)
         ratio = np.where(den > 0, tp / np.maximum(den, 1), 0.0)
         return ratio.mean(axis=1), (k + v.g) > 0
 
@@ -674,22 +678,26 @@ def truths_of(run: FoldRun) -> dict[str, list[Instance]]:
     return truth_instances(run.gt, by_category=True)
 
 
-def rule_of(metric: str, labels, *, sweep: str = "grid", f1: str = "binary_macro") -> Rule:
+def rule_of(metric: str, labels, *, sweep: str = "grid", f1: str = "binary_macro",
+            fn: str = "ignore") -> Rule:
+    """The rule of a metric; ``fn`` applies to ``competition2020`` (2019 counts false
+    negatives)."""
     if metric not in METRICS:
         raise KitError(f"metric must be one of {', '.join(METRICS)}", value=metric)
-    if sweep not in SWEEPS or f1 not in F1_TYPES:
-        raise KitError("unknown sweep or f1", value=(sweep, f1))
-    return Rule(2020 if metric == "competition2020" else 2019, sweep, f1,
-                tuple(labels.attribute_id_list))
+    if sweep not in SWEEPS or f1 not in F1_TYPES or fn not in FN_RULES:
+        raise KitError("unknown sweep, f1 or fn", value=(sweep, f1, fn))
+    year = 2020 if metric == "competition2020" else 2019
+    return Rule(year, sweep, f1, tuple(labels.attribute_id_list),
+                fn if year == 2020 else "count")
 
 
 def fold_scores(runs: list[FoldRun], post: PostProcess, labels, *, metric: str = "competition",
                 truths: list[dict] | None = None, workers: int | None = None,
-                quiet: bool = True) -> list[float]:
+                quiet: bool = True, fn: str = "ignore") -> list[float]:
     """The score of each run's predictions post-processed by ``post`` (what ``tune`` reports
     for a setting). ``truths`` (per run, ``image_key → [Instance]`` with key = category and
     attributes) default to the runs' truth."""
-    rule = rule_of(metric, labels)
+    rule = rule_of(metric, labels, fn=fn)
     out = []
     for i, run in enumerate(runs):
         fold = _Fold(i, run, truths[i] if truths else truths_of(run), workers, quiet)
@@ -699,12 +707,12 @@ def fold_scores(runs: list[FoldRun], post: PostProcess, labels, *, metric: str =
 
 
 def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_support: int = 20,
-         workers: int | None = None, quiet: bool = False, data: str | Path | None = None
-         ) -> dict:
+         workers: int | None = None, quiet: bool = False, data: str | Path | None = None,
+         fn: str = "ignore") -> dict:
     """The ``imat-kit tune`` search (module doc) over validation runs: the postprocess file's
-    content."""
+    content. ``fn``: the 2020 rule's (``competition2020``)."""
     t0 = time.perf_counter()
-    rule = rule_of(metric, labels)
+    rule = rule_of(metric, labels, fn=fn)
     if min_support < 1:
         raise KitError("--min-support must be at least 1", value=min_support)
     if metric == "ap_iou_f1" and not any(r.attributes for r in runs):
@@ -784,12 +792,18 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
     if not all(f.has_soft for f in folds):
         notes.append("no soft masks in (some of) these predictions (predict --soft-size): "
                      "the masks are kept as stored, the mask threshold was not tuned")
+    if final.max_per_image == 1:
+        notes.append("one prediction per image: the search capped every image at its most "
+                     "confident prediction (the 2020 winner's move; the 2020 formula does not "
+                     "count false negatives)" if rule.fn == "ignore" else
+                     "one prediction per image: the search capped every image at its most "
+                     "confident prediction")
     in_sample = {"defaults": final_search.score(defaults), "tuned": final_search.score(final)}
     if not per_fold:
         per_fold = [{"fold": f.run.fold, "defaults": fold_score(f, defaults)} for f in folds]
     for f, row in zip(folds, per_fold):
         row["tuned_in_sample"] = fold_score(f, final)
-    return {"format": FORMAT, "metric": metric, "settings": final.values(),
+    return {"format": FORMAT, "metric": metric, "fn": rule.fn, "settings": final.values(),
             "groups_kept": kept, "notes": notes, "min_support": min_support,
             "label_space": label_space(labels), "data": None if data is None else str(data),
             "folds": [r.fold for r in runs], "files": [r.file for r in runs],

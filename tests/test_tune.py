@@ -347,3 +347,26 @@ def test_tune_other_metrics_2020_rule_and_ap_iou_f1(prepared2020, tmp_path):
     ap = tune(runs, labels, metric="ap_iou_f1", quiet=True)
     assert ap["settings"]["category_thr"] == {} and ap["nested"] is not None
     assert ap["scores"]["tuned"] >= ap["scores"]["defaults"]
+
+
+def test_tune_finds_one_prediction_per_image_under_the_2020_formula(prepared2020, tmp_path):
+    """Each image: one sure right prediction, the others right half the time, all above the
+    score grid. TP / (TP + FP) (the published 2020 formula, the default) is best at one per
+    image: tune finds cap 1, says so, and its nested figure gains; with false negatives
+    counted, keeping them all is better and the cap stays above 1."""
+    from imat_kit.tune import tune
+    from tests.helpers.tuning_cases import one_sure_predictions
+
+    labels = find_labels(prepared2020)
+    files = [str(write_noisy(tmp_path / f"fold{k}_val.jsonl", prepared2020, "val", k, seed=k,
+                             make=one_sure_predictions)) for k in range(3)]
+    runs = read_fold_runs(prepared2020, files)
+    r = tune(runs, labels, metric="competition2020", min_support=3, quiet=True)
+    assert r["fn"] == "ignore" and r["settings"]["max_per_image"] == 1
+    assert any(n.startswith("one prediction per image") for n in r["notes"])
+    assert r["scores"]["tuned"] == pytest.approx(1.0)
+    assert r["nested"]["tuned"] == pytest.approx(1.0) and r["nested"]["gain"] > 0.1
+    counted = tune(runs, labels, metric="competition2020", min_support=3, quiet=True,
+                   fn="count")
+    assert counted["fn"] == "count" and counted["settings"]["max_per_image"] > 1
+    assert not any(n.startswith("one prediction per image") for n in counted["notes"])

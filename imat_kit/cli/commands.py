@@ -219,7 +219,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     thresholds = load_thresholds(a.attribute_thresholds, labels)
     post = None if a.postprocess is None else load_postprocess(a.postprocess, labels)[0]
     table, _ = evaluate_to(a.data, files, a.out, average=a.average, score_thr=a.score_thr,
-                           thresholds=thresholds, postprocess=post, bbox=a.bbox)
+                           thresholds=thresholds, postprocess=post, bbox=a.bbox, fn=a.fn)
     print_evaluation(table, a.average)
     print_attribute_figures(table)
     out = Path(a.out)
@@ -238,7 +238,7 @@ def _cmd_tune(a: argparse.Namespace) -> int:
     metric = a.metric or ("competition2020" if labels.year == 2020 else "competition")
     runs = read_fold_runs(a.data, _fold_files(a.predictions))
     r = tune(runs, labels, metric=metric, min_support=a.min_support, quiet=a.quiet,
-             data=a.data)
+             data=a.data, fn=a.fn)
     write_postprocess(r, a.out)
     for line in tune_lines(r):
         print(line)
@@ -340,8 +340,9 @@ def _cmd_score(a: argparse.Namespace) -> int:
 
     r = score_submission(a.submission, a.solution, a.data, average=a.average,
                          attributes=a.attributes, year=a.year, sweep=a.sweep, f1=a.f1,
-                         quiet=a.quiet)
-    rule = (f"2020 rule: IoU and attribute F1 ({a.f1}, {a.sweep} sweep)" if a.year == 2020
+                         fn=a.fn, quiet=a.quiet)
+    rule = (f"2020 rule: {FN_TEXT[a.fn]}, IoU and attribute F1 ({a.f1}, {a.sweep} sweep)"
+            if a.year == 2020
             else f"attributes {'matched' if a.attributes else 'ignored'}")
     print(f"competition score ({a.average} average, {rule}): {r['score']:.4f} over "
           f"{r['count']} {'images' if a.average == 'image' else 'units'}")
@@ -449,6 +450,18 @@ def _average(s) -> None:
 
     s.add_argument("--average", choices=AVERAGES, default="image",
                    help="how the competition score averages (docs/metrics.md)")
+
+
+#: how each ``--fn`` choice is named in a score's line
+FN_TEXT = {"ignore": "TP/(TP+FP)", "count": "TP/(TP+FP+FN)"}
+
+
+def _fn(s) -> None:
+    from imat_kit.eval.metric import FN_RULES
+
+    s.add_argument("--fn", choices=FN_RULES, default="ignore",
+                   help="2020: false negatives not counted, TP/(TP+FP) as the competition "
+                   "published (ignore), or counted as in 2019 (count)")
 
 
 def _parser_data_steps(sub, parents) -> None:
@@ -574,6 +587,7 @@ def _parser_result_steps(sub, parents) -> None:
     _thresholds(s)
     _postprocess(s, "a file of `imat-kit tune`: add the fold figures at its settings "
                  "(columns *_post) beside the defaults")
+    _fn(s)
     s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("tune", parents=parents, help="tune submit's post-processing (score "
@@ -584,6 +598,7 @@ def _parser_result_steps(sub, parents) -> None:
     s.add_argument("--metric", choices=["competition", "competition2020", "ap_iou_f1"],
                    default=None, help="what to maximise (default: competition2020 for 2020 "
                    "data, else competition)")
+    _fn(s)
     s.add_argument("--min-support", type=int, default=20,
                    help="categories with at least this many matched truths get their own "
                    "score threshold (default 20)")
@@ -656,6 +671,7 @@ def _parser_result_steps(sub, parents) -> None:
                    help="2020: every (IoU, F1) threshold pair, or both moved together")
     s.add_argument("--f1", choices=["binary_macro", "positive"], default="binary_macro",
                    help="2020: Fashionpedia's F1 of attribute vectors, or the positive class's")
+    _fn(s)
     s.set_defaults(func=_cmd_score)
 
     s = sub.add_parser("plot", parents=parents, help="figures (PNG)")

@@ -55,7 +55,10 @@ def tune_lines(r: dict) -> list[str]:
            + ("as stored" if st["mask_thr"] is None else f"at {st['mask_thr']:g}")
            + f", attributes: {dec}"]
     sc = r["scores"]
-    out.append(f"{r['metric']} on folds {r['folds']} (the data it was tuned on): "
+    metric = r["metric"] + (" (TP/(TP+FP))" if r["metric"] == "competition2020"
+                            and r.get("fn", "ignore") == "ignore" else
+                            " (TP/(TP+FP+FN))" if r["metric"] == "competition2020" else "")
+    out.append(f"{metric} on folds {r['folds']} (the data it was tuned on): "
                f"{sc['defaults']:.4f} at the defaults → {sc['tuned']:.4f} tuned")
     n = r["nested"]
     if n is not None:

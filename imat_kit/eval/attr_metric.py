@@ -238,10 +238,12 @@ def _match_2020(dt: list, gt: list, index: dict[int, int], f1: str, iou_thr: np.
 
 def competition_score_2020(gt: dict, pred: dict, *, attribute_ids: Sequence[int],
                            average: str = "image", sweep: str = "grid",
-                           f1: str = "binary_macro", images: list[str] | None = None) -> dict:
+                           f1: str = "binary_macro", images: list[str] | None = None,
+                           fn: str = "ignore") -> dict:
     """The 2020 score of predictions against truth, both ``image_key → [metric.Instance]``
     with ``key`` = category and ``attributes`` set (see the module doc for the rule and its
-    options; ``average`` as :func:`metric.competition_score`). Returns ``score``,
+    options; ``average`` and ``fn`` as :func:`metric.competition_score`: by default TP / (TP +
+    FP), the published formula). Returns ``score``,
     ``per_threshold`` (one value per threshold pair) and ``count``."""
     if average not in AVERAGES:
         raise KitError(f"average must be one of {', '.join(AVERAGES)}", value=average)
@@ -259,4 +261,4 @@ def competition_score_2020(gt: dict, pred: dict, *, attribute_ids: Sequence[int]
     def matcher(dt: list, gt_: list) -> np.ndarray:
         return _match_2020(dt, gt_, index, f1, iou_thr, f1_thr)
 
-    return competition_score(gt, pred, average=average, images=images, matcher=matcher)
+    return competition_score(gt, pred, average=average, images=images, matcher=matcher, fn=fn)

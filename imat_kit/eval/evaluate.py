@@ -80,7 +80,8 @@ def evaluate_fold(gt_coco: dict, preds: dict, *, average: str = "image",
 def evaluate_files(data: str | Path, files: list[str], *, average: str = "image",
                    score_thr: float = 0.3, runs: list[FoldRun] | None = None,
                    thresholds=None, postprocess=None, bbox: bool = False,
-                   segm: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   segm: dict | None = None, fn: str = "ignore"
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per predictions file (its header's fold), plus mean and std rows; and the
     per-category segm AP table (categories × folds). ``runs`` (from :func:`read_fold_runs`)
     spares reading the files again. Predictions with attributes add the
@@ -88,7 +89,8 @@ def evaluate_files(data: str | Path, files: list[str], *, average: str = "image"
     ``postprocess`` (a :class:`postprocess.PostProcess`) adds the same figures at those
     settings, in columns ending ``_post`` (:func:`post_columns`). ``bbox`` adds the box AP
     (``bbox_AP``, a second COCO pass); ``segm`` (a dict) receives each fold's whole segm result
-    (its precision-recall curves: the report draws them without evaluating again)."""
+    (its precision-recall curves: the report draws them without evaluating again). ``fn``: the
+    2020 score's (:func:`post_columns`)."""
     rows, per_cat = [], {}
     labels = find_labels(data)
     for run in runs if runs is not None else read_fold_runs(data, files):
@@ -99,7 +101,7 @@ def evaluate_files(data: str | Path, files: list[str], *, average: str = "image"
             r["row"].update(attribute_columns(run, labels, thresholds or AttributeThresholds(),
                                               score_thr=score_thr))
         if postprocess is not None:
-            r["row"].update(post_columns(run, labels, postprocess, average=average))
+            r["row"].update(post_columns(run, labels, postprocess, average=average, fn=fn))
         rows.append({"fold": run.fold, "file": run.file, **r["row"]})
         per_cat[f"fold{run.fold}"] = r["per_category"]
     table = pd.DataFrame(rows).sort_values("fold")
@@ -113,10 +115,12 @@ def evaluate_files(data: str | Path, files: list[str], *, average: str = "image"
     return table, cats
 
 
-def post_columns(run: FoldRun, labels, post, *, average: str = "image") -> dict:
+def post_columns(run: FoldRun, labels, post, *, average: str = "image",
+                 fn: str = "ignore") -> dict:
     """A fold's figures at post-processing settings ``post``: the 2019 competition score
     (``competition_post``), for 2020 data the 2020 rule at the defaults and at ``post``
-    (``competition2020``, ``competition2020_post``), segm AP, and for attribute models
+    (``competition2020``, ``competition2020_post``; ``fn`` as
+    :func:`attr_metric.competition_score_2020`), segm AP, and for attribute models
     AP^{IoU+F1} and the attribute micro F1 (``*_post``), all of the predictions as ``submit
     --postprocess`` writes them."""
     from imat_kit.eval.attr_metric import competition_score_2020
@@ -132,7 +136,7 @@ def post_columns(run: FoldRun, labels, post, *, average: str = "image") -> dict:
         for name, q in (("competition2020", apply_postprocess(run.preds, PostProcess())),
                         ("competition2020_post", pp)):
             out[name] = competition_score_2020(
-                truth, pred_instances(q, by_category=True), average=average,
+                truth, pred_instances(q, by_category=True), average=average, fn=fn,
                 attribute_ids=labels.attribute_id_list)["score"]
     if run.attributes:
         cols = attribute_columns(run.with_preds(pp), labels, AttributeThresholds(),
@@ -144,7 +148,8 @@ def post_columns(run: FoldRun, labels, post, *, average: str = "image") -> dict:
 
 def evaluate_to(data: str | Path, files: list[str], out: str | Path, *, average: str = "image",
                 score_thr: float = 0.3, thresholds=None, runs: list[FoldRun] | None = None,
-                postprocess=None, bbox: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+                postprocess=None, bbox: bool = False, fn: str = "ignore"
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`evaluate_files`, written to ``OUT/evaluation.csv`` and ``OUT/per_category_ap.csv``
     (with the category names), and for predictions with attributes ``OUT/per_attribute.csv``
     (:func:`attr_eval.attribute_table` over every fold): the ``imat-kit evaluate`` step.
@@ -152,7 +157,8 @@ def evaluate_to(data: str | Path, files: list[str], out: str | Path, *, average:
     thresholds = thresholds or AttributeThresholds()
     runs = read_fold_runs(data, files) if runs is None else runs
     table, cats = evaluate_files(data, files, average=average, score_thr=score_thr, runs=runs,
-                                 thresholds=thresholds, postprocess=postprocess, bbox=bbox)
+                                 thresholds=thresholds, postprocess=postprocess, bbox=bbox,
+                                 fn=fn)
     labels = find_labels(data)
     names = labels.class_names
     cats.insert(0, "category", [names[i] for i in cats.index])

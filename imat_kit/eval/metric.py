@@ -18,6 +18,10 @@ from imat_kit.eval.matching import greedy_tp, pair_ious, score_order
 
 IOU_THRESHOLDS = np.round(np.arange(0.50, 0.951, 0.05), 2)
 AVERAGES = ("image", "image_class", "class")
+#: whether a unit's false negatives count (``count``: TP / (TP + FP + FN), the 2019 formula and
+#: the kit's 2020 rule before 0.4) or not (``ignore``: TP / (TP + FP), the 2020 formula as
+#: published); ``docs/metrics.md``
+FN_RULES = ("ignore", "count")
 
 
 @dataclass(frozen=True)
@@ -50,17 +54,21 @@ def match(dt: list[Instance], gt: list[Instance],
 
 def competition_score(gt: dict[str, list[Instance]], pred: dict[str, list[Instance]], *,
                       average: str = "image", images: list[str] | None = None,
-                      matcher=None) -> dict:
+                      matcher=None, fn: str = "count") -> dict:
     """Score predictions against ground truth, both ``image_key → instances``.
 
     ``images`` restricts the scored images (default: every image of ``gt``; predictions on
     other images are ignored). ``matcher`` (``(dt, gt) → TP per threshold``, default
     :func:`match` over :data:`IOU_THRESHOLDS`) decides the true positives of one class in one
-    image (the 2020 rule brings its own). Returns ``score``, ``per_threshold`` (T,) and
-    ``count`` (how many images / pairs / classes were averaged).
+    image (the 2020 rule brings its own). ``fn`` (:data:`FN_RULES`): ``count`` (the 2019
+    formula) or ``ignore`` (the 2020 formula: TP / (TP + FP), a unit without predictions
+    scoring 0). Returns ``score``, ``per_threshold`` (T,) and ``count`` (how many images /
+    pairs / classes were averaged).
     """
     if average not in AVERAGES:
         raise KitError(f"average must be one of {', '.join(AVERAGES)}", value=average)
+    if fn not in FN_RULES:
+        raise KitError(f"fn must be one of {', '.join(FN_RULES)}", value=fn)
     matcher = matcher or match
     keys = list(gt) if images is None else list(images)
     t = len(matcher([], []))
@@ -74,7 +82,7 @@ def competition_score(gt: dict[str, list[Instance]], pred: dict[str, list[Instan
             d_by[d.key].append(d)
         for c in sorted(set(g_by) | set(d_by)):
             units.add(i, c, matcher(d_by[c], g_by[c]), len(d_by[c]), len(g_by[c]))
-    return units.score(average)
+    return units.score(average, fn)
 
 
 class _Units:
@@ -96,9 +104,10 @@ class _Units:
         self.nd.append(n_dt)
         self.ng.append(n_gt)
 
-    def score(self, average: str) -> dict:
+    def score(self, average: str, fn: str = "count") -> dict:
         """``score``, ``per_threshold`` (T,) and ``count`` (units averaged); at each threshold
-        a unit scores TP / (TP + FP + FN), FP = detections − TP, FN = truths − TP."""
+        a unit scores TP / (TP + FP + FN), FP = detections − TP, FN = truths − TP; with ``fn``
+        ``ignore`` TP / (TP + FP), and 0 for a unit without detections (it has a truth)."""
         t = self.t
         if not self.tp:
             return {"score": float("nan"), "per_threshold": np.full(t, np.nan), "count": 0}
@@ -117,7 +126,10 @@ class _Units:
                            for j in range(t)], axis=1)
             nd = np.bincount(group, weights=nd, minlength=k)
             ng = np.bincount(group, weights=ng, minlength=k)
-        arr = tp / (nd[:, None] + ng[:, None] - tp)  # > 0: each unit has a truth or a detection
+        if fn == "ignore":
+            arr = np.where(nd[:, None] > 0, tp / np.maximum(nd[:, None], 1), 0.0)
+        else:
+            arr = tp / (nd[:, None] + ng[:, None] - tp)  # > 0: a unit has a truth or a detection
         return {"score": float(arr.mean()), "per_threshold": arr.mean(axis=0),
                 "count": len(arr)}
 

@@ -258,3 +258,34 @@ def test_2019_submission_with_attributes_round_trip(synth_dir, tmp_path):
     sol = prepared / "test_solution.csv"
     assert score_submission(out, sol, prepared, attributes=True)["score"] == pytest.approx(1.0)
     assert score_submission(out, sol, prepared, year=2020)["score"] == pytest.approx(1.0)
+
+
+def test_2020_score_published_formula_on_a_submission(prepared2020, tmp_path, capsys):
+    """``score --year 2020`` ignores false negatives by default: one right row per image
+    scores 1; an image whose only row is empty scores 0; ``--fn count`` is the old rule."""
+    data = prepared2020
+    out, _, _ = _submit_2020(data, tmp_path, truth_predictions(data))
+    df = pd.read_csv(out, dtype=str, keep_default_na=False)
+    df = df[df.EncodedPixels != ""].groupby("ImageId", sort=False).head(1)
+    images = df.ImageId.tolist()
+    assert len(images) >= 3
+    one = tmp_path / "one.csv"
+    df.to_csv(one, index=False)
+    sol = data / "test_solution.csv"
+    assert score_submission(one, sol, data, year=2020, quiet=True)["score"] == 1.0
+    counted = score_submission(one, sol, data, year=2020, fn="count", quiet=True)["score"]
+    assert counted < 0.9
+    df.loc[df.ImageId == images[0], ["EncodedPixels", "ClassId", "AttributesIds"]] = ""
+    empty = tmp_path / "empty.csv"
+    df.to_csv(empty, index=False)
+    r = score_submission(empty, sol, data, year=2020, quiet=True)
+    assert r["score"] == pytest.approx((len(images) - 1) / len(images))
+    assert r["count"] == len(images)
+    capsys.readouterr()
+    assert main(["score", "--submission", str(one), "--solution", str(sol), "--data",
+                 str(data), "--year", "2020", "-q"]) == 0
+    assert "TP/(TP+FP)," in capsys.readouterr().out
+    assert main(["score", "--submission", str(one), "--solution", str(sol), "--data",
+                 str(data), "--year", "2020", "--fn", "count", "-q"]) == 0
+    line = capsys.readouterr().out
+    assert "TP/(TP+FP+FN)" in line and f"{counted:.4f}" in line

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
+from imat_kit.errors import KitError
 from imat_kit.eval.attr_metric import (
     FASHIONPEDIA_ATTRIBUTE_CATEGORIES,
     competition_score_2020,
@@ -148,6 +149,49 @@ def test_2020_greedy_by_score_and_counts():
     gt = [_inst(a, 1, (4,)), _inst(b, 1, (5,))]
     pred = [_inst(a, 1, (4,), 0.9), _inst(b, 1, (4,), 0.8), _inst(b, 7, (), 0.7)]
     # a: TP everywhere; b: wrong attribute → FP + FN (F1 of {4} vs {5}: pos 0, neg 0.889)
-    # b's F1 0.444 < 0.5 → never TP; category 7: FP → TP 1, FP 2, FN 1 → 0.25
-    assert _score(gt, pred) == pytest.approx(0.25)
-    assert _score(gt, pred, average="class") == pytest.approx((1 / 3 + 0.0) / 2)
+    # b's F1 0.444 < 0.5 → never TP; category 7: FP → TP 1, FP 2 (FN 1, not counted) → 1/3
+    assert _score(gt, pred) == pytest.approx(1 / 3)
+    assert _score(gt, pred, fn="count") == pytest.approx(0.25)
+    # per class: category 1 TP 1, FP 1 → 1/2 (counting its FN: 1/3); category 7 → 0
+    assert _score(gt, pred, average="class") == pytest.approx((1 / 2 + 0.0) / 2)
+    assert _score(gt, pred, average="class", fn="count") == pytest.approx((1 / 3 + 0.0) / 2)
+
+
+def _score_images(gt, pred, **kw):
+    return competition_score_2020(gt, pred, attribute_ids=A20, **kw)["score"]
+
+
+def test_2020_published_formula_one_sure_prediction_scores_one():
+    """TP / (TP + FP): one right prediction among three truths scores 1 (2020, as the
+    competition computed it); 1/3 when false negatives count."""
+    a, b, c = _square(2, 2), _square(20, 2), _square(2, 20)
+    gt = [_inst(a, 1), _inst(b, 2), _inst(c, 3, (4,))]
+    assert _score(gt, [_inst(a, 1, (), 0.9)]) == 1.0
+    assert _score(gt, [_inst(a, 1, (), 0.9)], fn="count") == pytest.approx(1 / 3)
+    # a second, wrong prediction halves it: TP 1, FP 1
+    assert _score(gt, [_inst(a, 1, (), 0.9), _inst(b, 3, (), 0.5)]) == pytest.approx(0.5)
+    # a prediction that passes half the IoU thresholds: IoU 0.8 → t_iou 0.50…0.75 (6 of 10)
+    near = np.zeros((40, 40), np.uint8)
+    near[2:10, 2:12] = 1  # 80 of a's 100 px
+    assert _score(gt, [_inst(near, 1, (), 0.9)]) == pytest.approx(0.6)
+
+
+def test_2020_open_cases_image_without_prediction_and_average():
+    """The cases the published formula leaves open (docs/metrics.md): an image with truth and
+    no prediction scores 0; an image with neither is not counted; an image with predictions
+    and no truth scores 0; under ``image_class`` a (image, category) pair with truth and no
+    prediction scores 0 (so missing a category costs there, as it does per image)."""
+    a, b = _square(2, 2), _square(20, 20)
+    gt = {"hit": [_inst(a, 1), _inst(b, 2)], "missed": [_inst(a, 1)], "nothing": [],
+          "stray": []}
+    pred = {"hit": [_inst(a, 1, (), 0.9)], "stray": [_inst(a, 5, (), 0.9)]}
+    # hit 1, missed 0, stray 0; "nothing" has neither → not counted
+    r = competition_score_2020(gt, pred, attribute_ids=A20)
+    assert r["score"] == pytest.approx(1 / 3) and r["count"] == 3
+    # count: hit 1/2, missed 0, stray 0
+    assert _score_images(gt, pred, fn="count") == pytest.approx(1 / 6)
+    # image_class: (hit, 1) 1, (hit, 2) 0, (missed, 1) 0, (stray, 5) 0
+    r = competition_score_2020(gt, pred, attribute_ids=A20, average="image_class")
+    assert r["score"] == pytest.approx(1 / 4) and r["count"] == 4
+    with pytest.raises(KitError, match="fn must be one of"):
+        _score_images(gt, pred, fn="never")
