@@ -13,8 +13,8 @@ averaged together): coordinate ascent over grids — the score threshold (0.05�
 the cap (1, 2, 3, 5, 10, 20, 30, 50, 75, 100: under the 2020 formula, which ignores false
 negatives, one sure prediction per image can be best), the minimum area (0, 10, 20, 50, 100,
 200, 400 px) and the mask threshold (as stored, 0.3…0.7) in turn, each over its grid with the
-others fixed, until a round changes nothing (at most 3 rounds); then each category's threshold over the score grid
-(most supported first); then the attribute decoding (``k`` per category: the category's median
+others fixed, until a round changes nothing (at most 3 rounds); then each category's threshold
+over the score grid (most supported first); then the attribute decoding (``k`` per category: the category's median
 number of attributes in training annotations that never include the scored images — for the
 search that scores fold f, fold f's own training split; for the final settings, every training
 annotation — moved by coordinate ascent, up to 3 rounds, only for categories with at least
