@@ -9,19 +9,19 @@ attribute models how attribute sets are decoded (a global 0.5, the thresholds of
 ``tune-attributes``, or the ``k`` most probable attributes, ``k`` per category).
 
 **The search** runs over the validation predictions of every given fold pooled (their images
-averaged together): coordinate ascent over grids — the score threshold (0.05…0.95 by 0.05),
-the cap (1, 2, 3, 5, 10, 20, 30, 50, 75, 100: under the 2020 formula, which ignores false
+averaged together): coordinate ascent over grids — the score threshold (0.05…0.95 by 0.05), the
+cap (1, 2, 3, 5, 10, 20, 30, 50, 75, 100: under the 2020 formula, which ignores false
 negatives, one sure prediction per image can be best), the minimum area (0, 10, 20, 50, 100,
 200, 400 px) and the mask threshold (as stored, 0.3…0.7) in turn, each over its grid with the
 others fixed, until a round changes nothing (at most 3 rounds); then each category's threshold
-over the score grid (most supported first); then the attribute decoding (``k`` per category: the category's median
-number of attributes in training annotations that never include the scored images — for the
-search that scores fold f, fold f's own training split; for the final settings, every training
-annotation — moved by coordinate ascent, up to 3 rounds, only for categories with at least
-``min_support`` matched instances). A setting replaces the current
-one only when it scores strictly higher. The attribute decoding is chosen by the target metric
-when it involves attributes (``competition2020``, ``ap_iou_f1``), else by the attribute micro F1
-of the instances matched at the defaults (what ``evaluate`` reports).
+over the score grid (most supported first); then the attribute decoding (``k`` per category:
+the category's median number of attributes in training annotations that never include the
+scored images — for the search that scores fold f, fold f's own training split; for the final
+settings, every training annotation — moved by coordinate ascent, up to 3 rounds, only for
+categories with at least ``min_support`` matched instances). A setting replaces the current one
+only when it scores strictly higher. The attribute decoding is chosen by the target metric when
+it involves attributes (``competition2020``, ``ap_iou_f1``), else by the attribute micro F1 of
+the instances matched at the defaults (what ``evaluate`` reports).
 
 **Scores are exact.** For the competition rules (2019 and 2020) every setting is scored from
 IoUs computed once per image and mask variant (pycocotools, on the leftover masks that
