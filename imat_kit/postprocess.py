@@ -1,8 +1,10 @@
 """What ``submit`` does to predictions, as settings a file can hold: ``imat-kit tune`` writes them,
 ``submit --postprocess`` / ``evaluate --postprocess`` apply them.
 
-For each image, in this order (:func:`kept_instances`, the one function both the submission
-writer and the tuner use):
+With a re-scorer (``tune --rescore``, :mod:`rescore`) every score is first replaced by the
+model's (:func:`apply_postprocess`, ``submit``; the steps below then read the new scores). For
+each image, in this order (:func:`kept_instances`, the one function both the submission writer
+and the tuner use):
 
 1. an instance is kept when its score reaches its category's threshold (``category_thr``, else
    the global ``score_thr``);
@@ -137,6 +139,7 @@ class PostProcess:
     min_area: int = 20
     mask_thr: float | None = None
     attributes: AttributeDecoder = field(default_factory=AttributeDecoder)
+    rescore: object = None  # a rescore.Rescorer: replaces the scores before the rest
 
     def __post_init__(self) -> None:
         for c, t in [(None, self.score_thr), *self.category_thr.items()]:
@@ -161,12 +164,17 @@ class PostProcess:
         return {"score_thr": self.score_thr,
                 "category_thr": {str(c): t for c, t in sorted(self.category_thr.items())},
                 "max_per_image": self.max_per_image, "min_area": self.min_area,
-                "mask_thr": self.mask_thr, "attributes": self.attributes.as_dict()}
+                "mask_thr": self.mask_thr, "attributes": self.attributes.as_dict(),
+                "rescore": None if self.rescore is None else self.rescore.summary()}
 
 
 def kept_instances(pred, post: PostProcess) -> list[tuple[int, str, int]]:
     """Steps 1–4 of the module doc on one image: ``(index, counts, area)`` of each instance
-    kept, in descending score order, ``counts`` its leftover mask (COCO counts text)."""
+    kept, in descending score order, ``counts`` its leftover mask (COCO counts text). With a
+    re-scorer, the image's scores are its (callers with many images apply it to all at once
+    first, :meth:`rescore.Rescorer.apply`, and pass settings without it)."""
+    if post.rescore is not None:
+        pred = replace(pred, scores=post.rescore.scores([pred])[0])
     keep = np.flatnonzero(pred.scores >= post.thresholds_of(pred.labels))
     keep = keep[score_order(pred.scores[keep])][: post.max_per_image]
     if not keep.size:
@@ -250,7 +258,10 @@ def class_leftovers(rles: list[dict], floor: int, npix: int,
 def apply_postprocess(preds: dict, post: PostProcess) -> dict:
     """The predictions as ``submit`` would write them with ``post``: only the kept instances,
     each with its leftover mask and its decoded attribute set (probabilities dropped, so
-    nothing re-cuts them); boxes and scores as they were."""
+    nothing re-cuts them); boxes as they were, scores the re-scorer's where ``post`` has one."""
+    if post.rescore is not None:
+        preds = post.rescore.apply(preds)
+        post = replace(post, rescore=None)
     out = {}
     for key, p in preds.items():
         kept = kept_instances(p, post)
@@ -342,6 +353,7 @@ def load_postprocess(path: str | Path, labels=None) -> tuple[PostProcess, dict]:
         raise KitError(f"not a postprocess file (needs \"format\": \"{FORMAT}\" and "
                        "\"settings\"; write one with imat-kit tune)", file=file)
     post = from_values(d["settings"], file=file, text=text)
+    post = _with_rescorer(post, d, file, text)
     if labels is not None:
         source = labels.source or "label_descriptions.json"
         for c in sorted(post.category_thr) + sorted(post.attributes.topk):
@@ -365,3 +377,23 @@ def load_postprocess(path: str | Path, labels=None) -> tuple[PostProcess, dict]:
                                    f"file ({source})", file=file,
                                    row=_key_line(text, "label_space"))
     return post, d
+
+
+def _with_rescorer(post: PostProcess, d: dict, file: str, text: str) -> PostProcess:
+    """The settings with the file's re-scorer (``"rescore"``, written by ``tune --rescore``),
+    checked (:func:`rescore.from_dict`: arrays only, nothing executed) and matched to the
+    digest the settings record."""
+    from imat_kit import rescore as rescore_mod
+
+    model, named = d.get("rescore"), d["settings"].get("rescore")
+    if model is None and named is None:
+        return post
+    row = _key_line(text, "rescore") if text else None
+    if model is None or not isinstance(named, dict):
+        raise KitError("the settings and the file disagree on the re-scorer (one names it, "
+                       "the other has none)", file=file, row=row)
+    rescorer = rescore_mod.from_dict(model, file=file, row=row)
+    if named.get("sha256") != rescorer.digest():
+        raise KitError("the re-scorer is not the one the settings name (its SHA-256 "
+                       "differs: edited?)", file=file, row=row)
+    return replace(post, rescore=rescorer)

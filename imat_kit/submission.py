@@ -407,6 +407,8 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
                            "--soft-size)", file=str(predictions), row=1)
         cfg = SubmitConfig.of(post, mask_size=cfg.mask_size)
         preds = post.attributes.apply(preds)
+        if post.rescore is not None:  # the learned scores order, cut and cap the rows
+            preds = post.rescore.apply(preds)
         post_info = {"file": str(postprocess), "sha256": sha256_of(postprocess),
                      "settings": post.values(), "metric": content.get("metric"),
                      "folds": content.get("folds"), "nested": content.get("nested"),

@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imat_kit import rescore as rescore_mod
 from imat_kit.errors import KitError
 from imat_kit.eval.attr_eval import match_instances, thresholds_from, tune_thresholds
 from imat_kit.eval.attr_metric import (
@@ -83,6 +84,8 @@ CAP_GRID = (1, 2, 3, 5, 10, 20, 30, 50, 75, 100)
 AREA_GRID = (0, 10, 20, 50, 100, 200, 400)
 MASK_GRID = (None, 0.3, 0.4, 0.5, 0.6, 0.7)
 GROUPS = ("global", "category", "attributes")
+#: the score grid over re-scored predictions (predicted TP rates: low values matter)
+RESCORED_SCORE_GRID = (0.0, 0.01, 0.02, 0.03, 0.04, *SCORE_GRID)
 _LINK = 0.5 - 1e-12  # a detection can match a truth only from IoU 0.5 on (both rules)
 
 
@@ -424,8 +427,10 @@ class _Search:
 
     def __init__(self, folds: list[_Fold], metric: str, rule: Rule, labels, *,
                  min_support: int, groups: tuple[str, ...], quiet: bool,
-                 k_start: dict[int, int] | None = None) -> None:
+                 k_start: dict[int, int] | None = None,
+                 fields: tuple[str, ...] | None = None) -> None:
         self.folds, self.metric, self.rule, self.labels = folds, metric, rule, labels
+        self.fields = fields  # the global settings searched (default: every one)
         self.min_support, self.groups, self.quiet = min_support, groups, quiet
         self.k_start = k_start  # top-k's start: medians of training data without the scored
         self.evaluations = 0
@@ -477,6 +482,9 @@ class _Search:
                       ("min_area", AREA_GRID)]
             if self.soft:
                 fields.append(("mask_thr", MASK_GRID))
+            if self.fields is not None:
+                fields = [(f, RESCORED_SCORE_GRID if f == "score_thr" else g)
+                          for f, g in fields if f in self.fields]
             for _ in range(3):
                 before = post
                 for field, grid in fields:
@@ -656,6 +664,158 @@ def _ap_iou_f1(runs: list[FoldRun], post: PostProcess, labels) -> float:
     return float(res["iou_f1"]["AP"])
 
 
+# --- learned re-scoring (tune --rescore) ------------------------------------------------------
+
+def tp_rates(sc: _Scorer) -> np.ndarray:
+    """Each detection's TP rate on the scorer's view with every detection kept: the share of
+    the rule's thresholds at which greedy matching by score makes it a true positive
+    (:mod:`rescore`'s target). A detection linked to one truth is a TP at t when it passes t
+    and no earlier detection linked to that truth does; the groups where a detection has two
+    candidate truths are matched by the greedy rule itself."""
+    v = sc.v
+    hits = np.zeros(len(v.p_img), np.int64)
+    if len(v.l_pred):
+        pat = sc.pat.astype(np.int64)
+        tr = v.l_truth
+        starts = np.flatnonzero(np.concatenate(([True], tr[1:] != tr[:-1])))
+        group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(tr))))
+        cum = np.cumsum(pat, axis=0)
+        before = cum - pat - (cum[starts] - pat[starts])[group]
+        np.add.at(hits, v.l_pred, ((pat == 1) & (before == 0)).sum(axis=1))
+    for _, rows, ious, allowed in sc.amb:
+        for p in range(allowed.shape[0]):
+            free = np.ones(ious.shape[1], bool)
+            for r in range(len(rows)):
+                ok = free & allowed[p, r]
+                if ok.any():
+                    free[int(np.where(ok, ious[r], -1.0).argmax())] = False
+                    hits[rows[r]] += 1
+    return hits / sc.p
+
+
+@dataclass
+class _Rescoring:
+    """One fold's re-scoring data, rows in the fold's flat order: the image features, the TP
+    rates, the categories, and (category, F1) of the detections linked to a truth with
+    attributes (IoU ≥ 0.5)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    labels: np.ndarray
+    f1_labels: np.ndarray
+    f1: np.ndarray
+
+    @classmethod
+    def of(cls, fold: _Fold, rule: Rule, n_attributes: int) -> _Rescoring:
+        view = fold.view(None, 1)
+        sc = _Scorer(view, rule, AttributeDecoder(), {fold.pos: fold})
+        preds, perm, start = [], [], 0
+        for k in fold.keys:
+            p = fold.run.preds.get(k)
+            if p is None or not len(p):
+                continue
+            preds.append(p)
+            perm.append(start + score_order(p.scores))
+            start += len(p)
+        x = (rescore_mod.image_features(preds)[np.concatenate(perm)] if preds else
+             np.zeros((0, rescore_mod.N_IMAGE_FEATURES)))
+        f1_labels, f1 = np.zeros(0, np.int64), np.zeros(0)
+        if n_attributes and len(view.l_pred):
+            dec = AttributeDecoder()
+            p_sets, t_sets, cats = [], [], []
+            for lp, lt in zip(view.l_pred.tolist(), view.l_truth.tolist()):
+                truth = view.t_src[lt]
+                if not truth.attributes:
+                    continue
+                _, key, j = view.p_src[lp]
+                p = fold.run.preds[key]
+                p_sets.append(dec.decode(int(p.labels[j]), p.attr_probs[j]) if p.attr_probs
+                              else tuple(p.attributes[j]) if p.attributes else ())
+                t_sets.append(tuple(truth.attributes))
+                cats.append(int(truth.key))
+            if cats:
+                f1_labels = np.asarray(cats, np.int64)
+                f1 = _f1_of(p_sets, t_sets, n_attributes, rule.f1)
+        return cls(x, tp_rates(sc), view.p_label.copy(), f1_labels, f1)
+
+
+def _fit_rescorer(parts: list[_Rescoring], target: str, seed: int):
+    tables = rescore_mod.Tables.fit(np.concatenate([d.labels for d in parts]),
+                                    np.concatenate([d.y for d in parts]),
+                                    np.concatenate([d.f1_labels for d in parts]),
+                                    np.concatenate([d.f1 for d in parts]))
+    x = np.vstack([np.hstack([d.x, tables.columns(d.labels)]) for d in parts])
+    return rescore_mod.fit(x, np.concatenate([d.y for d in parts]), tables, target=target,
+                           seed=seed)
+
+
+def _rescore_search(folds: list[_Fold], start: PostProcess, metric: str, rule: Rule, labels,
+                    min_support: int, quiet: bool) -> PostProcess:
+    """The settings over re-scored folds: from ``start`` (the search's settings without
+    re-scoring) without per-category thresholds (the model knows the category), the score
+    threshold and the cap searched again."""
+    srch = _Search(folds, metric, rule, labels, min_support=min_support, groups=("global",),
+                   quiet=quiet, fields=("score_thr", "max_per_image"))
+    return srch.run(replace(start, category_thr={}))["global"]
+
+
+def _rescoring(folds: list[_Fold], nested_posts: list[PostProcess] | None, final: PostProcess,
+               metric: str, rule: Rule, labels, *, min_support: int, quiet: bool, seed: int,
+               fold_score) -> tuple[dict, PostProcess | None, dict]:
+    """``tune --rescore``: the nested figure with and without re-scoring and, where its gain is
+    positive, the final settings with the model fitted on every fold. Protocol, the same
+    nested and final: fit the model on the tuning folds, re-score them with it, search the
+    settings on them; apply model and settings to the scored fold (nested) or the test set.
+    Returns the report, the settings (None when re-scoring is not kept) and their in-sample
+    score per fold."""
+    t0 = time.perf_counter()
+    target_rule = rule if metric != "ap_iou_f1" else rule_of("competition2020", labels)
+    target = "competition2020" if target_rule.year == 2020 else "competition"
+    n_attr = len(labels.attribute_id_list) if any(f.run.attributes for f in folds) else 0
+    parts = {f.pos: _Rescoring.of(f, target_rule, n_attr)
+             for f in progress(folds, desc="tune: re-scoring targets and features",
+                               quiet=quiet, unit="fold")}
+
+    def rescored(f: _Fold, model) -> _Fold:
+        return _Fold(f.pos, f.run.with_preds(model.apply(f.run.preds)), f.truths, f.workers,
+                     True)
+
+    report: dict = {"target": target, "features": list(rescore_mod.FEATURES),
+                    "predictions": int(sum(len(d.y) for d in parts.values()))}
+    kept = False
+    if nested_posts is not None:
+        rows = []
+        for f, start in progress(list(zip(folds, nested_posts)), quiet=quiet, unit="fold",
+                                 desc="tune: re-scoring, nested"):
+            others = [g for g in folds if g is not f]
+            model = _fit_rescorer([parts[g.pos] for g in others], target, seed)
+            post = _rescore_search([rescored(g, model) for g in others], start, metric, rule,
+                                   labels, min_support, True)
+            rows.append({"fold": f.run.fold, "without": fold_score(f, start),
+                         "with": fold_score(rescored(f, model), post),
+                         "settings": post.values()})
+        gain = np.array([r["with"] - r["without"] for r in rows])
+        kept = bool(gain.mean() > 1e-12)
+        report["nested"] = {"without": float(np.mean([r["without"] for r in rows])),
+                            "with": float(np.mean([r["with"] for r in rows])),
+                            "gain": float(gain.mean()), "gain_std": float(gain.std()),
+                            "per_fold": rows}
+    model = _fit_rescorer(list(parts.values()), target, seed)
+    report["kept"] = kept
+    report["model"] = model.summary()
+    settings, in_sample = None, {}
+    if kept:
+        every = [rescored(f, model) for f in folds]
+        settings = replace(_rescore_search(every, final, metric, rule, labels, min_support,
+                                           True), rescore=model)
+        plain = replace(settings, rescore=None)
+        in_sample = {f.pos: fold_score(r, plain) for f, r in zip(folds, every)}
+        in_sample["pooled"] = _Search(every, metric, rule, labels, min_support=1, groups=(),
+                                      quiet=True).score(plain)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return report, settings, in_sample
+
+
 # --- the command -----------------------------------------------------------------------------
 
 def _k_start(run: FoldRun | None, runs: list[FoldRun] = ()) -> dict[int, int] | None:
@@ -698,6 +858,9 @@ def fold_scores(runs: list[FoldRun], post: PostProcess, labels, *, metric: str =
     for a setting). ``truths`` (per run, ``image_key → [Instance]`` with key = category and
     attributes) default to the runs' truth."""
     rule = rule_of(metric, labels, fn=fn)
+    if post.rescore is not None:  # the learned scores first, as submit applies them
+        runs = [r.with_preds(post.rescore.apply(r.preds)) for r in runs]
+        post = replace(post, rescore=None)
     out = []
     for i, run in enumerate(runs):
         fold = _Fold(i, run, truths[i] if truths else truths_of(run), workers, quiet)
@@ -708,9 +871,11 @@ def fold_scores(runs: list[FoldRun], post: PostProcess, labels, *, metric: str =
 
 def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_support: int = 20,
          workers: int | None = None, quiet: bool = False, data: str | Path | None = None,
-         fn: str = "ignore") -> dict:
+         fn: str = "ignore", rescore: bool = False, seed: int = 0) -> dict:
     """The ``imat-kit tune`` search (module doc) over validation runs: the postprocess file's
-    content. ``fn``: the 2020 rule's (``competition2020``)."""
+    content. ``fn``: the 2020 rule's (``competition2020``). ``rescore``: also fit a re-scorer
+    (:mod:`rescore`, fitted with ``seed``) and keep it where its nested gain is positive
+    (:func:`_rescoring`); the file then holds the model under ``"rescore"``."""
     t0 = time.perf_counter()
     rule = rule_of(metric, labels, fn=fn)
     if min_support < 1:
@@ -792,23 +957,50 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
     if not all(f.has_soft for f in folds):
         notes.append("no soft masks in (some of) these predictions (predict --soft-size): "
                      "the masks are kept as stored, the mask threshold was not tuned")
+    in_sample = {"defaults": final_search.score(defaults), "tuned": final_search.score(final)}
+    if not per_fold:
+        per_fold = [{"fold": f.run.fold, "defaults": fold_score(f, defaults)} for f in folds]
+    for f, row in zip(folds, per_fold):
+        row["tuned_in_sample"] = fold_score(f, final)
+    rescoring, model = None, None
+    if rescore:
+        rescoring, settings, fits = _rescoring(
+            folds, [s["attributes"] for s in snaps] if nested is not None else None, final,
+            metric, rule, labels, min_support=min_support, quiet=quiet, seed=seed,
+            fold_score=fold_score)
+        if settings is None:
+            notes.append("re-scoring left out: " + (
+                "with one fold there is no nested figure to say it helps" if nested is None
+                else f"its nested gain {rescoring['nested']['gain']:+.4f} is not positive"))
+        else:
+            final, model = settings, settings.rescore
+            for row, r in zip(per_fold, rescoring["nested"]["per_fold"]):
+                row["nested_without_rescore"] = row["nested"]
+                row["nested"] = r["with"]
+                row["nested_settings"] = r["settings"]
+            for f, row in zip(folds, per_fold):
+                row["tuned_in_sample"] = fits[f.pos]
+            gain = np.array([r["nested"] - r["defaults"] for r in per_fold])
+            nested.update({"tuned": float(np.mean([r["nested"] for r in per_fold])),
+                           "gain": float(gain.mean()), "gain_std": float(gain.std()),
+                           "gain_min": float(gain.min()), "gain_max": float(gain.max()),
+                           "tuned_without_rescore": rescoring["nested"]["without"]})
+            in_sample["tuned"] = fits["pooled"]
+            notes.append(f"re-scoring kept: nested gain {rescoring['nested']['gain']:+.4f} "
+                         f"± {rescoring['nested']['gain_std']:.4f} over the settings without it")
     if final.max_per_image == 1:
         notes.append("one prediction per image: the search capped every image at its most "
                      "confident prediction (the 2020 winner's move; the 2020 formula does not "
                      "count false negatives)" if rule.fn == "ignore" else
                      "one prediction per image: the search capped every image at its most "
                      "confident prediction")
-    in_sample = {"defaults": final_search.score(defaults), "tuned": final_search.score(final)}
-    if not per_fold:
-        per_fold = [{"fold": f.run.fold, "defaults": fold_score(f, defaults)} for f in folds]
-    for f, row in zip(folds, per_fold):
-        row["tuned_in_sample"] = fold_score(f, final)
     return {"format": FORMAT, "metric": metric, "fn": rule.fn, "settings": final.values(),
             "groups_kept": kept, "notes": notes, "min_support": min_support,
             "label_space": label_space(labels), "data": None if data is None else str(data),
             "folds": [r.fold for r in runs], "files": [r.file for r in runs],
             "soft_masks": all(f.has_soft for f in folds),
             "scores": in_sample, "nested": nested, "per_fold": per_fold,
+            "rescoring": rescoring, "rescore": None if model is None else model.as_dict(),
             "search": {"evaluations": sum(x.evaluations for x in searches),
                        "seconds": round(time.perf_counter() - t0, 2),
                        "iou_seconds": round(sum(f.iou_seconds for f in folds), 2)}}

@@ -238,7 +238,7 @@ def _cmd_tune(a: argparse.Namespace) -> int:
     metric = a.metric or ("competition2020" if labels.year == 2020 else "competition")
     runs = read_fold_runs(a.data, _fold_files(a.predictions))
     r = tune(runs, labels, metric=metric, min_support=a.min_support, quiet=a.quiet,
-             data=a.data, fn=a.fn)
+             data=a.data, fn=a.fn, rescore=a.rescore, seed=a.seed)
     write_postprocess(r, a.out)
     for line in tune_lines(r):
         print(line)
@@ -599,6 +599,11 @@ def _parser_result_steps(sub, parents) -> None:
                    default=None, help="what to maximise (default: competition2020 for 2020 "
                    "data, else competition)")
     _fn(s)
+    s.add_argument("--rescore", action="store_true",
+                   help="also fit a model of each prediction's chance to be right (the 2020 "
+                   "winner's move) whose output replaces the score; kept only where its nested "
+                   "gain is positive (docs/predict-and-submit.md)")
+    s.add_argument("--seed", type=int, default=0, help="--rescore: the model's seed")
     s.add_argument("--min-support", type=int, default=20,
                    help="categories with at least this many matched truths get their own "
                    "score threshold (default 20)")

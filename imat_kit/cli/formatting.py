@@ -53,7 +53,8 @@ def tune_lines(r: dict) -> list[str]:
            + (f" ({len(cats)} categories their own)" if cats else "")
            + f", ≤ {st['max_per_image']} per image, ≥ {st['min_area']} px, masks "
            + ("as stored" if st["mask_thr"] is None else f"at {st['mask_thr']:g}")
-           + f", attributes: {dec}"]
+           + f", attributes: {dec}"
+           + (", scores from the re-scorer" if st.get("rescore") else "")]
     sc = r["scores"]
     metric = r["metric"] + (" (TP/(TP+FP))" if r["metric"] == "competition2020"
                             and r.get("fn", "ignore") == "ignore" else
@@ -70,6 +71,13 @@ def tune_lines(r: dict) -> list[str]:
         if "attr_micro_f1_tuned" in n:
             out.append(f"attribute micro F1, same nested folds: {n['attr_micro_f1_defaults']:.3f}"
                        f" at 0.5 → {n['attr_micro_f1_tuned']:.3f}")
+    rs = r.get("rescoring")
+    if rs and rs.get("nested"):
+        out.append(f"re-scoring ({rs['model']['trees']} trees on {rs['predictions']} "
+                   f"predictions' TP rates, {rs['seconds']:.1f} s): nested "
+                   f"{rs['nested']['without']:.4f} without → {rs['nested']['with']:.4f} with "
+                   f"({rs['nested']['gain']:+.4f} ± {rs['nested']['gain_std']:.4f}), "
+                   + ("kept" if rs["kept"] else "left out"))
     for note in r["notes"]:
         out.append(f"note: {note}")
     s = r["search"]

@@ -134,6 +134,44 @@ def one_sure_predictions(gt: dict, *, seed: int = 0, soft: bool = True
     return out
 
 
+def strip_predictions(gt: dict, *, seed: int = 0, soft: bool = True
+                      ) -> dict[str, ImagePrediction]:
+    """A case where the score says nothing but the shape does: every truth predicted exactly,
+    and per image three false positives of the image's own categories, each a thin
+    horizontal strip (3 px high, across the image);
+    every score drawn from U(0.3, 0.99). No score threshold, cap, minimum area or
+    per-category threshold separates them; the box's aspect (a re-scoring feature) does."""
+    rng = np.random.default_rng(seed)
+    anns: dict[int, list] = {}
+    for a in gt.get("annotations", []):
+        anns.setdefault(a["image_id"], []).append(a)
+    out = {}
+    for im in gt["images"]:
+        h, w = im["height"], im["width"]
+        items = []
+        own = anns.get(im["id"], [])
+        for a in own:
+            items.append((a["category_id"], mask_util.decode(a["segmentation"]),
+                          set(a.get("attribute_ids", []))))
+        for _ in range(3 if own else 0):
+            m = np.zeros((h, w), np.uint8)
+            y0 = int(rng.integers(0, h - 3))
+            m[y0:y0 + 3, 3:w - 3] = 1
+            items.append((own[int(rng.integers(len(own)))]["category_id"], m, set()))
+        order = rng.permutation(len(items))
+        items = [items[i] for i in order]
+        boxes = [_box(m) for _, m, _ in items]
+        probs = [{a: 0.9 for a in t} for _, _, t in items]
+        out[im["image_key"]] = ImagePrediction(
+            im["image_key"], h, w, np.array([c for c, _, _ in items], np.int64),
+            rng.uniform(0.3, 0.99, len(items)).astype(np.float32),
+            np.array(boxes, np.float32).reshape(-1, 4), [_encode(m) for _, m, _ in items],
+            np.stack([_soft(m, b, rng) for (_, m, _), b in zip(items, boxes)])
+            if soft and items else (np.zeros((0, SOFT, SOFT), np.uint8) if soft else None),
+            [tuple(sorted(t)) for _, _, t in items], probs)
+    return out
+
+
 def write_noisy(path: Path, data: Path, split: str, fold: int = 0, *, make=None, **kw) -> Path:
     """:func:`noisy_predictions` (or ``make``, a function of the same signature) of a prepared
     split, written as a predictions file."""
@@ -176,10 +214,11 @@ def solution_coco(data: Path) -> dict:
             "attributes": list(labels.attributes)}
 
 
-def write_noisy_test(path: Path, data: Path, **kw) -> tuple[Path, dict]:
-    """Noisy test predictions of the synthetic test truth; returns the file and the truth."""
+def write_noisy_test(path: Path, data: Path, *, make=None, **kw) -> tuple[Path, dict]:
+    """Noisy test predictions (or ``make``'s) of the synthetic test truth; returns the file
+    and the truth."""
     gt = solution_coco(data)
-    preds = noisy_predictions(gt, **kw)
+    preds = (make or noisy_predictions)(gt, **kw)
     labels = labels_from_dict(gt, "test_solution.csv")
     meta = {"split": "test", "fold": None, "attribute_model": True, "attribute_floor": 0.05,
             "label_space": label_space(labels), "soft_size": SOFT if kw.get("soft", True)
