@@ -220,7 +220,11 @@ class Rescorer:
 
 
 def _finite(v: float) -> float:
-    return float(v) if math.isfinite(v) else 0.0
+    """A JSON-safe number: ±inf (a split sending every present value one way, the missing
+    ones the other) becomes ±the largest float, the same split for every finite value."""
+    if math.isnan(v):
+        raise KitError("rescore: a NaN in the fitted trees")
+    return float(np.clip(v, -np.finfo(np.float64).max, np.finfo(np.float64).max))
 
 
 def from_dict(d: object, *, file: str = "<rescorer>", row: int | None = None) -> Rescorer:
@@ -319,6 +323,9 @@ def fit(x: np.ndarray, y: np.ndarray, tables: Tables, *, target: str, seed: int 
     if len(x) > max_rows:
         pick = np.sort(np.random.default_rng(seed).choice(len(x), max_rows, replace=False))
         x, y = x[pick], y[pick]
+    x = x.copy()
+    x[:, np.isnan(x).all(axis=0)] = 0.0  # a feature never present here (no soft masks, no
+    # attributes): constant, so no tree splits on it, whatever later rows hold
     model = HistGradientBoostingRegressor(max_iter=100, max_depth=6, learning_rate=0.1,
                                           min_samples_leaf=50, l2_regularization=1.0,
                                           early_stopping=False, random_state=seed)

@@ -86,14 +86,15 @@ def test_numpy_trees_equal_scikit_learn_and_survive_json():
     rng = np.random.default_rng(0)
     x = rng.random((3000, len(rescore.FEATURES)))
     x[::3, 9] = np.nan  # soft mean missing: the trees' missing-value directions
-    y = np.clip(0.7 * (x[:, 8] > 0.5) + 0.3 * np.nan_to_num(x[:, 9]) + rng.normal(0, .1, 3000),
-                0, 1)
+    y = np.clip(0.7 * (x[:, 8] > 0.5) + 0.3 * np.nan_to_num(x[:, 9]) + rng.normal(0, .1, 3000)
+                + 0.5 * np.isnan(x[:, 9]), 0, 1)  # missing vs present: ±inf thresholds
     m = rescore.fit(x, y, rescore.Tables(), target="competition", seed=3)
     ref = HistGradientBoostingRegressor(max_iter=100, max_depth=6, learning_rate=0.1,
                                         min_samples_leaf=50, l2_regularization=1.0,
                                         early_stopping=False, random_state=3).fit(x, y)
     probe = rng.random((500, len(rescore.FEATURES)))
     probe[::2, 9] = np.nan
+    assert any(np.isinf(p.nodes["num_threshold"]).any() for (p,) in ref._predictors)
     back = rescore.from_dict(json.loads(json.dumps(m.as_dict())))
     assert np.allclose(back.predict(probe), ref.predict(probe), atol=1e-9)
     assert back.digest() == m.digest()
