@@ -15,8 +15,9 @@ and the tuner use):
    removed on runs, no H×W masks), and an instance whose leftover is under ``min_area`` pixels
    (at least 1) is dropped; a dropped instance takes no pixels from later ones;
 5. attribute sets are decoded from the probabilities (:class:`AttributeDecoder`): a
-   threshold per attribute (``tune-attributes``' rule, default a global 0.5) or the ``k``
-   most probable attributes of the instance, ``k`` per category.
+   threshold per attribute (``tune-attributes``' rule, default a global 0.5), a threshold per
+   (category, attribute) pair, or the ``k`` most probable attributes of the instance, ``k``
+   per category.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from imat_kit.eval.matching import pair_ious, score_order
 from imat_kit.files import atomic_open
 
 FORMAT = "imat-kit-postprocess"
-DECODINGS = ("threshold", "topk")
+DECODINGS = ("threshold", "topk", "pair")
 
 
 def box_pixels(xywh, h: int, w: int) -> tuple[int, int, int, int]:
@@ -93,12 +94,14 @@ def soft_counts_at(xywh, soft: np.ndarray, h: int, w: int, thresholds) -> list[s
 @dataclass(frozen=True)
 class AttributeDecoder:
     """How an instance's attribute set is read from its probabilities: ``threshold`` (the
-    ``thresholds``: per attribute, else global) or ``topk`` (the ``topk[category]`` most
-    probable, ties by id; a category not listed gets none)."""
+    ``thresholds``: per attribute, else global), ``topk`` (the ``topk[category]`` most
+    probable, ties by id; a category not listed gets none) or ``pair`` (a threshold per
+    (category, attribute) in ``pairs``, else the attribute's in ``thresholds``)."""
 
     decoding: str = "threshold"
     thresholds: AttributeThresholds = field(default_factory=AttributeThresholds)
     topk: dict = field(default_factory=dict)
+    pairs: dict = field(default_factory=dict)  # (category, attribute) → threshold ("pair")
 
     def __post_init__(self) -> None:
         if self.decoding not in DECODINGS:
@@ -108,6 +111,10 @@ class AttributeDecoder:
     def decode(self, category: int, probs: dict[int, float]) -> tuple[int, ...]:
         if self.decoding == "threshold":
             return self.thresholds.cut(probs)
+        if self.decoding == "pair":
+            c = int(category)
+            return tuple(sorted(a for a, v in probs.items()
+                                if v >= self.pairs.get((c, int(a)), self.thresholds.of(a))))
         k = int(self.topk.get(int(category), 0))
         ranked = sorted(probs.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         return tuple(sorted(int(a) for a, _ in ranked))
@@ -124,8 +131,11 @@ class AttributeDecoder:
             return {"decoding": "topk", "topk": {str(c): int(k) for c, k in
                                                  sorted(self.topk.items())}}
         t = self.thresholds
-        return {"decoding": "threshold", "global_threshold": t.global_threshold,
-                "per_attribute": {str(a): v for a, v in sorted(t.per_attribute.items())}}
+        out = {"decoding": self.decoding, "global_threshold": t.global_threshold,
+               "per_attribute": {str(a): v for a, v in sorted(t.per_attribute.items())}}
+        if self.decoding == "pair":
+            out["per_pair"] = {f"{c}_{a}": v for (c, a), v in sorted(self.pairs.items())}
+        return out
 
 
 @dataclass(frozen=True)
@@ -333,7 +343,16 @@ def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostPro
             raise bad("global_threshold", "global_threshold must be within 0..1", g)
         per = thresholds(a.get("per_attribute"), "each per_attribute entry needs an attribute "
                          "id and a threshold in 0..1")
-        decoder = AttributeDecoder("threshold", AttributeThresholds(float(g), per))
+        pairs = {}
+        if dec == "pair":
+            for k, t in (a.get("per_pair") or {}).items():
+                ids = str(k).split("_")
+                if len(ids) != 2 or not all(x.isascii() and x.isdigit() and len(x) < 10
+                                            for x in ids) or not is_number(t) or not 0 <= t <= 1:
+                    raise bad(str(k), "each per_pair entry needs CATEGORY_ATTRIBUTE ids and a "
+                              "threshold in 0..1", f"{k}: {t}")
+                pairs[(int(ids[0]), int(ids[1]))] = float(t)
+        decoder = AttributeDecoder(dec, AttributeThresholds(float(g), per), pairs=pairs)
     return PostProcess(score_thr=float(number("score_thr", 0, 1)), category_thr=cats,
                        max_per_image=int(number("max_per_image", 1, 10**6, True)),
                        min_area=int(number("min_area", 0, 10**9, True)),
@@ -361,7 +380,13 @@ def load_postprocess(path: str | Path, labels=None) -> tuple[PostProcess, dict]:
                 raise KitError(f"category id {c} is not a category of the data's label file "
                                f"({source}): settings tuned on another label space?",
                                file=file, row=_key_line(text, str(c)), value=c)
-        for a in sorted(post.attributes.thresholds.per_attribute):
+        for c, _ in sorted(post.attributes.pairs):
+            if c not in labels.category_ids:
+                raise KitError(f"category id {c} is not a category of the data's label file "
+                               f"({source}): settings tuned on another label space?",
+                               file=file, row=_key_line(text, "per_pair"), value=c)
+        for a in sorted(set(post.attributes.thresholds.per_attribute)
+                        | {a for _, a in post.attributes.pairs}):
             if a not in labels.attribute_ids:
                 raise KitError(f"attribute id {a} is not an attribute of the data's label file "
                                f"({source}): settings tuned on another label space?",

@@ -84,6 +84,8 @@ CAP_GRID = (1, 2, 3, 5, 10, 20, 30, 50, 75, 100)
 AREA_GRID = (0, 10, 20, 50, 100, 200, 400)
 MASK_GRID = (None, 0.3, 0.4, 0.5, 0.6, 0.7)
 GROUPS = ("global", "category", "attributes")
+#: the per-category thresholds' shrinkage strengths λ the nested figure chooses among
+SHRINK_GRID = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, float("inf"))
 #: the score grid over re-scored predictions (predicted TP rates: low values matter)
 RESCORED_SCORE_GRID = (0.0, 0.01, 0.02, 0.03, 0.04, *SCORE_GRID)
 _LINK = 0.5 - 1e-12  # a detection can match a truth only from IoU 0.5 on (both rules)
@@ -428,9 +430,12 @@ class _Search:
     def __init__(self, folds: list[_Fold], metric: str, rule: Rule, labels, *,
                  min_support: int, groups: tuple[str, ...], quiet: bool,
                  k_start: dict[int, int] | None = None,
-                 fields: tuple[str, ...] | None = None) -> None:
+                 fields: tuple[str, ...] | None = None,
+                 shrinkage: float | None = None) -> None:
         self.folds, self.metric, self.rule, self.labels = folds, metric, rule, labels
         self.fields = fields  # the global settings searched (default: every one)
+        self.shrinkage = float(min_support if shrinkage is None else shrinkage)
+        self.raw: dict[int, tuple[float, int]] = {}  # category → (best threshold, support)
         self.min_support, self.groups, self.quiet = min_support, groups, quiet
         self.k_start = k_start  # top-k's start: medians of training data without the scored
         self.evaluations = 0
@@ -495,6 +500,7 @@ class _Search:
         if "category" in self.groups and self.metric != "ap_iou_f1":
             post = self._categories(post)
         snaps["category"] = post
+        snaps["category_raw"] = dict(self.raw)
         if "attributes" in self.groups and self.attributes:
             post = replace(post, attributes=self._decoder(post))
         snaps["attributes"] = post
@@ -544,12 +550,9 @@ class _Search:
                 val = (rest_total + s[cnt].sum()) / max(rest_n + cnt.sum(), 1)
                 if val > best_s + 1e-12:
                     best_t, best_s = t, val
-            lam = self.min_support
-            shrunk = (support[c] * best_t + lam * post.score_thr) / (support[c] + lam)
-            thr[c] = round(float(shrunk), 4)
-            if abs(thr[c] - post.score_thr) > 1e-9:
-                per[c] = float(thr[c])
-        return replace(post, category_thr=per)
+            thr[c] = best_t
+            self.raw[c] = (float(best_t), int(support[c]))
+        return replace(post, category_thr=shrink(post.score_thr, self.raw, self.shrinkage))
 
     def _decoder(self, post: PostProcess) -> AttributeDecoder:
         runs = [f.run for f in self.folds]
@@ -561,6 +564,8 @@ class _Search:
             return AttributeDecoder()
         cands.append(AttributeDecoder("topk", topk=tune_topk(runs, start=self.k_start,
                                                              min_support=self.min_support)))
+        cands.append(AttributeDecoder("pair", cands[1].thresholds, pairs=tune_pair_thresholds(
+            runs, cands[1].thresholds, min_support=self.min_support)))
         if self.metric == "competition":  # the 2019 score ignores attributes: micro F1
             scores = [matched_micro_f1(runs, d) for d in cands]
         else:
@@ -570,6 +575,46 @@ class _Search:
             if s > scores[best] + 1e-12:
                 best = i
         return cands[best]
+
+
+def _choose_shrinkage(folds: list[_Fold], snaps: list[dict], fold_score
+                      ) -> tuple[float, dict]:
+    """The per-category thresholds' shrinkage strength λ (:data:`SHRINK_GRID`) whose nested
+    figure is highest: each fold scored with its search's raw per-category thresholds (found
+    on the other folds) shrunk by λ; ties go to the stronger shrinkage."""
+    scores = {}
+    for strength in SHRINK_GRID:
+        scores[strength] = float(np.mean([
+            fold_score(f, _reshrunk(s, strength)["category"]) for f, s in zip(folds, snaps)]))
+    best = SHRINK_GRID[-1]
+    for strength in reversed(SHRINK_GRID):
+        if scores[strength] > scores[best] + 1e-12:
+            best = strength
+    return best, {"chosen": "inf" if np.isinf(best) else best,
+                  "nested": {("inf" if np.isinf(k) else str(k)): v for k, v in scores.items()}}
+
+
+def _reshrunk(snap: dict, strength: float) -> dict:
+    """A search's snapshots with its per-category thresholds shrunk by ``strength``."""
+    g = snap["global"]
+    cat = replace(g, category_thr=shrink(g.score_thr, snap["category_raw"], strength))
+    return {**snap, "category": cat,
+            "attributes": replace(cat, attributes=snap["attributes"].attributes)}
+
+
+def shrink(global_thr: float, raw: dict[int, tuple[float, int]], strength: float
+           ) -> dict[int, float]:
+    """Per-category thresholds shrunk toward the global one by their support n:
+    ``(n·t_c + λ·t) / (n + λ)``, λ = ``strength`` (``inf``: every category at the global
+    threshold); a category left at the global threshold is not listed."""
+    out = {}
+    for c, (t, n) in sorted(raw.items()):
+        v = t if strength == 0 else global_thr if np.isinf(strength) else \
+            (n * t + strength * global_thr) / (n + strength)
+        v = round(float(v), 4)
+        if abs(v - global_thr) > 1e-9:
+            out[c] = v
+    return out
 
 
 def _pairs(runs: list[FoldRun]) -> list[tuple[int, dict, set]]:
@@ -647,6 +692,38 @@ def tune_topk(runs: list[FoldRun], *, start: dict[int, int] | None = None, round
         if not changed:
             break
     return {c: int(v) for c, v in sorted(k.items())}
+
+
+def tune_pair_thresholds(runs: list[FoldRun], base, *, min_support: int = 20
+                         ) -> dict[tuple[int, int], float]:
+    """A threshold per (category, attribute) pair: the F1-optimal one over the pair's matched
+    instances (``attr_eval``'s rule), shrunk toward the attribute's threshold in ``base`` by
+    the pair's support n (its truths among those instances): (n·t_pair + λ·t_attribute) /
+    (n + λ), λ = ``min_support`` — a rare pair moves little, so it does not fit noise. Pairs
+    without a truth, or whose shrunk threshold equals the attribute's, are left out."""
+    from imat_kit.eval.attr_eval import _best_threshold
+
+    floor = max((float(r.head.get("attribute_floor") or 0.0) for r in runs), default=0.0)
+    by_pair: dict[tuple[int, int], tuple[list, list]] = {}
+    for c, probs, truth in _pairs(runs):
+        for a in set(probs) | truth:
+            ps, ys = by_pair.setdefault((c, int(a)), ([], []))
+            ps.append(float(probs.get(a, 0.0)))
+            ys.append(a in truth)
+    out = {}
+    for (c, a), (ps, ys) in sorted(by_pair.items()):
+        y = np.asarray(ys, bool)
+        n = int(y.sum())
+        if not n:
+            continue
+        thr, _ = _best_threshold(np.asarray(ps), y, floor)
+        if np.isnan(thr):
+            continue
+        t_a = base.of(a)
+        t = round(float((n * thr + min_support * t_a) / (n + min_support)), 6)
+        if abs(t - t_a) > 1e-9:
+            out[(c, a)] = t
+    return out
 
 
 def _ap_iou_f1(runs: list[FoldRun], post: PostProcess, labels) -> float:
@@ -887,12 +964,14 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
     defaults = PostProcess()
 
     searches: list[_Search] = []
+    lam: list[float | None] = [None]  # the shrinkage strength, once the nested figure chose it
 
     def search(fs: list[_Fold], groups=GROUPS, k_start: dict | None = None) -> _Search:
         for old in searches:  # a finished search's pooled views are not needed again
             old._scorers.clear()
         searches.append(_Search(fs, metric, rule, labels, min_support=min_support,
-                                groups=groups, quiet=quiet, k_start=k_start))
+                                groups=groups, quiet=quiet, k_start=k_start,
+                                shrinkage=lam[0]))
         return searches[-1]
 
     def fold_score(f: _Fold, post: PostProcess) -> float:
@@ -910,6 +989,10 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
                           unit="fold"):
             others = [g for g in folds if g is not f]
             snaps.append(search(others, k_start=starts.get(f.pos)).run())
+        shrinkage = None
+        if any(s["category_raw"] for s in snaps):
+            lam[0], shrinkage = _choose_shrinkage(folds, snaps, fold_score)
+            snaps = [_reshrunk(s, lam[0]) for s in snaps]
         order = ["defaults", *GROUPS]
         gains = {}
         for k in range(1, len(order)):
@@ -943,7 +1026,7 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
                   "tuned": float(np.mean([r["nested"] for r in per_fold])),
                   "gain": float(gain.mean()), "gain_std": float(gain.std()),
                   "gain_min": float(gain.min()), "gain_max": float(gain.max()),
-                  "group_gains": gains}
+                  "group_gains": gains, "shrinkage": shrinkage}
         if attr:
             nested["attr_micro_f1_defaults"] = float(np.mean(
                 [r["attr_micro_f1_defaults"] for r in per_fold]))

@@ -225,3 +225,47 @@ def write_noisy_test(path: Path, data: Path, *, make=None, **kw) -> tuple[Path, 
             else None}
     write_predictions(path, meta, [preds[im["image_key"]] for im in gt["images"]])
     return path, gt
+
+
+def shrinkage_case(labels, *, images: int = 60, folds: int = 3, hot: int = 4, seed: int = 0):
+    """Validation runs built in memory (``images`` of 64×64 over ``folds``): three truths an
+    image (one of category ``hot``), each predicted exactly — ``hot``'s at 0.97–1.0, the others
+    at 0.5–1.0 — plus two false positives of ``hot`` an image scoring 0.7–0.94 and one
+    low-scoring false positive of another category. The right threshold for ``hot`` is 0.95;
+    a threshold shrunk toward the global one keeps its false positives."""
+    from imat_kit.eval.runs import FoldRun
+
+    rng = np.random.default_rng(seed)
+    cats = [{"id": c["id"], "name": c["name"]} for c in labels.categories]
+    runs = []
+    per = np.array_split(np.arange(images), folds)
+    for k, idx in enumerate(per):
+        ims, anns, preds = [], [], {}
+        for i in idx.tolist():
+            key = f"im{i:03d}"
+            ims.append({"id": i + 1, "image_key": key, "file_name": key + ".jpg",
+                        "height": 64, "width": 64})
+            items = []
+            for j, c in enumerate([hot, int(rng.integers(10, 20)), int(rng.integers(20, 30))]):
+                m = np.zeros((64, 64), np.uint8)
+                m[4 + 20 * j: 18 + 20 * j, 4:30] = 1
+                anns.append({"id": len(anns) + 1 + 10 * i, "image_id": i + 1, "category_id": c,
+                             "segmentation": mask_util.encode(np.asfortranarray(m)),
+                             "bbox": _box(m), "area": int(m.sum()), "iscrowd": 0,
+                             "attribute_ids": []})
+                anns[-1]["segmentation"]["counts"] = anns[-1]["segmentation"]["counts"].decode()
+                items.append((c, m, float(rng.uniform(0.97, 1.0) if c == hot
+                                          else rng.uniform(0.5, 1.0))))
+            for j in range(3):
+                m = np.zeros((64, 64), np.uint8)
+                m[4 + 20 * j: 18 + 20 * j, 36:60] = 1
+                items.append((hot, m, float(rng.uniform(0.7, 0.94))) if j < 2 else
+                             (int(rng.integers(10, 30)), m, float(rng.uniform(0.05, 0.25))))
+            preds[key] = ImagePrediction(
+                key, 64, 64, np.array([c for c, _, _ in items], np.int64),
+                np.array([s for _, _, s in items], np.float32),
+                np.array([_box(m) for _, m, _ in items], np.float32),
+                [_encode(m) for _, m, _ in items])
+        runs.append(FoldRun(f"<fold {k}>", k, {"split": "val"}, preds,
+                            {"images": ims, "annotations": anns, "categories": cats}))
+    return runs
