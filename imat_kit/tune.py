@@ -530,7 +530,6 @@ class _Search:
         sc = self.scorer(post.mask_thr, post.min_area, post.attributes)
         v = sc.v
         thr = self.thr_array(post)
-        per = dict(post.category_thr)
         for c in progress(cats, desc="tune: per-category thresholds", quiet=self.quiet,
                           unit="cat"):
             base, counted = sc.image_scores(thr, post.max_per_image)
