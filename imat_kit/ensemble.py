@@ -10,6 +10,16 @@ the weighted mean of the member scores over **all** models, so an instance found
 model gives them) are the members' mean with the same weights as the mask vote. ``nms``: the
 plain baseline, all instances pooled and suppressed greedily at mask IoU ≥ ``iou`` per class
 (the survivor keeps its attribute probabilities).
+
+**Scores comparable with a single model's** (``scores="members"``, the default for
+``fusion``): the settings ``tune`` finds are tuned on single models' out-of-fold predictions, but
+the mean over all models puts every fused score below its members' (a garment found by 3 of 5
+models at 0.9 scores 0.54), so a tuned threshold cuts the fusion far deeper than it cut a single
+model. Once every image is fused, each fused score is therefore mapped onto the members' score
+distribution (all the inputs' scores pooled) by its quantile: the order the fusion found is kept,
+and a threshold keeps about the share of predictions it keeps of a single model.
+``scores="mean"`` keeps the weighted means (the rule before; ``benchmarks/fusion.py`` compares
+both).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from imat_kit.predictions import (
 from imat_kit.progress import parallel_map
 
 METHODS = ("fusion", "nms")
+SCORES = ("members", "mean")
 
 
 def _pool(preds: list[ImagePrediction | None]) -> tuple | None:
@@ -189,11 +200,15 @@ def _vote(counts_texts: list[str], weights: np.ndarray, npix: int) -> str | None
 
 def ensemble(inputs: list[dict[str, ImagePrediction]], *, method: str = "fusion",
              iou: float = 0.5, weights: list[float] | None = None, workers: int | None = None,
-             quiet: bool = False) -> dict[str, ImagePrediction]:
+             quiet: bool = False, scores: str = "members") -> dict[str, ImagePrediction]:
     """Fuse several predictions (``image_key → ImagePrediction`` each), over the union of
-    their images, in ``workers`` processes (default: up to 2; the result is the same)."""
+    their images, in ``workers`` processes (default: up to 2; the result is the same).
+    ``scores`` (fusion only): ``members`` maps the fused scores onto the inputs' score
+    distribution (:func:`members_scale`), ``mean`` keeps the weighted means."""
     if method not in METHODS:
         raise KitError(f"method must be one of {', '.join(METHODS)}", value=method)
+    if scores not in SCORES:
+        raise KitError(f"scores must be one of {', '.join(SCORES)}", value=scores)
     if not 0 < iou <= 1:
         raise KitError("iou must be within (0, 1]", value=iou)
     if weights is not None and (len(weights) != len(inputs) or min(weights) <= 0):
@@ -201,9 +216,41 @@ def ensemble(inputs: list[dict[str, ImagePrediction]], *, method: str = "fusion"
     keys = list(dict.fromkeys(k for d in inputs for k in d))
     jobs = [[d.get(key) for d in inputs] for key in keys]
     kw = dict(method=method, iou=iou, weights=weights)
-    fused = parallel_map(_fuse_many, jobs, kw, workers=workers,
-                         desc=f"ensemble ({method})", quiet=quiet)
-    return dict(zip(keys, fused))
+    fused = dict(zip(keys, parallel_map(_fuse_many, jobs, kw, workers=workers,
+                                        desc=f"ensemble ({method})", quiet=quiet)))
+    if method == "fusion" and scores == "members" and len(inputs) > 1:
+        fused = members_scale(fused, inputs)
+    return fused
+
+
+def members_scale(fused: dict[str, ImagePrediction], inputs: list[dict]
+                  ) -> dict[str, ImagePrediction]:
+    """The fused predictions with scores on one input's scale: the fused score reached by c
+    fused predictions is replaced by the input score reached by K·c of the K inputs'
+    predictions pooled (each input's at that score: c on average), so any threshold keeps as
+    many fused predictions as it keeps of one input, on average — the fusion decides which.
+    Past the inputs' lowest score the new scores fall toward 0. The map is increasing: the
+    order within and across images is kept (ties stay ties)."""
+    from dataclasses import replace
+
+    k = len(inputs)
+    members = -np.sort(-np.concatenate([np.asarray(p.scores, np.float64) for d in inputs
+                                        for p in d.values()] or [np.zeros(0)]))
+    mine = np.sort(np.concatenate([np.asarray(p.scores, np.float64) for p in fused.values()]
+                                  or [np.zeros(0)]))
+    if not members.size or not mine.size:
+        return fused
+    m = members.size
+
+    def scale(x: np.ndarray) -> np.ndarray:
+        reached = mine.size - np.searchsorted(mine, x.astype(np.float64), side="left")
+        pos = k * reached.astype(np.float64)  # how many inputs' predictions reach it
+        inside = members[np.clip(pos.astype(np.int64) - 1, 0, m - 1)]
+        return np.where(pos <= m, inside, members[-1] * m / np.maximum(pos, 1)
+                        ).astype(np.float32)
+
+    return {key: replace(p, scores=scale(p.scores)) if len(p) else p
+            for key, p in fused.items()}
 
 
 def _fuse_many(jobs: list, kw: dict) -> list[ImagePrediction]:
@@ -213,7 +260,7 @@ def _fuse_many(jobs: list, kw: dict) -> list[ImagePrediction]:
 def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "fusion",
                    iou: float = 0.5, weights: list[float] | None = None,
                    data: str | Path | None = None, quiet: bool = False,
-                   meta: dict | None = None) -> dict:
+                   meta: dict | None = None, scores: str = "members") -> dict:
     """The ``imat-kit ensemble`` step: read predictions files, fuse them, write ``out``
     (atomically; its header lists the inputs' headers, and ``meta``'s fields). Every input
     is checked as it is read (:func:`~imat_kit.predictions.iter_predictions`): with ``data``
@@ -240,11 +287,13 @@ def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "f
         expected = _header_expected(files, heads)
         space = heads[0]["label_space"]
     inputs = [read_predictions(f, expected)[1] for f in files]
-    fused = ensemble(inputs, method=method, iou=iou, weights=weights, quiet=quiet)
+    fused = ensemble(inputs, method=method, iou=iou, weights=weights, quiet=quiet,
+                     scores=scores)
     described = [{"file": str(f), **h} for f, h in zip(files, heads)]
     soft = {soft_size_of(h) for h in heads}
     meta = {"split": heads[0].get("split"), "fold": heads[0].get("fold"), "method": method,
-            "iou": iou, "weights": weights, "soft_size": soft.pop() if len(soft) == 1 else None,
+            "iou": iou, "scores": scores if method == "fusion" else None, "weights": weights,
+            "soft_size": soft.pop() if len(soft) == 1 else None,
             "label_space": space, "inputs": described, **(meta or {})}
     if all(h.get("attribute_model") for h in heads):
         meta["attribute_model"] = True

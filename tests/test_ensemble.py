@@ -152,3 +152,40 @@ def test_soft_fusion_averages_probabilities():
     # soft masks survive the file format
     g = ImagePrediction.from_json(f.to_json(), 8)
     np.testing.assert_array_equal(g.soft, f.soft)
+
+
+def test_members_scale_keeps_the_order_and_one_input_s_count_at_any_threshold():
+    """Fused scores on one input's scale: the map never reverses an order (the inputs' ties
+    may join two fused scores: the image's order, by fused score, then decides, as
+    ``fuse_image`` lists them), and at every threshold the fused predictions kept number what
+    one input keeps on average."""
+    from imat_kit.ensemble import members_scale
+    from imat_kit.eval.matching import score_order
+
+    rng = np.random.default_rng(0)
+
+    def preds(n_img, per, lo, hi):
+        out = {}
+        for i in range(n_img):
+            n = int(rng.integers(0, per))
+            s = -np.sort(-np.round(rng.uniform(lo, hi, n), 2))  # ties on purpose
+            out[f"im{i}"] = ImagePrediction(f"im{i}", 10, 10, np.zeros(n, np.int64),
+                                            s.astype(np.float32), np.zeros((n, 4), np.float32),
+                                            [""] * n)
+        return out
+
+    inputs = [preds(30, 12, 0.05, 1.0) for _ in range(3)]
+    fused = preds(30, 10, 0.01, 0.6)  # the weighted means: lower
+    out = members_scale(fused, inputs)
+    before = np.concatenate([fused[k].scores for k in fused])
+    after = np.concatenate([out[k].scores for k in out])
+    order = np.argsort(before, kind="stable")
+    assert (np.diff(after[order]) >= 0).all()  # increasing map
+    for k in fused:
+        assert np.array_equal(score_order(out[k].scores), score_order(fused[k].scores))
+    members = np.concatenate([p.scores for d in inputs for p in d.values()])
+    for t in np.unique(after):
+        kept = int((after >= t).sum())
+        assert abs(kept - (members >= t).sum() / 3) <= 1 + (after == t).sum(), t
+    e = ensemble(inputs[:1], quiet=True)  # one input: nothing to scale
+    assert all(np.array_equal(e[k].scores, inputs[0][k].scores) for k in e)

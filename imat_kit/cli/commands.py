@@ -275,7 +275,7 @@ def _cmd_ensemble(a: argparse.Namespace) -> int:
     from imat_kit.ensemble import ensemble_files
 
     r = ensemble_files(a.inputs, a.out, method=a.method, iou=a.iou, weights=a.weights,
-                       data=a.data, quiet=a.quiet)
+                       data=a.data, quiet=a.quiet, scores=a.scores)
     print(f"{r['inputs']} inputs → {r['images']} images, {r['instances']} instances "
           f"({a.method}) → {a.out}")
     return 0
@@ -633,6 +633,10 @@ def _parser_result_steps(sub, parents) -> None:
                    help="the prepared data: check the inputs against its label file and the "
                    "split's images (default: against the label space the inputs' headers "
                    "record)")
+    s.add_argument("--scores", choices=["members", "mean"], default="members",
+                   help="fusion: the fused scores on one input's scale, so that settings tuned "
+                   "on single models keep as many predictions (members), or the weighted mean "
+                   "over all inputs (mean)")
     s.set_defaults(func=_cmd_ensemble)
 
     s = sub.add_parser("submit", parents=parents, help="predictions → competition CSV + "

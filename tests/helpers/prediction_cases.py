@@ -144,8 +144,8 @@ def pipeline_digests(data, folder) -> dict:
                  str(folder / "ev")]) == 0
     assert main(["tune-attributes", *q, "--data", str(data), "--predictions", pat, "--out",
                  str(folder / "thr.json")]) == 0
-    assert main(["ensemble", *q, "--inputs", str(t0), str(t1), "--out",
-                 str(folder / "ens.jsonl")]) == 0
+    assert main(["ensemble", *q, "--inputs", str(t0), str(t1), "--out",  # the rule then
+                 str(folder / "ens.jsonl"), "--scores", "mean"]) == 0
     assert main(["submit", *q, "--data", str(data), "--predictions", str(folder / "ens.jsonl"),
                  "--out", str(folder / "sub.csv"), "--attribute-thresholds",
                  str(folder / "thr.json")]) == 0
