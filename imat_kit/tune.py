@@ -2,11 +2,13 @@
 
 **What is tuned** (the :class:`postprocess.PostProcess` settings): the global score threshold,
 a score threshold per category (categories with at least ``min_support`` truths matched at the
-defaults; shrunk toward the global one by their support: ``(n·t_c + λ·t) / (n + λ)``, λ =
-``min_support``), the mask binarisation threshold (from the stored soft masks; files without
-them keep their masks), the minimum mask area, the maximum instances per image, and for
-attribute models how attribute sets are decoded (a global 0.5, the thresholds of
-``tune-attributes``, or the ``k`` most probable attributes, ``k`` per category).
+defaults; shrunk toward the global one by their support: ``(n·t_c + λ·t) / (n + λ)``, the
+strength λ chosen by the nested figure among :data:`SHRINK_GRID`), the mask binarisation
+threshold (from the stored soft masks; files without them keep their masks), the minimum mask
+area, the maximum instances per image, and for attribute models how attribute sets are decoded
+(a global 0.5, the thresholds of ``tune-attributes``, a threshold per (category, attribute)
+shrunk toward the attribute's, or the ``k`` most probable attributes, ``k`` per category).
+With ``rescore``, a learned re-scorer (:mod:`rescore`, :func:`_rescoring`) too.
 
 **The search** runs over the validation predictions of every given fold pooled (their images
 averaged together): coordinate ascent over grids — the score threshold (0.05…0.95 by 0.05), the

@@ -97,11 +97,14 @@ def _nested(tuned: dict, key: str) -> float | None:
 
 def _tuning_table(tuned: dict):
     """Per fold: the tuned metric at the defaults, with settings tuned on the other folds
-    (the honest figure) and on every fold (in-sample); mean and std rows."""
+    (the honest figure; also without the re-scorer where it was kept) and on every fold
+    (in-sample); mean and std rows."""
     import pandas as pd
 
     rows = [{"fold": str(p["fold"]), "defaults": p["defaults"],
              "tuned_on_other_folds": p.get("nested", float("nan")),
+             "without_rescore_other_folds": p.get("nested_without_rescore",
+                                                  p.get("nested", float("nan"))),
              "tuned_in_sample": p["tuned_in_sample"],
              "attr_micro_f1_defaults": p.get("attr_micro_f1_defaults", float("nan")),
              "attr_micro_f1_other_folds": p.get("attr_micro_f1_nested", float("nan"))}
@@ -235,7 +238,7 @@ def _tune(d: Demo) -> None:
     metric = "competition2020" if d.year == 2020 else "competition"
     pp_file = d.eval_dir / "postprocess.json"
     tuned = tune(d.results["runs"], d.results["labels"], metric=metric, quiet=d.quiet,
-                 data=d.data)
+                 data=d.data, rescore=True, seed=d.seed)
     write_postprocess(tuned, pp_file)
     tuning = _tuning_table(tuned)
     with atomic_open(d.eval_dir / "tuning.csv", "w", newline="") as f:
@@ -328,6 +331,12 @@ STEPS = (
 )
 
 
+def _rescoring(pp: dict, key: str) -> float | None:
+    """A nested figure of the re-scoring comparison (``without`` / ``with``), if any."""
+    nested = (pp.get("rescoring") or {}).get("nested")
+    return None if nested is None else float(nested[key])
+
+
 def summarize(d: Demo, seconds: dict, total_seconds: float) -> dict:
     """The key figures of a finished run (``OUT/summary.json``)."""
     r, sub = d.results, d.submission
@@ -354,6 +363,11 @@ def summarize(d: Demo, seconds: dict, total_seconds: float) -> dict:
         "val_score_nested_gain_std": _nested(pp, "gain_std"),
         "val_attr_micro_f1_nested_mean": _nested(pp, "attr_micro_f1_tuned"),
         "postprocess_groups_kept": pp["groups_kept"],
+        "tune_formula": ("TP/(TP+FP)" if pp.get("fn") == "ignore" else "TP/(TP+FP+FN)")
+        if r["tune_metric"] == "competition2020" else "TP/(TP+FP+FN)",
+        "rescore_kept": bool((pp.get("rescoring") or {}).get("kept")),
+        "val_score_nested_without_rescore": _rescoring(pp, "without"),
+        "val_score_nested_with_rescore": _rescoring(pp, "with"),
         "attributes_tuned": sum(v["tuned"] for v in r["thresholds"]["attributes"].values()),
         "test_rule": "2020 (IoU + attribute F1)" if d.year == 2020 else "2019 (categories)",
         "test_competition_ensemble": r["test_ensemble"],

@@ -114,6 +114,11 @@ def demo_summary_lines(s: dict) -> list[str]:
                    f"on the other folds (gain {s['val_score_nested_gain']:+.4f} ± "
                    f"{s['val_score_nested_gain_std']:.4f}); attribute micro F1 "
                    f"{s['val_attr_micro_f1_nested_mean']:.3f}")
+    if s.get("val_score_nested_with_rescore") is not None:
+        out.append(f"re-scoring ({s['tune_metric']}, {s['tune_formula']}), each fold tuned on "
+                   f"the others: {s['val_score_nested_without_rescore']:.4f} without → "
+                   f"{s['val_score_nested_with_rescore']:.4f} with, "
+                   + ("kept" if s["rescore_kept"] else "left out"))
     out.append(f"test competition score, {s['test_rule']} rule: ensemble "
                f"{s['test_competition_ensemble']:.4f}, single folds "
                + ", ".join(f"{v:.4f}" for v in s["test_competition_single_folds"])
