@@ -203,3 +203,38 @@ def test_a_rescorer_of_another_label_space_is_refused(strips, prepared2020, tmp_
     pp.write_text(json.dumps(r))
     with pytest.raises(KitError, match="label"):
         load_postprocess(pp, find_labels(prepared2020))
+
+
+def test_rescore_on_2020_data_through_the_cli(prepared2020, tmp_path, capsys):
+    """--rescore on 2020 data (the 2020 rule's IoU × F1 pairs as the target): a nested
+    comparison is reported, the file loads, and the model is in it exactly when the nested
+    gain is positive."""
+    labels = find_labels(prepared2020)
+    files = [str(write_noisy(tmp_path / f"fold{k}_val.jsonl", prepared2020, "val", k, seed=k))
+             for k in range(3)]
+    out = tmp_path / "pp.json"
+    capsys.readouterr()
+    assert main(["tune", "-q", "--data", str(prepared2020), "--predictions", *files, "--out",
+                 str(out), "--min-support", "3", "--rescore", "--seed", "1"]) == 0
+    printed = capsys.readouterr().out
+    r = json.loads(out.read_text())
+    rs = r["rescoring"]
+    assert rs["target"] == "competition2020" and len(rs["nested"]["per_fold"]) == 3
+    assert "re-scoring (100 trees" in printed
+    assert (r["rescore"] is not None) == rs["kept"] == (rs["nested"]["gain"] > 0)
+    post, _ = load_postprocess(out, labels)
+    assert (post.rescore is not None) == rs["kept"]
+
+
+@pytest.mark.slow
+def test_rescore_for_ap_iou_f1(prepared2020, tmp_path):
+    """AP^{IoU+F1} (scored by FPEval's rule for every setting: the slow path) re-scores with
+    the 2020 rule's TP rate as the target."""
+    from imat_kit.tune import tune
+
+    files = [str(write_noisy(tmp_path / f"fold{k}_val.jsonl", prepared2020, "val", k, seed=k))
+             for k in range(2)]
+    ap = tune(read_fold_runs(prepared2020, files), find_labels(prepared2020),
+              metric="ap_iou_f1", quiet=True, rescore=True)
+    assert ap["rescoring"]["target"] == "competition2020"
+    assert ap["rescoring"]["nested"]["with"] >= 0
