@@ -83,3 +83,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/attr_metric.py
 	$(BIN)/python benchmarks/pred_check.py
 	$(BIN)/python benchmarks/evaluate.py
+	$(BIN)/python benchmarks/fusion.py
