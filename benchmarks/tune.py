@@ -171,6 +171,7 @@ def main() -> None:
         out["rescore_nested"] = {k: rs["nested"][k] for k in ("without", "with", "gain",
                                                                "gain_std")}
         out["rescore_model"] = rs["model"]
+        out["rescore_images"] = {k: rs[k] for k in ("images_reordered", "images_recomputed")}
     print(json.dumps(out, indent=1))
     if a.json:
         with open(a.json, "w") as f:

@@ -107,29 +107,39 @@ def _image_parts(pred, truths: list[Instance], mask_thrs: list, floor: int) -> l
 
 
 def _image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int,
-                masks: dict | None = None) -> tuple:
+                masks: dict | None = None, classes: set | None = None) -> tuple:
     """The leftover area of each detection (score order; 0: dropped), whether it shares a
     pixel with a later detection of its class, and its links to the truths of its category
     (IoU ≥ 0.5); groups where a detection has two candidate truths are returned whole (kept
-    detections, truths, IoUs) to be matched greedily."""
+    detections, truths, IoUs) to be matched greedily; and the pairs of same-class detections
+    that share a pixel (their indices in the image, the earlier first): only their order
+    shapes the rest (:meth:`_Fold._reordered`). ``classes``: those classes only (the
+    others' detections left at area 0, without links)."""
     n = 0 if pred is None else len(pred)
     area = np.zeros(n, np.int64)
     later = np.zeros(n, bool)
     links: list[tuple[int, int, float]] = []
     amb: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pairs = [np.zeros((0, 2), np.int64)]
     if not n:
-        return area, later, links, amb
+        return area, later, links, amb, pairs[0]
     order = score_order(pred.scores)
     if masks is None:
-        masks = masks_of(pred, order, PostProcess(mask_thr=mask_thr))
+        which = order if classes is None else order[np.isin(pred.labels[order], list(classes))]
+        masks = masks_of(pred, which, PostProcess(mask_thr=mask_thr))
     labels = pred.labels[order]
     t_cat = np.array([t.key for t in truths], np.int64)
     size = [pred.height, pred.width]
     for c in np.unique(labels).tolist():
+        if classes is not None and c not in classes:
+            continue
         pos = np.flatnonzero(labels == c)
         rles = [{"size": size, "counts": masks[int(order[r])]} for r in pos]
         touch = touching(rles)
-        later[pos] = np.triu(touch, 1).any(axis=1)
+        upper = np.triu(touch, 1)
+        later[pos] = upper.any(axis=1)
+        if upper.any():
+            pairs.append(order[pos[np.argwhere(upper)]])
         kept = class_leftovers(rles, floor, pred.height * pred.width, touch)
         rows = np.array([pos[r] for r, _, _ in kept], np.int64)
         area[rows] = [a for _, _, a in kept]
@@ -144,11 +154,17 @@ def _image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int
             continue
         for d, g in zip(*np.nonzero(hit)):
             links.append((int(rows[d]), int(tg[g]), float(ious[d, g])))
-    return area, later, links, amb
+    return area, later, links, amb, np.concatenate(pairs).astype(np.int64)
 
 
 def _parts_many(jobs: list, kw: dict) -> list:
     return [_image_parts(p, t, kw["mask_thrs"], kw["floor"]) for p, t in jobs]
+
+
+def _class_parts_many(jobs: list, kw: dict) -> list:
+    """:func:`_image_part` at 1 px for some classes of each image: ``(pred, truths,
+    classes)`` jobs."""
+    return [_image_part(p, t, kw["mask_thr"], 1, classes=c) for p, t, c in jobs]
 
 
 # --- a fold's data, and the views the search scores -----------------------------------------
@@ -202,8 +218,9 @@ class _Fold:
     """One fold's validation predictions and truths, with its mask variants built on demand."""
 
     def __init__(self, pos: int, run: FoldRun, truths: dict[str, list[Instance]],
-                 workers: int | None, quiet: bool) -> None:
+                 workers: int | None, quiet: bool, base: _Fold | None = None) -> None:
         self.pos, self.run, self.quiet, self.workers = pos, run, quiet, workers
+        self.base = base  # the same masks in another order: their parts are reordered
         self.keys = [im["image_key"] for im in run.gt["images"]]
         self.truths = truths
         self.has_soft = all(p.soft is not None for p in run.preds.values()) and bool(run.preds)
@@ -245,7 +262,9 @@ class _Fold:
             return self._parts[key]
         t0 = time.perf_counter()
         jobs = [(self.run.preds.get(k), self.truths.get(k, [])) for k in self.keys]
-        if floor <= 1:  # every soft threshold at once: the soft masks resampled once
+        if floor <= 1 and self.base is not None:
+            parts = self._reordered(mask_thr, jobs)
+        elif floor <= 1:  # every soft threshold at once: the soft masks resampled once
             thrs = [mask_thr] if mask_thr is None else [t for t in MASK_GRID if t is not None]
             if mask_thr not in thrs:
                 thrs.append(mask_thr)
@@ -259,11 +278,11 @@ class _Fold:
             base = self._parts_for(mask_thr, 1)
             t0 = time.perf_counter()
             parts, redo = [], []
-            for i, (a, later, links, amb) in enumerate(base):
+            for i, (a, later, links, amb, pairs) in enumerate(base):
                 small = (a > 0) & (a < floor)
                 if (small & later).any():
                     redo.append(i)
-                parts.append((np.where(small, 0, a), later, links, amb))
+                parts.append((np.where(small, 0, a), later, links, amb, pairs))
             for i, part in zip(redo, _parts_many([jobs[i] for i in redo],
                                                  {"mask_thrs": [mask_thr], "floor": floor})):
                 parts[i] = part[0]
@@ -271,14 +290,68 @@ class _Fold:
         self.iou_seconds += time.perf_counter() - t0
         return parts
 
+    def _reordered(self, mask_thr: float | None, jobs: list) -> list:
+        """The parts at 1 px of a fold whose detections are the base fold's in another score
+        order (re-scored): an image where no two same-class detections that share a pixel
+        swap places has the base's leftovers, links and groups, renumbered to the new order;
+        the others are computed anew."""
+        base = self.base._parts_for(mask_thr, 1)
+        out, redo = [], []
+        for i, k in enumerate(self.keys):
+            new, part = self.run.preds.get(k), base[i]
+            if new is None or not len(new):
+                out.append(part)
+                continue
+            old_order = score_order(self.base.run.preds[k].scores)
+            new_order = score_order(new.scores)
+            if np.array_equal(old_order, new_order):
+                out.append(part)
+                continue
+            rank = np.empty(len(new), np.int64)
+            rank[new_order] = np.arange(len(new))
+            area, later, links, groups, pairs = part
+            swapped = set()
+            if pairs.size:
+                flip = rank[pairs[:, 0]] > rank[pairs[:, 1]]
+                swapped = set(new.labels[pairs[flip, 0]].tolist())
+            moved = rank[old_order]  # a detection's old position → its new one
+            lab = new.labels[new_order]  # the class at each new position
+            a2, l2 = np.empty_like(area), np.empty_like(later)
+            a2[moved], l2[moved] = area, later
+            g2 = []
+            for rows, tg, ious in groups:
+                r = moved[rows]
+                if int(lab[r[0]]) in swapped:
+                    continue
+                s = np.argsort(r, kind="stable")
+                g2.append((r[s], tg, ious[s]))
+            l3 = sorted((int(moved[d]), g, v) for d, g, v in links)
+            if swapped:
+                redo.append((i, swapped))
+                l3 = [x for x in l3 if int(lab[x[0]]) not in swapped]
+            out.append((a2, l2, l3, g2, pairs))
+        fresh = parallel_map(_class_parts_many,
+                             [(jobs[i][0], jobs[i][1], c) for i, c in redo],
+                             {"mask_thr": mask_thr}, workers=self.workers, quiet=True)
+        for (i, swapped), (area, later, links, groups, _) in zip(redo, fresh):
+            a2, l2, l3, g2, pairs = out[i]
+            lab = self.run.preds[self.keys[i]].labels[score_order(
+                self.run.preds[self.keys[i]].scores)]
+            mine = np.isin(lab, list(swapped))
+            a2[mine], l2[mine] = area[mine], later[mine]
+            out[i] = (a2, l2, sorted(l3 + links), sorted(
+                g2 + groups, key=lambda grp: int(lab[grp[0][0]])), pairs)
+        self.reordered_anew = getattr(self, "reordered_anew", 0) + len(redo)
+        return out
+
     def view(self, mask_thr: float | None, floor: int) -> _View:
         key = (mask_thr, max(floor, 1))
         if key not in self._views:
             parts = self._parts_for(*key)
-            area = np.concatenate([a for a, _, _, _ in parts]) if parts else \
+            area = np.concatenate([part[0] for part in parts]) if parts else \
                 np.zeros(0, np.int64)
             lp, lt, li, amb = [], [], [], []
-            for i, (_, _, links, groups) in enumerate(parts):
+            for i, (_, _, links, groups, _) in enumerate(parts):
                 for d, g, v in links:
                     lp.append(self.p_off[i] + d)
                     lt.append(self.t_off[i] + g)
@@ -855,8 +928,23 @@ def _rescoring(folds: list[_Fold], nested_posts: list[PostProcess] | None, final
                                quiet=quiet, unit="fold")}
 
     def rescored(f: _Fold, model) -> _Fold:
-        return _Fold(f.pos, f.run.with_preds(model.apply(f.run.preds)), f.truths, f.workers,
-                     True)
+        """The fold re-scored by ``model`` (what ``model.apply`` gives, from the features
+        computed once), its masks' parts reordered from the fold's own."""
+        d = parts[f.pos]
+        y = model.new_scores(np.hstack([d.x, model.tables.columns(d.labels)]))
+        preds, start = dict(f.run.preds), 0
+        for k in f.keys:
+            p = preds.get(k)
+            if p is None or not len(p):
+                continue
+            new = np.empty(len(p))
+            new[score_order(p.scores)] = y[start:start + len(p)]
+            start += len(p)
+            preds[k] = replace(p, scores=new)
+        made.append(_Fold(f.pos, f.run.with_preds(preds), f.truths, f.workers, True, base=f))
+        return made[-1]
+
+    made: list[_Fold] = []
 
     report: dict = {"target": target, "features": list(rescore_mod.FEATURES),
                     "predictions": int(sum(len(d.y) for d in parts.values()))}
@@ -891,6 +979,8 @@ def _rescoring(folds: list[_Fold], nested_posts: list[PostProcess] | None, final
         in_sample["pooled"] = _Search(every, metric, rule, labels, min_support=1, groups=(),
                                       quiet=True).score(plain)
     report["seconds"] = round(time.perf_counter() - t0, 2)
+    report["images_reordered"] = int(sum(len(f.keys) for f in made))
+    report["images_recomputed"] = int(sum(getattr(f, "reordered_anew", 0) for f in made))
     return report, settings, in_sample
 
 

@@ -238,3 +238,34 @@ def test_rescore_for_ap_iou_f1(prepared2020, tmp_path):
               metric="ap_iou_f1", quiet=True, rescore=True)
     assert ap["rescoring"]["target"] == "competition2020"
     assert ap["rescoring"]["nested"]["with"] >= 0
+
+
+def test_reordered_parts_equal_parts_computed_anew(prepared, tmp_path):
+    """A re-scored fold's leftovers, links and groups renumbered from the fold's own (where
+    no two touching detections of a class swap) equal those computed from scratch."""
+    from dataclasses import replace
+
+    from imat_kit.tune import _Fold, truths_of
+
+    f = write_noisy(tmp_path / "v.jsonl", prepared, "val", 0, seed=3, hot_category=31)
+    run = read_fold_runs(prepared, [str(f)])[0]
+    truths = truths_of(run)
+    base = _Fold(0, run, truths, 1, True)
+    rng = np.random.default_rng(0)
+    for trial in range(3):
+        preds = {k: replace(p, scores=(rng.random(len(p)) if trial else
+                                       p.scores[::-1].copy()))
+                 for k, p in run.preds.items()}
+        new = run.with_preds(preds)
+        fast = _Fold(0, new, truths, 1, True, base=base)
+        slow = _Fold(0, new, truths, 1, True)
+        for floor in (1, 50):
+            a, b = fast.view(None, floor), slow.view(None, floor)
+            assert np.array_equal(a.p_area, b.p_area)
+            assert np.array_equal(a.l_pred, b.l_pred) and np.array_equal(a.l_truth, b.l_truth)
+            assert np.array_equal(a.l_iou, b.l_iou)
+            assert len(a.amb) == len(b.amb)
+            for x, y in zip(a.amb, b.amb):
+                assert x[0] == y[0] and np.array_equal(x[1], y[1])
+                assert np.array_equal(x[2], y[2]) and np.array_equal(x[3], y[3])
+        assert 0 < fast.reordered_anew < len(run.preds)  # some reused, some computed anew
