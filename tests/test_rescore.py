@@ -131,6 +131,14 @@ def test_rescored_tune_score_is_the_score_of_the_submission(strips, prepared, tm
     assert post.rescore is not None
     assert np.allclose(fold_scores(runs, post, labels),
                        [p["tuned_in_sample"] for p in r["per_fold"]])
+    files = [r_.file for r_ in runs]  # evaluate --postprocess applies the re-scorer too
+    assert main(["evaluate", "-q", "--data", str(prepared), "--predictions", *files, "--out",
+                 str(tmp_path / "ev"), "--postprocess", str(pp)]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "ev" / "evaluation.csv")
+    assert np.allclose(table.competition_post[:3], [p["tuned_in_sample"] for p in r["per_fold"]],
+                       atol=1e-4)
     f, gt = write_noisy_test(tmp_path / "test.jsonl", prepared, seed=9, make=strip_predictions)
     from imat_kit.eval.runs import FoldRun
 
