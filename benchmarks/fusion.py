@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 from _common import machine
-from tune import ellipse_counts
+from tune import ellipse_counts, jittered
 
 from imat_kit.data.labels import load_labels
 from imat_kit.ensemble import ensemble
@@ -67,9 +67,7 @@ def model_of(rng, shapes: dict) -> dict:
         for c, cy, cx, ry, rx in items:
             if rng.random() < 0.8:
                 q = rng.uniform(0, 0.35)
-                t, b = ellipse_counts(SIZE, SIZE, cy + rng.normal(0, q * ry),
-                                      cx + rng.normal(0, q * rx), ry * (1 + rng.normal(0, q)),
-                                      rx * (1 + rng.normal(0, q)))
+                t, b = jittered(rng, SIZE, SIZE, cy, cx, ry, rx, q)
                 pred.append((c, t, b, float(np.clip(0.9 - 1.5 * q + rng.normal(0, 0.12),
                                                     0.02, 1))))
                 if rng.random() < 0.2:

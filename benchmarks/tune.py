@@ -57,6 +57,13 @@ def ellipse_counts(h: int, w: int, cy: float, cx: float, ry: float, rx: float) -
     return text, box
 
 
+def jittered(rng, h: int, w: int, cy: float, cx: float, ry: float, rx: float,
+             q: float) -> tuple:
+    """:func:`ellipse_counts` of the ellipse moved and resized by relative noise ``q``."""
+    return ellipse_counts(h, w, cy + rng.normal(0, q * ry), cx + rng.normal(0, q * rx),
+                          ry * (1 + rng.normal(0, q)), rx * (1 + rng.normal(0, q)))
+
+
 def soft_of(rng) -> np.ndarray:
     """A 14×14 soft mask: an ellipse's probabilities with a blurred edge."""
     yy, xx = np.mgrid[0:SOFT, 0:SOFT]
@@ -87,9 +94,7 @@ def make_fold(rng, keys: list[str], hs, ws, labels, *, soft: bool, first_id: int
                          "bbox": box, "area": 0, "iscrowd": 0, "attribute_ids": []})
             if rng.random() < 0.85:  # found, with a jittered mask
                 q = rng.uniform(0, 0.25)
-                t2, b2 = ellipse_counts(h, w, cy + rng.normal(0, q * ry),
-                                        cx + rng.normal(0, q * rx), ry * (1 + rng.normal(0, q)),
-                                        rx * (1 + rng.normal(0, q)))
+                t2, b2 = jittered(rng, h, w, cy, cx, ry, rx, q)
                 items.append((c, t2, b2, float(np.clip(0.95 - 2 * q + rng.normal(0, 0.1),
                                                        0.05, 1))))
                 if rng.random() < 0.25:  # a duplicate, lower

@@ -50,6 +50,32 @@ def _box(m: np.ndarray) -> list[float]:
             float(ys.max() - ys.min() + 1)]
 
 
+def _images(gt: dict, seed: int):
+    """``(rng, image, its annotations)`` for each image of a COCO truth, one seeded rng."""
+    rng = np.random.default_rng(seed)
+    anns: dict[int, list] = {}
+    for a in gt.get("annotations", []):
+        anns.setdefault(a["image_id"], []).append(a)
+    for im in gt["images"]:
+        yield rng, im, anns.get(im["id"], [])
+
+
+def _prediction(im: dict, items: list, probs: list, rng, soft: bool,
+                sets: list | None = None) -> ImagePrediction:
+    """An ``ImagePrediction`` of ``(category, mask, score, ...)`` items with their attribute
+    probabilities (``sets``: the attribute sets, default those at 0.5)."""
+    boxes = [_box(it[1]) for it in items]
+    return ImagePrediction(
+        im["image_key"], im["height"], im["width"],
+        np.array([it[0] for it in items], np.int64),
+        np.array([it[2] for it in items], np.float32),
+        np.array(boxes, np.float32).reshape(-1, 4), [_encode(it[1]) for it in items],
+        np.stack([_soft(it[1], b, rng) for it, b in zip(items, boxes)])
+        if soft and items else (np.zeros((0, SOFT, SOFT), np.uint8) if soft else None),
+        sets if sets is not None else
+        [tuple(sorted(k for k, v in p.items() if v >= 0.5)) for p in probs], probs)
+
+
 def noisy_predictions(gt: dict, *, seed: int = 0, hot_category: int | None = None,
                       soft: bool = True) -> dict[str, ImagePrediction]:
     """``image_key → ImagePrediction`` for the images of a COCO truth (see the module doc).
@@ -57,15 +83,11 @@ def noisy_predictions(gt: dict, *, seed: int = 0, hot_category: int | None = Non
     and its true detections score 0.92–0.99 (so its own threshold should be about 0.9)."""
     labels = labels_from_dict(gt, "truth")
     ids = list(labels.attribute_id_list)
-    rng = np.random.default_rng(seed)
-    anns: dict[int, list] = {}
-    for a in gt.get("annotations", []):
-        anns.setdefault(a["image_id"], []).append(a)
     out = {}
-    for im in gt["images"]:
+    for rng, im, own in _images(gt, seed):
         h, w = im["height"], im["width"]
         items = []  # (category, mask, score, attribute truth)
-        for a in anns.get(im["id"], []):
+        for a in own:
             m = mask_util.decode(a["segmentation"])
             t = set(a.get("attribute_ids", []))
             d = int(max(1, 0.08 * np.sqrt(m.sum())))
@@ -85,19 +107,12 @@ def noisy_predictions(gt: dict, *, seed: int = 0, hot_category: int | None = Non
             m = np.zeros((h, w), np.uint8)
             m[: h // 4, : w // 4] = 1
             items.append((hot_category, m, float(rng.uniform(0.75, 0.9)), set()))
-        boxes = [_box(m) for _, m, _, _ in items]
         probs = []
         for _, _, _, t in items:
             p = {a: float(np.clip((0.7 if a in t else 0.1) + rng.normal(0, 0.15), 0.05, 1))
                  for a in ids if a in t or rng.random() < 0.05}
             probs.append(p)
-        out[im["image_key"]] = ImagePrediction(
-            im["image_key"], h, w, np.array([c for c, _, _, _ in items], np.int64),
-            np.array([s for _, _, s, _ in items], np.float32),
-            np.array(boxes, np.float32).reshape(-1, 4), [_encode(m) for _, m, _, _ in items],
-            np.stack([_soft(m, b, rng) for (_, m, _, _), b in zip(items, boxes)])
-            if soft and items else (np.zeros((0, SOFT, SOFT), np.uint8) if soft else None),
-            [tuple(sorted(k for k, v in p.items() if v >= 0.5)) for p in probs], probs)
+        out[im["image_key"]] = _prediction(im, items, probs, rng, soft)
     return out
 
 
@@ -108,29 +123,18 @@ def one_sure_predictions(gt: dict, *, seed: int = 0, soft: bool = True
     exactly half the time, else moved off it (a false positive). No score threshold of the
     grid (≤ 0.95) separates them; TP / (TP + FP) is highest at one per image, TP / (TP + FP +
     FN) with all of them."""
-    rng = np.random.default_rng(seed)
-    anns: dict[int, list] = {}
-    for a in gt.get("annotations", []):
-        anns.setdefault(a["image_id"], []).append(a)
     out = {}
-    for im in gt["images"]:
+    for rng, im, own in _images(gt, seed):
         h, w = im["height"], im["width"]
         items = []
-        for k, a in enumerate(anns.get(im["id"], [])):
+        for k, a in enumerate(own):
             m = mask_util.decode(a["segmentation"])
             if k and rng.random() < 0.5:
                 m = _shift(m, w // 2, h // 2) | _shift(m, -w // 2, -h // 2)
             items.append((a["category_id"], m, 0.99 if k == 0 else 0.97,
                           set(a.get("attribute_ids", []))))
-        boxes = [_box(m) for _, m, _, _ in items]
-        probs = [{a: 0.9 for a in t} for _, _, _, t in items]
-        out[im["image_key"]] = ImagePrediction(
-            im["image_key"], h, w, np.array([c for c, _, _, _ in items], np.int64),
-            np.array([s for _, _, s, _ in items], np.float32),
-            np.array(boxes, np.float32).reshape(-1, 4), [_encode(m) for _, m, _, _ in items],
-            np.stack([_soft(m, b, rng) for (_, m, _, _), b in zip(items, boxes)])
-            if soft and items else (np.zeros((0, SOFT, SOFT), np.uint8) if soft else None),
-            [tuple(sorted(t)) for _, _, _, t in items], probs)
+        out[im["image_key"]] = _prediction(im, items, [{a: 0.9 for a in it[3]} for it in items],
+                                           rng, soft, [tuple(sorted(it[3])) for it in items])
     return out
 
 
@@ -141,15 +145,10 @@ def strip_predictions(gt: dict, *, seed: int = 0, soft: bool = True
     horizontal strip (3 px high, across the image);
     every score drawn from U(0.3, 0.99). No score threshold, cap, minimum area or
     per-category threshold separates them; the box's aspect (a re-scoring feature) does."""
-    rng = np.random.default_rng(seed)
-    anns: dict[int, list] = {}
-    for a in gt.get("annotations", []):
-        anns.setdefault(a["image_id"], []).append(a)
     out = {}
-    for im in gt["images"]:
+    for rng, im, own in _images(gt, seed):
         h, w = im["height"], im["width"]
         items = []
-        own = anns.get(im["id"], [])
         for a in own:
             items.append((a["category_id"], mask_util.decode(a["segmentation"]),
                           set(a.get("attribute_ids", []))))
@@ -159,16 +158,11 @@ def strip_predictions(gt: dict, *, seed: int = 0, soft: bool = True
             m[y0:y0 + 3, 3:w - 3] = 1
             items.append((own[int(rng.integers(len(own)))]["category_id"], m, set()))
         order = rng.permutation(len(items))
-        items = [items[i] for i in order]
-        boxes = [_box(m) for _, m, _ in items]
-        probs = [{a: 0.9 for a in t} for _, _, t in items]
-        out[im["image_key"]] = ImagePrediction(
-            im["image_key"], h, w, np.array([c for c, _, _ in items], np.int64),
-            rng.uniform(0.3, 0.99, len(items)).astype(np.float32),
-            np.array(boxes, np.float32).reshape(-1, 4), [_encode(m) for _, m, _ in items],
-            np.stack([_soft(m, b, rng) for (_, m, _), b in zip(items, boxes)])
-            if soft and items else (np.zeros((0, SOFT, SOFT), np.uint8) if soft else None),
-            [tuple(sorted(t)) for _, _, t in items], probs)
+        scores = rng.uniform(0.3, 0.99, len(items))
+        items = [(c, m, float(sc), t) for (c, m, t), sc in zip([items[i] for i in order],
+                                                               scores)]
+        out[im["image_key"]] = _prediction(im, items, [{a: 0.9 for a in it[3]} for it in items],
+                                           rng, soft, [tuple(sorted(it[3])) for it in items])
     return out
 
 
