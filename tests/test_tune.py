@@ -392,3 +392,43 @@ def test_shrinkage_strength_is_chosen_by_the_nested_figure(prepared):
     assert sh["nested"]["20.0"] < oracle - 0.05  # the fixed strength loses the gain
     assert r["nested"]["tuned"] >= oracle - 0.05
     assert r["settings"]["category_thr"]["4"] >= 0.9
+
+
+def test_pair_thresholds_shrink_by_support_and_decode(monkeypatch, prepared, tmp_path,
+                                                      capsys):
+    """Attribute 7 needs a lower threshold on category 3 (its probabilities there run low):
+    the pair gets its F1-optimal threshold shrunk toward the attribute's by its support; a
+    pair seen twice barely moves; the decoding uses it, survives the file and is checked on
+    load like every id."""
+    import imat_kit.tune as tn
+    from imat_kit.eval.attr_eval import AttributeThresholds
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(60):  # category 3: attribute 7 at 0.30–0.40 when true, 0.05–0.15 when not
+        true = rng.random() < 0.5
+        rows.append((3, {7: float(rng.uniform(0.3, 0.4) if true else rng.uniform(0.05, 0.15))},
+                     {7} if true else set()))
+    rows += [(4, {7: 0.45}, {7}), (4, {7: 0.2}, set())]  # category 4: two instances
+    monkeypatch.setattr(tn, "_pairs", lambda runs: rows)
+    base = AttributeThresholds(0.5, {})
+    pairs = tn.tune_pair_thresholds([], base, min_support=10)
+    n3 = sum(1 for c, _, t in rows if c == 3 and t)
+    t3 = max(p[7] for c, p, t in rows if c == 3 and not t)
+    lo3 = min(p[7] for c, p, t in rows if c == 3 and t)
+    raw = (t3 + lo3) / 2
+    assert pairs[(3, 7)] == pytest.approx((n3 * raw + 10 * 0.5) / (n3 + 10), abs=1e-6)
+    assert pairs[(3, 7)] < 0.35  # far below the attribute's 0.5
+    assert abs(pairs[(4, 7)] - 0.5) < 0.02  # one truth: it stays near the attribute's
+    dec = AttributeDecoder("pair", base, pairs=pairs)
+    assert dec.decode(3, {7: 0.32}) == (7,) and dec.decode(4, {7: 0.32}) == ()
+    post = PostProcess(attributes=dec)
+    assert from_values(post.values()).attributes == dec
+    bad = _pp(tmp_path, {**post.values(), "attributes": {**dec.as_dict(),
+                                                         "per_pair": {"77_7": 0.3}}})
+    with pytest.raises(KitError, match="category id 77"):
+        load_postprocess(bad, find_labels(prepared))
+    bad = _pp(tmp_path, {**post.values(), "attributes": {**dec.as_dict(),
+                                                         "per_pair": {"3-7": 0.3}}})
+    with pytest.raises(KitError, match="CATEGORY_ATTRIBUTE"):
+        load_postprocess(bad, find_labels(prepared))
