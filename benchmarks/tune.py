@@ -177,6 +177,7 @@ def main() -> None:
                                                                "gain_std")}
         out["rescore_model"] = rs["model"]
         out["rescore_images"] = {k: rs[k] for k in ("images_reordered", "images_recomputed")}
+        out["rescore_seconds_by_part"] = rs["seconds_by_part"]
     print(json.dumps(out, indent=1))
     if a.json:
         with open(a.json, "w") as f:

@@ -167,6 +167,16 @@ def _class_parts_many(jobs: list, kw: dict) -> list:
     return [_image_part(p, t, kw["mask_thr"], 1, classes=c) for p, t, c in jobs]
 
 
+def _merge_class(part: tuple, entry: tuple, rank: np.ndarray) -> None:
+    """One class's part (detections by their index in the image) into an image's part
+    (detections by position in its score order)."""
+    area, later, links, groups, _ = part
+    idx, c_area, c_later, c_links, c_groups = entry
+    area[rank[idx]] = c_area
+    later[rank[idx]] = c_later
+    links.extend((int(rank[d]), g, v) for d, g, v in c_links)
+    groups.extend((rank[rows], tg, ious) for rows, tg, ious in c_groups)
+
 # --- a fold's data, and the views the search scores -----------------------------------------
 
 @dataclass
@@ -221,6 +231,7 @@ class _Fold:
                  workers: int | None, quiet: bool, base: _Fold | None = None) -> None:
         self.pos, self.run, self.quiet, self.workers = pos, run, quiet, workers
         self.base = base  # the same masks in another order: their parts are reordered
+        self.class_parts: dict = {}  # (mask_thr, image, class, order) → one class's part
         self.keys = [im["image_key"] for im in run.gt["images"]]
         self.truths = truths
         self.has_soft = all(p.soft is not None for p in run.preds.values()) and bool(run.preds)
@@ -296,6 +307,7 @@ class _Fold:
         swap places has the base's leftovers, links and groups, renumbered to the new order;
         the others are computed anew."""
         base = self.base._parts_for(mask_thr, 1)
+        cache = self.base.class_parts
         out, redo = [], []
         for i, k in enumerate(self.keys):
             new, part = self.run.preds.get(k), base[i]
@@ -318,31 +330,44 @@ class _Fold:
             lab = new.labels[new_order]  # the class at each new position
             a2, l2 = np.empty_like(area), np.empty_like(later)
             a2[moved], l2[moved] = area, later
-            g2 = []
-            for rows, tg, ious in groups:
-                r = moved[rows]
-                if int(lab[r[0]]) in swapped:
-                    continue
-                s = np.argsort(r, kind="stable")
-                g2.append((r[s], tg, ious[s]))
-            l3 = sorted((int(moved[d]), g, v) for d, g, v in links)
-            if swapped:
-                redo.append((i, swapped))
-                l3 = [x for x in l3 if int(lab[x[0]]) not in swapped]
-            out.append((a2, l2, l3, g2, pairs))
+            g2 = [(moved[rows], tg, ious) for rows, tg, ious in groups]
+            g2 = [(r[np.argsort(r, kind="stable")], tg, ious[np.argsort(r, kind="stable")])
+                  for r, tg, ious in g2 if int(lab[r[0]]) not in swapped]
+            l3 = [(int(moved[d]), g, v) for d, g, v in links
+                  if int(new.labels[old_order[d]]) not in swapped]
+            merged = (a2, l2, l3, g2, pairs)
+            missing = set()
+            for c in swapped:  # a class in this order seen before (by another re-scoring)?
+                hit = cache.get((mask_thr, i, c, tuple(new_order[lab == c].tolist())))
+                if hit is None:
+                    missing.add(c)
+                else:
+                    _merge_class(merged, hit, rank)
+            if missing:
+                redo.append((i, missing, new_order, lab, rank))
+            out.append(merged)
         fresh = parallel_map(_class_parts_many,
-                             [(jobs[i][0], jobs[i][1], c) for i, c in redo],
+                             [(jobs[i][0], jobs[i][1], c) for i, c, _, _, _ in redo],
                              {"mask_thr": mask_thr}, workers=self.workers, quiet=True)
-        for (i, swapped), (area, later, links, groups, _) in zip(redo, fresh):
-            a2, l2, l3, g2, pairs = out[i]
+        for (i, missing, new_order, lab, rank), (area, later, links, groups, _) in zip(
+                redo, fresh):
+            for c in missing:
+                pos = np.flatnonzero(lab == c)
+                entry = (new_order[pos], area[pos], later[pos],
+                         [(int(new_order[d]), g, v) for d, g, v in links if lab[d] == c],
+                         [(new_order[rows], tg, ious) for rows, tg, ious in groups
+                          if lab[rows[0]] == c])
+                cache[(mask_thr, i, c, tuple(entry[0].tolist()))] = entry
+                _merge_class(out[i], entry, rank)
+        for i, part in enumerate(out):  # links by detection, groups by class: as computed
+            a2, l2, l3, g2, pairs = part
             lab = self.run.preds[self.keys[i]].labels[score_order(
-                self.run.preds[self.keys[i]].scores)]
-            mine = np.isin(lab, list(swapped))
-            a2[mine], l2[mine] = area[mine], later[mine]
-            out[i] = (a2, l2, sorted(l3 + links), sorted(
-                g2 + groups, key=lambda grp: int(lab[grp[0][0]])), pairs)
+                self.run.preds[self.keys[i]].scores)] if g2 else None
+            out[i] = (a2, l2, sorted(l3), sorted(g2, key=lambda grp: int(lab[grp[0][0]]))
+                      if g2 else g2, pairs)
         self.reordered_anew = getattr(self, "reordered_anew", 0) + len(redo)
         return out
+
 
     def view(self, mask_thr: float | None, floor: int) -> _View:
         key = (mask_thr, max(floor, 1))
@@ -912,13 +937,15 @@ def _rescore_search(folds: list[_Fold], start: PostProcess, metric: str, rule: R
 
 def _rescoring(folds: list[_Fold], nested_posts: list[PostProcess] | None, final: PostProcess,
                metric: str, rule: Rule, labels, *, min_support: int, quiet: bool, seed: int,
-               fold_score) -> tuple[dict, PostProcess | None, dict]:
+               fold_score, without: list[float] | None = None
+               ) -> tuple[dict, PostProcess | None, dict]:
     """``tune --rescore``: the nested figure with and without re-scoring and, where its gain is
     positive, the final settings with the model fitted on every fold. Protocol, the same
     nested and final: fit the model on the tuning folds, re-score them with it, search the
     settings on them; apply model and settings to the scored fold (nested) or the test set.
-    Returns the report, the settings (None when re-scoring is not kept) and their in-sample
-    score per fold."""
+    ``without``: each fold's nested score without re-scoring (already known). Returns the
+    report, the settings (None when re-scoring is not kept) and their in-sample score per
+    fold."""
     t0 = time.perf_counter()
     target_rule = rule if metric != "ap_iou_f1" else rule_of("competition2020", labels)
     target = "competition2020" if target_rule.year == 2020 else "competition"
@@ -926,6 +953,8 @@ def _rescoring(folds: list[_Fold], nested_posts: list[PostProcess] | None, final
     parts = {f.pos: _Rescoring.of(f, target_rule, n_attr)
              for f in progress(folds, desc="tune: re-scoring targets and features",
                                quiet=quiet, unit="fold")}
+    timing = {"targets_features": time.perf_counter() - t0, "fit": 0.0, "search": 0.0,
+              "score": 0.0}
 
     def rescored(f: _Fold, model) -> _Fold:
         """The fold re-scored by ``model`` (what ``model.apply`` gives, from the features
@@ -954,19 +983,27 @@ def _rescoring(folds: list[_Fold], nested_posts: list[PostProcess] | None, final
         for f, start in progress(list(zip(folds, nested_posts)), quiet=quiet, unit="fold",
                                  desc="tune: re-scoring, nested"):
             others = [g for g in folds if g is not f]
+            t1 = time.perf_counter()
             model = _fit_rescorer([parts[g.pos] for g in others], target, seed)
+            t2 = time.perf_counter()
             post = _rescore_search([rescored(g, model) for g in others], start, metric, rule,
                                    labels, min_support, True)
-            rows.append({"fold": f.run.fold, "without": fold_score(f, start),
+            t3 = time.perf_counter()
+            rows.append({"fold": f.run.fold, "without": without[f.pos],
                          "with": fold_score(rescored(f, model), post),
                          "settings": post.values()})
+            timing["fit"] += t2 - t1
+            timing["search"] += t3 - t2
+            timing["score"] += time.perf_counter() - t3
         gain = np.array([r["with"] - r["without"] for r in rows])
         kept = bool(gain.mean() > 1e-12)
         report["nested"] = {"without": float(np.mean([r["without"] for r in rows])),
                             "with": float(np.mean([r["with"] for r in rows])),
                             "gain": float(gain.mean()), "gain_std": float(gain.std()),
                             "per_fold": rows}
+    t1 = time.perf_counter()
     model = _fit_rescorer(list(parts.values()), target, seed)
+    timing["fit"] += time.perf_counter() - t1
     report["kept"] = kept
     report["model"] = model.summary()
     settings, in_sample = None, {}
@@ -979,6 +1016,7 @@ def _rescoring(folds: list[_Fold], nested_posts: list[PostProcess] | None, final
         in_sample["pooled"] = _Search(every, metric, rule, labels, min_support=1, groups=(),
                                       quiet=True).score(plain)
     report["seconds"] = round(time.perf_counter() - t0, 2)
+    report["seconds_by_part"] = {k: round(v, 2) for k, v in timing.items()}
     report["images_reordered"] = int(sum(len(f.keys) for f in made))
     report["images_recomputed"] = int(sum(getattr(f, "reordered_anew", 0) for f in made))
     return report, settings, in_sample
@@ -1141,7 +1179,7 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
         rescoring, settings, fits = _rescoring(
             folds, [s["attributes"] for s in snaps] if nested is not None else None, final,
             metric, rule, labels, min_support=min_support, quiet=quiet, seed=seed,
-            fold_score=fold_score)
+            fold_score=fold_score, without=[r.get("nested") for r in per_fold])
         if settings is None:
             notes.append("re-scoring left out: " + (
                 "with one fold there is no nested figure to say it helps" if nested is None

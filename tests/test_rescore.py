@@ -277,3 +277,8 @@ def test_reordered_parts_equal_parts_computed_anew(prepared, tmp_path):
                 assert x[0] == y[0] and np.array_equal(x[1], y[1])
                 assert np.array_equal(x[2], y[2]) and np.array_equal(x[3], y[3])
         assert 0 < fast.reordered_anew < len(run.preds)  # some reused, some computed anew
+        again = _Fold(0, new, truths, 1, True, base=base)  # the same order again: cached
+        a, b = again.view(None, 1), slow.view(None, 1)
+        assert again.reordered_anew == 0
+        assert np.array_equal(a.p_area, b.p_area) and np.array_equal(a.l_pred, b.l_pred)
+        assert [x[0] for x in a.amb] == [y[0] for y in b.amb]
