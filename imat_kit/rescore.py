@@ -42,6 +42,7 @@ FEATURES = ("category", "score", "rank", "rank_in_category", "predictions_in_ima
             "category_attribute_f1")
 N_IMAGE_FEATURES = 12  # the first ones, read off the image; the last two from the tables
 MAX_ROWS = 200_000
+MIN_ROWS = 100  # fewer predictions to fit on: no re-scorer (tune says so)
 PRIOR_STRENGTH = 20.0  # a category's TP rate shrunk toward the global one: (Σy + λȳ) / (n + λ)
 _TREE_KEYS = ("feature", "threshold", "missing_left", "left", "right", "leaf", "value")
 

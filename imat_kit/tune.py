@@ -977,6 +977,14 @@ def _rescoring(folds: list[_Fold], nested_posts: list[PostProcess] | None, final
 
     report: dict = {"target": target, "features": list(rescore_mod.FEATURES),
                     "predictions": int(sum(len(d.y) for d in parts.values()))}
+    rows_of = {f.pos: len(parts[f.pos].y) for f in folds}
+    fewest = min([sum(rows_of.values())] + ([sum(rows_of.values()) - n for n in rows_of.values()]
+                                            if nested_posts is not None else []))
+    if fewest < rescore_mod.MIN_ROWS:  # nothing to learn from (e.g. a model barely trained)
+        report.update(kept=False, skipped=f"only {fewest} predictions to fit a re-scorer on "
+                      f"(at least {rescore_mod.MIN_ROWS} needed)",
+                      seconds=round(time.perf_counter() - t0, 2))
+        return report, None, {}
     kept = False
     if nested_posts is not None:
         rows = []
@@ -1182,6 +1190,7 @@ def tune(runs: list[FoldRun], labels, *, metric: str = "competition", min_suppor
             fold_score=fold_score, without=[r.get("nested") for r in per_fold])
         if settings is None:
             notes.append("re-scoring left out: " + (
+                rescoring["skipped"] if "skipped" in rescoring else
                 "with one fold there is no nested figure to say it helps" if nested is None
                 else f"its nested gain {rescoring['nested']['gain']:+.4f} is not positive"))
         else:

@@ -282,3 +282,17 @@ def test_reordered_parts_equal_parts_computed_anew(prepared, tmp_path):
         assert again.reordered_anew == 0
         assert np.array_equal(a.p_area, b.p_area) and np.array_equal(a.l_pred, b.l_pred)
         assert [x[0] for x in a.amb] == [y[0] for y in b.amb]
+
+
+def test_too_few_predictions_leave_re_scoring_out_with_a_note(prepared):
+    """A model that predicted almost nothing (a few iterations of training) gives too few
+    predictions to fit on: tune says so and writes no model, instead of failing."""
+    from imat_kit.tune import tune
+    from tests.helpers.tuning_cases import shrinkage_case
+
+    labels = find_labels(prepared)
+    r = tune(shrinkage_case(labels, images=9), labels, min_support=3, quiet=True,
+             rescore=True)
+    assert r["rescore"] is None and not r["rescoring"]["kept"]
+    assert "only 36 predictions to fit a re-scorer on" in r["rescoring"]["skipped"]
+    assert any(n.startswith("re-scoring left out: only 36") for n in r["notes"])
