@@ -232,6 +232,7 @@ class _Fold:
         self.pos, self.run, self.quiet, self.workers = pos, run, quiet, workers
         self.base = base  # the same masks in another order: their parts are reordered
         self.class_parts: dict = {}  # (mask_thr, image, class, order) → one class's part
+        self.reordered_anew = 0  # images whose parts a re-scored order made compute anew
         self.keys = [im["image_key"] for im in run.gt["images"]]
         self.truths = truths
         self.has_soft = all(p.soft is not None for p in run.preds.values()) and bool(run.preds)
@@ -308,7 +309,7 @@ class _Fold:
         the others are computed anew."""
         base = self.base._parts_for(mask_thr, 1)
         cache = self.base.class_parts
-        out, redo = [], []
+        out, redo, rebuilt = [], [], []
         for i, k in enumerate(self.keys):
             new, part = self.run.preds.get(k), base[i]
             if new is None or not len(new):
@@ -330,9 +331,12 @@ class _Fold:
             lab = new.labels[new_order]  # the class at each new position
             a2, l2 = np.empty_like(area), np.empty_like(later)
             a2[moved], l2[moved] = area, later
-            g2 = [(moved[rows], tg, ious) for rows, tg, ious in groups]
-            g2 = [(r[np.argsort(r, kind="stable")], tg, ious[np.argsort(r, kind="stable")])
-                  for r, tg, ious in g2 if int(lab[r[0]]) not in swapped]
+            g2 = []
+            for rows, tg, ious in groups:
+                r = moved[rows]
+                if int(lab[r[0]]) not in swapped:
+                    s = np.argsort(r, kind="stable")
+                    g2.append((r[s], tg, ious[s]))
             l3 = [(int(moved[d]), g, v) for d, g, v in links
                   if int(new.labels[old_order[d]]) not in swapped]
             merged = (a2, l2, l3, g2, pairs)
@@ -346,6 +350,7 @@ class _Fold:
             if missing:
                 redo.append((i, missing, new_order, lab, rank))
             out.append(merged)
+            rebuilt.append((i, lab))
         fresh = parallel_map(_class_parts_many,
                              [(jobs[i][0], jobs[i][1], c) for i, c, _, _, _ in redo],
                              {"mask_thr": mask_thr}, workers=self.workers, quiet=True)
@@ -359,13 +364,11 @@ class _Fold:
                           if lab[rows[0]] == c])
                 cache[(mask_thr, i, c, tuple(entry[0].tolist()))] = entry
                 _merge_class(out[i], entry, rank)
-        for i, part in enumerate(out):  # links by detection, groups by class: as computed
-            a2, l2, l3, g2, pairs = part
-            lab = self.run.preds[self.keys[i]].labels[score_order(
-                self.run.preds[self.keys[i]].scores)] if g2 else None
-            out[i] = (a2, l2, sorted(l3), sorted(g2, key=lambda grp: int(lab[grp[0][0]]))
-                      if g2 else g2, pairs)
-        self.reordered_anew = getattr(self, "reordered_anew", 0) + len(redo)
+        for i, lab in rebuilt:  # links by detection, groups by class: as computed anew
+            a2, l2, l3, g2, pairs = out[i]
+            out[i] = (a2, l2, sorted(l3), sorted(g2, key=lambda grp: int(lab[grp[0][0]])),
+                      pairs)
+        self.reordered_anew += len(redo)
         return out
 
 
@@ -424,6 +427,20 @@ def _f1_of(pred_sets: list, truth_sets: list, a: int, kind: str) -> np.ndarray:
     return f1_of_counts(tp, n_p, n_t, a, kind)
 
 
+def _pred_sets(view: _View, folds: dict, idx, decoder: AttributeDecoder) -> list:
+    """The attribute sets of the view's detections ``idx``: decoded by ``decoder`` from the
+    probabilities, or as stored."""
+    out = []
+    for k in np.asarray(idx).tolist():
+        f, key, j = view.p_src[k]
+        p = folds[f].run.preds[key]
+        if p.attr_probs:
+            out.append(decoder.decode(int(p.labels[j]), p.attr_probs[j]))
+        else:
+            out.append(tuple(p.attributes[j]) if p.attributes else ())
+    return out
+
+
 class _Scorer:
     """Scores settings on a view: the link patterns (which thresholds each link passes) are
     built once per rule and attribute decoding."""
@@ -441,15 +458,7 @@ class _Scorer:
         a = len(rule.attribute_ids)
 
         def sets(idx: np.ndarray) -> list:
-            out = []
-            for k in idx.tolist():
-                f, key, j = view.p_src[k]
-                p = folds[f].run.preds[key]
-                if p.attr_probs:
-                    out.append(decoder.decode(int(p.labels[j]), p.attr_probs[j]))
-                else:
-                    out.append(tuple(p.attributes[j]) if p.attributes else ())
-            return out
+            return _pred_sets(view, folds, idx, decoder)
 
         t_sets = [tuple(view.t_src[t].attributes) for t in view.l_truth.tolist()]
         f1 = _f1_of(sets(view.l_pred), t_sets, a, rule.f1)
@@ -897,21 +906,14 @@ class _Rescoring:
              np.zeros((0, rescore_mod.N_IMAGE_FEATURES)))
         f1_labels, f1 = np.zeros(0, np.int64), np.zeros(0)
         if n_attributes and len(view.l_pred):
-            dec = AttributeDecoder()
-            p_sets, t_sets, cats = [], [], []
-            for lp, lt in zip(view.l_pred.tolist(), view.l_truth.tolist()):
-                truth = view.t_src[lt]
-                if not truth.attributes:
-                    continue
-                _, key, j = view.p_src[lp]
-                p = fold.run.preds[key]
-                p_sets.append(dec.decode(int(p.labels[j]), p.attr_probs[j]) if p.attr_probs
-                              else tuple(p.attributes[j]) if p.attributes else ())
-                t_sets.append(tuple(truth.attributes))
-                cats.append(int(truth.key))
-            if cats:
-                f1_labels = np.asarray(cats, np.int64)
-                f1 = _f1_of(p_sets, t_sets, n_attributes, rule.f1)
+            has = np.array([bool(view.t_src[t].attributes) for t in view.l_truth.tolist()],
+                           bool)
+            if has.any():
+                truths = [view.t_src[t] for t in view.l_truth[has].tolist()]
+                f1_labels = np.array([int(t.key) for t in truths], np.int64)
+                f1 = _f1_of(_pred_sets(view, {fold.pos: fold}, view.l_pred[has],
+                                       AttributeDecoder()),
+                            [tuple(t.attributes) for t in truths], n_attributes, rule.f1)
         return cls(x, tp_rates(sc), view.p_label.copy(), f1_labels, f1)
 
 
@@ -1026,7 +1028,7 @@ def _rescoring(folds: list[_Fold], nested_posts: list[PostProcess] | None, final
     report["seconds"] = round(time.perf_counter() - t0, 2)
     report["seconds_by_part"] = {k: round(v, 2) for k, v in timing.items()}
     report["images_reordered"] = int(sum(len(f.keys) for f in made))
-    report["images_recomputed"] = int(sum(getattr(f, "reordered_anew", 0) for f in made))
+    report["images_recomputed"] = int(sum(f.reordered_anew for f in made))
     return report, settings, in_sample
 
 
