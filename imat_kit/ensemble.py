@@ -15,9 +15,10 @@ plain baseline, all instances pooled and suppressed greedily at mask IoU ≥ ``i
 ``fusion``): the settings ``tune`` finds are tuned on single models' out-of-fold predictions, but
 the mean over all models puts every fused score below its members' (a garment found by 3 of 5
 models at 0.9 scores 0.54), so a tuned threshold cuts the fusion far deeper than it cut a single
-model. Once every image is fused, each fused score is therefore mapped onto the members' score
-distribution (all the inputs' scores pooled) by its quantile: the order the fusion found is kept,
-and a threshold keeps about the share of predictions it keeps of a single model.
+model. Once every image is fused, each fused score is therefore put on one input's scale
+(:func:`members_scale`): the fused score reached by c fused predictions becomes the score reached
+by K·c of the K inputs' predictions pooled, so the order the fusion found is kept and any
+threshold keeps about as many fused predictions as it keeps of one input.
 ``scores="mean"`` keeps the weighted means (the rule before; ``benchmarks/fusion.py`` compares
 both).
 """
@@ -203,8 +204,8 @@ def ensemble(inputs: list[dict[str, ImagePrediction]], *, method: str = "fusion"
              quiet: bool = False, scores: str = "members") -> dict[str, ImagePrediction]:
     """Fuse several predictions (``image_key → ImagePrediction`` each), over the union of
     their images, in ``workers`` processes (default: up to 2; the result is the same).
-    ``scores`` (fusion only): ``members`` maps the fused scores onto the inputs' score
-    distribution (:func:`members_scale`), ``mean`` keeps the weighted means."""
+    ``scores`` (fusion only): ``members`` puts the fused scores on one input's scale
+    (:func:`members_scale`), ``mean`` keeps the weighted means."""
     if method not in METHODS:
         raise KitError(f"method must be one of {', '.join(METHODS)}", value=method)
     if scores not in SCORES:
