@@ -110,51 +110,58 @@ def _image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int
                 masks: dict | None = None, classes: set | None = None) -> tuple:
     """The leftover area of each detection (score order; 0: dropped), whether it shares a
     pixel with a later detection of its class, and its links to the truths of its category
-    (IoU ≥ 0.5); groups where a detection has two candidate truths are returned whole (kept
-    detections, truths, IoUs) to be matched greedily; and the pairs of same-class detections
-    that share a pixel (their indices in the image, the earlier first): only their order
-    shapes the rest (:meth:`_Fold._reordered`). ``classes``: those classes only (the
-    others' detections left at area 0, without links)."""
+    (IoU ≥ 0.5: arrays of detections, truths and IoUs); groups where a detection has two
+    candidate truths are returned whole (kept detections, truths, IoUs) to be matched
+    greedily; and the pairs of same-class detections that share a pixel (their indices in the
+    image, the earlier first): only their order shapes the rest (:meth:`_Fold._renumbered`).
+    ``classes``: those classes only (the others' detections left at area 0, without links)."""
     n = 0 if pred is None else len(pred)
     area = np.zeros(n, np.int64)
     later = np.zeros(n, bool)
-    links: list[tuple[int, int, float]] = []
+    ld, lg, lv = [], [], []
     amb: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     pairs = [np.zeros((0, 2), np.int64)]
-    if not n:
-        return area, later, links, amb, pairs[0]
-    order = score_order(pred.scores)
-    if masks is None:
-        which = order if classes is None else order[np.isin(pred.labels[order], list(classes))]
-        masks = masks_of(pred, which, PostProcess(mask_thr=mask_thr))
-    labels = pred.labels[order]
-    t_cat = np.array([t.key for t in truths], np.int64)
-    size = [pred.height, pred.width]
-    for c in np.unique(labels).tolist():
-        if classes is not None and c not in classes:
-            continue
-        pos = np.flatnonzero(labels == c)
-        rles = [{"size": size, "counts": masks[int(order[r])]} for r in pos]
-        touch = touching(rles)
-        upper = np.triu(touch, 1)
-        later[pos] = upper.any(axis=1)
-        if upper.any():
-            pairs.append(order[pos[np.argwhere(upper)]])
-        kept = class_leftovers(rles, floor, pred.height * pred.width, touch)
-        rows = np.array([pos[r] for r, _, _ in kept], np.int64)
-        area[rows] = [a for _, _, a in kept]
-        tg = np.flatnonzero(t_cat == c)
-        if not tg.size or not rows.size:
-            continue
-        ious = pair_ious([{"size": size, "counts": k} for _, k, _ in kept],
-                         [truths[g].rle for g in tg])
-        hit = ious >= _LINK
-        if (hit.sum(1) >= 2).any():
-            amb.append((rows, tg, ious))
-            continue
-        for d, g in zip(*np.nonzero(hit)):
-            links.append((int(rows[d]), int(tg[g]), float(ious[d, g])))
+    if n:
+        order = score_order(pred.scores)
+        if masks is None:
+            which = (order if classes is None else
+                     order[np.isin(pred.labels[order], list(classes))])
+            masks = masks_of(pred, which, PostProcess(mask_thr=mask_thr))
+        labels = pred.labels[order]
+        t_cat = np.array([t.key for t in truths], np.int64)
+        size = [pred.height, pred.width]
+        for c in np.unique(labels).tolist():
+            if classes is not None and c not in classes:
+                continue
+            pos = np.flatnonzero(labels == c)
+            rles = [{"size": size, "counts": masks[int(order[r])]} for r in pos]
+            touch = touching(rles)
+            upper = np.triu(touch, 1)
+            later[pos] = upper.any(axis=1)
+            if upper.any():
+                pairs.append(order[pos[np.argwhere(upper)]])
+            kept = class_leftovers(rles, floor, pred.height * pred.width, touch)
+            rows = np.array([pos[r] for r, _, _ in kept], np.int64)
+            area[rows] = [a for _, _, a in kept]
+            tg = np.flatnonzero(t_cat == c)
+            if not tg.size or not rows.size:
+                continue
+            ious = pair_ious([{"size": size, "counts": k} for _, k, _ in kept],
+                             [truths[g].rle for g in tg])
+            hit = ious >= _LINK
+            if (hit.sum(1) >= 2).any():
+                amb.append((rows, tg, ious))
+                continue
+            d, g = np.nonzero(hit)
+            ld.append(rows[d])
+            lg.append(tg[g])
+            lv.append(ious[d, g])
+    links = (_cat(ld, np.int64), _cat(lg, np.int64), _cat(lv, np.float64))
     return area, later, links, amb, np.concatenate(pairs).astype(np.int64)
+
+
+def _cat(xs: list, dtype) -> np.ndarray:
+    return np.concatenate(xs).astype(dtype, copy=False) if xs else np.zeros(0, dtype)
 
 
 def _parts_many(jobs: list, kw: dict) -> list:
@@ -162,20 +169,10 @@ def _parts_many(jobs: list, kw: dict) -> list:
 
 
 def _class_parts_many(jobs: list, kw: dict) -> list:
-    """:func:`_image_part` at 1 px for some classes of each image: ``(pred, truths,
-    classes)`` jobs."""
-    return [_image_part(p, t, kw["mask_thr"], 1, classes=c) for p, t, c in jobs]
+    """:func:`_image_part` for some classes of each image: ``(pred, truths, classes)``
+    jobs."""
+    return [_image_part(p, t, kw["mask_thr"], kw["floor"], classes=c) for p, t, c in jobs]
 
-
-def _merge_class(part: tuple, entry: tuple, rank: np.ndarray) -> None:
-    """One class's part (detections by their index in the image) into an image's part
-    (detections by position in its score order)."""
-    area, later, links, groups, _ = part
-    idx, c_area, c_later, c_links, c_groups = entry
-    area[rank[idx]] = c_area
-    later[rank[idx]] = c_later
-    links.extend((int(rank[d]), g, v) for d, g, v in c_links)
-    groups.extend((rank[rows], tg, ious) for rows, tg, ious in c_groups)
 
 # --- a fold's data, and the views the search scores -----------------------------------------
 
@@ -191,10 +188,10 @@ class _View:
     p_area: np.ndarray
     g: np.ndarray  # truths per image
     t_img: np.ndarray
-    l_pred: np.ndarray  # links, sorted by truth
+    l_pred: np.ndarray  # links, sorted by truth, then by detection
     l_truth: np.ndarray
     l_iou: np.ndarray
-    amb: list  # (image, detections, truths, ious)
+    amb: list  # (image, detections, truths, ious), by image, then by class
     p_src: list  # (the fold's position in tune's list, image_key, index in its line)
     t_src: list  # truth Instance per truth
 
@@ -225,18 +222,22 @@ def _concat(views: list[_View]) -> _View:
 
 
 class _Fold:
-    """One fold's validation predictions and truths, with its mask variants built on demand."""
+    """One fold's validation predictions and truths, with its mask variants built on demand.
+    A fold made with ``base`` holds the base fold's detections re-scored (same masks, another
+    score order): its views are the base's renumbered (:meth:`_renumbered`)."""
 
     def __init__(self, pos: int, run: FoldRun, truths: dict[str, list[Instance]],
                  workers: int | None, quiet: bool, base: _Fold | None = None) -> None:
+        if base is not None and base.base is not None:
+            raise ValueError("a re-scored fold's base must be a fold of stored scores")
         self.pos, self.run, self.quiet, self.workers = pos, run, quiet, workers
-        self.base = base  # the same masks in another order: their parts are reordered
-        self.class_parts: dict = {}  # (mask_thr, image, class, order) → one class's part
+        self.base = base
+        self.class_parts: dict = {}  # (mask_thr, floor, image, class, order) → its part
         self.reordered_anew = 0  # images whose parts a re-scored order made compute anew
         self.keys = [im["image_key"] for im in run.gt["images"]]
         self.truths = truths
         self.has_soft = all(p.soft is not None for p in run.preds.values()) and bool(run.preds)
-        img, lab, sc, src = [], [], [], []
+        img, lab, sc, js, src = [], [], [], [], []
         for i, k in enumerate(self.keys):
             p = run.preds.get(k)
             if p is None or not len(p):
@@ -245,11 +246,10 @@ class _Fold:
             img.append(np.full(len(o), i))
             lab.append(p.labels[o])
             sc.append(p.scores[o].astype(np.float64))
+            js.append(o)
             src.extend((pos, k, int(j)) for j in o)
-        def cat(xs, dt):
-            return (np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
-        self.p_img, self.p_label = cat(img, np.int64), cat(lab, np.int64)
-        self.p_score, self.p_src = cat(sc, np.float64), src
+        self.p_img, self.p_label = _cat(img, np.int64), _cat(lab, np.int64)
+        self.p_score, self.p_src = _cat(sc, np.float64), src
         t_img, t_src = [], []
         for i, k in enumerate(self.keys):
             for t in truths.get(k, []):
@@ -261,138 +261,177 @@ class _Fold:
         self.t_off = np.concatenate(([0], np.cumsum(self.g)))
         self.p_off = np.concatenate(([0], np.cumsum(np.bincount(self.p_img,
                                                                 minlength=len(self.keys)))))
-        self._parts: dict = {}
-        self._views: dict = {}
+        # a detection's "origin": its image's first position + its index in the image's line
+        # (the same in every score order); ``at``: the origin's position in this fold
+        self.origin = self.p_off[self.p_img] + _cat(js, np.int64)
+        self.at = np.empty_like(self.origin)
+        self.at[self.origin] = np.arange(len(self.origin))
+        self._parts: dict = {}  # mask_thr → each image's part at 1 px (until its view exists)
+        self._views: dict = {}  # (mask_thr, floor) → (view, each detection's "later" flag)
+        self._pairs: dict = {}  # mask_thr → touching same-class pairs (origins, earlier first)
         self.iou_seconds = 0.0
 
-    def _parts_for(self, mask_thr: float | None, floor: int) -> list:
-        """Each image's part at a (mask threshold, min area) variant. The min area only
-        changes an image where a detection it drops shares pixels with a later one of its
-        class; elsewhere the variant is the one at 1 px with the small ones dropped."""
-        key = (mask_thr, floor)
-        if key in self._parts:
-            return self._parts[key]
+    def _compute(self, fn, jobs: list, kw: dict, desc: str | None = None) -> list:
         t0 = time.perf_counter()
-        jobs = [(self.run.preds.get(k), self.truths.get(k, [])) for k in self.keys]
-        if floor <= 1 and self.base is not None:
-            parts = self._reordered(mask_thr, jobs)
-        elif floor <= 1:  # every soft threshold at once: the soft masks resampled once
+        out = parallel_map(fn, jobs, kw, workers=self.workers, quiet=self.quiet or not desc,
+                           desc=desc or "")
+        self.iou_seconds += time.perf_counter() - t0
+        return out
+
+    def _parts_for(self, mask_thr: float | None) -> list:
+        """Each image's part at 1 px: every soft threshold at once (the soft masks resampled
+        once)."""
+        if mask_thr not in self._parts:
+            jobs = [(self.run.preds.get(k), self.truths.get(k, [])) for k in self.keys]
             thrs = [mask_thr] if mask_thr is None else [t for t in MASK_GRID if t is not None]
             if mask_thr not in thrs:
                 thrs.append(mask_thr)
-            per = parallel_map(_parts_many, jobs, {"mask_thrs": thrs, "floor": 1},
-                               workers=self.workers, quiet=self.quiet,
-                               desc=f"tune: masks of fold {self.run.fold}")
+            thrs = [t for t in thrs if (t, 1) not in self._views]
+            per = self._compute(_parts_many, jobs, {"mask_thrs": thrs, "floor": 1},
+                                desc=f"tune: masks of fold {self.run.fold}")
             for k, t in enumerate(thrs):
-                self._parts[(t, 1)] = [p[k] for p in per]
-            parts = self._parts[key]
-        else:
-            base = self._parts_for(mask_thr, 1)
-            t0 = time.perf_counter()
-            parts, redo = [], []
-            for i, (a, later, links, amb, pairs) in enumerate(base):
-                small = (a > 0) & (a < floor)
-                if (small & later).any():
-                    redo.append(i)
-                parts.append((np.where(small, 0, a), later, links, amb, pairs))
-            for i, part in zip(redo, _parts_many([jobs[i] for i in redo],
-                                                 {"mask_thrs": [mask_thr], "floor": floor})):
-                parts[i] = part[0]
-        self._parts[key] = parts
-        self.iou_seconds += time.perf_counter() - t0
-        return parts
-
-    def _reordered(self, mask_thr: float | None, jobs: list) -> list:
-        """The parts at 1 px of a fold whose detections are the base fold's in another score
-        order (re-scored): an image where no two same-class detections that share a pixel
-        swap places has the base's leftovers, links and groups, renumbered to the new order;
-        the others are computed anew."""
-        base = self.base._parts_for(mask_thr, 1)
-        cache = self.base.class_parts
-        out, redo, rebuilt = [], [], []
-        for i, k in enumerate(self.keys):
-            new, part = self.run.preds.get(k), base[i]
-            if new is None or not len(new):
-                out.append(part)
-                continue
-            old_order = score_order(self.base.run.preds[k].scores)
-            new_order = score_order(new.scores)
-            if np.array_equal(old_order, new_order):
-                out.append(part)
-                continue
-            rank = np.empty(len(new), np.int64)
-            rank[new_order] = np.arange(len(new))
-            area, later, links, groups, pairs = part
-            swapped = set()
-            if pairs.size:
-                flip = rank[pairs[:, 0]] > rank[pairs[:, 1]]
-                swapped = set(new.labels[pairs[flip, 0]].tolist())
-            moved = rank[old_order]  # a detection's old position → its new one
-            lab = new.labels[new_order]  # the class at each new position
-            a2, l2 = np.empty_like(area), np.empty_like(later)
-            a2[moved], l2[moved] = area, later
-            g2 = []
-            for rows, tg, ious in groups:
-                r = moved[rows]
-                if int(lab[r[0]]) not in swapped:
-                    s = np.argsort(r, kind="stable")
-                    g2.append((r[s], tg, ious[s]))
-            l3 = [(int(moved[d]), g, v) for d, g, v in links
-                  if int(new.labels[old_order[d]]) not in swapped]
-            merged = (a2, l2, l3, g2, pairs)
-            missing = set()
-            for c in swapped:  # a class in this order seen before (by another re-scoring)?
-                hit = cache.get((mask_thr, i, c, tuple(new_order[lab == c].tolist())))
-                if hit is None:
-                    missing.add(c)
-                else:
-                    _merge_class(merged, hit, rank)
-            if missing:
-                redo.append((i, missing, new_order, lab, rank))
-            out.append(merged)
-            rebuilt.append((i, lab))
-        fresh = parallel_map(_class_parts_many,
-                             [(jobs[i][0], jobs[i][1], c) for i, c, _, _, _ in redo],
-                             {"mask_thr": mask_thr}, workers=self.workers, quiet=True)
-        for (i, missing, new_order, lab, rank), (area, later, links, groups, _) in zip(
-                redo, fresh):
-            for c in missing:
-                pos = np.flatnonzero(lab == c)
-                entry = (new_order[pos], area[pos], later[pos],
-                         [(int(new_order[d]), g, v) for d, g, v in links if lab[d] == c],
-                         [(new_order[rows], tg, ious) for rows, tg, ious in groups
-                          if lab[rows[0]] == c])
-                cache[(mask_thr, i, c, tuple(entry[0].tolist()))] = entry
-                _merge_class(out[i], entry, rank)
-        for i, lab in rebuilt:  # links by detection, groups by class: as computed anew
-            a2, l2, l3, g2, pairs = out[i]
-            out[i] = (a2, l2, sorted(l3), sorted(g2, key=lambda grp: int(lab[grp[0][0]])),
-                      pairs)
-        self.reordered_anew += len(redo)
-        return out
-
+                self._parts[t] = [p[k] for p in per]
+        return self._parts[mask_thr]
 
     def view(self, mask_thr: float | None, floor: int) -> _View:
-        key = (mask_thr, max(floor, 1))
+        return self._view(mask_thr, max(floor, 1))[0]
+
+    def _view(self, mask_thr: float | None, floor: int) -> tuple[_View, np.ndarray]:
+        key = (mask_thr, floor)
         if key not in self._views:
-            parts = self._parts_for(*key)
-            area = np.concatenate([part[0] for part in parts]) if parts else \
-                np.zeros(0, np.int64)
-            lp, lt, li, amb = [], [], [], []
-            for i, (_, _, links, groups, _) in enumerate(parts):
-                for d, g, v in links:
-                    lp.append(self.p_off[i] + d)
-                    lt.append(self.t_off[i] + g)
-                    li.append(v)
-                for rows, tg, ious in groups:
-                    amb.append((i, self.p_off[i] + rows, self.t_off[i] + tg, ious))
-            lp, lt, li = (np.asarray(x, dt) for x, dt in ((lp, np.int64), (lt, np.int64),
-                                                          (li, np.float64)))
-            o = np.argsort(lt, kind="stable")
-            self._views[key] = _View(len(self.keys), self.p_img, self.p_label, self.p_score,
-                                     area.astype(np.int64), self.g, self.t_img, lp[o], lt[o],
-                                     li[o], amb, self.p_src, self.t_src)
+            if self.base is not None:
+                made = self._renumbered(mask_thr, floor)
+            elif floor > 1:
+                made = self._floored(mask_thr, floor)
+            else:
+                made = self._of_parts(mask_thr, self._parts_for(mask_thr))
+                del self._parts[mask_thr]
+            self._views[key] = made
         return self._views[key]
+
+    def _assemble(self, area, later, lp, lt, li, amb: list) -> tuple[_View, np.ndarray]:
+        o = np.lexsort((lp, lt))
+        amb.sort(key=lambda grp: (grp[0], int(self.p_label[grp[1][0]])))
+        return _View(len(self.keys), self.p_img, self.p_label, self.p_score,
+                     area.astype(np.int64), self.g, self.t_img, lp[o], lt[o], li[o], amb,
+                     self.p_src, self.t_src), later
+
+    def _of_parts(self, mask_thr: float | None, parts: list) -> tuple[_View, np.ndarray]:
+        n_links = np.array([len(p[2][0]) for p in parts], np.int64)
+        at_img = np.repeat(np.arange(len(parts)), n_links)
+        lp = _cat([p[2][0] for p in parts], np.int64) + self.p_off[at_img]
+        lt = _cat([p[2][1] for p in parts], np.int64) + self.t_off[at_img]
+        n_pairs = np.array([len(p[4]) for p in parts], np.int64)
+        pairs = (np.concatenate([p[4] for p in parts]) if parts else np.zeros((0, 2), np.int64)
+                 ) + np.repeat(self.p_off[:-1], n_pairs)[:, None]
+        self._pairs[mask_thr] = (pairs[:, 0], pairs[:, 1])
+        amb = [(i, self.p_off[i] + rows, self.t_off[i] + tg, ious)
+               for i, p in enumerate(parts) for rows, tg, ious in p[3]]
+        return self._assemble(_cat([p[0] for p in parts], np.int64),
+                              _cat([p[1] for p in parts], bool), lp, lt,
+                              _cat([p[2][2] for p in parts], np.float64), amb)
+
+    def _spliced(self, view: _View, area, later, images: list, parts: list
+                 ) -> tuple[_View, np.ndarray]:
+        """``view`` with the leftovers, links and groups of some images replaced by their
+        ``parts`` (computed anew, in this fold's order)."""
+        gone = np.zeros(len(self.keys), bool)
+        gone[images] = True
+        keep = ~gone[view.t_img[view.l_truth]]
+        lp, lt, li = [view.l_pred[keep]], [view.l_truth[keep]], [view.l_iou[keep]]
+        amb = [grp for grp in view.amb if not gone[grp[0]]]
+        for i, (a, lat, (d, g, v), groups, _) in zip(images, parts):
+            o, ot = self.p_off[i], self.t_off[i]
+            area[o:self.p_off[i + 1]] = a
+            later[o:self.p_off[i + 1]] = lat
+            lp.append(o + d)
+            lt.append(ot + g)
+            li.append(v)
+            amb += [(i, o + rows, ot + tg, ious) for rows, tg, ious in groups]
+        return self._assemble(area, later, _cat(lp, np.int64), _cat(lt, np.int64),
+                              _cat(li, np.float64), amb)
+
+    def _floored(self, mask_thr: float | None, floor: int) -> tuple[_View, np.ndarray]:
+        """The view at a min area: it only changes an image where a detection it drops shares
+        pixels with a later one of its class (those images computed anew); elsewhere the
+        variant is the one at 1 px with the small ones dropped."""
+        view, later = self._view(mask_thr, 1)
+        small = (view.p_area > 0) & (view.p_area < floor)
+        redo = np.unique(view.p_img[small & later]).tolist()
+        parts = self._compute(_parts_many, [(self.run.preds.get(self.keys[i]),
+                                             self.truths.get(self.keys[i], []))
+                                            for i in redo],
+                              {"mask_thrs": [mask_thr], "floor": floor})
+        return self._spliced(view, np.where(small, 0, view.p_area), later.copy(), redo,
+                             [p[0] for p in parts])
+
+    def _renumbered(self, mask_thr: float | None, floor: int) -> tuple[_View, np.ndarray]:
+        """The view of a re-scored fold, from its base's at the same variant: the leftovers,
+        links and groups of an (image, class) whose touching detections keep their order are
+        the base's (only touching detections' order shapes them, the min area's drops
+        included), renumbered to the new order (all at once); a class where two touching
+        detections swap places is taken from the base's cache when another re-scoring met the
+        same order, else computed anew (and cached)."""
+        base = self.base
+        view, base_later = base._view(mask_thr, floor)
+        first, second = base._pairs[mask_thr]
+        moved = self.at[base.origin]  # a detection's position in the base → here
+        area = np.empty_like(view.p_area)
+        area[moved] = view.p_area
+        later = np.empty_like(base_later)
+        later[moved] = base_later
+        n_cls = int(self.p_label.max()) + 1 if len(self.p_label) else 1
+        cls_key = self.p_img * n_cls + self.p_label
+        flip = self.at[first] > self.at[second]
+        swapped = np.isin(cls_key, cls_key[self.at[first[flip]]])
+        lp = moved[view.l_pred]
+        keep = ~swapped[lp]
+        lps, lts, lis = [lp[keep]], [view.l_truth[keep]], [view.l_iou[keep]]
+        amb = []
+        for i, rows, tg, ious in view.amb:
+            r = moved[rows]
+            if not swapped[r[0]]:
+                s = np.argsort(r, kind="stable")
+                amb.append((i, r[s], tg, ious[s]))
+        area[swapped] = 0
+        later[swapped] = False
+        pos = np.flatnonzero(swapped)
+        pos = pos[np.argsort(cls_key[pos], kind="stable")]
+        entries, missing = [], {}
+        for grp in np.split(pos, np.flatnonzero(np.diff(cls_key[pos])) + 1) if pos.size else []:
+            i, c = int(self.p_img[grp[0]]), int(self.p_label[grp[0]])
+            origins = self.origin[grp] - self.p_off[i]
+            hit = base.class_parts.get((mask_thr, floor, i, c, tuple(origins.tolist())))
+            if hit is None:
+                missing.setdefault(i, set()).add(c)
+            else:
+                entries.append((i, hit))
+        redo = sorted(missing)
+        fresh = self._compute(_class_parts_many,
+                              [(self.run.preds.get(self.keys[i]),
+                                self.truths.get(self.keys[i], []), missing[i]) for i in redo],
+                              {"mask_thr": mask_thr, "floor": floor})
+        for i, (a, lat, (d, g, v), groups, _) in zip(redo, fresh):
+            sl = slice(self.p_off[i], self.p_off[i + 1])
+            order, lab = self.origin[sl] - self.p_off[i], self.p_label[sl]
+            for c in sorted(missing[i]):
+                mine, link = np.flatnonzero(lab == c), lab[d] == c
+                entry = (order[mine], a[mine], lat[mine], order[d[link]], g[link], v[link],
+                         [(order[rows], tg, ious) for rows, tg, ious in groups
+                          if lab[rows[0]] == c])
+                base.class_parts[(mask_thr, floor, i, c, tuple(entry[0].tolist()))] = entry
+                entries.append((i, entry))
+        for i, (idx, c_area, c_later, d, g, v, groups) in entries:
+            o, ot = self.p_off[i], self.t_off[i]
+            area[self.at[o + idx]] = c_area
+            later[self.at[o + idx]] = c_later
+            lps.append(self.at[o + d])
+            lts.append(ot + g)
+            lis.append(v)
+            amb += [(i, self.at[o + rows], ot + tg, ious) for rows, tg, ious in groups]
+        self.reordered_anew += len(redo)
+        return self._assemble(area, later, _cat(lps, np.int64), _cat(lts, np.int64),
+                              _cat(lis, np.float64), amb)
 
 
 # --- scoring a setting ------------------------------------------------------------------------
