@@ -41,11 +41,13 @@ def read_scalars(work_dir: str | Path) -> tuple[list[dict], list[dict]]:
                        file=str(work_dir))
     train, val, last = [], [], 0
     for f in files:
-        for line in f.read_text().splitlines():
+        for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 d = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue  # a line torn by a killed run
+            if not isinstance(d, dict):
+                continue
             if "coco/segm_mAP" in d or "val_loss" in d or "coco/bbox_mAP" in d:
                 val.append({**d, "x": last})
             elif "loss" in d:

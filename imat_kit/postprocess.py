@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_util
 
+from imat_kit import fields
 from imat_kit.data import rle as rle_mod
 from imat_kit.errors import KitError
 from imat_kit.eval.attr_eval import AttributeThresholds, _key_line
@@ -314,7 +315,7 @@ def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostPro
         """An ``{id: threshold in 0..1}`` map, each entry checked."""
         out = {}
         for k, t in (d or {}).items():
-            if not str(k).isdigit() or not is_number(t) or not 0 <= t <= 1:
+            if not fields.is_digits(k) or not is_number(t) or not 0 <= t <= 1:
                 raise bad(str(k), message, f"{k}: {t}")
             out[int(k)] = float(t)
         return out
@@ -332,7 +333,7 @@ def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostPro
     if dec == "topk":
         topk = {}
         for c, k in (a.get("topk") or {}).items():
-            if not str(c).isdigit() or isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            if not fields.is_digits(c) or not fields.is_int(k) or not 0 <= k <= 10**6:
                 raise bad(str(c), "each topk entry needs a category id and a count >= 0",
                           f"{c}: {k}")
             topk[int(c)] = k
@@ -347,8 +348,8 @@ def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostPro
         if dec == "pair":
             for k, t in (a.get("per_pair") or {}).items():
                 ids = str(k).split("_")
-                if len(ids) != 2 or not all(x.isascii() and x.isdigit() and len(x) < 10
-                                            for x in ids) or not is_number(t) or not 0 <= t <= 1:
+                if len(ids) != 2 or not all(fields.is_digits(x) for x in ids) or not is_number(
+                        t) or not 0 <= t <= 1:
                     raise bad(str(k), "each per_pair entry needs CATEGORY_ATTRIBUTE ids and a "
                               "threshold in 0..1", f"{k}: {t}")
                 pairs[(int(ids[0]), int(ids[1]))] = float(t)

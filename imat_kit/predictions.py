@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imat_kit import fields
 from imat_kit.data import rle as rle_mod
 from imat_kit.errors import KitError
 from imat_kit.files import atomic_open
@@ -183,11 +184,11 @@ def read_header(path: str | Path) -> dict:
     file = str(path)
     if not Path(path).is_file():
         raise KitError("predictions file not found", file=file)
-    with open(path, encoding="utf-8") as f:
-        first = f.readline()
+    with open(path, "rb") as f:
+        first = fields.decode(f.readline(), file=file)
     try:
         h = json.loads(first)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         h = None
     if not isinstance(h, dict) or h.get("format") != FORMAT:
         raise KitError(f"not an imat-kit predictions file (first line must be a {FORMAT} "
@@ -280,21 +281,37 @@ def _first(items: list, ok) -> int:
     return next((i for i, x in enumerate(items) if not ok(x)), 0)
 
 
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+_is_int = fields.is_int
+
+
+def _shape(x: object) -> tuple | None:
+    try:
+        return np.shape(x)
+    except ValueError:  # ragged
+        return None
+
+
+def _has_bool(raw: list) -> bool:
+    """A JSON ``true``/``false`` among numbers (numpy would read it as 1 or 0)."""
+    return any(type(x) is bool or (type(x) is list and any(type(v) is bool for v in x))
+               for x in raw)
 
 
 def _numbers(raw: list, key: str, shape: tuple[int, ...], what: str) -> np.ndarray:
     """``raw`` as float32 of ``shape`` (as stored; a number past float32 becomes infinite and
-    is refused by the range checks); a non-number (or a wrong shape) names its entry."""
+    is refused by the range checks); a non-number (a text such as ``"0.95"``, a boolean, a
+    null) or a wrong shape names its entry."""
     try:
-        a = np.asarray(raw, np.float32)
+        a = np.asarray(raw)
         if a.size == 0:
             a = a.reshape(shape)
-    except (ValueError, TypeError):
+        a = None if a.dtype.kind not in "iuf" or _has_bool(raw) else a.astype(np.float32)
+    except (ValueError, TypeError, OverflowError):
         a = None
     if a is None or a.shape != shape:
-        i = _first(raw, lambda x: np.shape(x) == shape[1:] and not isinstance(x, str))
+        i = _first(raw, lambda x: _shape(x) == shape[1:] and not _has_bool([x]) and (
+            fields.is_number(x) or (isinstance(x, list) and all(fields.is_number(v)
+                                                                for v in x))))
         raise _Bad(f"{key}[{i}]", f"must be {what}", _short(raw[i]) if raw else None)
     return a
 
@@ -306,16 +323,20 @@ def _parse_line(d: object, soft_size: int | None) -> tuple[ImagePrediction, tupl
     if not isinstance(d, dict):
         raise _Bad("line", "must be a JSON object", _short(d))
     key = d.get("image_key")
-    if not isinstance(key, str) or not key:
-        raise _Bad("image_key", "must be a non-empty text", _short(key))
+    if not isinstance(key, str) or not key or fields.has_control(key):
+        raise _Bad("image_key", "must be a non-empty text without control characters",
+                    _short(key))
     for k in ("height", "width"):
-        if not _is_int(d.get(k)) or d[k] < 1:
-            raise _Bad(k, "must be a positive integer" if k in d else "is missing",
-                       _short(d.get(k)))
+        if not _is_int(d.get(k)) or not 1 <= d[k] <= fields.MAX_SIDE:
+            raise _Bad(k, f"must be an integer within 1..{fields.MAX_SIDE}" if k in d
+                       else "is missing", _short(d.get(k)))
     raw = _list(d, "labels")
     n = len(raw)
-    labels = np.asarray(raw) if n else np.zeros(0, np.int64)
-    if labels.dtype.kind not in "iu" or labels.ndim != 1:
+    try:
+        labels = np.asarray(raw) if n else np.zeros(0, np.int64)
+    except (ValueError, OverflowError):  # ragged
+        labels = np.zeros(0, object)
+    if labels.dtype.kind not in "iu" or labels.ndim != 1 or _has_bool(raw):
         i = _first(raw, _is_int)
         raise _Bad(f"labels[{i}]", "must be an integer category id", _short(raw[i]))
     scores = _numbers(_list(d, "scores", n), "scores", (n,), "a number")
@@ -514,20 +535,27 @@ def _rows(path: str | Path, expected: Expected | None,
         pending.clear()
         return done + passed(_chunk_problems(chunk, expected) if chunk else [], chunk)
 
-    with ThreadPoolExecutor(1) as pool, open(path, encoding="utf-8") as f:
+    with ThreadPoolExecutor(1) as pool, open(path, "rb") as f:
         f.readline()
-        for row, line in enumerate(f, start=2):
-            torn = not line.endswith("\n")
+        for row, raw in enumerate(f, start=2):
+            torn = not raw.endswith(b"\n")
             if torn and resumable:
                 break  # torn by a kill mid-write: the image is predicted again on resume
             try:
+                line = raw.decode("utf-8")
                 d = json.loads(line)
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
                 yield from rest()
-                what = ("is cut off: the file ends mid-line (an interrupted write or copy?)"
-                        if torn else f"is not JSON ({e.msg}, column {e.colno})")
-                raise KitError(f"line {what}", file=file, row=row,
-                               value=line.strip()[:60]) from None
+                if isinstance(e, UnicodeDecodeError):
+                    what = "is not valid UTF-8"
+                    value = raw[e.start:e.start + 4]
+                elif isinstance(e, RecursionError):
+                    what, value = "nests arrays/objects too deep to read", None
+                else:
+                    what = ("is cut off: the file ends mid-line (an interrupted write or "
+                            "copy?)" if torn else f"is not JSON ({e.msg}, column {e.colno})")
+                    value = line.strip()[:60]
+                raise KitError(f"line {what}", file=file, row=row, value=value) from None
             try:
                 pred, flat = _parse_line(d, soft)
                 bad = _image_problem(pred, expected)

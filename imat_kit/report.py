@@ -113,12 +113,15 @@ def _tuned_folds(path: str | Path | None) -> list[int]:
     """The folds a thresholds file was tuned on (none for no file)."""
     if path is None:
         return []
-    import json
+    from imat_kit.data.readers import read_json
+    from imat_kit.fields import is_int
 
     try:
-        return [int(k) for k in json.loads(Path(path).read_text()).get("folds", [])]
-    except (OSError, ValueError, TypeError):
+        d = read_json(path, what="thresholds file")
+    except (KitError, OSError):
         return []
+    folds = d.get("folds") if isinstance(d, dict) else None
+    return [k for k in folds if is_int(k)] if isinstance(folds, list) else []
 
 
 def _post_section(table: pd.DataFrame, cols: list[str], content: dict, file: str) -> str:

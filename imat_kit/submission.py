@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imat_kit import __version__
+from imat_kit import __version__, fields
 from imat_kit.data import rle as rle_mod
 from imat_kit.data.labels import Labels, format_class_id, parse_class_id
 from imat_kit.data.readers import csv_columns, read_csv
@@ -293,10 +293,12 @@ def attributes_cell_problem(text: str, labels: Labels) -> str | None:
     t = text.strip()
     if not t:
         return None
-    if not re.fullmatch(r"\d+(,\d+)*", t):
-        bad = sorted(set(re.sub(r"[\d,]", "", t))) or [","]
-        return (f"AttributesIds {t!r}: attribute ids must be joined by ',' alone (found "
-                f"{''.join(bad)!r})")
+    if not re.fullmatch(r"[0-9]+(,[0-9]+)*", t):
+        bad = sorted(set(re.sub(r"[0-9,]", "", t))) or [","]
+        return (f"AttributesIds {t[:60]!r}: attribute ids must be ASCII digits joined by ',' "
+                f"alone (found {''.join(bad)[:20]!r})")
+    if any(len(x) > fields.MAX_DIGITS for x in t.split(",")):
+        return f"AttributesIds {t[:60]!r}: an attribute id of more than {fields.MAX_DIGITS} digits"
     ids = [int(x) for x in t.split(",")]
     unknown = [a for a in ids if a not in labels.attribute_ids]
     if unknown:
@@ -333,10 +335,10 @@ def csv_instances(path: str | Path, sizes: dict[str, tuple[int, int]], *,
             continue
         if own_sizes:
             hs, ws = df.Height.iat[k].strip(), df.Width.iat[k].strip()
-            if not (hs.isdigit() and ws.isdigit()):
-                raise KitError("Height/Width must be integers", file=file, row=k + 2,
-                               value=f"{hs}x{ws}")
-            h, w = int(hs), int(ws)
+            h, w = (fields.int_or_none(x, 1, fields.MAX_SIDE) for x in (hs, ws))
+            if h is None or w is None:
+                raise KitError(f"Height/Width must be integers within 1..{fields.MAX_SIDE} "
+                               "(ASCII digits)", file=file, row=k + 2, value=f"{hs}x{ws}")
         elif iid in sizes:
             h, w = sizes[iid]
         else:

@@ -31,12 +31,13 @@ import pandas as pd
 from PIL import Image
 from pycocotools import mask as mask_util
 
+from imat_kit import fields
 from imat_kit.data import rle as rle_mod
+from imat_kit.data.labels import Labels, load_labels, parse_attributes_ids, parse_class_id
+from imat_kit.data.readers import csv_columns, iter_csv
 from imat_kit.errors import KitError
 from imat_kit.files import atomic_open
 from imat_kit.progress import default_workers, progress
-from imat_kit.data.labels import Labels, load_labels, parse_attributes_ids, parse_class_id
-from imat_kit.data.readers import csv_columns, iter_csv
 
 COLUMNS_2019 = ("ImageId", "EncodedPixels", "Height", "Width", "ClassId")
 COLUMNS_2020 = (*COLUMNS_2019, "AttributesIds")
@@ -157,8 +158,8 @@ class _ClassCache:
 
 
 def _positive_int(text: str) -> int | None:
-    t = text.strip()
-    return int(t) if t.isdigit() and int(t) > 0 else None
+    """An image side: ASCII digits, 1…:data:`fields.MAX_SIDE`."""
+    return fields.int_or_none(text, 1, fields.MAX_SIDE)
 
 
 def csv_to_coco(csv_path: str | Path, *, labels: Labels | None = None,
@@ -303,11 +304,15 @@ class _Converter:
         f = self.file
         if not image_id:
             raise KitError("empty ImageId", file=f, row=row)
+        fields.text_field(image_id, what="ImageId", file=f, row=row)
         h, w = _positive_int(hs), _positive_int(ws)
+        side = f"(ASCII digits, at most {fields.MAX_SIDE})"
         if h is None:
-            raise KitError("Height must be a positive integer", file=f, row=row, value=hs)
+            raise KitError(f"Height must be a positive integer {side}", file=f, row=row,
+                           value=hs)
         if w is None:
-            raise KitError("Width must be a positive integer", file=f, row=row, value=ws)
+            raise KitError(f"Width must be a positive integer {side}", file=f, row=row,
+                           value=ws)
         idx = self._image(image_id, h, w, row)
         im = self.images[idx]
         if (h, w) != (im["height"], im["width"]):
@@ -338,8 +343,8 @@ class _Converter:
         row0 = self.next_row
         self.next_row += n
         hs_txt, ws_txt = chunk["Height"].tolist(), chunk["Width"].tolist()
-        h = np.array([int(t) if t.strip().isdigit() else 0 for t in hs_txt], dtype=np.int64)
-        w = np.array([int(t) if t.strip().isdigit() else 0 for t in ws_txt], dtype=np.int64)
+        h = np.array([_positive_int(t) or 0 for t in hs_txt], dtype=np.int64)
+        w = np.array([_positive_int(t) or 0 for t in ws_txt], dtype=np.int64)
         eps = chunk["EncodedPixels"].tolist()
         return _ChunkRows(
             row0=row0, ids=[s.strip() for s in chunk["ImageId"].tolist()], eps=eps,
@@ -353,7 +358,7 @@ class _Converter:
         run_bad, strings, bbox, area = runs
         n, row0, ids = len(rows.ids), rows.row0, rows.ids
         h, w = rows.h, rows.w
-        bad = rows.size_bad | np.array([not s for s in ids], dtype=bool)
+        bad = rows.size_bad | np.array([not s or fields.has_control(s) for s in ids], dtype=bool)
 
         # images: create on first sight (checks the file), then the size must agree
         img = np.full(n, -1, dtype=np.int64)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from imat_kit import fields
 from imat_kit.errors import KitError
 
 #: the label files shipped inside the package, by competition year
@@ -96,14 +97,20 @@ class Labels:
         return out
 
 
+#: the largest category or attribute id a label file may give
+MAX_ID = 1_000_000
+
+
 def _check_items(items: object, key: str, path: str) -> tuple[dict, ...]:
     if not isinstance(items, list) or not items:
         raise KitError(f"'{key}' must be a non-empty list", file=path)
     seen: set[int] = set()
     out = []
     for i, it in enumerate(items):
-        if not isinstance(it, dict) or not isinstance(it.get("id"), int) or "name" not in it:
-            raise KitError(f"{key}[{i}] needs an integer 'id' and a 'name'", file=path, value=it)
+        if (not isinstance(it, dict) or not fields.is_int(it.get("id"))
+                or not 0 <= it["id"] <= MAX_ID or "name" not in it):
+            raise KitError(f"{key}[{i}] needs an integer 'id' (0…{MAX_ID}) and a 'name'",
+                           file=path, value=it)
         if it["id"] in seen:
             raise KitError(f"duplicate {key} id {it['id']}", file=path, value=it["id"])
         seen.add(it["id"])
@@ -126,15 +133,10 @@ def load_labels(path: str | Path | None = None, *, year: int = 2019) -> Labels:
     else:
         where = str(path)
         try:
-            text = Path(path).read_text("utf-8")
+            text = fields.read_text(path, file=where)
         except OSError as e:
             raise KitError(f"cannot read label file: {e.strerror}", file=where) from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise KitError(f"not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}",
-                       file=where) from None
-    return labels_from_dict(raw, where)
+    return labels_from_dict(fields.loads(text, what="label file", file=where), where)
 
 
 def labels_from_dict(raw: object, where: str) -> Labels:
@@ -152,11 +154,11 @@ def labels_from_dict(raw: object, where: str) -> Labels:
 
 
 def _parse_int(token: str, what: str, text: str, file: str | None, row: int | None) -> int:
-    t = token.strip()
-    if not t.isdigit():  # rejects '', '-1', '1.5', '+3', 'x'
-        raise KitError(f"{what} {t!r} is not a non-negative integer", file=file, row=row,
-                       value=text)
-    return int(t)
+    v = fields.int_or_none(token)  # refuses '', '-1', '1.5', '+3', 'x', '²', 20 digits
+    if v is None:
+        raise KitError(f"{what} {token.strip()[:30]!r} is not a non-negative integer (ASCII "
+                       f"digits, at most {fields.MAX_DIGITS})", file=file, row=row, value=text)
+    return v
 
 
 def parse_class_id(text: str, labels: Labels | None = None, *, file: str | None = None,

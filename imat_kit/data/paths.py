@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imat_kit import fields
 from imat_kit.data.coco import image_file_name, image_size
 from imat_kit.errors import KitError
 from imat_kit.progress import progress
@@ -59,11 +60,12 @@ def sample_image_ids(data_dir: str | Path) -> list[str]:
     """The test ImageIds of ``sample_submission.csv``, in its order, each once."""
     path = Path(data_dir) / "sample_submission.csv"
     df = read_csv(path, what="sample submission", required=["ImageId"])
-    ids = list(dict.fromkeys(s.strip() for s in df["ImageId"]))
-    if "" in ids:
-        row = [s.strip() for s in df["ImageId"]].index("") + 2
-        raise KitError("empty ImageId", file=str(path), row=row)
-    return ids
+    cells = [s.strip() for s in df["ImageId"]]
+    for i, s in enumerate(cells):
+        if not s:
+            raise KitError("empty ImageId", file=str(path), row=i + 2)
+        fields.text_field(s, what="ImageId", file=str(path), row=i + 2)
+    return list(dict.fromkeys(cells))
 
 
 def test_images(data_dir: str | Path, *, quiet: bool = False) -> list[dict]:

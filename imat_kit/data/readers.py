@@ -9,12 +9,12 @@ every field quoted, columns in any order, extra columns (ignored).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from imat_kit import fields
 from imat_kit.errors import KitError
 
 _CSV_ERRORS = (pd.errors.ParserError, UnicodeDecodeError, ValueError)
@@ -41,7 +41,7 @@ def csv_columns(path: str | Path, *, what: str = "CSV file",
     except pd.errors.EmptyDataError:
         raise KitError(f"{what} has no header line", file=file) from None
     except _CSV_ERRORS as e:
-        raise KitError(f"{what} is not a readable CSV: {_short(e)}", file=file) from None
+        raise _unreadable(e, path, what) from None
     cols = [str(c).strip() for c in cols]
     missing = [c for c in required if c not in cols]
     if missing:
@@ -60,7 +60,7 @@ def read_csv(path: str | Path, *, what: str = "CSV file", required: Sequence[str
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
                          usecols=_usecols(usecols))
     except _CSV_ERRORS as e:
-        raise KitError(f"{what} is not a readable CSV: {_short(e)}", file=str(path)) from None
+        raise _unreadable(e, path, what) from None
     df.columns = [str(c).strip() for c in df.columns]
     if rows_required and not len(df):
         raise KitError(f"{what} has a header but no rows", file=str(path), row=2)
@@ -79,7 +79,7 @@ def iter_csv(path: str | Path, *, usecols: Sequence[str], chunksize: int,
             chunk.columns = [str(c).strip() for c in chunk.columns]
             yield chunk
     except _CSV_ERRORS as e:
-        raise KitError(f"{what} is not a readable CSV: {_short(e)}", file=str(path)) from None
+        raise _unreadable(e, path, what) from None
 
 
 def _usecols(names: Sequence[str] | None):
@@ -99,14 +99,17 @@ def read_json_text(path: str | Path, *, what: str = "JSON file") -> tuple[str, o
     """:func:`read_json`, with the file's text (to name the line of a key in an error)."""
     path = Path(path)
     file = _check_file(path, what)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-        return text, json.loads(text)
-    except json.JSONDecodeError as e:
-        raise KitError(f"{what} is not valid JSON (line {e.lineno}, column {e.colno}): "
-                       f"{e.msg}", file=file, row=e.lineno) from None
-    except UnicodeDecodeError as e:
-        raise KitError(f"{what} is not UTF-8 text: {e.reason}", file=file) from None
+    text = fields.read_text(path, file=file)
+    return text, fields.loads(text, what=what, file=file)
+
+
+def _unreadable(e: Exception, path: Path, what: str) -> KitError:
+    """A CSV parse error as a :class:`KitError`; bytes that are not UTF-8 at their line."""
+    if isinstance(e, UnicodeDecodeError):
+        bad = fields.first_bad_utf8_line(path)
+        if bad is not None:
+            return KitError("not valid UTF-8", file=str(path), row=bad[0], value=bad[1])
+    return KitError(f"{what} is not a readable CSV: {_short(e)}", file=str(path))
 
 
 def _short(e: Exception) -> str:

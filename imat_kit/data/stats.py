@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from imat_kit import fields
 from imat_kit.data.coco import detect_layout
-from imat_kit.errors import KitError
 from imat_kit.data.labels import Labels, parse_attributes_ids, parse_class_id
 from imat_kit.data.readers import csv_columns, read_csv
+from imat_kit.errors import KitError
 
 
 def dataset_stats(csv_path: str | Path, labels: Labels) -> dict:
@@ -40,14 +41,32 @@ def dataset_stats(csv_path: str | Path, labels: Labels) -> dict:
         attr_rows += bool(attrs)
         for x in attrs:
             attr_counts[x] = attr_counts.get(x, 0) + 1
-    ids = df["ImageId"].to_numpy()
-    images = df.drop_duplicates("ImageId")
-    hw = images[["Height", "Width"]].apply(pd.to_numeric, errors="coerce")
-    if hw.isna().any().any():
-        bad = int(np.flatnonzero(hw.isna().any(axis=1).to_numpy())[0])
-        raise KitError("Height/Width must be integers", file=file,
-                       row=int(images.index[bad]) + 2, value=images.iloc[bad][["Height", "Width"]]
-                       .tolist())
+    ids = np.array([t.strip() for t in df["ImageId"].tolist()], dtype=object)
+    for i, t in enumerate(ids.tolist()):
+        if not t:
+            raise KitError("empty ImageId", file=file, row=i + 2)
+        if fields.has_control(t):
+            raise KitError("ImageId holds a control character", file=file, row=i + 2, value=t)
+    def sides(col: str) -> np.ndarray:  # 0: not a side (each distinct text read once)
+        cells = df[col].tolist()
+        read = {t: fields.int_or_none(t, 1, fields.MAX_SIDE) or 0 for t in set(cells)}
+        return np.array([read[t] for t in cells], np.int64)
+
+    h, w = sides("Height"), sides("Width")
+    bad = np.flatnonzero((h == 0) | (w == 0))
+    if bad.size:
+        i = int(bad[0])
+        raise KitError(f"Height/Width must be positive integers (ASCII digits, at most "
+                       f"{fields.MAX_SIDE})", file=file, row=i + 2,
+                       value=f"{df['Height'].iat[i]}x{df['Width'].iat[i]}")
+    sizes = pd.DataFrame({"ImageId": ids, "Height": h, "Width": w})
+    first = sizes.groupby("ImageId", sort=False)[["Height", "Width"]].transform("first")
+    differ = np.flatnonzero((first["Height"].to_numpy() != h) | (first["Width"].to_numpy() != w))
+    if differ.size:
+        i = int(differ[0])
+        raise KitError("Height/Width differ from an earlier row's for the same image",
+                       file=file, row=i + 2, value=f"{ids[i]} {h[i]}x{w[i]}")
+    hw = images = sizes.drop_duplicates("ImageId")[["Height", "Width"]]
     cat_ids = [c["id"] for c in labels.categories]
     inst = np.array([(cats == c).sum() for c in cat_ids])
     img_per_cat = np.array([len(np.unique(ids[cats == c])) for c in cat_ids])

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from imat_kit import fields
 from imat_kit.errors import KitError
 from imat_kit.eval.matching import greedy_pairs, pair_ious, score_order
 from imat_kit.eval.runs import FoldRun, as_run
@@ -55,23 +56,21 @@ def load_thresholds(path: str | Path | None, labels=None) -> AttributeThresholds
         return AttributeThresholds()
     file = str(path)
     try:
-        text = Path(path).read_text("utf-8")
-        d = json.loads(text)
+        text = fields.read_text(path, file=file)
     except OSError as e:
         raise KitError(f"cannot read the thresholds file: {e.strerror}", file=file) from None
-    except json.JSONDecodeError as e:
-        raise KitError(f"not valid JSON (line {e.lineno}): {e.msg}", file=file) from None
+    d = fields.loads(text, what="thresholds file", file=file)
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise KitError(f"not an attribute thresholds file (needs \"format\": \"{FORMAT}\"; "
                        "write one with imat-kit tune-attributes)", file=file)
     g = d.get("global_threshold")
-    if not isinstance(g, (int, float)) or not 0 <= g <= 1:
+    if not fields.is_number(g) or not 0 <= g <= 1:
         raise KitError("global_threshold must be a number in 0..1", file=file,
                        row=_key_line(text, "global_threshold"), value=g)
     per = {}
     for k, v in (d.get("attributes") or {}).items():
         t = v.get("threshold") if isinstance(v, dict) else None
-        if not str(k).isdigit() or not isinstance(t, (int, float)) or not 0 <= t <= 1:
+        if not fields.is_digits(k) or not fields.is_number(t) or not 0 <= t <= 1:
             raise KitError("each attribute needs an integer id and a threshold in 0..1",
                            file=file, row=_key_line(text, k), value=f"{k}: {v}")
         if labels is not None and int(k) not in labels.attribute_ids:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from imat_kit.data.paths import ann_relpath, find_labels, read_ann
 from imat_kit.errors import KitError
+from imat_kit.fields import is_int
 from imat_kit.predictions import Expected, read_header, read_predictions
 
 
@@ -78,9 +79,15 @@ def read_fold_runs(data: str | Path, files: list[str]) -> list[FoldRun]:
     for f in files:
         head = read_header(f)
         fold = head.get("fold")
-        if head.get("split") != "val" or not isinstance(fold, int) or fold < 0:
+        if head.get("split") != "val" or not is_int(fold) or fold < 0:
             raise KitError("evaluate needs validation predictions of one fold (imat-kit "
                            "predict --split val --fold k)", file=f, row=1)
+        if not (Path(data) / ann_relpath("val", fold)).exists():
+            have = sorted(int(p.name[4:-9]) for p in (Path(data) / "annotations").glob(
+                "fold*_val.json") if p.name[4:-9].isdigit())
+            raise KitError(f"the header names fold {fold}, which the preparation in {data} "
+                           f"does not have (its folds: {', '.join(map(str, have)) or 'none'})",
+                           file=f, row=1, value=fold)
         gt = read_ann(data, "val", fold)
         _, preds = read_predictions(f, split_expected(labels, gt, fold))
         runs.append(FoldRun(str(f), int(fold), head, preds, gt, Path(data)))

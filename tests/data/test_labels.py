@@ -68,7 +68,7 @@ def test_load_labels_errors(tmp_path):
         load_labels(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(KitError, match=r"bad.json: not valid JSON \(line 1"):
+    with pytest.raises(KitError, match=r"bad.json:1: label file is not valid JSON \(line 1"):
         load_labels(bad)
     bad.write_text(json.dumps({"categories": [{"id": 0, "name": "a"}, {"id": 0, "name": "b"}],
                                "attributes": [{"id": 0, "name": "x"}]}))
