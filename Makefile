@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: test test-fast docs demo demo2020 data lint bench clean-demo venv chromium
+.PHONY: test test-fast fuzz docs demo demo2020 data lint bench clean-demo venv chromium
 venv: $(VENV)/.installed
 
 $(VENV)/.base:
@@ -52,6 +52,12 @@ test: $(VENV)/.installed chromium
 # what is not marked slow: under 3 minutes on 2 cores, for everyday work
 test-fast: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# the fuzz suite's long profile: thousands of mutated files through every reader and command
+# (make test runs its small seeded profile); the figure goes to benchmarks/RESULTS.md
+fuzz: $(VENV)/.installed
+	mkdir -p outputs
+	$(BIN)/python benchmarks/fuzz.py --json outputs/fuzz.json
 
 # docs/cli.md from the argparse parser (a test fails when it is out of date)
 docs: $(VENV)/.installed

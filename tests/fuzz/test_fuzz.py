@@ -1,0 +1,377 @@
+"""Every reader and every command that takes a file, fuzzed (issue 30): from a valid file of
+each kind, hypothesis mutates bytes, lines, fields and encodings, and the contract must hold —
+success with valid outputs, or exit 2 with one line naming the file, nothing written; never a
+traceback, never a hang. ``make test`` runs the small seeded profile; ``make fuzz`` the long
+one (tests/fuzz/conftest.py)."""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.helpers.fuzz import any_mutation, check, copy_data, run_cli
+
+_ROOT: list[Path] = []
+
+
+def _scratch() -> Path:
+    """A fresh folder for one case, under one folder per process removed at exit."""
+    if not _ROOT:
+        _ROOT.append(Path(tempfile.mkdtemp(prefix="imat-fuzz-")))
+        atexit.register(shutil.rmtree, _ROOT[0], ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=_ROOT[0]))
+
+
+def _mutated(data: st.DataObject, kind: str, valid: Path, to: Path) -> str:
+    new, what = data.draw(any_mutation(kind, valid.read_bytes()), label="mutation")
+    to.write_bytes(new)
+    return what
+
+
+# --- train.csv: prepare, stats, and its reader -----------------------------------------------
+
+@pytest.mark.parametrize("year", [2019, 2020])
+@given(data=st.data())
+def test_train_csv_through_prepare(request, year, data):
+    root = request.getfixturevalue(f"fuzz{year}")
+    d = copy_data(root / "data", _scratch() / "data")
+    what = _mutated(data, "csv", root / "data" / "train.csv", d / "train.csv")
+    out = d.parent / "out"
+    check("train.csv/prepare", what, d / "train.csv",
+          lambda: run_cli(["prepare", "--data", str(d), "--out", str(out), "--folds", "2"]),
+          outputs=(out / "prepare_report.json", out / "annotations" / "all.json"))
+
+
+@given(data=st.data())
+def test_train_csv_through_stats(fuzz2019, data):
+    d = copy_data(fuzz2019 / "data", _scratch() / "data")
+    what = _mutated(data, "csv", fuzz2019 / "data" / "train.csv", d / "train.csv")
+    check("train.csv/stats", what, d / "train.csv",
+          lambda: run_cli(["stats", "--data", str(d), "--json"]))
+
+
+@given(data=st.data())
+def test_label_file_through_stats(fuzz2019, data):
+    d = copy_data(fuzz2019 / "data", _scratch() / "data")
+    f = d / "label_descriptions.json"
+    what = _mutated(data, "json", fuzz2019 / "data" / "label_descriptions.json", f)
+    check("label_descriptions.json/stats", what, f,
+          lambda: run_cli(["stats", "--data", str(d), "--json"]))
+
+
+# --- submissions: validate, score --------------------------------------------------------------
+
+@pytest.mark.parametrize("year", [2019, 2020])
+@given(data=st.data())
+def test_submission_through_validate_and_score(request, year, data):
+    root = request.getfixturevalue(f"fuzz{year}")
+    f = _scratch() / "submission.csv"
+    what = _mutated(data, "csv", root / "valid" / "submission.csv", f)
+    check("submission/validate", what, f, ok=(0, 1), call=lambda: run_cli(
+        ["validate", "--submission", str(f), "--data", str(root / "data")]))
+    check("submission/score", what, f, lambda: run_cli(
+        ["score", "--submission", str(f), "--solution", str(root / "data" / "test_solution.csv"),
+         "--data", str(root / "data"), "--year", str(year)]))
+
+
+@given(data=st.data())
+def test_sample_submission_through_validate(fuzz2019, data):
+    """The data's sample_submission.csv (the test images' list) without a prepared test.json:
+    validate reads it and the images' headers."""
+    d = copy_data(fuzz2019 / "data", _scratch() / "data")
+    (d / "annotations" / "test.json").unlink()
+    f = d / "sample_submission.csv"
+    what = _mutated(data, "csv", fuzz2019 / "data" / "sample_submission.csv", f)
+    check("sample_submission/validate", what, f, ok=(0, 1), call=lambda: run_cli(
+        ["validate", "--submission", str(fuzz2019 / "valid" / "submission.csv"), "--data",
+         str(d)]))
+
+
+@given(data=st.data())
+def test_solution_through_score(fuzz2019, data):
+    f = _scratch() / "test_solution.csv"
+    what = _mutated(data, "csv", fuzz2019 / "data" / "test_solution.csv", f)
+    check("solution/score", what, f, lambda: run_cli(
+        ["score", "--submission", str(fuzz2019 / "valid" / "submission.csv"),
+         "--solution", str(f), "--data", str(fuzz2019 / "data")]))
+
+
+# --- predictions: evaluate, submit, tune ----------------------------------------------------
+
+@pytest.mark.parametrize("year", [2019, 2020])
+@given(data=st.data())
+def test_predictions_through_evaluate(request, year, data):
+    root = request.getfixturevalue(f"fuzz{year}")
+    s = _scratch()
+    f = s / "fold0_val.jsonl"
+    what = _mutated(data, "jsonl", root / "valid" / "fold0_val.jsonl", f)
+    out = s / "eval"
+    check("predictions/evaluate", what, f, lambda: run_cli(
+        ["evaluate", "--data", str(root / "data"), "--predictions", str(f), "--out", str(out)]),
+        outputs=(out / "folds.csv",))
+
+
+@given(data=st.data())
+def test_predictions_through_submit(fuzz2019, data):
+    s = _scratch()
+    f = s / "test.jsonl"
+    what = _mutated(data, "jsonl", fuzz2019 / "valid" / "test.jsonl", f)
+    out = s / "sub.csv"
+    check("predictions/submit", what, f, lambda: run_cli(
+        ["submit", "--predictions", str(f), "--data", str(fuzz2019 / "data"), "--out",
+         str(out)]), outputs=(out,))
+
+
+@given(data=st.data())
+def test_postprocess_file_through_submit(fuzz2019, data):
+    s = _scratch()
+    f = s / "postprocess.json"
+    what = _mutated(data, "json", fuzz2019 / "valid" / "postprocess.json", f)
+    out = s / "sub.csv"
+    check("postprocess/submit", what, f, lambda: run_cli(
+        ["submit", "--predictions", str(fuzz2019 / "valid" / "test.jsonl"), "--data",
+         str(fuzz2019 / "data"), "--out", str(out), "--postprocess", str(f)]), outputs=(out,))
+
+
+@given(data=st.data())
+def test_thresholds_file_through_submit(fuzz2020, data):
+    s = _scratch()
+    f = s / "thresholds.json"
+    what = _mutated(data, "json", fuzz2020 / "valid" / "thresholds.json", f)
+    out = s / "sub.csv"
+    check("thresholds/submit", what, f, lambda: run_cli(
+        ["submit", "--predictions", str(fuzz2020 / "valid" / "test.jsonl"), "--data",
+         str(fuzz2020 / "data"), "--out", str(out), "--attribute-thresholds", str(f)]),
+        outputs=(out,))
+
+
+@given(data=st.data())
+def test_predictions_through_ensemble_and_tune(fuzz2019, data):
+    s = _scratch()
+    valid = fuzz2019 / "valid"
+    f = s / "test.jsonl"
+    what = _mutated(data, "jsonl", valid / "test.jsonl", f)
+    out = s / "fused.jsonl"
+    check("predictions/ensemble", what, f, lambda: run_cli(
+        ["ensemble", "--inputs", str(valid / "test.jsonl"), str(f), "--out", str(out),
+         "--data", str(fuzz2019 / "data")]), outputs=(out,))
+    g = s / "fold1_val.jsonl"
+    what = _mutated(data, "jsonl", valid / "fold1_val.jsonl", g)
+    tuned = s / "post.json"
+    check("predictions/tune", what, g, lambda: run_cli(
+        ["tune", "--data", str(fuzz2019 / "data"), "--predictions", str(valid / "fold0_val.jsonl"),
+         str(g), "--out", str(tuned), "--min-support", "1"]), outputs=(tuned,))
+
+
+@given(data=st.data())
+def test_fashionpedia_file_through_prepare(fuzz2020, data):
+    s = _scratch()
+    d = s / "fp"
+    d.mkdir()
+    f = d / "instances_attributes_train2020.json"
+    what = _mutated(data, "json", fuzz2020 / "valid" / f.name, f)
+    out = s / "out"
+    check("fashionpedia/prepare", what, f, lambda: run_cli(
+        ["prepare", "--data", str(d), "--out", str(out), "--folds", "2", "--no-image-check"]),
+        outputs=(out / "prepare_report.json", out / "annotations" / "all.json"))
+
+
+# --- the readers in-process (fast: many cases) -------------------------------------------------
+
+def _reader_case(kind: str, what: str, f: Path, read) -> None:
+    def call():
+        read()
+        return 0, "", ""
+    check(kind, what, f, call)
+
+
+@given(data=st.data())
+def test_readers_in_process(fuzz2020, data):
+    """Each reader of the 2020 set's files (the richest layout) on one mutated file."""
+    from imat_kit.data.coco import csv_to_coco
+    from imat_kit.data.labels import load_labels
+    from imat_kit.data.paths import find_labels
+    from imat_kit.eval.attr_eval import load_thresholds
+    from imat_kit.eval.fashionpedia import fashionpedia_to_coco
+    from imat_kit.eval.runs import read_fold_runs
+    from imat_kit.postprocess import load_postprocess
+    from imat_kit.predictions import read_predictions
+
+    d = fuzz2020 / "data"
+    labels = find_labels(d)
+    which = data.draw(st.sampled_from(["train.csv", "labels", "predictions", "fold run",
+                                       "postprocess", "thresholds", "fashionpedia"]),
+                      label="reader")
+    s = _scratch()
+    if which == "train.csv":
+        f = s / "train.csv"
+        what = _mutated(data, "csv", d / "train.csv", f)
+        _reader_case("reader/train.csv", what, f,
+                     lambda: csv_to_coco(f, labels=labels, image_dir=None, quiet=True))
+    elif which == "labels":
+        f = s / "label_descriptions.json"
+        what = _mutated(data, "json", d / "label_descriptions.json", f)
+        _reader_case("reader/labels", what, f, lambda: load_labels(f))
+    elif which == "predictions":
+        f = s / "test.jsonl"
+        what = _mutated(data, "jsonl", fuzz2020 / "valid" / "test.jsonl", f)
+        _reader_case("reader/predictions", what, f, lambda: read_predictions(f))
+    elif which == "fold run":
+        f = s / "fold1_val.jsonl"
+        what = _mutated(data, "jsonl", fuzz2020 / "valid" / "fold1_val.jsonl", f)
+        _reader_case("reader/fold run", what, f, lambda: read_fold_runs(d, [str(f)]))
+    elif which == "postprocess":
+        f = s / "postprocess.json"
+        what = _mutated(data, "json", fuzz2020 / "valid" / "postprocess.json", f)
+        _reader_case("reader/postprocess", what, f, lambda: load_postprocess(f, labels))
+    elif which == "thresholds":
+        f = s / "thresholds.json"
+        what = _mutated(data, "json", fuzz2020 / "valid" / "thresholds.json", f)
+        _reader_case("reader/thresholds", what, f, lambda: load_thresholds(f, labels))
+    else:
+        f = s / "instances_attributes_train2020.json"
+        what = _mutated(data, "json", fuzz2020 / "valid" / f.name, f)
+        _reader_case("reader/fashionpedia", what, f,
+                     lambda: fashionpedia_to_coco(f, image_dir=None, quiet=True))
+
+
+# --- equivalent encodings give identical outputs ---------------------------------------------
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != "prepare_report.json":
+            h.update(p.relative_to(folder).as_posix().encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def _variants(text: str) -> dict[str, str]:
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(text)))
+    quoted, crlf, swapped = io.StringIO(), io.StringIO(), io.StringIO()
+    csv.writer(quoted, quoting=csv.QUOTE_ALL, lineterminator="\n").writerows(rows)
+    csv.writer(crlf, lineterminator="\r\n").writerows(rows)
+    order = list(range(len(rows[0])))[::-1]
+    csv.writer(swapped, lineterminator="\n").writerows([[r[i] for i in order] for r in rows])
+    return {"bom": "\ufeff" + text, "crlf": crlf.getvalue(), "quoted": quoted.getvalue(),
+            "reordered": swapped.getvalue()}
+
+
+@pytest.mark.parametrize("year", [2019, 2020])
+def test_equivalent_encodings_prepare_and_score_the_same(request, year, tmp_path):
+    """A BOM, CRLF line ends, every field quoted, the columns in another order: the same
+    preparation (byte for byte) and the same score."""
+    root = request.getfixturevalue(f"fuzz{year}")
+    base = root / "data"
+    out0 = tmp_path / "out0"
+    assert run_cli(["prepare", "--data", str(base), "--out", str(out0), "--folds", "2"])[0] == 0
+    sub = (root / "valid" / "submission.csv").read_text(encoding="utf-8")
+    sol = str(base / "test_solution.csv")
+
+    def score(path: Path) -> str:
+        rc, out, err = run_cli(["score", "--submission", str(path), "--solution", sol,
+                                "--data", str(base), "--year", str(year)])
+        assert rc == 0, err
+        return out
+
+    reference = score(root / "valid" / "submission.csv")
+    train = (base / "train.csv").read_text(encoding="utf-8")
+    for name, text in _variants(train).items():
+        d = copy_data(base, tmp_path / name / "data")
+        (d / "train.csv").write_bytes(text.encode("utf-8"))
+        out = tmp_path / name / "out"
+        rc, _, err = run_cli(["prepare", "--data", str(d), "--out", str(out), "--folds", "2"])
+        assert rc == 0, (name, err)
+        assert _digest(out) == _digest(out0), name
+    for name, text in _variants(sub).items():
+        f = tmp_path / f"sub_{name}.csv"
+        f.write_bytes(text.encode("utf-8"))
+        assert score(f) == reference, name
+
+
+# --- the kinds issue 30 reported, kept as fixed cases -----------------------------------------
+
+def _replace_cell(text: str, row: int, col: str, new: str) -> str:
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(text)))
+    rows[row][rows[0].index(col)] = new
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("col,new", [("Height", "²"), ("Width", "١٢"), ("ClassId", "３"),
+                                     ("Height", "9" * 20), ("Width", "9" * 5000),
+                                     ("ImageId", "a\x00b")])
+def test_reported_train_csv_cells(fuzz2019, tmp_path, col, new):
+    d = copy_data(fuzz2019 / "data", tmp_path / "data")
+    f = d / "train.csv"
+    f.write_text(_replace_cell(f.read_text(encoding="utf-8"), 2, col, new), encoding="utf-8")
+    for args in (["prepare", "--data", str(d), "--out", str(tmp_path / "o")],
+                 ["prepare", "--data", str(d), "--out", str(tmp_path / "o"), "--skip-bad-rows"],
+                 ["stats", "--data", str(d)]):
+        rc, _, err = run_cli(args)
+        if rc == 0:  # --skip-bad-rows leaves the row out
+            assert "--skip-bad-rows" in args
+            continue
+        assert rc == 2 and "train.csv:3: " in err, (args, err)
+
+
+def _bad_lines(valid: bytes) -> dict[str, tuple[bytes, int, str]]:
+    """A file's first image line made not UTF-8, nested 100,000 deep, or with its scores
+    as strings: (content, the line at fault, words the message must hold)."""
+    lines = valid.split(b"\n")
+    line2 = json.loads(lines[1])
+    line2["scores"] = [str(s) for s in line2["scores"]]
+    return {
+        "utf8": (lines[0] + b"\n" + lines[1][:20] + b"\xff" + lines[1][20:] + b"\n", 2,
+                 "not valid UTF-8"),
+        "deep": (lines[0] + b"\n" + b"[" * 100_000 + b"]" * 100_000 + b"\n", 2, "nests"),
+        "strings": (lines[0] + b"\n" + json.dumps(line2).encode() + b"\n", 2, "scores"),
+    }
+
+
+def test_reported_prediction_lines(fuzz2019, tmp_path):
+    """A flipped byte (not UTF-8), a line nested 100,000 deep, numbers as strings, a header
+    naming a fold the preparation lacks: each refused at its line, nothing written."""
+    data = str(fuzz2019 / "data")
+    val = (fuzz2019 / "valid" / "fold0_val.jsonl").read_bytes()
+    head, rest = val.split(b"\n", 1)
+    fold7 = json.loads(head)
+    fold7["fold"] = 7
+    evaluate = {**_bad_lines(val),
+                "fold": (json.dumps(fold7).encode() + b"\n" + rest, 1, "fold 7")}
+    submit = _bad_lines((fuzz2019 / "valid" / "test.jsonl").read_bytes())
+    out = tmp_path / "out"
+    for cmd, cases in (("evaluate", evaluate), ("submit", submit)):
+        for name, (content, line, words) in cases.items():
+            f = tmp_path / f"{cmd}_{name}.jsonl"
+            f.write_bytes(content)
+            args = (["evaluate", "--data", data, "--predictions", str(f), "--out", str(out)]
+                    if cmd == "evaluate" else
+                    ["submit", "--predictions", str(f), "--data", data, "--out", str(out)])
+            rc, _, err = run_cli(args)
+            assert rc == 2 and f"{f}:{line}: " in err and words in err, (name, args, err)
+            assert not out.exists()
+
+
+def test_reported_attribute_id_of_20_digits(fuzz2020, tmp_path):
+    f = tmp_path / "sub.csv"
+    text = (fuzz2020 / "valid" / "submission.csv").read_text(encoding="utf-8")
+    f.write_text(_replace_cell(text, 1, "AttributesIds", "9" * 20), encoding="utf-8")
+    rc, _, err = run_cli(["score", "--submission", str(f), "--solution",
+                          str(fuzz2020 / "data" / "test_solution.csv"), "--data",
+                          str(fuzz2020 / "data"), "--year", "2020"])
+    assert rc == 2 and f"{f}:2: " in err, err
