@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(text: str) -> str:
+    """The message on one line: control characters (a newline in a quoted value) escaped."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
 
 class KitError(ValueError):
     """Bad input, located as precisely as the kit knows it.
@@ -28,7 +37,7 @@ class KitError(ValueError):
             if len(text) > 80:
                 text = text[:77] + "..."
             shown = f" (value {text!r})"
-        super().__init__(f"{where}{message}{shown}" + (f"; {hint}" if hint else ""))
+        super().__init__(_one_line(f"{where}{message}{shown}" + (f"; {hint}" if hint else "")))
 
     def located(self, file: str | None = None, row: int | None = None) -> KitError:
         """The same error with the file and/or row filled in (when they were unknown)."""

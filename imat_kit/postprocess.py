@@ -311,17 +311,23 @@ def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostPro
     def is_number(x: object) -> bool:
         return isinstance(x, (int, float)) and not isinstance(x, bool)
 
-    def thresholds(d: object, message: str) -> dict[int, float]:
+    def mapping(d: object, key: str, message: str) -> dict:
+        if d is not None and not isinstance(d, dict):
+            raise bad(key, message, d)
+        return d or {}
+
+    def thresholds(d: object, key: str, message: str) -> dict[int, float]:
         """An ``{id: threshold in 0..1}`` map, each entry checked."""
+        d = mapping(d, key, message)
         out = {}
-        for k, t in (d or {}).items():
+        for k, t in d.items():
             if not fields.is_digits(k) or not is_number(t) or not 0 <= t <= 1:
                 raise bad(str(k), message, f"{k}: {t}")
             out[int(k)] = float(t)
         return out
 
-    cats = thresholds(v.get("category_thr"), "each category_thr entry needs a category id and "
-                      "a threshold in 0..1")
+    cats = thresholds(v.get("category_thr"), "category_thr", "each category_thr entry needs a "
+                      "category id and a threshold in 0..1")
     mask = v.get("mask_thr")
     if mask is not None and (not is_number(mask) or not 0 < mask < 1):
         raise bad("mask_thr", "mask_thr must be null or a number within (0, 1)", mask)
@@ -332,7 +338,8 @@ def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostPro
                   dec)
     if dec == "topk":
         topk = {}
-        for c, k in (a.get("topk") or {}).items():
+        for c, k in mapping(a.get("topk"), "topk", "topk must map category ids to counts"
+                            ).items():
             if not fields.is_digits(c) or not fields.is_int(k) or not 0 <= k <= 10**6:
                 raise bad(str(c), "each topk entry needs a category id and a count >= 0",
                           f"{c}: {k}")
@@ -342,11 +349,12 @@ def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostPro
         g = a.get("global_threshold", 0.5)
         if not is_number(g) or not 0 <= g <= 1:
             raise bad("global_threshold", "global_threshold must be within 0..1", g)
-        per = thresholds(a.get("per_attribute"), "each per_attribute entry needs an attribute "
-                         "id and a threshold in 0..1")
+        per = thresholds(a.get("per_attribute"), "per_attribute", "each per_attribute entry "
+                         "needs an attribute id and a threshold in 0..1")
         pairs = {}
         if dec == "pair":
-            for k, t in (a.get("per_pair") or {}).items():
+            for k, t in mapping(a.get("per_pair"), "per_pair", "per_pair must map "
+                                "CATEGORY_ATTRIBUTE ids to thresholds").items():
                 ids = str(k).split("_")
                 if len(ids) != 2 or not all(fields.is_digits(x) for x in ids) or not is_number(
                         t) or not 0 <= t <= 1:

@@ -371,7 +371,9 @@ def _parse_line(d: object, soft_size: int | None) -> tuple[ImagePrediction, tupl
                        "pairs", _short(ap[i])) from None
         prob_ids, prob_values = arr[:, 0], arr[:, 1]
         prob_owner = np.repeat(np.arange(n), [len(a) for a in ap])
-        bad = prob_ids != np.floor(prob_ids)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(prob_ids) | (prob_ids != np.floor(prob_ids)) | (
+                np.abs(prob_ids) > 10 ** fields.MAX_DIGITS)
         if bad.any():
             i = int(np.argmax(bad))
             raise _Bad(f"attr_probs[{prob_owner[i]}]", "has an attribute id that is not an "

@@ -367,9 +367,11 @@ class _Converter:
             img[k] = idx if idx is not None else self._image(ids[k], int(h[k]), int(w[k]),
                                                              row0 + k)
         ok = img >= 0
-        ih = np.array([im["height"] for im in self.images], dtype=np.int64)
-        iw = np.array([im["width"] for im in self.images], dtype=np.int64)
-        bad |= ok & ((ih[img] != h) | (iw[img] != w))
+        if ok.any():  # (no image yet when every row so far was bad)
+            ih = np.array([im["height"] for im in self.images], dtype=np.int64)
+            iw = np.array([im["width"] for im in self.images], dtype=np.int64)
+            at = np.where(ok, img, 0)
+            bad |= ok & ((ih[at] != h) | (iw[at] != w))
 
         # classes: parse each distinct text once
         cat = np.zeros(n, dtype=np.int64)

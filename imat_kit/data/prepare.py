@@ -74,7 +74,10 @@ def prepare(data_dir: str | Path, out_dir: str | Path | None = None, *, n_folds:
                        f"{first}", file=str(source))
     n_img = len(data.images)
     presence = presence_matrix(data.ann_image, data.ann_category, n_img, labels.num_classes)
-    folds = make_folds(presence, n_folds, split, seed)  # before any output: it may refuse
+    try:  # before any output: it may refuse (too few images for the folds)
+        folds = make_folds(presence, n_folds, split, seed)
+    except KitError as e:
+        raise e.located(file=str(source)) from None
     data.write(out / ann_relpath("all"))
     keys = [im["image_key"] for im in data.images]
     write_folds_csv(out / "folds.csv", keys, folds)

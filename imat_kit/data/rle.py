@@ -46,6 +46,7 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 
 
 _INTEGER = re.compile(r"-?[0-9]+")
+_RLE_CHARS = set("0123456789- \t\r\n")
 _DIGIT_OR_SPACE = np.zeros(256, dtype=bool)
 _DIGIT_OR_SPACE[list(b"0123456789 \t\r\n")] = True
 
@@ -73,6 +74,9 @@ def _tokens(rle: str) -> np.ndarray:
     for tok in toks:  # a sign, or something that is no integer at all
         if not _INTEGER.fullmatch(tok):
             raise KitError("RLE token is not an integer", value=tok) from None
+    odd = sorted(set(rle) - _RLE_CHARS)  # tokens apart by another space (form feed, NBSP)
+    if odd:
+        raise KitError("RLE tokens must be separated by spaces", value=odd[0])
     return np.array([int(t) for t in toks], dtype=np.int64)
 
 

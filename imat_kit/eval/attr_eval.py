@@ -68,7 +68,11 @@ def load_thresholds(path: str | Path | None, labels=None) -> AttributeThresholds
         raise KitError("global_threshold must be a number in 0..1", file=file,
                        row=_key_line(text, "global_threshold"), value=g)
     per = {}
-    for k, v in (d.get("attributes") or {}).items():
+    attrs = d.get("attributes") or {}
+    if not isinstance(attrs, dict):
+        raise KitError("attributes must map attribute ids to {\"threshold\": …}", file=file,
+                       row=_key_line(text, "attributes"), value=attrs)
+    for k, v in attrs.items():
         t = v.get("threshold") if isinstance(v, dict) else None
         if not fields.is_digits(k) or not fields.is_number(t) or not 0 <= t <= 1:
             raise KitError("each attribute needs an integer id and a threshold in 0..1",

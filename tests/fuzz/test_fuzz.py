@@ -375,3 +375,72 @@ def test_reported_attribute_id_of_20_digits(fuzz2020, tmp_path):
                           str(fuzz2020 / "data" / "test_solution.csv"), "--data",
                           str(fuzz2020 / "data"), "--year", "2020"])
     assert rc == 2 and f"{f}:2: " in err, err
+
+
+# --- what the long profile found, kept as fixed cases -------------------------------------------
+
+def _train_rows(root: Path) -> list[str]:
+    return (root / "data" / "train.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+
+
+@pytest.mark.parametrize("case", ["torn first row", "one image", "form feed in runs"])
+def test_found_train_csv(fuzz2019, tmp_path, case):
+    """A file cut inside its first row (no image yet when the row is refused: an IndexError
+    once), one image for two folds (the refusal named no file), runs apart by a form feed (the
+    fast check refused it, the precise one accepted it: an AssertionError)."""
+    d = copy_data(fuzz2019 / "data", tmp_path / "data")
+    rows = _train_rows(fuzz2019)
+    first = rows[1].split(",")[0]
+    text = {"torn first row": rows[0] + rows[1][:20],
+            "one image": rows[0] + "".join(r for r in rows[1:] if r.startswith(first + ",")),
+            "form feed in runs": rows[0] + rows[1].replace(" ", "\x0c", 1) + "".join(rows[2:]),
+            }[case]
+    (d / "train.csv").write_text(text, encoding="utf-8")
+    rc, _, err = run_cli(["prepare", "--data", str(d), "--out", str(tmp_path / "o"), "--folds",
+                          "2"])
+    assert rc == 2 and f"{d / 'train.csv'}:" in err, err
+    if case == "form feed in runs":
+        assert "train.csv:2: RLE tokens must be separated by spaces" in err
+
+
+def test_found_postprocess_and_prediction_values(fuzz2019, fuzz2020, tmp_path):
+    """A postprocess file whose category_thr is a number (an AttributeError once); a
+    predictions line whose attribute id is infinite (an OverflowError once)."""
+    post = json.loads((fuzz2019 / "valid" / "postprocess.json").read_text())
+    post["settings"]["category_thr"] = -4.99e212
+    f = tmp_path / "post.json"
+    f.write_text(json.dumps(post))
+    rc, _, err = run_cli(["submit", "--predictions", str(fuzz2019 / "valid" / "test.jsonl"),
+                          "--data", str(fuzz2019 / "data"), "--out", str(tmp_path / "s.csv"),
+                          "--postprocess", str(f)])
+    assert rc == 2 and f"{f}:" in err and "category_thr" in err, err
+    lines = (fuzz2020 / "valid" / "fold0_val.jsonl").read_text().splitlines()
+    d = json.loads(lines[1])
+    d["attr_probs"][0][0][0] = float("inf")
+    g = tmp_path / "fold0_val.jsonl"
+    g.write_text("\n".join([lines[0], json.dumps(d), *lines[2:]]) + "\n")
+    rc, _, err = run_cli(["evaluate", "--data", str(fuzz2020 / "data"), "--predictions",
+                          str(g)])
+    assert rc == 2 and f"{g}:2: attr_probs[0] has an attribute id that is not an integer" in err
+
+
+def test_found_thresholds_and_fashionpedia_values(fuzz2020, tmp_path):
+    """A thresholds file whose attributes are a number (an AttributeError once); a Fashionpedia
+    RLE size holding a newline (the refusal spread over two lines once)."""
+    th = json.loads((fuzz2020 / "valid" / "thresholds.json").read_text())
+    th["attributes"] = 746764
+    f = tmp_path / "thresholds.json"
+    f.write_text(json.dumps(th))
+    rc, _, err = run_cli(["submit", "--predictions", str(fuzz2020 / "valid" / "test.jsonl"),
+                          "--data", str(fuzz2020 / "data"), "--out", str(tmp_path / "s.csv"),
+                          "--attribute-thresholds", str(f)])
+    assert rc == 2 and f"{f}:" in err and "attributes must map" in err, err
+    fp = json.loads((fuzz2020 / "valid" / "instances_attributes_train2020.json").read_text())
+    fp["annotations"][1]["segmentation"]["size"] = "a\nb"
+    d = tmp_path / "fp"
+    d.mkdir()
+    g = d / "instances_attributes_train2020.json"
+    g.write_text(json.dumps(fp))
+    rc, _, err = run_cli(["prepare", "--data", str(d), "--out", str(tmp_path / "o"),
+                          "--no-image-check"])
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and f"{g}:" in err, err
