@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import subprocess
 from collections import defaultdict
@@ -451,7 +452,10 @@ def _number(text: str) -> object:
         v = float(text)
     except ValueError:
         return text
-    return int(v) if v.is_integer() and text.strip().lstrip("-").isdigit() else v
+    if not math.isfinite(v):  # 'nan', 'inf': kept as text (the manifest is strict JSON)
+        return text
+    t = text.strip().lstrip("-")
+    return int(v) if v.is_integer() and fields.is_digits(t) else v
 
 
 def score_submission(submission: str | Path, solution: str | Path, data: str | Path, *,

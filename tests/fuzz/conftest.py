@@ -44,6 +44,8 @@ def _dataset(root: Path, year: int) -> Path:
     vals = [str(files / "fold0_val.jsonl"), str(files / "fold1_val.jsonl")]
     assert main(["tune", "--data", str(data), "--predictions", *vals, "--out",
                  str(files / "postprocess.json"), "--quiet", "--min-support", "1"]) == 0
+    assert main(["evaluate", "--data", str(data), "--predictions", *vals, "--out",
+                 str(files / "eval"), "--quiet"]) == 0
     if year == 2020:
         assert main(["tune-attributes", "--data", str(data), "--predictions", *vals, "--out",
                      str(files / "thresholds.json"), "--quiet", "--min-support", "1"]) == 0

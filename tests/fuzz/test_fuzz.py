@@ -116,7 +116,7 @@ def test_predictions_through_evaluate(request, year, data):
     out = s / "eval"
     check("predictions/evaluate", what, f, lambda: run_cli(
         ["evaluate", "--data", str(root / "data"), "--predictions", str(f), "--out", str(out)]),
-        outputs=(out / "folds.csv",))
+        outputs=(out / "evaluation.csv", out / "per_category_ap.csv"))
 
 
 @given(data=st.data())
@@ -128,6 +128,21 @@ def test_predictions_through_submit(fuzz2019, data):
     check("predictions/submit", what, f, lambda: run_cli(
         ["submit", "--predictions", str(f), "--data", str(fuzz2019 / "data"), "--out",
          str(out)]), outputs=(out,))
+
+
+@given(data=st.data())
+def test_evaluation_table_through_submit(fuzz2019, data):
+    """The fold table of evaluate, recorded in the submission's manifest (strict JSON)."""
+    s = _scratch()
+    f = s / "evaluation.csv"
+    what = _mutated(data, "csv", fuzz2019 / "valid" / "eval" / "evaluation.csv", f)
+    out = s / "sub.csv"
+    check("evaluation.csv/submit", what, f, lambda: run_cli(
+        ["submit", "--predictions", str(fuzz2019 / "valid" / "test.jsonl"), "--data",
+         str(fuzz2019 / "data"), "--out", str(out), "--evaluation", str(f)]), outputs=(out,))
+    if out.exists():  # the manifest: strict JSON (no NaN)
+        json.loads(out.with_suffix(".json").read_text(encoding="utf-8"),
+                   parse_constant=lambda c: pytest.fail(f"{c} in the manifest ({what})"))
 
 
 @given(data=st.data())
