@@ -314,6 +314,26 @@ def test_equivalent_encodings_prepare_and_score_the_same(request, year, tmp_path
         assert score(f) == reference, name
 
 
+def test_equivalent_predictions_files_evaluate_the_same(fuzz2019, tmp_path):
+    """A predictions file with a byte-order mark, or CRLF line ends: the same fold table."""
+    import pandas as pd
+
+    valid = (fuzz2019 / "valid" / "fold0_val.jsonl").read_bytes()
+    tables = {}
+    for name, content in {"plain": valid, "bom": b"\xef\xbb\xbf" + valid,
+                          "crlf": valid.replace(b"\n", b"\r\n")}.items():
+        f = tmp_path / name / "fold0_val.jsonl"
+        f.parent.mkdir()
+        f.write_bytes(content)
+        out = tmp_path / name / "eval"
+        rc, _, err = run_cli(["evaluate", "--data", str(fuzz2019 / "data"), "--predictions",
+                              str(f), "--out", str(out)])
+        assert rc == 0, (name, err)
+        tables[name] = pd.read_csv(out / "evaluation.csv").drop(columns=["file"])
+    for name in ("bom", "crlf"):
+        assert tables[name].equals(tables["plain"]), name
+
+
 # --- the kinds issue 30 reported, kept as fixed cases -----------------------------------------
 
 def _replace_cell(text: str, row: int, col: str, new: str) -> str:
