@@ -130,16 +130,26 @@ def test_predictions_through_submit(fuzz2019, data):
          str(out)]), outputs=(out,))
 
 
+def _file_through_submit(data, root: Path, valid: Path, fmt: str, option: str, kind: str
+                         ) -> tuple[str, Path]:
+    """A mutated copy of ``valid`` given to ``submit OPTION FILE`` (the test predictions of
+    ``root``); the mutation and the submission's path."""
+    s = _scratch()
+    f = s / valid.name
+    what = _mutated(data, fmt, valid, f)
+    out = s / "sub.csv"
+    check(kind, what, f, lambda: run_cli(
+        ["submit", "--predictions", str(root / "valid" / "test.jsonl"), "--data",
+         str(root / "data"), "--out", str(out), option, str(f)]), outputs=(out,))
+    return what, out
+
+
 @given(data=st.data())
 def test_evaluation_table_through_submit(fuzz2019, data):
     """The fold table of evaluate, recorded in the submission's manifest (strict JSON)."""
-    s = _scratch()
-    f = s / "evaluation.csv"
-    what = _mutated(data, "csv", fuzz2019 / "valid" / "eval" / "evaluation.csv", f)
-    out = s / "sub.csv"
-    check("evaluation.csv/submit", what, f, lambda: run_cli(
-        ["submit", "--predictions", str(fuzz2019 / "valid" / "test.jsonl"), "--data",
-         str(fuzz2019 / "data"), "--out", str(out), "--evaluation", str(f)]), outputs=(out,))
+    what, out = _file_through_submit(data, fuzz2019, fuzz2019 / "valid" / "eval" /
+                                     "evaluation.csv", "csv", "--evaluation",
+                                     "evaluation.csv/submit")
     if out.exists():  # the manifest: strict JSON (no NaN)
         json.loads(out.with_suffix(".json").read_text(encoding="utf-8"),
                    parse_constant=lambda c: pytest.fail(f"{c} in the manifest ({what})"))
@@ -147,25 +157,14 @@ def test_evaluation_table_through_submit(fuzz2019, data):
 
 @given(data=st.data())
 def test_postprocess_file_through_submit(fuzz2019, data):
-    s = _scratch()
-    f = s / "postprocess.json"
-    what = _mutated(data, "json", fuzz2019 / "valid" / "postprocess.json", f)
-    out = s / "sub.csv"
-    check("postprocess/submit", what, f, lambda: run_cli(
-        ["submit", "--predictions", str(fuzz2019 / "valid" / "test.jsonl"), "--data",
-         str(fuzz2019 / "data"), "--out", str(out), "--postprocess", str(f)]), outputs=(out,))
+    _file_through_submit(data, fuzz2019, fuzz2019 / "valid" / "postprocess.json", "json",
+                         "--postprocess", "postprocess/submit")
 
 
 @given(data=st.data())
 def test_thresholds_file_through_submit(fuzz2020, data):
-    s = _scratch()
-    f = s / "thresholds.json"
-    what = _mutated(data, "json", fuzz2020 / "valid" / "thresholds.json", f)
-    out = s / "sub.csv"
-    check("thresholds/submit", what, f, lambda: run_cli(
-        ["submit", "--predictions", str(fuzz2020 / "valid" / "test.jsonl"), "--data",
-         str(fuzz2020 / "data"), "--out", str(out), "--attribute-thresholds", str(f)]),
-        outputs=(out,))
+    _file_through_submit(data, fuzz2020, fuzz2020 / "valid" / "thresholds.json", "json",
+                         "--attribute-thresholds", "thresholds/submit")
 
 
 @given(data=st.data())
@@ -438,17 +437,26 @@ def test_found_train_csv(fuzz2019, tmp_path, case):
         assert "train.csv:2: RLE tokens must be separated by spaces" in err
 
 
+def _submit_with(root: Path, tmp_path: Path, name: str, option: str, change) -> tuple[Path, str]:
+    """``submit OPTION FILE`` with the valid file ``name`` changed by ``change`` (in place on
+    its JSON): the file and the refusal (exit 2 asserted)."""
+    d = json.loads((root / "valid" / name).read_text())
+    change(d)
+    f = tmp_path / name
+    f.write_text(json.dumps(d))
+    rc, _, err = run_cli(["submit", "--predictions", str(root / "valid" / "test.jsonl"),
+                          "--data", str(root / "data"), "--out", str(tmp_path / "s.csv"),
+                          option, str(f)])
+    assert rc == 2 and not (tmp_path / "s.csv").exists(), err
+    return f, err
+
+
 def test_found_postprocess_and_prediction_values(fuzz2019, fuzz2020, tmp_path):
     """A postprocess file whose category_thr is a number (an AttributeError once); a
     predictions line whose attribute id is infinite (an OverflowError once)."""
-    post = json.loads((fuzz2019 / "valid" / "postprocess.json").read_text())
-    post["settings"]["category_thr"] = -4.99e212
-    f = tmp_path / "post.json"
-    f.write_text(json.dumps(post))
-    rc, _, err = run_cli(["submit", "--predictions", str(fuzz2019 / "valid" / "test.jsonl"),
-                          "--data", str(fuzz2019 / "data"), "--out", str(tmp_path / "s.csv"),
-                          "--postprocess", str(f)])
-    assert rc == 2 and f"{f}:" in err and "category_thr" in err, err
+    f, err = _submit_with(fuzz2019, tmp_path, "postprocess.json", "--postprocess",
+                          lambda d: d["settings"].update(category_thr=-4.99e212))
+    assert f"{f}:" in err and "category_thr" in err, err
     lines = (fuzz2020 / "valid" / "fold0_val.jsonl").read_text().splitlines()
     d = json.loads(lines[1])
     d["attr_probs"][0][0][0] = float("inf")
@@ -462,14 +470,9 @@ def test_found_postprocess_and_prediction_values(fuzz2019, fuzz2020, tmp_path):
 def test_found_thresholds_and_fashionpedia_values(fuzz2020, tmp_path):
     """A thresholds file whose attributes are a number (an AttributeError once); a Fashionpedia
     RLE size holding a newline (the refusal spread over two lines once)."""
-    th = json.loads((fuzz2020 / "valid" / "thresholds.json").read_text())
-    th["attributes"] = 746764
-    f = tmp_path / "thresholds.json"
-    f.write_text(json.dumps(th))
-    rc, _, err = run_cli(["submit", "--predictions", str(fuzz2020 / "valid" / "test.jsonl"),
-                          "--data", str(fuzz2020 / "data"), "--out", str(tmp_path / "s.csv"),
-                          "--attribute-thresholds", str(f)])
-    assert rc == 2 and f"{f}:" in err and "attributes must map" in err, err
+    f, err = _submit_with(fuzz2020, tmp_path, "thresholds.json", "--attribute-thresholds",
+                          lambda d: d.update(attributes=746764))
+    assert f"{f}:" in err and "attributes must map" in err, err
     fp = json.loads((fuzz2020 / "valid" / "instances_attributes_train2020.json").read_text())
     fp["annotations"][1]["segmentation"]["size"] = "a\nb"
     d = tmp_path / "fp"
