@@ -363,6 +363,29 @@ def test_reported_train_csv_cells(fuzz2019, tmp_path, col, new):
         assert rc == 2 and "train.csv:3: " in err, (args, err)
 
 
+def test_reported_unicode_digits_in_2020_and_submissions(fuzz2019, fuzz2020, tmp_path):
+    """A Unicode digit in a 2020 AttributesIds cell (prepare, stats) and in a submission's
+    ClassId (validate: its verdict; score: refused at the row)."""
+    d = copy_data(fuzz2020 / "data", tmp_path / "data")
+    f = d / "train.csv"
+    f.write_text(_replace_cell(f.read_text(encoding="utf-8"), 1, "AttributesIds", "1²"),
+                 encoding="utf-8")
+    for args in (["prepare", "--data", str(d), "--out", str(tmp_path / "o")],
+                 ["stats", "--data", str(d)]):
+        rc, _, err = run_cli(args)
+        assert rc == 2 and f"{f}:2: " in err, (args, err)
+    sub = tmp_path / "sub.csv"
+    sub.write_text(_replace_cell((fuzz2019 / "valid" / "submission.csv").read_text(
+        encoding="utf-8"), 1, "ClassId", "３"), encoding="utf-8")
+    rc, out, err = run_cli(["validate", "--submission", str(sub), "--data",
+                            str(fuzz2019 / "data")])
+    assert rc == 1 and "row 2" in out + err, out + err
+    rc, _, err = run_cli(["score", "--submission", str(sub), "--solution",
+                          str(fuzz2019 / "data" / "test_solution.csv"), "--data",
+                          str(fuzz2019 / "data")])
+    assert rc == 2 and f"{sub}:2: " in err, err
+
+
 def _bad_lines(valid: bytes) -> dict[str, tuple[bytes, int, str]]:
     """A file's first image line made not UTF-8, nested 100,000 deep, or with its scores
     as strings: (content, the line at fault, words the message must hold)."""
