@@ -179,29 +179,41 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         except ValueError:
             raise KitError("--tta-scales takes factors like 0.8,1.0,1.2",
                            value=a.tta_scales) from None
-    kw = dict(split=a.split, fold=a.fold, out=a.out, data_root=a.data_root, tta=a.tta,
-              tta_scales=scales, batch_size=a.batch_size, device=a.device,
-              soft_size=a.soft_size, cfg_options=a.cfg_options, overwrite=a.overwrite,
-              attribute_floor=a.attribute_floor, quiet=a.quiet)
     if a.checkpoints and a.checkpoint:
         raise KitError("give one checkpoint, or several with --checkpoints, not both",
                        value=a.checkpoint)
-    if a.last_checkpoints is not None:
-        if not a.checkpoint or a.checkpoints:
-            raise KitError("--last-checkpoints N takes the work dir in place of the checkpoint")
-        ckpts = last_checkpoints(a.checkpoint, a.last_checkpoints)
-    else:
-        ckpts = a.checkpoints or ([a.checkpoint] if a.checkpoint else [])
-    if not ckpts:
+    if a.last_checkpoints is not None and (not a.checkpoint or a.checkpoints):
+        raise KitError("--last-checkpoints N takes the work dir in place of the checkpoint")
+    given = a.checkpoints or ([a.checkpoint] if a.checkpoint else [])
+    if not given:
         raise KitError("predict needs a checkpoint (or --checkpoints A B …, or a work dir with "
                        "--last-checkpoints N)")
-    if len(ckpts) > 1:
-        r = predict_checkpoints(a.config, ckpts, **kw)
-        print(f"{r['images']} images ({r['predicted_now']} predicted now) × {r['checkpoints']} "
-              f"checkpoints, fused → {r['out']}")
-        return 0
-    r = predict(a.config, ckpts[0], **kw)
-    print(f"{r['images']} images ({r['predicted_now']} predicted now) → {r['out']}")
+    if a.folds is not None:  # one model per fold: {fold} names each one's files
+        for what, texts in (("--out", [a.out]), ("the checkpoint path", given)):
+            bad = [t for t in texts if "{fold}" not in t]
+            if bad:
+                raise KitError(f"--folds needs {{fold}} in {what} (one per fold), e.g. "
+                               "work_dirs/cfg/fold{fold}/iter_3000.pth and "
+                               "preds/fold{fold}_val.jsonl", value=bad[0])
+    for fold in a.folds if a.folds is not None else [a.fold]:
+        def at(text: str, fold: int = fold) -> str:
+            return text.replace("{fold}", str(fold))
+
+        kw = dict(split=a.split, fold=fold, out=at(a.out), data_root=a.data_root, tta=a.tta,
+                  tta_scales=scales, batch_size=a.batch_size, device=a.device,
+                  soft_size=a.soft_size, cfg_options=a.cfg_options, overwrite=a.overwrite,
+                  attribute_floor=a.attribute_floor, quiet=a.quiet)
+        ckpts = ([str(c) for c in last_checkpoints(at(a.checkpoint), a.last_checkpoints)]
+                 if a.last_checkpoints is not None else [at(c) for c in given])
+        lead = f"fold {fold}: " if a.folds is not None else ""
+        if len(ckpts) > 1:
+            r = predict_checkpoints(a.config, ckpts, **kw)
+            print(f"{lead}{r['images']} images ({r['predicted_now']} predicted now) × "
+                  f"{r['checkpoints']} checkpoints, fused → {r['out']}")
+        else:
+            r = predict(a.config, ckpts[0], **kw)
+            print(f"{lead}{r['images']} images ({r['predicted_now']} predicted now) → "
+                  f"{r['out']}")
     return 0
 
 
@@ -548,7 +560,12 @@ def _parser_model_steps(sub, parents) -> None:
     s.add_argument("--last-checkpoints", type=int, default=None, metavar="N",
                    help="a checkpoint ensemble of the work dir's N latest checkpoints")
     s.add_argument("--split", choices=["val", "test"], required=True)
-    s.add_argument("--fold", type=int, default=0)
+    which = s.add_mutually_exclusive_group()
+    which.add_argument("--fold", type=int, default=0)
+    which.add_argument("--folds", type=_parse_folds, default=None, metavar="K,K,…",
+                       help="each fold in turn, with its own model: {fold} in the checkpoint "
+                       "path and in --out, e.g. work_dirs/cfg/fold{fold}/iter_3000.pth "
+                       "--out preds/fold{fold}_val.jsonl")
     s.add_argument("--out", required=True, help="predictions .jsonl")
     s.add_argument("--data-root", default=None, help="prepared data (default: the config's)")
     s.add_argument("--tta", choices=["flip", "scales", "scales+flip"], default=None,

@@ -28,5 +28,5 @@ load_from = ('https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn/'
              'bbox_mAP-0.419__segm_mAP-0.365_20200504_174711-4af8e66e.pth')
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3,
-                    save_best='coco/segm_mAP', rule='greater'))
+                    save_best='imat/competition', rule='greater'))
 custom_hooks = [dict(type='ValLossHook')]

@@ -36,5 +36,5 @@ load_from = ('https://download.openmmlab.com/mmdetection/v2.0/htc/htc_r50_fpn_20
              'htc_r50_fpn_20e_coco_20200319-fe28c577.pth')
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3,
-                    save_best='coco/segm_mAP', rule='greater'))
+                    save_best='imat/competition', rule='greater'))
 custom_hooks = [dict(type='ValLossHook')]

@@ -32,3 +32,6 @@ test_evaluator = val_evaluator
 load_from = ('https://download.openmmlab.com/mmdetection/v3.0/mask2former/'
              'mask2former_r50_8xb2-lsj-50e_coco/'
              'mask2former_r50_8xb2-lsj-50e_coco_20220506_191028-41b088b6.pth')
+
+# keep the checkpoint that scores best on the competition's own score (IMatCompetitionMetric)
+default_hooks = dict(checkpoint=dict(save_best='imat/competition', rule='greater'))

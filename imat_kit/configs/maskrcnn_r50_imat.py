@@ -35,7 +35,7 @@ param_scheduler = [
 ]
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3,
-                    save_best='coco/segm_mAP', rule='greater'))
+                    save_best='imat/competition', rule='greater'))
 custom_hooks = [dict(type='ValLossHook')]
 # The reference study's learning rates are for 2 images per step on one GPU; with
 # `--auto-scale-lr` mmdet scales lr linearly to the real total batch (GPUs x batch_size).

@@ -34,3 +34,6 @@ custom_hooks = [dict(h, switch_pipeline=train_pipeline_stage2)
 auto_scale_lr = dict(enable=False, base_batch_size=256)
 load_from = ('https://download.openmmlab.com/mmdetection/v3.0/rtmdet/'
              'rtmdet-ins_l_8xb32-300e_coco/rtmdet-ins_l_8xb32-300e_coco_20221124_103237-78d1d652.pth')
+
+# keep the checkpoint that scores best on the competition's own score (IMatCompetitionMetric)
+default_hooks = dict(checkpoint=dict(save_best='imat/competition', rule='greater'))

@@ -50,7 +50,7 @@ optim_wrapper = dict(type='OptimWrapper',
                      optimizer=dict(type='SGD', lr=1e-3, momentum=0.9, weight_decay=5e-4))
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3,
-                    save_best='coco/segm_mAP', rule='greater'))
+                    save_best='imat/competition', rule='greater'))
 # No ValLossHook: YOLACT's loss needs its semantic-segmentation branch, which runs in
 # training mode only (in eval mode the loss fails on the missing segm_preds).
 custom_hooks = [dict(type='CheckInvalidLossHook', interval=50, priority='VERY_LOW')]

@@ -115,6 +115,19 @@ def evaluate_files(data: str | Path, files: list[str], *, average: str = "image"
     return table, cats
 
 
+def competition2020(gt_coco: dict, preds: dict, labels, post=None, *, average: str = "image",
+                    fn: str = "ignore") -> float:
+    """The 2020 rule (:func:`attr_metric.competition_score_2020`) of ``preds`` against a
+    fold's truth, after post-processing ``post`` (``None``: as given)."""
+    from imat_kit.eval.attr_metric import competition_score_2020
+    from imat_kit.postprocess import apply_postprocess
+
+    q = preds if post is None else apply_postprocess(preds, post)
+    return competition_score_2020(
+        truth_instances(gt_coco, by_category=True), pred_instances(q, by_category=True),
+        average=average, fn=fn, attribute_ids=labels.attribute_id_list)["score"]
+
+
 def post_columns(run: FoldRun, labels, post, *, average: str = "image",
                  fn: str = "ignore") -> dict:
     """A fold's figures at post-processing settings ``post``: the 2019 competition score
@@ -123,7 +136,6 @@ def post_columns(run: FoldRun, labels, post, *, average: str = "image",
     :func:`attr_metric.competition_score_2020`), segm AP, and for attribute models
     AP^{IoU+F1} and the attribute micro F1 (``*_post``), all of the predictions as ``submit
     --postprocess`` writes them."""
-    from imat_kit.eval.attr_metric import competition_score_2020
     from imat_kit.postprocess import PostProcess, apply_postprocess
 
     pp = apply_postprocess(run.preds, post)
@@ -132,12 +144,10 @@ def post_columns(run: FoldRun, labels, post, *, average: str = "image",
                                                  average=average)["score"],
            "segm_AP_post": coco_eval(run.gt, pp, "segm")["AP"]}
     if labels.year == 2020:
-        truth = truth_instances(run.gt, by_category=True)
-        for name, q in (("competition2020", apply_postprocess(run.preds, PostProcess())),
-                        ("competition2020_post", pp)):
-            out[name] = competition_score_2020(
-                truth, pred_instances(q, by_category=True), average=average, fn=fn,
-                attribute_ids=labels.attribute_id_list)["score"]
+        out["competition2020"] = competition2020(run.gt, run.preds, labels, PostProcess(),
+                                                 average=average, fn=fn)
+        out["competition2020_post"] = competition2020(run.gt, pp, labels, None,
+                                                      average=average, fn=fn)
     if run.attributes:
         cols = attribute_columns(run.with_preds(pp), labels, AttributeThresholds(),
                                  score_thr=0.0)

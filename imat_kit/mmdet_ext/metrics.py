@@ -1,5 +1,6 @@
-"""The COCO metric of validation during training: mmdet's ``CocoMetric`` on faster-coco-eval,
-and an empty prediction set scored 0 instead of nothing."""
+"""The metrics of validation during training: mmdet's ``CocoMetric`` on faster-coco-eval (an
+empty prediction set scored 0 instead of nothing), and the competition's own score
+(``IMatCompetitionMetric``), by which a checkpoint can be selected."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from faster_coco_eval import COCOeval_faster
 from mmdet.evaluation import CocoMetric
 from mmdet.evaluation.metrics import coco_metric as _coco_metric
 from mmdet.registry import METRICS
+from mmengine.evaluator import BaseMetric
 
 _ITEMS = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
 ENGINES = ("faster", "pycocotools")
@@ -79,4 +81,67 @@ class IMatCocoMetric(CocoMetric):
             if metric in ("bbox", "segm") and f"{metric}_mAP" not in out:
                 for item in _ITEMS:
                     out[f"{metric}_{item}"] = 0.0
+        return out
+
+
+@METRICS.register_module()
+class IMatCompetitionMetric(BaseMetric):
+    """The competition's score of the validation fold, beside ``IMatCocoMetric`` in
+    ``val_evaluator``, so that ``default_hooks.checkpoint.save_best`` can keep the checkpoint
+    that scores best on what the leaderboard measures: ``imat/competition`` (the 2019 formula at
+    a score threshold of ``score_thr``, masks as predicted: ``imat-kit evaluate``'s
+    ``competition`` column) and, on 2020 data (the truth file's label space), also
+    ``imat/competition2020`` (the 2020 rule, TP / (TP + FP) by default (``fn``), at the
+    default post-processing ``submit`` applies: ``evaluate --postprocess``'s
+    ``competition2020`` column). Each image's masks are encoded as it is processed (what is
+    kept is run-length text, never the N × H × W arrays)."""
+
+    default_prefix = "imat"
+
+    def __init__(self, ann_file: str, score_thr: float = 0.3, fn: str = "ignore",
+                 average: str = "image", collect_device: str = "cpu",
+                 prefix: str | None = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        self.ann_file, self.score_thr, self.fn, self.average = ann_file, score_thr, fn, average
+        self._truth = None
+
+    def truth(self) -> tuple[dict, object]:
+        """The fold's truth (COCO, with image keys) and its label space, read once."""
+        if self._truth is None:
+            from imat_kit.data.labels import labels_from_dict
+            from imat_kit.data.readers import read_json
+
+            gt = read_json(self.ann_file, what="validation annotation file")
+            self._truth = (gt, labels_from_dict(gt, self.ann_file))
+        return self._truth
+
+    def process(self, data_batch, data_samples) -> None:
+        from mmdet.structures import DetDataSample
+        from mmengine.structures import InstanceData
+
+        from imat_kit.mmdet_ext.predict import _to_prediction
+
+        ids = self.truth()[1].attribute_id_list
+        for s in data_samples:
+            sample = DetDataSample(metainfo={"ori_shape": tuple(s["ori_shape"])})
+            sample.pred_instances = InstanceData(**s["pred_instances"])
+            pred = _to_prediction(sample, str(s["img_id"]), attribute_ids=tuple(ids)
+                                  if "attributes" in s["pred_instances"] else ())
+            self.results.append((int(s["img_id"]), pred))
+
+    def compute_metrics(self, results: list) -> dict:
+        from dataclasses import replace
+
+        from imat_kit.eval.evaluate import competition2020
+        from imat_kit.eval.metric import competition_from_ious
+        from imat_kit.postprocess import PostProcess
+
+        gt, labels = self.truth()
+        key_of = {im["id"]: im["image_key"] for im in gt["images"]}
+        preds = {key_of[i]: replace(p, image_key=key_of[i]) for i, p in results if i in key_of}
+        out = {"competition": competition_from_ious(gt, preds, {}, score_thr=self.score_thr,
+                                                    average=self.average)["score"]}
+        if labels.year == 2020:
+            out["competition2020"] = competition2020(gt, preds, labels, PostProcess(),
+                                                     average=self.average, fn=self.fn)
         return out

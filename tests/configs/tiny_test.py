@@ -30,7 +30,7 @@ param_scheduler = [
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=1),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2, max_keep_ckpts=2,
-                    save_best='coco/segm_mAP', rule='greater'),
+                    save_best='imat/competition', rule='greater'),
     visualization=dict(type='DetVisualizationHook', draw=False))
 custom_hooks = [dict(type='ValLossHook'), dict(type='ParamDigestHook')]
 log_processor = dict(window_size=1)

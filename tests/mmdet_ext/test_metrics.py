@@ -83,3 +83,54 @@ def test_training_metric_on_faster_coco_eval_equals_it_on_pycocotools(prepared, 
 def test_unknown_engine_is_refused():
     with pytest.raises(ValueError, match="engine must be one of faster, pycocotools"):
         IMatCocoMetric(engine="fast")
+
+
+@pytest.mark.parametrize("year", [2019, 2020])
+def test_competition_metric_equals_evaluate(request, year, tmp_path):
+    """``IMatCompetitionMetric`` (the validation metric the configs select checkpoints by)
+    fed mmdet's validation outputs gives ``imat-kit evaluate``'s figures on the same
+    predictions: ``competition`` (2019 formula), and on 2020 data ``competition2020``."""
+    from dataclasses import replace
+
+    import torch
+    from pycocotools import mask as mask_util
+
+    from imat_kit.eval.evaluate import evaluate_files
+    from imat_kit.mmdet_ext.metrics import IMatCompetitionMetric
+    from imat_kit.postprocess import PostProcess
+    from tests.helpers.predictions import fold_predictions, write_val
+
+    prep = request.getfixturevalue("prepared" if year == 2019 else "prepared2020")
+    preds = fold_predictions(prep, 0, drop_every=3, attributes=year == 2020)
+    # scores falling through the image, some below the 0.3 the 2019 figure cuts at
+    preds = {k: replace(p, scores=np.linspace(0.95, 0.1, len(p)).astype(np.float32))
+             for k, p in preds.items()}
+    f = tmp_path / "fold0_val.jsonl"
+    write_val(f, preds, 0)
+    table, _ = evaluate_files(prep, [str(f)], postprocess=PostProcess())
+    ann = prep / "annotations" / "fold0_val.json"
+    gt = json.loads(ann.read_text())
+    metric = IMatCompetitionMetric(ann_file=str(ann))
+    attr_ids = metric.truth()[1].attribute_id_list
+    for im in gt["images"]:
+        p = preds[im["image_key"]]
+        h, w = p.height, p.width
+        masks = (np.stack([mask_util.decode({"size": [h, w], "counts": m}) for m in p.masks])
+                 if len(p) else np.zeros((0, h, w), np.uint8)).astype(bool)
+        boxes = p.bboxes.copy()
+        boxes[:, 2:] += boxes[:, :2]
+        inst = {"masks": torch.from_numpy(masks), "scores": torch.from_numpy(p.scores),
+                "labels": torch.from_numpy(p.labels), "bboxes": torch.from_numpy(boxes)}
+        if year == 2020:
+            inst["attributes"] = torch.tensor([[a.get(i, 0.0) for i in attr_ids]
+                                               for a in p.attr_probs]).reshape(len(p), -1)
+        metric.process({}, [{"img_id": im["id"], "ori_shape": (h, w), "pred_instances": inst}])
+    out = metric.evaluate(len(gt["images"]))
+    assert 0 < out["imat/competition"] < 1
+    assert out["imat/competition"] == pytest.approx(float(table["competition"].iloc[0]),
+                                                    abs=1e-12)
+    if year == 2020:
+        assert out["imat/competition2020"] == pytest.approx(
+            float(table["competition2020"].iloc[0]), abs=1e-12)
+    else:
+        assert "imat/competition2020" not in out

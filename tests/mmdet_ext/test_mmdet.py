@@ -81,7 +81,12 @@ def test_every_config_builds(path, prepared):
         assert not dataset.get("attributes", False)
     assert cfg.train_dataloader.dataset.type == "IMatDataset"
     assert str(cfg.train_dataloader.dataset.fold) == "2"
-    assert cfg.val_evaluator.ann_file.endswith("annotations/fold2_val.json")
+    # COCO AP and the competition score, of the same fold; the best checkpoint kept by the
+    # score of the data's year
+    assert [e.type for e in cfg.val_evaluator] == ["IMatCocoMetric", "IMatCompetitionMetric"]
+    assert all(e.ann_file.endswith("annotations/fold2_val.json") for e in cfg.val_evaluator)
+    assert cfg.default_hooks.checkpoint.save_best == (
+        "imat/competition2020" if "2020" in path.stem else "imat/competition")
     # one source: the work dir (per fold) and phase 2's checkpoint come from IMatRunner
     assert cfg.runner_type == "IMatRunner" and "work_dir" not in cfg
     assert fold_work_dir(f"work_dirs/{path.stem}", cfg.fold) == f"work_dirs/{path.stem}/fold2"
@@ -258,6 +263,23 @@ def _main(capsys, *args):
     return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
+@pytest.mark.usefixtures("kit_env")
+@pytest.mark.slow
+def test_save_best_keeps_the_checkpoint_of_the_best_competition_score(tmp_path, prepared,
+                                                                       capsys):
+    """Validation every 2 iterations: the checkpoint kept as best is the one of the first
+    validation with the highest ``imat/competition`` (what the configs select by)."""
+    r = _main(capsys, "train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0",
+              "--work-root", str(tmp_path), "-q", "--cfg-options", "train_cfg.val_interval=2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    wd = tmp_path / "tiny_test" / "fold0"
+    scores = [x["imat/competition"] for x in _scalars(wd) if "imat/competition" in x]
+    assert len(scores) == 3  # at iterations 2, 4 and 6, in order
+    best = 2 * (int(np.argmax(scores)) + 1)
+    assert [p.name for p in wd.glob("best_imat_competition_iter_*.pth")] == \
+        [f"best_imat_competition_iter_{best}.pth"]
+
+
 def _kit(*args, env, timeout=600):
     return subprocess.run([sys.executable, "-m", "imat_kit.cli", *args], env=env,
                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
@@ -288,7 +310,8 @@ def test_train_tiny_then_skip_finished(tmp_path, env, prepared, capsys):
             list(range(1, 7))
         val = [x for x in s if "coco/segm_mAP" in x]
         assert len(val) == 1 and val[0]["val_loss"] > 0 and "val_loss_mask" in val[0]
-        assert list(wd.glob("best_coco_segm_mAP_iter_*.pth"))
+        assert 0 <= val[0]["imat/competition"] <= 1  # the competition score, logged
+        assert list(wd.glob("best_imat_competition_iter_*.pth"))
     r = _main(capsys, "train", str(TEST_CONFIGS / "tiny_test.py"), "--folds", "0,1", "--work-root",
              str(tmp_path), "--tensorboard")
     assert r.returncode == 0 and r.stdout.count("skipped (finished)") == 2
@@ -522,6 +545,16 @@ def test_predict_resumes_and_flip_tta(tiny_checkpoint, prepared, tmp_path, env, 
         assert r.stdout.strip().splitlines() == [f"{len(val)} images ({len(val)} predicted now)"
                                                  f" → {tmp_path / f'b{bs}.jsonl'}"]
         assert (tmp_path / f"b{bs}.jsonl").read_bytes() == out.read_bytes(), bs
+    # --folds: each fold with its own model, {fold} in the checkpoint path and in --out: the
+    # same file as --fold; without {fold} in --out, refused before anything runs
+    per_fold = str(tiny_checkpoint.parent.parent / "fold{fold}" / tiny_checkpoint.name)
+    folds = ["predict", base[1], per_fold, *base[3:5], "--folds", "0", *base[7:]]
+    r = _main(capsys, *folds, "--out", str(tmp_path / "f{fold}.jsonl"))
+    assert r.returncode == 0 and r.stdout.startswith("fold 0: "), r.stderr[-3000:]
+    assert (tmp_path / "f0.jsonl").read_bytes() == out.read_bytes()
+    r = _main(capsys, *folds, "--out", str(tmp_path / "f.jsonl"))
+    assert r.returncode == 2 and "--folds needs {fold} in --out" in r.stderr
+    assert not (tmp_path / "f.jsonl").exists()
     # never silently stale: another checkpoint, TTA or config value stops with what differs
     other = tiny_checkpoint.with_name("iter_4.pth")
     again = str(tmp_path / "again.jsonl")

@@ -164,7 +164,7 @@ def test_evaluate_agrees_with_mmdet_cocometric(tiny_checkpoint, prepared, tmp_pa
     ours = read_predictions(tmp_path / "val.jsonl")[1]
     register_all_modules()
     cfg = load_config(TEST_CONFIGS / "tiny_test.py", fold=0, data_root=prepared,
-                      options=[*opts, f"test_evaluator.outfile_prefix={tmp_path / 'mmdet'}"])
+                      options=[*opts, f"test_evaluator.0.outfile_prefix={tmp_path / 'mmdet'}"])
     cfg.work_dir, cfg.load_from = str(tmp_path / "wd"), str(tiny_checkpoint)
     cfg.default_hooks.logger = dict(type="LoggerHook", interval=50)
     metrics = Runner.from_cfg(cfg).test()
@@ -188,6 +188,8 @@ def test_evaluate_agrees_with_mmdet_cocometric(tiny_checkpoint, prepared, tmp_pa
     mine = evaluate_fold(gt, ours)["row"]
     assert mine["segm_AP"] == pytest.approx(max(stats[0], 0.0), abs=1e-4)
     assert round(mine["segm_AP"], 3) == pytest.approx(metrics["coco/segm_mAP"], abs=1e-3)
+    # the competition score of mmdet's loop (IMatCompetitionMetric) is evaluate's
+    assert metrics["imat/competition"] == pytest.approx(mine["competition"], abs=1e-12)
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 # iMaterialist Fashion as prepared by `imat-kit prepare`: the 46 classes, paths, fold, the
-# dataset, its pipelines and the COCO bbox+segm evaluator. The only place for them.
+# dataset, its pipelines and the evaluators (COCO bbox+segm, the competition score). The only
+# place for them.
 #
 # Data root and fold come from the environment, so one override trains fold k:
 #   IMAT_FOLD=3 mim train mmdet configs/maskrcnn_r50_imat.py
@@ -47,12 +48,16 @@ imat_train_dataset = dict(
 imat_val_dataset = dict(
     type='IMatDataset', data_root=imat_data_root, fold=fold, split='val', test_mode=True,
     ann_file='', data_prefix=None, backend_args=None)
-imat_evaluator = dict(
-    type='IMatCocoMetric',
-    ann_file=imat_data_root + 'annotations/fold' + str(fold) + '_val.json',
-    metric=['bbox', 'segm'],
-    format_only=False,
-    backend_args=None)
+# COCO AP (bbox, segm; logged as coco/...) and the competition's own score of the fold
+# (imat/competition: the 2019 formula; on 2020 data also imat/competition2020), which the
+# configs' CheckpointHook keeps the best checkpoint by (save_best).
+imat_evaluator = [
+    dict(type='IMatCocoMetric',
+         ann_file=imat_data_root + 'annotations/fold' + str(fold) + '_val.json',
+         metric=['bbox', 'segm'], format_only=False, backend_args=None),
+    dict(type='IMatCompetitionMetric',
+         ann_file=imat_data_root + 'annotations/fold' + str(fold) + '_val.json'),
+]
 
 # The test split (images of sample_submission.csv, no annotations) for predictions:
 test_split_dataset = dict(

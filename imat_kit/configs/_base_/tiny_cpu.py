@@ -48,5 +48,5 @@ tiny_param_scheduler = [
 tiny_default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=tiny_max_iters,
-                    max_keep_ckpts=2, save_best='coco/segm_mAP', rule='greater'))
+                    max_keep_ckpts=2, save_best='imat/competition', rule='greater'))
 tiny_log_processor = dict(by_epoch=False, window_size=20)
