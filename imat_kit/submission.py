@@ -394,6 +394,10 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
     labels = find_labels(data)
     ids = sample_image_ids(data)
     layout = submission_layout(data)
+    if layout == 2020 and cfg.attributes:
+        raise KitError("--attributes writes attributes into ClassId, the 2019 layout's way; a "
+                       "2020 submission always writes them in AttributesIds (drop the flag)",
+                       file=str(Path(data) / "sample_submission.csv"))
     sizes = test_image_sizes(data, quiet=quiet)
     _, preds = read_predictions(predictions, Expected.of(
         labels, {k: sizes[k] for k in ids if k in sizes}, "the test set (sample_submission.csv)"))

@@ -668,7 +668,8 @@ def _parser_result_steps(sub, parents) -> None:
                    "(default 20)")
     _mask_size(s)
     s.add_argument("--attributes", action="store_true",
-                   help="write ClassId with attributes when predictions carry them")
+                   help="2019 layout: write ClassId with attributes when predictions carry "
+                   "them (a 2020 submission always writes them in AttributesIds)")
     s.add_argument("--evaluation", default=None,
                    help="evaluation.csv of `imat-kit evaluate`: fold scores for the manifest")
     _thresholds(s)

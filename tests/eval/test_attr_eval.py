@@ -215,6 +215,12 @@ def test_2020_submission_round_trip(prepared2020, tmp_path):
     assert main(["score", "--submission", str(out), "--solution",
                  str(data / "test_solution.csv"), "--data", str(data), "--year", "2020",
                  "--sweep", "paired", "--f1", "positive", "-q"]) == 0
+    # --attributes (the 2019 layout's ClassId with attributes) has no 2020 meaning: refused
+    # before anything is written (it used to write ClassIds its own validation refused)
+    with pytest.raises(KitError, match="--attributes writes attributes into ClassId"):
+        submit(tmp_path / "test.jsonl", data, tmp_path / "a.csv", SubmitConfig(attributes=True),
+               quiet=True)
+    assert not (tmp_path / "a.csv").exists()
 
 
 def test_2020_validate_names_each_bad_attribute_cell(prepared2020, tmp_path):
