@@ -148,3 +148,30 @@ def set_category_prior(head, counts, n, smoothing: float = 1.0) -> None:
     with torch.no_grad():
         w = head.category_bias.weight
         w.copy_(torch.as_tensor(logit, dtype=w.dtype, device=w.device))
+
+
+@HOOKS.register_module()
+class BoxMasksHook(Hook):
+    """Validation and test in bounded memory: while a val or test epoch runs, the R-CNN mask
+    heads keep each instance's mask inside its paste region (:mod:`box_masks`), and the kit's
+    metrics encode them one at a time, never an N × H × W array at the original size.
+    ``IMatRunner`` registers it for every config."""
+
+    priority = "VERY_HIGH"
+
+    def _enter(self, runner) -> None:
+        import contextlib
+
+        from imat_kit.mmdet_ext.box_masks import box_mask_heads
+
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(box_mask_heads())
+
+    def _exit(self, runner, metrics=None) -> None:
+        stack = getattr(self, "_stack", None)
+        if stack is not None:
+            stack.close()
+            self._stack = None
+
+    before_val_epoch = before_test_epoch = _enter
+    after_val_epoch = after_test_epoch = _exit

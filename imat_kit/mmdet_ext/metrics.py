@@ -72,6 +72,19 @@ class IMatCocoMetric(CocoMetric):
         super().__init__(*args, **kwargs)
         self.engine = engine
 
+    def process(self, data_batch, data_samples) -> None:
+        from imat_kit.mmdet_ext.box_masks import BoxMasks
+
+        own = []  # copies: the other metrics of the evaluator get the same samples
+        for s in data_samples:  # masks kept per instance (BoxMasksHook): encoded one by one
+            m = s.get("pred_instances", {}).get("masks")
+            if isinstance(m, BoxMasks):
+                s = {**s, "pred_instances": {**s["pred_instances"], "masks": [
+                    {"size": [m.height, m.width], "counts": m.counts(j).encode("ascii")}
+                    for j in range(len(m))]}}
+            own.append(s)
+        super().process(data_batch, own)
+
     def compute_metrics(self, results: list) -> dict:
         with _engine("pycocotools" if self.use_mp_eval else self.engine):
             out = super().compute_metrics(results)

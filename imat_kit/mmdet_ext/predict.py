@@ -35,7 +35,9 @@ from imat_kit.data.paths import ann_relpath, find_labels, image_dir, read_ann
 from imat_kit.ensemble import fuse_image
 from imat_kit.errors import KitError
 from imat_kit.files import atomic_open, describe_differences, file_fingerprint, json_fingerprint
+from imat_kit.mmdet_ext.box_masks import BoxMasks, box_mask_heads
 from imat_kit.mmdet_ext.config import flat_settings, is_attribute_model, load_config
+from imat_kit.postprocess import box_pixels
 from imat_kit.predictions import (
     ATTRIBUTE_FLOOR,
     VERSION,
@@ -114,7 +116,9 @@ def _to_prediction(sample, key: str, flip: bool = False, soft_size: int = 0,
     h, w = (int(v) for v in sample.ori_shape[:2])
     labels = inst.labels.cpu().numpy().astype(np.int64)
     scores = inst.scores.cpu().numpy().astype(np.float32)
-    masks = inst.masks.cpu().numpy() if len(inst) else np.zeros((0, h, w), np.uint8)
+    boxed = len(inst) and isinstance(inst.masks, BoxMasks)  # box_mask_heads: no N×H×W
+    masks = (inst.masks if boxed else inst.masks.cpu().numpy() if len(inst)
+             else np.zeros((0, h, w), np.uint8))
     boxes = inst.bboxes.cpu().numpy().astype(np.float32) if len(inst) else np.zeros((0, 4))
     # one order for exact ties (an untrained dense head, or constant padding, scores many
     # places alike; torch.sort orders those differently by batch): score, then label and box
@@ -129,7 +133,7 @@ def _to_prediction(sample, key: str, flip: bool = False, soft_size: int = 0,
                            "space (2019: 92, 2020/Fashionpedia: 294)", value=key)
         probs = sparse_probs(a, attribute_ids, attribute_floor)
     if flip:  # the image went in mirrored: mirror the outputs back
-        masks = masks[:, :, ::-1]
+        masks = masks.mirrored() if boxed else masks[:, :, ::-1]
         boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1) \
             if len(boxes) else boxes
     if soft_size and masks.dtype == bool:
@@ -137,30 +141,38 @@ def _to_prediction(sample, key: str, flip: bool = False, soft_size: int = 0,
                        "predict without --soft-size, or use the kit's config of this family "
                        "(RTMDet-Ins: IMatRTMDetInsSepBNHead; Mask2Former: "
                        "IMatMaskFormerFusionHead)", value=key)
-    binary = (masks >= 128) if soft_size else masks.astype(bool)
-    rles = mask_util.encode(np.asfortranarray(binary.transpose(1, 2, 0).astype(np.uint8))) \
-        if len(masks) else []
     xywh = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
     xywh[:, 2:] -= xywh[:, :2]
+    if boxed:  # one instance at a time, inside its paste region
+        texts = [masks.counts(j, 128 if soft_size else None) for j in range(len(masks))]
+        crops = [masks.crop(j, *box_pixels(b, h, w)) for j, b in enumerate(xywh)] \
+            if soft_size else []
+    else:
+        binary = (masks >= 128) if soft_size else masks.astype(bool)
+        rles = mask_util.encode(np.asfortranarray(binary.transpose(1, 2, 0).astype(np.uint8))) \
+            if len(masks) else []
+        texts = [r["counts"].decode("ascii") for r in rles]
+        crops = [m[y0:y1, x0:x1] for m, (x0, y0, x1, y1) in
+                 zip(masks, (box_pixels(b, h, w) for b in xywh))] if soft_size else []
     soft = None
     if soft_size:
-        soft = np.stack([crop_soft(m, b, soft_size) for m, b in zip(masks, xywh)]) \
-            if len(masks) else np.zeros((0, soft_size, soft_size), np.uint8)
-    return ImagePrediction(key, h, w, labels, scores, xywh,
-                           [r["counts"].decode("ascii") for r in rles], soft,
+        soft = np.stack([_resampled(c, soft_size) for c in crops]) \
+            if len(crops) else np.zeros((0, soft_size, soft_size), np.uint8)
+    return ImagePrediction(key, h, w, labels, scores, xywh, texts, soft,
                            attribute_sets(probs), probs)
 
 
 def crop_soft(prob: np.ndarray, xywh: np.ndarray, size: int) -> np.ndarray:
-    """Probabilities (H×W uint8) inside the box, resampled to size×size (uint8)."""
+    """Probabilities (H×W uint8) inside the box (:func:`postprocess.box_pixels`: where
+    ``submit`` pastes them back), resampled to size×size (uint8)."""
+    x0, y0, x1, y1 = box_pixels(xywh, *prob.shape)
+    return _resampled(prob[y0:y1, x0:x1], size)
+
+
+def _resampled(crop: np.ndarray, size: int) -> np.ndarray:
     import cv2
 
-    h, w = prob.shape
-    x0, y0 = int(np.clip(np.floor(xywh[0]), 0, w - 1)), int(np.clip(np.floor(xywh[1]), 0, h - 1))
-    x1 = int(np.clip(np.ceil(xywh[0] + xywh[2]), x0 + 1, w))
-    y1 = int(np.clip(np.ceil(xywh[1] + xywh[3]), y0 + 1, h))
-    return cv2.resize(np.ascontiguousarray(prob[y0:y1, x0:x1]), (size, size),
-                      interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int = 0,
@@ -394,7 +406,7 @@ def _predict_into(partial: Path, todo: list[dict], img_dir: Path, cfg, checkpoin
     bar = progress(range(len(todo)), desc=f"predict {len(todo)} images", quiet=quiet,
                    unit="img")
 
-    with open(partial, "a", encoding="utf-8") as f, torch.no_grad():
+    with open(partial, "a", encoding="utf-8") as f, torch.no_grad(), box_mask_heads():
         def run(key: tuple[int, int]) -> None:
             nonlocal held
             batch = buckets.pop(key)

@@ -95,4 +95,9 @@ class IMatRunner(Runner):
         if cfg.get("train_dataloader") is not None and cfg.get("train_cfg") is not None:
             check_training_config(cfg)
         apply_run_rules(cfg)
-        return super().from_cfg(cfg)
+        runner = super().from_cfg(cfg)
+        if not any(type(h).__name__ == "BoxMasksHook" for h in runner.hooks):
+            from imat_kit.mmdet_ext.hooks import BoxMasksHook
+
+            runner.register_hook(BoxMasksHook())  # validation without N × H × W masks
+        return runner

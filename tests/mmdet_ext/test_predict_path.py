@@ -329,3 +329,70 @@ def test_checkpoint_ensemble_resumes_after_a_kill(tmp_path, monkeypatch):
     assert r["predicted_now"] == 1
     done.clear()
     assert pr.predict_checkpoints(cfg, ckpts, **kw)["predicted_now"] == 0  # nothing to redo
+
+
+@pytest.mark.xdist_group("tiny_checkpoint")
+@pytest.mark.slow
+def test_masks_pasted_per_instance_give_the_same_predictions_files(tiny_checkpoint, prepared,
+                                                                  tmp_path, monkeypatch):
+    """``predict`` keeps each instance's mask inside its paste region (``box_mask_heads``: no
+    N × H × W array) and encodes it alone: byte-identical predictions files to mmdet's
+    full-size masks, plain, with flip TTA and with soft masks."""
+    import contextlib
+
+    from imat_kit.mmdet_ext import box_masks
+    from imat_kit.mmdet_ext import predict as pr
+
+    opts = ["model.test_cfg.rcnn.score_thr=0.0"]
+    cases = {"plain": {}, "flip": {"tta": "flip"}, "soft": {"soft_size": 14}}
+    pasted = []
+    real = box_masks.paste_one_by_one
+    for name, kw in cases.items():
+        files = {}
+        for way in ("per_instance", "full_size"):
+            if way == "full_size":
+                monkeypatch.setattr(pr, "box_mask_heads", contextlib.nullcontext)
+            else:
+                monkeypatch.setattr(box_masks, "paste_one_by_one",
+                                    lambda *a, **k: pasted.append(1) or real(*a, **k))
+            files[way] = tmp_path / f"{name}_{way}.jsonl"
+            pr.predict(TEST_CONFIGS / "tiny_test.py", tiny_checkpoint, split="val", fold=0,
+                       out=files[way], data_root=str(prepared), cfg_options=opts,
+                       device="cpu", quiet=True, **kw)
+            monkeypatch.undo()
+        a, b = (files[w].read_bytes() for w in ("per_instance", "full_size"))
+        assert a.count(b"\n") > 2 and b'"masks":["' in a
+        assert a == b, name
+    assert pasted  # the per-instance paste did run
+
+
+@pytest.mark.xdist_group("tiny_checkpoint")
+@pytest.mark.slow
+def test_validation_with_masks_kept_per_instance_gives_the_same_metrics(tiny_checkpoint,
+                                                                         prepared, tmp_path):
+    """mmdet's test loop under ``IMatRunner`` (which registers ``BoxMasksHook``: masks kept
+    per instance, encoded one by one by the kit's metrics) and under mmengine's plain
+    ``Runner`` (full-size masks): the same COCO and competition figures."""
+    from mmdet.utils import register_all_modules
+    from mmengine.runner import Runner
+
+    from imat_kit.mmdet_ext.config import load_config
+    from imat_kit.mmdet_ext.hooks import BoxMasksHook
+    from imat_kit.mmdet_ext.runner import IMatRunner
+
+    register_all_modules()
+    out = {}
+    for name, cls in (("per_instance", IMatRunner), ("full_size", Runner)):
+        cfg = load_config(TEST_CONFIGS / "tiny_test.py", fold=0, data_root=prepared,
+                          options=["model.test_cfg.rcnn.score_thr=0.0",
+                                   f"test_evaluator.0.outfile_prefix={tmp_path / name}"])
+        cfg.work_dir, cfg.load_from = str(tmp_path / name), str(tiny_checkpoint)
+        cfg.default_hooks.logger = dict(type="LoggerHook", interval=50)
+        runner = cls.from_cfg(cfg)
+        assert any(isinstance(h, BoxMasksHook) for h in runner.hooks) == (cls is IMatRunner)
+        out[name] = runner.test()
+    assert {"coco/segm_mAP", "imat/competition"} <= set(out["per_instance"])
+    assert out["per_instance"] == out["full_size"]
+    # every mask the COCO metric scored, the same text
+    segm = [json.loads((tmp_path / f"{n}.segm.json").read_text()) for n in out]
+    assert len(segm[0]) > 10 and segm[0] == segm[1]
