@@ -178,14 +178,12 @@ def _soft_vote(boxes: list[np.ndarray], softs: list[np.ndarray], weights: np.nda
     keep = acc >= 0.5
     if not keep.any():
         return None, None
-    full = np.zeros((h, w), np.uint8, order="F")
-    full[uy0:uy1, ux0:ux1] = keep
-    rle = mask_util.encode(full)
-    fx, fy, fw, fh = mask_util.toBbox(rle)
-    crop = acc[int(fy) - uy0:int(fy + fh) - uy0, int(fx) - ux0:int(fx + fw) - ux0]
+    counts = rle_mod.region_counts(keep, uy0, ux0, h, w)  # no H×W array
+    rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+    crop = acc[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # the fused mask's box
     size = softs[0].shape[0]
     soft = cv2.resize(crop * 255, (size, size), interpolation=cv2.INTER_LINEAR)
-    return rle["counts"].decode("ascii"), np.clip(soft, 0, 255).astype(np.uint8)
+    return counts, np.clip(soft, 0, 255).astype(np.uint8)
 
 
 def _vote(counts_texts: list[str], weights: np.ndarray, npix: int) -> str | None:

@@ -621,3 +621,29 @@ def _totals_areas_numpy(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.nd
     totals[bad] = 0
     areas[bad] = 0
     return totals, bad, areas
+
+
+def region_counts(region: np.ndarray, top: int, left: int, height: int, width: int) -> str:
+    """A 0/1 region whose first pixel is (``top``, ``left``) of an ``height`` × ``width`` image,
+    as the image's compressed COCO counts text (column-major runs, touching runs merged: the
+    text pycocotools writes for the full mask)."""
+    h_r, w_r = region.shape
+    if not region.any():
+        starts = lengths = np.zeros(0, np.int64)
+    else:
+        cols = np.zeros((w_r, h_r + 2), np.int8)  # each column of the region, padded by 0s
+        cols[:, 1:-1] = region.T
+        d = np.diff(cols, axis=1)
+        c_on, y_on = np.nonzero(d == 1)
+        _, y_off = np.nonzero(d == -1)  # same order: column by column, top to bottom
+        starts = (left + c_on).astype(np.int64) * height + top + y_on
+        lengths = (y_off - y_on).astype(np.int64)
+        touch = np.flatnonzero(starts[1:] == starts[:-1] + lengths[:-1])  # across columns
+        if touch.size:
+            keep = np.ones(len(starts), bool)
+            keep[touch + 1] = False
+            group = np.cumsum(keep) - 1
+            lengths = np.bincount(group, weights=lengths).astype(np.int64)
+            starts = starts[keep]
+    counts = runs_to_counts(starts, lengths, height * width)
+    return counts_to_coco_string(counts, height, width)

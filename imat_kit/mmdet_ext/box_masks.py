@@ -59,8 +59,8 @@ class BoxMasks:
 
     def counts(self, j: int, threshold: int | None = None) -> str:
         """Instance ``j`` as the full image's compressed COCO counts text."""
-        return region_counts(self.binary(j, threshold), self.tops[j], self.lefts[j],
-                             self.height, self.width)
+        return rle_mod.region_counts(self.binary(j, threshold), self.tops[j], self.lefts[j],
+                                     self.height, self.width)
 
     def crop(self, j: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """Pixels ``[y0:y1, x0:x1]`` of instance ``j``'s full mask (0 outside its region)."""
@@ -78,32 +78,6 @@ class BoxMasks:
         for j in range(len(self)):
             out[j] = self.crop(j, 0, 0, self.width, self.height)
         return out
-
-
-def region_counts(region: np.ndarray, top: int, left: int, height: int, width: int) -> str:
-    """A 0/1 region whose first pixel is (``top``, ``left``) of an ``height`` × ``width`` image,
-    as the image's compressed COCO counts text (column-major runs, touching runs merged: the
-    text pycocotools writes for the full mask)."""
-    h_r, w_r = region.shape
-    if not region.any():
-        starts = lengths = np.zeros(0, np.int64)
-    else:
-        cols = np.zeros((w_r, h_r + 2), np.int8)  # each column of the region, padded by 0s
-        cols[:, 1:-1] = region.T
-        d = np.diff(cols, axis=1)
-        c_on, y_on = np.nonzero(d == 1)
-        _, y_off = np.nonzero(d == -1)  # same order: column by column, top to bottom
-        starts = (left + c_on).astype(np.int64) * height + top + y_on
-        lengths = (y_off - y_on).astype(np.int64)
-        touch = np.flatnonzero(starts[1:] == starts[:-1] + lengths[:-1])  # across columns
-        if touch.size:
-            keep = np.ones(len(starts), bool)
-            keep[touch + 1] = False
-            group = np.cumsum(keep) - 1
-            lengths = np.bincount(group, weights=lengths).astype(np.int64)
-            starts = starts[keep]
-    counts = rle_mod.runs_to_counts(starts, lengths, height * width)
-    return rle_mod.counts_to_coco_string(counts, height, width)
 
 
 def paste_one_by_one(mask_preds, bboxes, img_h: int, img_w: int, threshold: float

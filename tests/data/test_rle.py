@@ -186,3 +186,20 @@ def test_areas_and_totals_of_counts_texts_in_c_and_numpy():
         tot_c, bad_c, area_c = rle._totals_areas([*texts, *bad_texts])
         assert tot_c.tolist() == tot_np.tolist() and area_c.tolist() == area_np.tolist()
         assert bad_c.tolist() == bad_np.tolist()
+
+
+def test_region_counts_equal_pycocotools_on_the_full_mask():
+    """A region of an image encoded alone (no H×W array) gives the text pycocotools writes
+    for the full mask: empty, full, touching the edges, runs joining across columns."""
+    from pycocotools import mask as mask_util
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        top, left = int(rng.integers(0, h)), int(rng.integers(0, w))
+        hr, wr = int(rng.integers(1, h - top + 1)), int(rng.integers(1, w - left + 1))
+        region = rng.random((hr, wr)) < rng.choice([0.0, 0.3, 0.7, 1.0])
+        full = np.zeros((h, w), np.uint8)
+        full[top:top + hr, left:left + wr] = region
+        want = mask_util.encode(np.asfortranarray(full))["counts"].decode()
+        assert rle.region_counts(region, top, left, h, w) == want
