@@ -14,6 +14,12 @@
 * **What a model family cannot do is refused before training** (:mod:`.checks`: a pipeline that
   drops the RLE masks, a model without masks or with another class count, Mask2Former in
   panoptic mode, attributes on a model without the branch).
+* **A checkpoint of another label space loads in one line.** ``load_from`` a COCO checkpoint
+  (80 classes) into a 46-class model: every tensor of the same name and shape is loaded, the
+  others (the class-dependent layers, a branch the checkpoint lacks such as the attribute head)
+  keep their fresh initialisation, and checkpoint tensors the model has no place for (HTC's
+  semantic branch) are left out — all named in one log line (:func:`adapted_state`), instead of
+  mmengine's page of size-mismatch warnings.
 * **TensorBoard on request.** ``imat_tensorboard = True`` in a config (``imat-kit train
   --tensorboard`` sets it) adds mmengine's ``TensorboardVisBackend`` beside the local one:
   losses, learning rate and validation AP go to ``<work dir>/<run>/vis_data/`` as TensorBoard
@@ -32,6 +38,27 @@ from imat_kit.mmdet_ext.checks import check_training_config
 
 #: the ``load_from`` of a later phase: the earlier phase's last checkpoint on the same fold
 PREVIOUS_PHASE = "imat:previous-phase"
+
+
+def _modules(keys: list[str]) -> str:
+    """Parameter names as their modules, once each (``a.b.weight``, ``a.b.bias`` → ``a.b``)."""
+    mods = dict.fromkeys(k.rsplit(".", 1)[0] if "." in k else k for k in keys)
+    return ", ".join(mods) if mods else "none"
+
+
+def adapted_state(own: dict, state: dict) -> tuple[dict, list[str], list[str], str]:
+    """What of a checkpoint's ``state`` loads into a model whose state dict is ``own``: the
+    tensors of the same name and shape; the model's keys left at their initialisation (absent
+    from the checkpoint, or of another shape: the class-dependent layers); the checkpoint's
+    keys the model has no place for; and the one line that says so."""
+    loadable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(
+        own[k].shape)}
+    fresh = [k for k in own if k not in loadable]
+    unused = [k for k in state if k not in own]
+    line = (f"{len(loadable)} of the model's {len(own)} tensors loaded; re-initialised (not in "
+            f"the checkpoint, or another shape): {_modules(fresh)}; left out of the checkpoint "
+            f"(no place in the model): {_modules(unused)}")
+    return loadable, fresh, unused, line
 
 
 def fold_work_dir(work_dir: str | Path, fold: object) -> str:
@@ -88,6 +115,29 @@ def apply_run_rules(cfg) -> None:
 @RUNNERS.register_module()
 class IMatRunner(Runner):
     """See the module docstring; otherwise exactly mmengine's Runner."""
+
+    def load_checkpoint(self, filename: str, map_location="cpu", strict: bool = False,
+                        revise_keys: list = [(r"^module.", "")]):  # noqa: B006 (mmengine's)
+        """mmengine's, with :func:`adapted_state`'s one line for a checkpoint that does not fit
+        the model exactly (``strict``: such a checkpoint is refused)."""
+        import re
+
+        from mmengine.model import is_model_wrapper
+        from mmengine.runner.checkpoint import _load_checkpoint
+
+        checkpoint = _load_checkpoint(filename, map_location=map_location)
+        self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        state = checkpoint.get("state_dict", checkpoint)
+        for pattern, repl in revise_keys:
+            state = {re.sub(pattern, repl, k): v for k, v in state.items()}
+        loadable, fresh, unused, line = adapted_state(model.state_dict(), state)
+        if strict and (fresh or unused):
+            raise KitError(f"the checkpoint does not fit the model: {line}", file=str(filename))
+        model.load_state_dict(loadable, strict=False)
+        self._has_loaded = True
+        self.logger.info(f"Load checkpoint from {filename}: {line}")
+        return checkpoint
 
     @classmethod
     def from_cfg(cls, cfg) -> Runner:
