@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 from imat_kit.errors import KitError
@@ -66,10 +67,11 @@ def is_int(x: object) -> bool:
 
 
 def is_number(x: object) -> bool:
-    """A finite JSON number (not a boolean, not a text such as ``"0.95"``)."""
+    """A finite JSON number that a float can hold (not a boolean, not a text such as
+    ``"0.95"``, not an integer of 400 digits, which ``float`` and ``math`` would raise on)."""
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return False
-    return isinstance(x, int) or math.isfinite(x)
+    return abs(x) <= sys.float_info.max if isinstance(x, int) else math.isfinite(x)
 
 
 def has_control(text: str) -> bool:

@@ -308,9 +308,6 @@ def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostPro
                       f"{lo:g}..{hi:g}", x)
         return x
 
-    def is_number(x: object) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool)
-
     def mapping(d: object, key: str, message: str) -> dict:
         if d is not None and not isinstance(d, dict):
             raise bad(key, message, d)
@@ -321,7 +318,7 @@ def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostPro
         d = mapping(d, key, message)
         out = {}
         for k, t in d.items():
-            if not fields.is_digits(k) or not is_number(t) or not 0 <= t <= 1:
+            if not fields.is_digits(k) or not fields.is_number(t) or not 0 <= t <= 1:
                 raise bad(str(k), message, f"{k}: {t}")
             out[int(k)] = float(t)
         return out
@@ -329,7 +326,7 @@ def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostPro
     cats = thresholds(v.get("category_thr"), "category_thr", "each category_thr entry needs a "
                       "category id and a threshold in 0..1")
     mask = v.get("mask_thr")
-    if mask is not None and (not is_number(mask) or not 0 < mask < 1):
+    if mask is not None and (not fields.is_number(mask) or not 0 < mask < 1):
         raise bad("mask_thr", "mask_thr must be null or a number within (0, 1)", mask)
     a = v.get("attributes") or {"decoding": "threshold"}
     dec = a.get("decoding") if isinstance(a, dict) else None
@@ -347,7 +344,7 @@ def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostPro
         decoder = AttributeDecoder("topk", topk=topk)
     else:
         g = a.get("global_threshold", 0.5)
-        if not is_number(g) or not 0 <= g <= 1:
+        if not fields.is_number(g) or not 0 <= g <= 1:
             raise bad("global_threshold", "global_threshold must be within 0..1", g)
         per = thresholds(a.get("per_attribute"), "per_attribute", "each per_attribute entry "
                          "needs an attribute id and a threshold in 0..1")
@@ -356,8 +353,8 @@ def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostPro
             for k, t in mapping(a.get("per_pair"), "per_pair", "per_pair must map "
                                 "CATEGORY_ATTRIBUTE ids to thresholds").items():
                 ids = str(k).split("_")
-                if len(ids) != 2 or not all(fields.is_digits(x) for x in ids) or not is_number(
-                        t) or not 0 <= t <= 1:
+                if (len(ids) != 2 or not all(fields.is_digits(x) for x in ids)
+                        or not fields.is_number(t) or not 0 <= t <= 1):
                     raise bad(str(k), "each per_pair entry needs CATEGORY_ATTRIBUTE ids and a "
                               "threshold in 0..1", f"{k}: {t}")
                 pairs[(int(ids[0]), int(ids[1]))] = float(t)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from imat_kit import fields
 from imat_kit.data import rle as rle_mod
 from imat_kit.errors import KitError
 
@@ -253,14 +254,14 @@ def from_dict(d: object, *, file: str = "<rescorer>", row: int | None = None) ->
                   "run imat-kit tune --rescore again)", ",".join(map(str, d.get("features")
                                                                      or []))[:120])
     base = d.get("baseline")
-    if not _is_number(base):
+    if not fields.is_number(base):
         raise bad("baseline must be a number", base)
     tabs = d.get("tables")
     if not isinstance(tabs, dict):
         raise bad("tables missing")
     tables = Tables(_id_map(tabs.get("tp_rate"), bad), tabs.get("default_tp_rate"),
                     _id_map(tabs.get("attribute_f1"), bad))
-    if not _is_number(tables.default_tp_rate):
+    if not fields.is_number(tables.default_tp_rate):
         raise bad("default_tp_rate must be a number", tables.default_tp_rate)
     trees_in = d.get("trees")
     if not isinstance(trees_in, list) or not trees_in:
@@ -301,12 +302,8 @@ def from_dict(d: object, *, file: str = "<rescorer>", row: int | None = None) ->
         trees.append(arr)
     rows = d.get("rows")
     return Rescorer(float(base), trees, tables, str(d.get("target", "")),
-                    int(rows) if isinstance(rows, int) and not isinstance(rows, bool) else 0,
+                    int(rows) if fields.is_int(rows) else 0,
                     str(d.get("sklearn", "")))
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _id_map(m: object, bad) -> dict:
@@ -314,8 +311,7 @@ def _id_map(m: object, bad) -> dict:
         raise bad("tables must map category ids to numbers")
     out = {}
     for k, v in m.items():
-        if not (isinstance(k, str) and k.isascii() and k.isdigit() and len(k) < 10) or not (
-                _is_number(v)):
+        if not (fields.is_digits(k) and len(k) < 10) or not fields.is_number(v):
             raise bad("tables must map category ids to numbers", f"{k}: {v}"[:60])
         out[int(k)] = float(v)
     return out

@@ -179,6 +179,8 @@ def _cycle(d: dict) -> None:
     (lambda d: d["rescore"]["trees"][0]["value"].__setitem__(0, "0.5"), "numbers only"),
     (lambda d: d["rescore"]["trees"][0]["left"].__setitem__(0, 10**40), "integers only"),
     (lambda d: d["rescore"]["trees"][0].update(code="__import__('os')"), "exactly"),
+    (lambda d: d["rescore"].update(baseline=10**400), "baseline must be a number"),
+    (lambda d: d["rescore"]["tables"]["tp_rate"].update({"1": 10**400}), "tables must map"),
     (lambda d: d["rescore"]["trees"][1]["value"].__setitem__(0, 5.0), "SHA-256 differs"),
     (lambda d: d.update(rescore=None), "disagree on the re-scorer"),
     (lambda d: d["rescore"].update(format="pickle"), "not a re-scorer"),
