@@ -316,20 +316,25 @@ class _Fold:
                      area.astype(np.int64), self.g, self.t_img, lp[o], lt[o], li[o], amb,
                      self.p_src, self.t_src), later
 
-    def _of_parts(self, mask_thr: float | None, parts: list) -> tuple[_View, np.ndarray]:
-        n_links = np.array([len(p[2][0]) for p in parts], np.int64)
-        at_img = np.repeat(np.arange(len(parts)), n_links)
+    def _flat(self, images, parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+        """The links (detections, truths, IoUs) and groups of some images' parts, from each
+        image's numbering to the fold's."""
+        at_img = np.repeat(np.asarray(images, np.int64),
+                           np.array([len(p[2][0]) for p in parts], np.int64))
         lp = _cat([p[2][0] for p in parts], np.int64) + self.p_off[at_img]
         lt = _cat([p[2][1] for p in parts], np.int64) + self.t_off[at_img]
+        amb = [(i, self.p_off[i] + rows, self.t_off[i] + tg, ious)
+               for i, p in zip(images, parts) for rows, tg, ious in p[3]]
+        return lp, lt, _cat([p[2][2] for p in parts], np.float64), amb
+
+    def _of_parts(self, mask_thr: float | None, parts: list) -> tuple[_View, np.ndarray]:
         n_pairs = np.array([len(p[4]) for p in parts], np.int64)
         pairs = (np.concatenate([p[4] for p in parts]) if parts else np.zeros((0, 2), np.int64)
                  ) + np.repeat(self.p_off[:-1], n_pairs)[:, None]
         self._pairs[mask_thr] = (pairs[:, 0], pairs[:, 1])
-        amb = [(i, self.p_off[i] + rows, self.t_off[i] + tg, ious)
-               for i, p in enumerate(parts) for rows, tg, ious in p[3]]
         return self._assemble(_cat([p[0] for p in parts], np.int64),
-                              _cat([p[1] for p in parts], bool), lp, lt,
-                              _cat([p[2][2] for p in parts], np.float64), amb)
+                              _cat([p[1] for p in parts], bool),
+                              *self._flat(range(len(parts)), parts))
 
     def _spliced(self, view: _View, area, later, images: list, parts: list
                  ) -> tuple[_View, np.ndarray]:
@@ -338,18 +343,14 @@ class _Fold:
         gone = np.zeros(len(self.keys), bool)
         gone[images] = True
         keep = ~gone[view.t_img[view.l_truth]]
-        lp, lt, li = [view.l_pred[keep]], [view.l_truth[keep]], [view.l_iou[keep]]
-        amb = [grp for grp in view.amb if not gone[grp[0]]]
-        for i, (a, lat, (d, g, v), groups, _) in zip(images, parts):
-            o, ot = self.p_off[i], self.t_off[i]
-            area[o:self.p_off[i + 1]] = a
-            later[o:self.p_off[i + 1]] = lat
-            lp.append(o + d)
-            lt.append(ot + g)
-            li.append(v)
-            amb += [(i, o + rows, ot + tg, ious) for rows, tg, ious in groups]
-        return self._assemble(area, later, _cat(lp, np.int64), _cat(lt, np.int64),
-                              _cat(li, np.float64), amb)
+        for i, (a, lat, *_) in zip(images, parts):
+            area[self.p_off[i]:self.p_off[i + 1]] = a
+            later[self.p_off[i]:self.p_off[i + 1]] = lat
+        lp, lt, li, amb = self._flat(images, parts)
+        return self._assemble(area, later, np.concatenate((view.l_pred[keep], lp)),
+                              np.concatenate((view.l_truth[keep], lt)),
+                              np.concatenate((view.l_iou[keep], li)),
+                              [grp for grp in view.amb if not gone[grp[0]]] + amb)
 
     def _floored(self, mask_thr: float | None, floor: int) -> tuple[_View, np.ndarray]:
         """The view at a min area: it only changes an image where a detection it drops shares

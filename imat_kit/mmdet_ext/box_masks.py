@@ -38,9 +38,6 @@ class BoxMasks:
         return BoxMasks(self.height, self.width, [self.tops[i] for i in idx],
                         [self.lefts[i] for i in idx], [self.regions[i] for i in idx])
 
-    def cpu(self) -> BoxMasks:  # already host memory
-        return self
-
     @property
     def dtype(self):
         return self.regions[0].dtype if self.regions else np.dtype(bool)
@@ -70,13 +67,6 @@ class BoxMasks:
         xa, xb = max(x0, left), min(x1, left + r.shape[1])
         if ya < yb and xa < xb:
             out[ya - y0:yb - y0, xa - x0:xb - x0] = r[ya - top:yb - top, xa - left:xb - left]
-        return out
-
-    def dense(self) -> np.ndarray:
-        """The N × H × W array (for tests and small images only)."""
-        out = np.zeros((len(self), self.height, self.width), self.dtype)
-        for j in range(len(self)):
-            out[j] = self.crop(j, 0, 0, self.width, self.height)
         return out
 
 
