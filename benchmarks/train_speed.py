@@ -27,6 +27,7 @@ from pathlib import Path
 
 from _common import REPO, machine
 
+from imat_kit.mmdet_ext.config import LOAD_ANNOTATIONS
 from imat_kit.plots import read_scalars
 
 DATA = REPO / "outputs" / "bench" / "train_data"
@@ -85,7 +86,7 @@ def inference_s_per_image(config: str, images: int = 30) -> float:
     model.init_weights()
     model.eval()
     pipe = Compose([t for t in cfg.test_dataloader.dataset.pipeline
-                    if t["type"] != "LoadAnnotations"])
+                    if t["type"] not in LOAD_ANNOTATIONS])
     ims = read_ann(DATA, "val", 0)["images"][:images]
     items = [pipe(dict(img_path=str(DATA / "train" / im["file_name"]), img_id=im["id"]))
              for im in ims]

@@ -19,11 +19,19 @@ model = dict(
         num_things_classes=num_things_classes, num_stuff_classes=num_stuff_classes),
     test_cfg=dict(panoptic_on=False, instance_on=True))
 
+
+
+def _runs(pipeline):  # IMatLoadAnnotations: masks kept as runs until the pipeline resizes them
+    return [dict(t, type='IMatLoadAnnotations') if t['type'] == 'LoadAnnotations' else t
+            for t in pipeline]
+
+
 # The recipe's loaders and pipelines with the kit's data.
 dataset_type = 'IMatDataset'
 data_root = _base_.imat_data_root
-train_dataloader = dict(dataset=dict(_base_.imat_train_dataset, pipeline=_base_.train_pipeline))
-val_dataloader = dict(dataset=dict(_base_.imat_val_dataset, pipeline=_base_.test_pipeline))
+train_pipeline = _runs(_base_.train_pipeline)
+train_dataloader = dict(dataset=dict(_base_.imat_train_dataset, pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(_base_.imat_val_dataset, pipeline=_runs(_base_.test_pipeline)))
 test_dataloader = val_dataloader
 val_evaluator = _base_.imat_evaluator
 test_evaluator = val_evaluator

@@ -1,8 +1,9 @@
 # RTMDet-Ins-l on iMaterialist: mmdet's recipe as it is (CachedMosaic + CachedMixUp,
 # large-scale jitter 0.1-2.0, 640x640 crops, AdamW lr 0.004 for 256 images per step, cosine
 # decay over the second half, EMA, and the switch to the light stage-2 pipeline for the last
-# 20 of 300 epochs), COCO weights (box AP 51.3, mask AP 43.7). Masks load as BitmapMasks from
-# the RLE (the recipe's poly2mask=False would mark every RLE instance ignored).
+# 20 of 300 epochs), COCO weights (box AP 51.3, mask AP 43.7). Masks load from the RLE with the
+# kit's IMatLoadAnnotations (the recipe's poly2mask=False would mark every RLE instance ignored;
+# IMatLoadAnnotations keeps them as runs until the pipeline has resized them).
 # lr is for 8 GPUs x 32 images: on fewer, pass --auto-scale-lr.
 #   mim train mmdet configs/rtmdet_ins_l_imat.py
 _base_ = ['mmdet::rtmdet/rtmdet-ins_l_8xb32-300e_coco.py', './_base_/imat_data.py']
@@ -13,8 +14,9 @@ model = dict(
                    num_classes=_base_.imat_num_classes))
 
 
-def _rle(pipeline):  # LoadAnnotations without poly2mask=False
-    return [{k: v for k, v in t.items() if k != 'poly2mask'} for t in pipeline]
+def _rle(pipeline):  # IMatLoadAnnotations, without poly2mask=False
+    return [dict({k: v for k, v in t.items() if k != 'poly2mask'}, type='IMatLoadAnnotations')
+            if t['type'] == 'LoadAnnotations' else t for t in pipeline]
 
 
 # The recipe's loaders and pipelines with the kit's data.

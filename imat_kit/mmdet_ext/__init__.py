@@ -13,6 +13,9 @@ Importing it also:
   instance's attributes on Mask R-CNN, Cascade Mask R-CNN and HTC) and the transforms that
   carry attributes through the pipeline (``LoadInstanceAttributes``, ``KeepInstanceFieldsAligned``,
   ``PackIMatInputs``; ``IMatDataset(attributes=True)`` inserts them);
+* registers ``IMatLoadAnnotations``, which the kit's pipelines load annotations with: its masks
+  stay run-length encoded until resizes, flips and crops have brought them to the network's size
+  (a 10717 × 6824 image's masks are never decoded at that size);
 * registers ``IMatRTMDetInsSepBNHead`` and ``IMatMaskFormerFusionHead`` (RTMDet-Ins's and
   Mask2Former's heads, giving mask probabilities for ``predict --soft-size``);
 * registers ``IMatRunner`` (``runner_type`` of our configs): work dirs end in ``fold<k>``, and a
@@ -30,6 +33,7 @@ from imat_kit.mmdet_ext import cpu_dist as _cpu_dist
 from imat_kit.mmdet_ext import hooks as _hooks  # noqa: F401  (registers ValLossHook)
 from imat_kit.mmdet_ext import metrics as _metrics  # noqa: F401  (registers IMatCocoMetric)
 from imat_kit.mmdet_ext import roi_heads as _roi_heads  # noqa: F401  (AttributeRoIHead, AttributeHead)
+from imat_kit.mmdet_ext import run_masks as _run_masks  # noqa: F401  (IMatLoadAnnotations)
 from imat_kit.mmdet_ext import runner as _runner  # noqa: F401  (registers IMatRunner)
 from imat_kit.mmdet_ext import soft_masks as _soft_masks  # noqa: F401  (RTMDet-Ins, Mask2Former soft masks)
 from imat_kit.mmdet_ext.datasets import IMAT_CLASSES, IMatDataset

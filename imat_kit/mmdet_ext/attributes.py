@@ -25,6 +25,8 @@ from mmcv.transforms import BaseTransform, Compose
 from mmdet.datasets.transforms import PackDetInputs
 from mmdet.registry import TRANSFORMS
 
+from imat_kit.mmdet_ext.config import LOAD_ANNOTATIONS
+
 ATTRIBUTE_KEY = "gt_attributes"
 
 
@@ -104,9 +106,10 @@ def attribute_pipeline(pipeline: list, num_attributes: int) -> list:
     ``LoadAnnotations`` (prediction) is returned unchanged."""
     steps = [copy.deepcopy(s) if isinstance(s, dict) else s for s in pipeline]
     names = [_type(s) if isinstance(s, dict) else type(s).__name__ for s in steps]
-    if "LoadAnnotations" not in names:
+    loads = [i for i, name in enumerate(names) if name in LOAD_ANNOTATIONS]
+    if not loads:
         return steps
-    load = names.index("LoadAnnotations")
+    load = loads[0]
     if names[-1] not in ("PackDetInputs", "PackIMatInputs"):
         raise ValueError("a pipeline that carries attributes must end with PackDetInputs "
                          f"(this one ends with {names[-1]})")

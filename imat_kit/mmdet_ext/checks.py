@@ -14,7 +14,7 @@ silently empty run or a shape error deep inside mmdet:
 from __future__ import annotations
 
 from imat_kit.errors import KitError
-from imat_kit.mmdet_ext.config import is_attribute_model
+from imat_kit.mmdet_ext.config import LOAD_ANNOTATIONS, is_attribute_model
 
 #: transforms that cannot move instance masks (mmdet 3.3), and why
 MASK_UNSAFE = {
@@ -59,9 +59,9 @@ def train_pipelines(cfg) -> list[tuple[str, list]]:
 
 def check_pipeline(where: str, pipeline: list, file: str | None = None) -> None:
     steps = _steps(pipeline)
-    loads = [t for t in steps if t.get("type") == "LoadAnnotations"]
+    loads = [t for t in steps if t.get("type") in LOAD_ANNOTATIONS]
     if pipeline and steps and steps[0].get("type") == "LoadImageFromFile" and not loads:
-        raise KitError(f"{where} loads no annotations: add LoadAnnotations(with_bbox=True, "
+        raise KitError(f"{where} loads no annotations: add IMatLoadAnnotations(with_bbox=True, "
                        "with_mask=True)", file=file)
     for t in loads:
         if not t.get("with_mask", False):

@@ -18,6 +18,9 @@ from pathlib import Path
 from imat_kit.errors import KitError
 
 ENV_KEYS = ("IMAT_FOLD", "IMAT_DATA_ROOT")
+#: the transforms that load annotations: mmdet's, and the kit's (masks kept as runs until the
+#: pipeline has resized them, :mod:`imat_kit.mmdet_ext.run_masks`)
+LOAD_ANNOTATIONS = ("LoadAnnotations", "IMatLoadAnnotations")
 
 
 def data_root_env(data_root: str | Path) -> str:

@@ -36,7 +36,12 @@ from imat_kit.ensemble import fuse_image
 from imat_kit.errors import KitError
 from imat_kit.files import atomic_open, describe_differences, file_fingerprint, json_fingerprint
 from imat_kit.mmdet_ext.box_masks import BoxMasks, box_mask_heads
-from imat_kit.mmdet_ext.config import flat_settings, is_attribute_model, load_config
+from imat_kit.mmdet_ext.config import (
+    LOAD_ANNOTATIONS,
+    flat_settings,
+    is_attribute_model,
+    load_config,
+)
 from imat_kit.postprocess import box_pixels
 from imat_kit.predictions import (
     ATTRIBUTE_FLOOR,
@@ -395,7 +400,7 @@ def _predict_into(partial: Path, todo: list[dict], img_dir: Path, cfg, checkpoin
 
     model = build_detector(cfg, checkpoint, device)
     divisor = getattr(model.data_preprocessor, "pad_size_divisor", 1)
-    steps = [t for t in cfg.test_dataloader.dataset.pipeline if t["type"] != "LoadAnnotations"]
+    steps = [t for t in cfg.test_dataloader.dataset.pipeline if t["type"] not in LOAD_ANNOTATIONS]
     flip = dict(type="RandomFlip", prob=1.0, direction="horizontal")
     pipelines = {}
     for factor, mirrored in passes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from mmcv.transforms import BaseTransform
+from mmdet.datasets.transforms import Resize
 from mmdet.registry import TRANSFORMS
 
 
@@ -36,3 +37,27 @@ class RecomputeBBoxFromMasks(BaseTransform):
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(min_area={self.min_area})"
+
+
+@TRANSFORMS.register_module()
+class ShrinkToFit(Resize):
+    """mmdet's ``Resize(keep_ratio=True)`` for images larger than ``scale`` only: an image
+    whose long side exceeds ``max(scale)`` or whose short side exceeds ``min(scale)`` is
+    shrunk to fit (image, boxes, masks, as ``Resize`` does), a smaller one passes unchanged.
+
+    Placed before augmentations that must touch every pixel (rotate, shear, photometric), with
+    ``scale`` the largest size the pipeline's later ``RandomResize`` can ask for, it makes
+    them run at that size instead of the original (a 10717 × 6824 competition image); the
+    later resize then only shrinks further."""
+
+    def __init__(self, scale: tuple[int, int], **kwargs) -> None:
+        if kwargs.get("keep_ratio", True) is not True:
+            raise ValueError("ShrinkToFit keeps the aspect ratio (keep_ratio=True)")
+        super().__init__(scale=scale, keep_ratio=True, **kwargs)
+
+    def transform(self, results: dict) -> dict:
+        h, w = results["img"].shape[:2]
+        factor = min(max(self.scale) / max(h, w), min(self.scale) / min(h, w))
+        if factor >= 1:
+            return results
+        return super().transform(results)

@@ -378,7 +378,7 @@ def test_attributes_stay_with_their_instances_through_the_seed_augmentation(prep
 
     cfg = _cfg(CONFIGS / "maskrcnn_r50_imat_attr2020_all.py", prepared2020)
     steps = attribute_pipeline(cfg.train_pipeline_aug, 294)
-    assert [s["type"] for s in steps] == ["LoadImageFromFile", "LoadAnnotations",
+    assert [s["type"] for s in steps] == ["LoadImageFromFile", "IMatLoadAnnotations",
                                           "LoadInstanceAttributes", "KeepInstanceFieldsAligned",
                                           "PackIMatInputs"]
     middle = steps[3]["transforms"]

@@ -30,14 +30,14 @@ fold = '{{$IMAT_FOLD:0}}'
 # mark every instance ignored (IMatRunner refuses it before training).
 imat_train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='IMatLoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=(1024, 800), keep_ratio=True),
     dict(type='PackDetInputs'),
 ]
 imat_test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
     dict(type='Resize', scale=(1024, 800), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='IMatLoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
@@ -62,13 +62,16 @@ imat_evaluator = [
 # The test split (images of sample_submission.csv, no annotations) for predictions:
 test_split_dataset = dict(
     type='IMatDataset', data_root=imat_data_root, split='test', test_mode=True,
-    pipeline=[p for p in imat_test_pipeline if p['type'] != 'LoadAnnotations'],
+    pipeline=[p for p in imat_test_pipeline if p['type'] != 'IMatLoadAnnotations'],
     backend_args=None)
 
 # The reference study's augmentation, applied to 80% of samples; every step moves image, boxes
 # and masks together (BitmapMasks). Rotate/Shear/Translate move box corners, not boxes, so
 # RecomputeBBoxFromMasks (imat_kit) re-tightens boxes and drops instances left without pixels.
-# "scale 0.5-1.5" is the multi-scale RandomResize that replaces the fixed Resize.
+# "scale 0.5-1.5" is the multi-scale RandomResize that replaces the fixed Resize. ShrinkToFit
+# first brings an image larger than the largest size that RandomResize can ask for
+# (1024x800 x 1.5) down to it, so the augmentation (and the masks it must decode to rotate)
+# runs at most at that size, not at a competition image's 10717x6824.
 seed_augmentation = dict(type='RandomApply', prob=0.8, transforms=[
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='RandomFlip', prob=0.5, direction='vertical'),
@@ -88,7 +91,8 @@ seed_augmentation = dict(type='RandomApply', prob=0.8, transforms=[
 ])
 train_pipeline_aug = [
     dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='IMatLoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='ShrinkToFit', scale=(1536, 1200)),
     seed_augmentation,
     dict(type='RandomResize', scale=(1024, 800), ratio_range=(0.5, 1.5), keep_ratio=True),
     dict(type='FilterAnnotations', min_gt_bbox_wh=(1, 1), by_mask=True),

@@ -17,7 +17,7 @@ tiny_rcnn_test_cfg = dict(rpn=dict(nms_pre=500, max_per_img=100), rcnn=dict(max_
 
 tiny_train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='IMatLoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=tiny_image_size, keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
@@ -25,7 +25,7 @@ tiny_train_pipeline = [
 tiny_test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=tiny_image_size, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='IMatLoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]

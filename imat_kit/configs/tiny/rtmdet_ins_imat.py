@@ -15,7 +15,7 @@ size = _base_.tiny_image_size
 pad = dict(img=(114, 114, 114))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='IMatLoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='CachedMosaic', img_scale=size, pad_val=114.0),
     dict(type='RandomResize', scale=(2 * size[0], 2 * size[1]), ratio_range=(0.5, 2.0),
          keep_ratio=True),
@@ -32,7 +32,7 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=size, keep_ratio=True),
     dict(type='Pad', size=size, pad_val=pad),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='IMatLoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
