@@ -24,7 +24,7 @@ from pycocotools import mask as mask_util
 from rle import notebook_encode
 
 from imat_kit.data import rle
-from imat_kit.data.synth import _SHAPES, _convex_runs, _full_image_sizes, category_weights
+from imat_kit.data.synth import _SHAPES, _convex_runs, category_weights, real_image_sizes
 from imat_kit.ensemble import ensemble
 from imat_kit.predictions import ImagePrediction, PredictionsWriter, read_predictions
 from imat_kit.submission import SubmitConfig, write_submission
@@ -41,7 +41,7 @@ def make_inputs(n_images: int, k: int = 5, seed: int = 0) -> tuple[list[Path], d
         return files, {kk: (int(h), int(w)) for kk, (h, w) in zip(keys, hw)}
     OUT.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    hgt, wid = _full_image_sizes(rng, n_images)
+    hgt, wid = real_image_sizes(rng, n_images)
     hgt[0], wid[0] = 1500, 1000  # no 10717×6824 outlier: it would dominate the naive baseline
     np.save(sizes_path, np.stack([hgt, wid], 1))
     stack = contextlib.ExitStack()

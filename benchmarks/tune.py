@@ -29,7 +29,7 @@ from _common import machine
 
 from imat_kit.data import rle as rle_mod
 from imat_kit.data.labels import load_labels
-from imat_kit.data.synth import _full_image_sizes
+from imat_kit.data.synth import real_image_sizes
 from imat_kit.eval.runs import FoldRun
 from imat_kit.predictions import ImagePrediction
 from imat_kit.progress import progress
@@ -136,7 +136,7 @@ def main() -> None:
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
     labels = load_labels(year=2019)
-    hs, ws = _full_image_sizes(rng, a.images)
+    hs, ws = real_image_sizes(rng, a.images)
     per = np.array_split(np.arange(a.images), a.folds)
     n_soft = round(a.soft * a.folds)
     t0 = time.perf_counter()

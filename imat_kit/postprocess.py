@@ -58,37 +58,80 @@ def soft_counts(xywh, soft: np.ndarray, h: int, w: int, threshold: float) -> str
 
 
 def soft_counts_at(xywh, soft: np.ndarray, h: int, w: int, thresholds) -> list[str]:
-    """:func:`soft_counts` at several thresholds, from one resampling of the soft mask: each
-    pixel's level (how many of the thresholds it reaches) is computed once and every
-    threshold's runs are read off the level's changes down each column."""
-    import cv2
-
+    """:func:`soft_counts` at several thresholds. The soft mask is stretched bilinearly over
+    the box (half-pixel centres, edges clamped: cv2's ``INTER_LINEAR``, in double precision)
+    and a pixel is in at threshold t when its value reaches 255 t. Each box column's profile
+    is linear between the soft mask's rows, so its runs are read off where the profile crosses
+    255 t, without evaluating a pixel: in C (``imat_kit._counts.soft_masks``) where the
+    extension is built, else :func:`soft_counts_numpy` (the same operations, the same bits)."""
     x0, y0, x1, y1 = box_pixels(xywh, h, w)
-    prob = cv2.resize(soft.astype(np.float32), (x1 - x0, y1 - y0),
-                      interpolation=cv2.INTER_LINEAR)
-    ts = np.asarray(thresholds, np.float64) * 255.0
-    order = np.argsort(ts, kind="stable")
-    bh, bw = prob.shape
-    col = np.zeros((bw, bh + 2), np.int8)  # columns first (COCO is column-major), zero-padded
-    col[:, 1:-1] = np.searchsorted(ts[order], prob.T, side="right")  # thresholds reached
-    flat_col = col.ravel()
-    d = np.diff(flat_col)
-    pos = np.flatnonzero(d) + 1
-    before, after = flat_col[pos - 1], flat_col[pos]
-    c, r = np.divmod(pos, bh + 2)
-    flat = (x0 + c) * h + y0 + r - 1
-    out = [""] * len(ts)
-    for rank, k in enumerate(order.tolist()):
-        level = rank + 1
-        starts = flat[(before < level) & (after >= level)]
-        ends = flat[(before >= level) & (after < level)]
-        if starts.size > 1:  # a run reaching the image's bottom may continue the next column
-            join = np.flatnonzero(starts[1:] == ends[:-1])
+    soft = np.ascontiguousarray(soft, np.uint8)
+    if rle_mod._counts is not None:
+        return rle_mod._counts.soft_masks(soft.tobytes(), soft.shape[0], soft.shape[1], x0, y0,
+                                          x1 - x0, y1 - y0, int(h), int(w),
+                                          [float(t) for t in thresholds])
+    return soft_counts_numpy((x0, y0, x1, y1), soft, h, w, thresholds)
+
+
+def _taps(n_out: int, n_src: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each of ``n_out`` output positions' lower source tap and the upper tap's weight, for a
+    bilinear stretch of ``n_src`` positions (half-pixel centres, clamped at both ends)."""
+    f = (np.arange(n_out) + 0.5) * (n_src / n_out) - 0.5
+    low = np.floor(f)
+    weight = f - low
+    low = low.astype(np.int64)
+    weight[low < 0] = 0.0
+    low[low < 0] = 0
+    top = low >= n_src - 1
+    weight[top] = 0.0
+    low[top] = n_src - 1
+    return low, weight
+
+
+def soft_counts_numpy(box: tuple[int, int, int, int], soft: np.ndarray, h: int, w: int,
+                      thresholds) -> list[str]:
+    """:func:`soft_counts_at` in numpy, on the pixel rectangle ``box`` (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    bw, bh = x1 - x0, y1 - y0
+    src = soft.astype(np.float64)
+    sh, sw = src.shape
+    low, weight = _taps(bw, sw)
+    high = np.minimum(low + 1, sw - 1)
+    prof = src[:, low] * (1 - weight) + src[:, high] * weight  # (sh, bw): down each column
+    fy = (np.arange(bh) + 0.5) * (sh / bh) - 0.5  # each box row's position among the rows
+    level = np.asarray(thresholds, np.float64)[:, None, None] * 255.0  # (K, 1, 1)
+    k = len(thresholds)
+    a, b = prof[:-1][None], prof[1:][None]  # the two ends of each piece between source rows
+    j = np.arange(sh - 1, dtype=np.float64)[None, :, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross = j + (level - a) / (b - a)
+    up, down = (a < level) & (b >= level), (a >= level) & (b < level)
+    inside = up | down | ((a >= level) & (b >= level))
+    # rows where the piece reaches the level: fy in [cross, j+1) rising, [j, cross] falling
+    lo_f = np.where(up, cross, j)
+    hi_f = np.where(down, cross, j + 1)
+    start = np.searchsorted(fy, lo_f.ravel(), "left").reshape(lo_f.shape)
+    end = np.where(down, np.searchsorted(fy, hi_f.ravel(), "right").reshape(hi_f.shape),
+                   np.searchsorted(fy, hi_f.ravel(), "left").reshape(hi_f.shape))
+    # above the first row's centre the first row's value, from the last row's centre the last's
+    head_end, tail_start = np.searchsorted(fy, [0.0, sh - 1.0], "left")
+    starts = np.concatenate([np.zeros((k, 1, bw), np.int64), start,
+                             np.full((k, 1, bw), tail_start)], axis=1)
+    ends = np.concatenate([np.full((k, 1, bw), head_end), end, np.full((k, 1, bw), bh)], axis=1)
+    ins = np.concatenate([(prof[0][None] >= level[:, :, 0])[:, None], inside,
+                          (prof[-1][None] >= level[:, :, 0])[:, None]], axis=1)
+    ins &= ends > starts
+    first = (np.arange(x0, x1) * h + y0)[:, None]  # each column's first box pixel
+    out = []
+    for q in range(k):
+        sel = ins[q].T  # column-major: by column, then piece
+        st, en = (starts[q].T + first)[sel], (ends[q].T + first)[sel]
+        if st.size > 1:  # contiguous pieces (also a run reaching the image's bottom and the
+            join = np.flatnonzero(st[1:] == en[:-1])  # next column's top) are one run
             if join.size:
-                starts = np.delete(starts, join + 1)
-                ends = np.delete(ends, join)
-        out[k] = rle_mod.counts_to_coco_string(
-            rle_mod.runs_to_counts(starts, ends - starts, h * w), h, w)
+                st, en = np.delete(st, join + 1), np.delete(en, join)
+        out.append(rle_mod.counts_to_coco_string(rle_mod.runs_to_counts(st, en - st, h * w),
+                                                 h, w))
     return out
 
 
@@ -229,13 +272,15 @@ def masks_at(pred, idx: np.ndarray, thresholds) -> dict[int, list[str]]:
 
 
 def class_leftovers(rles: list[dict], floor: int, npix: int,
-                    touch: np.ndarray | None = None) -> list[tuple[int, str, int]]:
+                    touch: np.ndarray | None = None,
+                    areas: np.ndarray | None = None) -> list[tuple[int, str, int]]:
     """Same-class overlap removal (step 4) over masks in descending score order: ``(position,
     counts, area)`` of each one kept, its leftover at least ``floor`` pixels. Only masks that
-    share a pixel with an earlier kept one are cut on runs; the others keep their text.
-    ``touch`` (which masks share a pixel, :func:`touching`) when already known."""
+    share a pixel with an earlier kept one are cut on runs; the others keep their text (the
+    same object). ``touch`` (which masks share a pixel, :func:`touching`) and ``areas`` when
+    already known."""
     touch = touching(rles) if touch is None else touch
-    areas = mask_util.area(rles)
+    areas = mask_util.area(rles) if areas is None else areas
     runs: dict[int, tuple] = {}
 
     def runs_of(q: int) -> tuple:

@@ -54,6 +54,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from pycocotools import mask as mask_util
 
 from imat_kit import rescore as rescore_mod
 from imat_kit.errors import KitError
@@ -130,32 +131,48 @@ def _image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int
         labels = pred.labels[order]
         t_cat = np.array([t.key for t in truths], np.int64)
         size = [pred.height, pred.width]
-        for c in np.unique(labels).tolist():
-            if classes is not None and c not in classes:
-                continue
-            pos = np.flatnonzero(labels == c)
-            rles = [{"size": size, "counts": masks[int(order[r])]} for r in pos]
-            touch = touching(rles)
-            upper = np.triu(touch, 1)
-            later[pos] = upper.any(axis=1)
-            if upper.any():
-                pairs.append(order[pos[np.argwhere(upper)]])
-            kept = class_leftovers(rles, floor, pred.height * pred.width, touch)
-            rows = np.array([pos[r] for r, _, _ in kept], np.int64)
-            area[rows] = [a for _, _, a in kept]
+        # the whole image at once (pycocotools rejects pairs by their boxes first): which
+        # detections of a class touch, their areas and their IoUs with the truths; only
+        # classes with a touching pair are cut, and only the leftovers a cut changed are
+        # measured again
+        todo = np.flatnonzero(np.isin(labels, list(classes))) if classes is not None \
+            else np.arange(n)
+        lab = labels[todo]
+        rles = [{"size": size, "counts": masks[int(order[r])]} for r in todo]
+        touch = touching(rles) & (lab[:, None] == lab[None, :])
+        upper = np.triu(touch, 1)
+        later[todo] = upper.any(axis=1)
+        if upper.any():
+            ij = np.argwhere(upper)  # the earlier first; by class, then by position
+            pairs.append(order[todo[ij[np.argsort(lab[ij[:, 0]], kind="stable")]]])
+        sizes = (np.asarray(mask_util.area(rles), np.int64) if rles else np.zeros(0, np.int64))
+        truth_rles = [t.rle for t in truths]
+        ious = pair_ious(rles, truth_rles)
+        kept = sizes >= floor
+        npix = pred.height * pred.width
+        for c in np.unique(lab[upper.any(axis=1)]).tolist():
+            at = np.flatnonzero(lab == c)
+            left = class_leftovers([rles[k] for k in at], floor, npix, touch[np.ix_(at, at)],
+                                   sizes[at])
+            kept[at] = False
+            for r, text, a in left:
+                k = at[r]
+                kept[k], sizes[k] = True, a
+                if text is not rles[k]["counts"] and truth_rles:
+                    ious[k] = pair_ious([{"size": size, "counts": text}], truth_rles)[0]
+        area[todo[kept]] = sizes[kept]
+        hit = (ious >= _LINK) & (lab[:, None] == t_cat[None, :]) & kept[:, None]
+        for c in np.unique(lab[hit.sum(axis=1) >= 2]).tolist():  # matched greedily, whole
+            rows = np.flatnonzero(kept & (lab == c))
             tg = np.flatnonzero(t_cat == c)
-            if not tg.size or not rows.size:
-                continue
-            ious = pair_ious([{"size": size, "counts": k} for _, k, _ in kept],
-                             [truths[g].rle for g in tg])
-            hit = ious >= _LINK
-            if (hit.sum(1) >= 2).any():
-                amb.append((rows, tg, ious))
-                continue
-            d, g = np.nonzero(hit)
-            ld.append(rows[d])
-            lg.append(tg[g])
-            lv.append(ious[d, g])
+            amb.append((todo[rows], tg, ious[np.ix_(rows, tg)]))
+            hit[lab == c] = False
+        d, g = np.nonzero(hit)
+        by_class = np.argsort(lab[d], kind="stable")
+        d, g = d[by_class], g[by_class]
+        ld.append(todo[d])
+        lg.append(g)
+        lv.append(ious[d, g])
     links = (_cat(ld, np.int64), _cat(lg, np.int64), _cat(lv, np.float64))
     return area, later, links, amb, np.concatenate(pairs).astype(np.int64)
 

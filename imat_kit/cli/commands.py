@@ -80,6 +80,17 @@ def _cmd_synth(a: argparse.Namespace) -> int:
         s = synth.generate_full_csv(a.out, seed=a.seed, images=images, rows=rows, quiet=a.quiet)
         print(f"wrote {a.out}/train.csv: {s['train_images']:,} images, {s['rows']:,} rows "
               "(full scale, no images)")
+    elif a.scale == "real":
+        if a.year != 2019:
+            raise KitError("synth --scale real writes the 2019 layout only (its images serve "
+                           "loading and memory benchmarks, where the layout does not matter)",
+                           value=a.year)
+        s = synth.generate_real_images(a.out, images=a.images or 200,
+                                       test_images=a.test_images, seed=a.seed, quiet=a.quiet)
+        w, h = s["mean_size"]
+        print(f"wrote {a.out}: {s['train_images']} train images at real sizes (mean "
+              f"{w:.0f} × {h:.0f}, the largest 10717 × 6824), {s['rows']} instances, "
+              f"{s['test_images']} test images")
     else:
         s = synth.generate_images(a.out, images=a.images or 200, test_images=a.test_images,
                                   seed=a.seed, year=a.year, quiet=a.quiet)
@@ -488,9 +499,12 @@ def _parser_data_steps(sub, parents) -> None:
     s.add_argument("--test-images", type=int, default=None,
                    help="test images (default: a fifth of --images)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--scale", choices=["small", "full"], default="small",
-                   help="full: only a full-size train.csv (45,625 images, ~333k rows), "
-                   "for benchmarks")
+    s.add_argument("--scale", choices=["small", "full", "real"], default="small",
+                   help="small: 192-320 px images that a tiny model learns (the default); "
+                   "full: only a full-size train.csv (45,625 images, ~333k rows, real image "
+                   "sizes), for benchmarks; real: JPEGs at the real sizes (mean about 1710 × "
+                   "2151, up to 10717 × 6824, 7.3 instances per image), for loading and "
+                   "memory benchmarks")
     s.add_argument("--year", type=int, choices=[2019, 2020], default=2019,
                    help="competition layout and label file: 2019 (ClassId 6_28_77, 92 "
                    "attributes) or 2020 (AttributesIds column, 294 attributes)")

@@ -3,15 +3,19 @@
 mmdet's ``LoadAnnotations`` decodes every instance's RLE at the image's original size, as one
 ``N × H × W`` uint8 array, before ``Resize`` shrinks it: on a 10717 × 6824 competition image
 with 50 instances that is 3.6 GB per loader worker for masks the network sees at 1024 × 652
-(mmdet issue #7718). :class:`IMatLoadAnnotations` loads the same instances as
-:class:`RunMasks`: each instance's runs at the source size, plus one source row per output row
-and one source column per output column. ``Resize``/``rescale`` (nearest, as mmdet's masks
-resize), flips, crops, ``pad``/``expand`` (zero rows and columns) and instance indexing only
+(mmdet issue #7718).
+:class:`IMatLoadAnnotations` loads the same instances as :class:`RunMasks`: each instance's
+runs at the source size, plus one source row per output row and one source column per output
+column. ``Resize``/``rescale`` (nearest, as mmdet's masks resize), flips, crops,
+``pad``/``expand`` (zero rows and columns), whole-pixel translations and instance indexing only
 rewrite those two index lists, so the pixels are decoded once, at the size the pipeline has
 reached, within each instance's box, into exactly the array mmdet's ``BitmapMasks`` would hold
-after the same steps. Anything else (rotate, shear, translate, ``crop_and_resize``,
-``to_tensor``, ``.masks``) decodes first and runs mmdet's own code, so a transform that knows
-only ``BitmapMasks`` works unchanged (a ``RunMasks`` is one).
+after the same steps. Anything else (rotate, shear, sub-pixel translations,
+``crop_and_resize``, ``to_tensor``, ``.masks``) decodes first and runs mmdet's own code, so a
+transform that knows only ``BitmapMasks`` works unchanged (a ``RunMasks`` is one); the warps
+run on at most 128 masks at a time, which OpenCV 5 needs (mmdet's own ``BitmapMasks`` fail
+there on an image of more than 128 instances, which RTMDet's mosaic and mix-up of the
+competition's images reach).
 
 Leaving a loader worker, resized masks travel decoded (the decoding stays in the worker, as
 with mmdet's loader); masks still at the original size (validation pipelines load them after
@@ -214,6 +218,39 @@ class RunMasks(BitmapMasks):
         _, _, _, rows, cols = self._lazy
         return self._with(rows=rows[y1:y1 + h], cols=cols[x1:x1 + w])
 
+    def translate(self, out_shape, offset, direction="horizontal", border_value=0,
+                  interpolation="bilinear"):
+        h, w = (int(v) for v in out_shape)
+        if self.decoded or border_value != 0 or float(offset) != int(offset):
+            return self._by_chunks("translate", out_shape, offset, direction, border_value,
+                                   interpolation)
+        _, _, _, rows, cols = self._lazy
+        # mmdet first cuts or zero-pads to out_shape, then shifts (a whole-pixel shift of a
+        # bilinear warp moves pixels exactly), filling with zeros
+        rows = np.concatenate([rows[:h], np.full(max(h - len(rows), 0), -1, np.int64)])
+        cols = np.concatenate([cols[:w], np.full(max(w - len(cols), 0), -1, np.int64)])
+        step = int(offset)
+        if direction == "horizontal":
+            cols = _shifted(cols, step)
+        else:
+            rows = _shifted(rows, step)
+        return self._with(rows=rows, cols=cols)
+
+    def rotate(self, *args, **kwargs):
+        return self._by_chunks("rotate", *args, **kwargs)
+
+    def shear(self, *args, **kwargs):
+        return self._by_chunks("shear", *args, **kwargs)
+
+    def _by_chunks(self, step: str, *args, **kwargs) -> BitmapMasks:
+        """mmdet's ``step`` on the decoded masks, at most 128 at a time: OpenCV 5's warpAffine
+        refuses an image of more than 128 channels, and mmdet warps all the masks as one image
+        (a mosaic of four images and a mix-up reach that on the competition's data)."""
+        masks = self.masks
+        out = [getattr(BitmapMasks(masks[i:i + _CHANNELS], self.height, self.width),
+                       step)(*args, **kwargs) for i in range(0, max(len(masks), 1), _CHANNELS)]
+        return out[0] if len(out) == 1 else BitmapMasks.cat(out)
+
     @property
     def areas(self) -> np.ndarray:
         if self.decoded:
@@ -231,6 +268,19 @@ class RunMasks(BitmapMasks):
     @classmethod
     def cat(cls, masks):
         return BitmapMasks.cat(masks)
+
+
+_CHANNELS = 128  # the most channels OpenCV 5's warpAffine takes
+
+
+def _shifted(index: np.ndarray, step: int) -> np.ndarray:
+    """``index`` moved by ``step`` places (out[i] = index[i - step]), zero (-1) where it left."""
+    out = np.full(len(index), -1, np.int64)
+    if step >= 0:
+        out[step:] = index[:max(len(index) - step, 0)]
+    else:
+        out[:step] = index[-step:]
+    return out
 
 
 def _rebuild(starts, ends, src_h, rows, cols) -> RunMasks:

@@ -7,7 +7,13 @@ from PIL import Image
 
 from imat_kit.data import rle
 from imat_kit.data.labels import load_labels, parse_class_id
-from imat_kit.data.synth import generate_full_csv, generate_images
+from imat_kit.data.synth import (
+    _paint_real,
+    generate_full_csv,
+    generate_images,
+    generate_real_images,
+    real_image_sizes,
+)
 from tests.helpers.files import tree_digest
 
 
@@ -67,3 +73,40 @@ def test_full_scale_csv(tmp_path):
         _, lengths = rle.parse_runs(r.EncodedPixels, r.Height, r.Width)
         assert lengths.sum() > 0
     assert not list((tmp_path / "a").glob("*.jpg"))
+
+
+def test_real_sizes_follow_the_published_figures():
+    hgt, wid = real_image_sizes(np.random.default_rng(0), 45_625)
+    long, short = np.maximum(hgt, wid), np.minimum(hgt, wid)
+    assert abs(long.mean() - 2151) < 25 and abs(short.mean() - 1710) < 25
+    assert (hgt[0], wid[0]) == (10717, 6824) and (hgt[-1], wid[-1]) == (236, 304)
+    assert long.max() <= 10717 and short.min() >= 236
+    assert 0.75 < (hgt > wid).mean() < 0.85  # mostly portrait
+
+
+def test_real_size_painter_is_deterministic_and_its_runs_are_the_silhouettes():
+    cats = np.array([6, 23, 31])
+    a = _paint_real(np.random.default_rng(5), 900, 700, 3, cats)
+    b = _paint_real(np.random.default_rng(5), 900, 700, 3, cats)
+    assert np.array_equal(a[0], b[0]) and a[0].shape == (900, 700, 3)
+    for (cat, starts, lengths), (_, s2, l2) in zip(a[1], b[1]):
+        assert np.array_equal(starts, s2) and np.array_equal(lengths, l2)
+        mask = rle.decode(rle.runs_to_string(starts, lengths), 900, 700)
+        assert mask.sum() == lengths.sum() > 0
+
+
+def test_real_scale_dataset(tmp_path):
+    """Three images: the 10717 x 6824 extreme with 50 instances, the 74-instance one, and the
+    236 x 304 one; JPEGs of the CSV's sizes, every mask inside its image."""
+    s = generate_real_images(tmp_path, images=3, test_images=1, seed=0, quiet=True)
+    df = pd.read_csv(tmp_path / "train.csv")
+    per = df.groupby("ImageId", sort=False).size().tolist()
+    assert per == [50, 74, len(df) - 124] and s["rows"] == len(df)
+    for name, g in df.groupby("ImageId"):
+        with Image.open(tmp_path / "train" / name) as im:
+            assert im.size == (g.Width.iloc[0], g.Height.iloc[0])
+        for _, r in g.iterrows():
+            assert rle.parse_runs(r.EncodedPixels, r.Height, r.Width)[1].sum() > 0
+    assert {(r.Height, r.Width) for r in df.itertuples()} >= {(10717, 6824), (236, 304)}
+    sub = pd.read_csv(tmp_path / "sample_submission.csv")
+    assert len(sub) == 1 and (tmp_path / "test" / sub.ImageId[0]).exists()
