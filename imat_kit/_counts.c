@@ -249,6 +249,208 @@ fail:
     return NULL;
 }
 
+/* leftover(text, others, npix) -> (text, area): the mask of COCO counts ``text`` minus every
+ * mask of ``others`` (COCO counts texts of the same image, npix pixels), as a COCO counts text
+ * and its area: the overlap removal's cut (imat_kit.postprocess.class_leftovers), done on the
+ * runs in one pass. None where a text does not decode (the caller's numpy path then says why).
+ */
+typedef struct { long long *s, *e; Py_ssize_t n, cap; } runs_t;
+
+static int runs_push(runs_t *r, long long s, long long e) {
+    if (r->n && r->e[r->n - 1] == s) { r->e[r->n - 1] = e; return 0; }
+    if (r->n == r->cap) {
+        Py_ssize_t nc = r->cap * 2 + 16;
+        long long *ns = PyMem_Realloc(r->s, nc * sizeof(long long));
+        if (!ns) return -1;
+        r->s = ns;
+        long long *ne = PyMem_Realloc(r->e, nc * sizeof(long long));
+        if (!ne) return -1;
+        r->e = ne;
+        r->cap = nc;
+    }
+    r->s[r->n] = s;
+    r->e[r->n] = e;
+    r->n++;
+    return 0;
+}
+
+static int decode_runs(PyObject *o, runs_t *r) {
+    /* compressed counts text -> foreground runs [s, e); -1 on a malformed text */
+    const unsigned char *t;
+    Py_ssize_t len;
+    if (PyBytes_Check(o)) {
+        t = (const unsigned char *)PyBytes_AS_STRING(o);
+        len = PyBytes_GET_SIZE(o);
+    } else if (PyUnicode_Check(o) && PyUnicode_IS_ASCII(o)) {
+        t = (const unsigned char *)PyUnicode_DATA(o);
+        len = PyUnicode_GET_LENGTH(o);
+    } else {
+        return -1;
+    }
+    long long x = 0, prev2 = 0, prev1 = 0, pos = 0, m = 0;
+    int shift = 0;
+    for (Py_ssize_t p = 0; p < len; p++) {
+        unsigned c = (unsigned)t[p] - 48u;
+        if (c > 63u || shift > 55) return -1;
+        x |= (long long)(c & 0x1f) << shift;
+        shift += 5;
+        if (c & 0x20) continue;
+        if (c & 0x10) x |= (long long)-1 << shift;
+        if (m > 2) x += prev2;
+        if (x < 0) return -1;
+        if ((m & 1) && x > 0 && runs_push(r, pos, pos + x) < 0) return -2;
+        pos += x;
+        prev2 = prev1;
+        prev1 = x;
+        m++;
+        x = 0;
+        shift = 0;
+    }
+    return shift ? -1 : 0;
+}
+
+static PyObject *leftover(PyObject *self, PyObject *args) {
+    PyObject *text, *others;
+    long long npix;
+    if (!PyArg_ParseTuple(args, "OOL", &text, &others, &npix)) return NULL;
+    PyObject *seq = PySequence_Fast(others, "others must be a sequence of str");
+    if (!seq) return NULL;
+    runs_t a = {0}, b = {0}, u = {0}, d = {0};
+    PyObject *result = NULL;
+    char *buf = NULL;
+    Py_ssize_t len = 0, cap = 0;
+    int rc = decode_runs(text, &a);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
+        /* u = u | runs(other i) */
+        b.n = 0;
+        rc = decode_runs(PySequence_Fast_GET_ITEM(seq, i), &b);
+        if (rc) break;
+        runs_t m = {0};
+        Py_ssize_t p = 0, q = 0;
+        while (rc == 0 && (p < u.n || q < b.n)) {
+            long long s, e;
+            if (q >= b.n || (p < u.n && u.s[p] <= b.s[q])) { s = u.s[p]; e = u.e[p]; p++; }
+            else { s = b.s[q]; e = b.e[q]; q++; }
+            if (m.n && s <= m.e[m.n - 1]) { if (e > m.e[m.n - 1]) m.e[m.n - 1] = e; }
+            else if (runs_push(&m, s, e) < 0) rc = -2;
+        }
+        PyMem_Free(u.s); PyMem_Free(u.e);
+        u = m;
+    }
+    if (rc == 0) {  /* d = a minus u */
+        Py_ssize_t q = 0;
+        for (Py_ssize_t p = 0; rc == 0 && p < a.n; p++) {
+            long long s = a.s[p], e = a.e[p];
+            while (q < u.n && u.e[q] <= s) q++;
+            Py_ssize_t k = q;
+            while (rc == 0 && s < e) {
+                if (k >= u.n || u.s[k] >= e) { rc = runs_push(&d, s, e) < 0 ? -2 : 0; break; }
+                if (u.s[k] > s && runs_push(&d, s, u.s[k]) < 0) { rc = -2; break; }
+                if (u.e[k] > s) s = u.e[k];
+                k++;
+            }
+        }
+    }
+    if (rc == -2) { PyErr_NoMemory(); goto done; }
+    if (rc == -1 || (d.n && d.e[d.n - 1] > npix)) { Py_INCREF(Py_None); result = Py_None; goto done; }
+    long long area = 0, prev1 = 0, prev2 = 0, m = 0, cnt[2];
+    for (Py_ssize_t i = 0; i <= d.n; i++) {
+        int parts;
+        if (i < d.n) {
+            cnt[0] = d.s[i] - (i ? d.e[i - 1] : 0);
+            cnt[1] = d.e[i] - d.s[i];
+            area += cnt[1];
+            parts = 2;
+        } else {
+            cnt[0] = npix - (d.n ? d.e[d.n - 1] : 0);
+            parts = (d.n && cnt[0] == 0) ? 0 : 1;
+        }
+        for (int c = 0; c < parts; c++) {
+            long long x = cnt[c];
+            if (put_value(&buf, &len, &cap, m > 2 ? x - prev2 : x) < 0) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            prev2 = prev1;
+            prev1 = x;
+            m++;
+        }
+    }
+    result = Py_BuildValue("(s#L)", buf ? buf : "", len, area);
+done:
+    PyMem_Free(a.s); PyMem_Free(a.e); PyMem_Free(b.s); PyMem_Free(b.e);
+    PyMem_Free(u.s); PyMem_Free(u.e); PyMem_Free(d.s); PyMem_Free(d.e); PyMem_Free(buf);
+    Py_DECREF(seq);
+    return result;
+}
+
+/* overlaps(texts, first, second) -> (intersections, areas) | None: the pixels each pair
+ * (first[i], second[i]) of COCO counts texts shares (int64 bytes, one per pair) and each text's
+ * area (int64 bytes), every text decoded once; None where a text does not decode. What
+ * pycocotools' iou computes for every pair of two lists (decoding both lists at each call),
+ * for the listed pairs only. */
+static PyObject *overlaps(PyObject *self, PyObject *args) {
+    PyObject *texts, *first_obj, *second_obj;
+    if (!PyArg_ParseTuple(args, "OOO", &texts, &first_obj, &second_obj)) return NULL;
+    PyObject *seq = PySequence_Fast(texts, "texts must be a sequence");
+    if (!seq) return NULL;
+    Py_buffer fb, sb;
+    if (PyObject_GetBuffer(first_obj, &fb, PyBUF_SIMPLE) < 0) { Py_DECREF(seq); return NULL; }
+    if (PyObject_GetBuffer(second_obj, &sb, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&fb);
+        Py_DECREF(seq);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t pairs = fb.len / (Py_ssize_t)sizeof(int64_t);
+    const int64_t *fi = (const int64_t *)fb.buf, *si = (const int64_t *)sb.buf;
+    runs_t *r = PyMem_Calloc(n ? n : 1, sizeof(runs_t));
+    PyObject *inter = PyBytes_FromStringAndSize(NULL, pairs * (Py_ssize_t)sizeof(int64_t));
+    PyObject *areas = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    PyObject *result = NULL;
+    if (!r || !inter || !areas) { PyErr_NoMemory(); goto done; }
+    if (sb.len != fb.len) { PyErr_SetString(PyExc_ValueError, "overlaps: pair lists differ"); goto done; }
+    int64_t *ar = (int64_t *)PyBytes_AS_STRING(areas);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int rc = decode_runs(PySequence_Fast_GET_ITEM(seq, i), &r[i]);
+        if (rc == -2) { PyErr_NoMemory(); goto done; }
+        if (rc == -1) { Py_INCREF(Py_None); result = Py_None; goto done; }
+        long long a = 0;
+        for (Py_ssize_t k = 0; k < r[i].n; k++) a += r[i].e[k] - r[i].s[k];
+        ar[i] = a;
+    }
+    int64_t *out = (int64_t *)PyBytes_AS_STRING(inter);
+    for (Py_ssize_t k = 0; k < pairs; k++) {
+        if (fi[k] < 0 || fi[k] >= n || si[k] < 0 || si[k] >= n) {
+            PyErr_SetString(PyExc_IndexError, "overlaps: a pair names no text");
+            goto done;
+        }
+        const runs_t *a = &r[fi[k]], *b = &r[si[k]];
+        long long total = 0;
+        if (a->n && b->n && a->s[0] < b->e[b->n - 1] && b->s[0] < a->e[a->n - 1]) {
+            Py_ssize_t p = 0, q = 0;
+            while (p < a->n && q < b->n) {
+                long long lo = a->s[p] > b->s[q] ? a->s[p] : b->s[q];
+                long long hi = a->e[p] < b->e[q] ? a->e[p] : b->e[q];
+                if (hi > lo) total += hi - lo;
+                if (a->e[p] < b->e[q]) p++; else q++;
+            }
+        }
+        out[k] = total;
+    }
+    result = Py_BuildValue("(OO)", inter, areas);
+done:
+    if (r) for (Py_ssize_t i = 0; i < n; i++) { PyMem_Free(r[i].s); PyMem_Free(r[i].e); }
+    PyMem_Free(r);
+    Py_XDECREF(inter);
+    Py_XDECREF(areas);
+    PyBuffer_Release(&fb);
+    PyBuffer_Release(&sb);
+    Py_DECREF(seq);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"totals", totals, METH_O,
      "totals(texts) -> (int64 totals, uint8 malformed, int64 areas) as bytes, one per COCO "
@@ -256,6 +458,10 @@ static PyMethodDef methods[] = {
     {"soft_masks", soft_masks, METH_VARARGS,
      "soft_masks(soft, sh, sw, x0, y0, bw, bh, h, w, thresholds) -> COCO counts texts of a "
      "soft mask stretched over its box and cut at each threshold"},
+    {"leftover", leftover, METH_VARARGS,
+     "leftover(text, others, npix) -> (text, area): a COCO counts text minus the others"},
+    {"overlaps", overlaps, METH_VARARGS,
+     "overlaps(texts, first, second) -> (int64 intersections per pair, int64 areas) as bytes"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_counts",

@@ -297,17 +297,22 @@ def class_leftovers(rles: list[dict], floor: int, npix: int,
                 kept.append(r)
                 out.append((r, rles[r]["counts"], int(areas[r])))
             continue
-        taken = runs_of(earlier[0])
-        for q in earlier[1:]:
-            taken = rle_mod.runs_union(taken, runs_of(q))
-        mine = rle_mod.runs_difference(runs_of(r), taken)
-        area = int((mine[1] - mine[0]).sum())
+        cut = None if rle_mod._counts is None else rle_mod._counts.leftover(
+            rles[r]["counts"], [rles[q]["counts"] for q in earlier], int(npix))
+        if cut is None:  # numpy: where the C build is missing (or a text is not str)
+            taken = runs_of(earlier[0])
+            for q in earlier[1:]:
+                taken = rle_mod.runs_union(taken, runs_of(q))
+            mine = rle_mod.runs_difference(runs_of(r), taken)
+            h, w = rles[r]["size"]
+            cut = (rle_mod.counts_to_coco_string(
+                rle_mod.runs_to_counts(mine[0], mine[1] - mine[0], npix), h, w),
+                int((mine[1] - mine[0]).sum()))
+        text, area = cut
         if area < floor:
             continue
         kept.append(r)
-        h, w = rles[r]["size"]
-        out.append((r, rle_mod.counts_to_coco_string(
-            rle_mod.runs_to_counts(mine[0], mine[1] - mine[0], npix), h, w), area))
+        out.append((r, text, int(area)))
     return out
 
 

@@ -54,7 +54,6 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from pycocotools import mask as mask_util
 
 from imat_kit import rescore as rescore_mod
 from imat_kit.errors import KitError
@@ -66,7 +65,7 @@ from imat_kit.eval.attr_metric import (
     f1_of_counts,
     fashionpedia_eval,
 )
-from imat_kit.eval.matching import greedy_tp, pair_ious, score_order
+from imat_kit.eval.matching import greedy_tp, iou_of, pair_ious, pair_overlaps, score_order
 from imat_kit.eval.metric import FN_RULES, IOU_THRESHOLDS, Instance, truth_instances
 from imat_kit.eval.runs import FoldRun
 from imat_kit.postprocess import (
@@ -76,7 +75,6 @@ from imat_kit.postprocess import (
     class_leftovers,
     masks_at,
     masks_of,
-    touching,
 )
 from imat_kit.predictions import label_space
 from imat_kit.progress import parallel_map, progress
@@ -131,23 +129,34 @@ def _image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int
         labels = pred.labels[order]
         t_cat = np.array([t.key for t in truths], np.int64)
         size = [pred.height, pred.width]
-        # the whole image at once (pycocotools rejects pairs by their boxes first): which
-        # detections of a class touch, their areas and their IoUs with the truths; only
-        # classes with a touching pair are cut, and only the leftovers a cut changed are
-        # measured again
+        # the whole image at once, each text decoded once: which detections of a class touch,
+        # their areas and their IoUs with their class's truths (only same-class pairs are
+        # measured); only classes with a touching pair are cut, and only the leftovers a cut
+        # changed are measured again
         todo = np.flatnonzero(np.isin(labels, list(classes))) if classes is not None \
             else np.arange(n)
         lab = labels[todo]
         rles = [{"size": size, "counts": masks[int(order[r])]} for r in todo]
-        touch = touching(rles) & (lab[:, None] == lab[None, :])
+        truth_rles = [t.rle for t in truths]
+        nd = len(rles)
+        same_i, same_j = np.triu_indices(nd, 1)
+        keep = lab[same_i] == lab[same_j]
+        same_i, same_j = same_i[keep], same_j[keep]
+        pd, pg = np.nonzero(lab[:, None] == t_cat[None, :])
+        inter, sizes = pair_overlaps([r["counts"] for r in rles + truth_rles],
+                                     np.concatenate([same_i, pd]),
+                                     np.concatenate([same_j, nd + pg]), size)
+        touch = np.zeros((nd, nd), bool)
+        touch[same_i, same_j] = inter[:same_i.size] > 0
+        touch |= touch.T
+        ious = np.zeros((nd, len(truths)))
+        ious[pd, pg] = iou_of(inter[same_i.size:], sizes[pd], sizes[nd + pg])
+        sizes = sizes[:nd].copy()
         upper = np.triu(touch, 1)
         later[todo] = upper.any(axis=1)
         if upper.any():
             ij = np.argwhere(upper)  # the earlier first; by class, then by position
             pairs.append(order[todo[ij[np.argsort(lab[ij[:, 0]], kind="stable")]]])
-        sizes = (np.asarray(mask_util.area(rles), np.int64) if rles else np.zeros(0, np.int64))
-        truth_rles = [t.rle for t in truths]
-        ious = pair_ious(rles, truth_rles)
         kept = sizes >= floor
         npix = pred.height * pred.width
         for c in np.unique(lab[upper.any(axis=1)]).tolist():
@@ -159,7 +168,9 @@ def _image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int
                 k = at[r]
                 kept[k], sizes[k] = True, a
                 if text is not rles[k]["counts"] and truth_rles:
-                    ious[k] = pair_ious([{"size": size, "counts": text}], truth_rles)[0]
+                    tg = np.flatnonzero(t_cat == c)
+                    ious[k, tg] = pair_ious([{"size": size, "counts": text}],
+                                            [truth_rles[g] for g in tg])[0]
         area[todo[kept]] = sizes[kept]
         hit = (ious >= _LINK) & (lab[:, None] == t_cat[None, :]) & kept[:, None]
         for c in np.unique(lab[hit.sum(axis=1) >= 2]).tolist():  # matched greedily, whole

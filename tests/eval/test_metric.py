@@ -132,3 +132,32 @@ def test_coco_ap_equals_pycocotools(seed):
 def test_coco_eval_of_nothing_is_zero():
     gt, _ = _random_case(0)
     assert coco_eval(gt, {})["AP"] == 0.0
+
+
+def test_pair_overlaps_give_pycocotools_ious(monkeypatch):
+    """The listed pairs' shared pixels and the texts' areas (C, else pycocotools' merge) turn
+    into exactly pycocotools' IoUs; str and bytes texts alike."""
+    from imat_kit.data import rle
+    from imat_kit.eval.matching import iou_of, pair_ious, pair_overlaps
+
+    rng = np.random.default_rng(6)
+    for it in range(200):
+        h, w = int(rng.integers(1, 30)), int(rng.integers(1, 30))
+        ms = (rng.random((int(rng.integers(1, 7)), h, w)) < rng.uniform(0.05, 0.9)).astype(
+            np.uint8)
+        if it % 5 == 0:
+            ms[0] = 0
+        texts = [mask_util.encode(np.asfortranarray(m))["counts"] for m in ms]
+        texts = [t if k % 2 else t.decode() for k, t in enumerate(texts)]
+        n = len(texts)
+        first, second = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n),
+                                                          indexing="ij"))
+        rles = [{"size": [h, w], "counts": t} for t in texts]
+        expected = pair_ious(rles, rles).ravel()
+        for built in (rle._counts, None):
+            with monkeypatch.context() as m:
+                m.setattr(rle, "_counts", built)
+                inter, areas = pair_overlaps(texts, first, second, [h, w])
+            assert np.array_equal(areas, ms.sum(axis=(1, 2)))
+            got = iou_of(inter, areas[first], areas[second])
+            assert np.array_equal(got, expected)
