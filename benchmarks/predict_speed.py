@@ -30,8 +30,9 @@ from imat_kit.files import file_fingerprint
 R50_CHECKPOINT_BYTES = 177_000_000  # mask_rcnn_r50_fpn ms-poly 3x COCO: 169 MiB
 
 
-def tiny_checkpoint(path: Path) -> None:
-    """The tiny config's model, freshly initialised (seeded): enough to time inference."""
+def tiny_checkpoint(path: Path, config: Path | None = None) -> None:
+    """The tiny config's model (or ``config``'s), freshly initialised (seeded): enough to time
+    inference."""
     import torch
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
@@ -40,8 +41,8 @@ def tiny_checkpoint(path: Path) -> None:
 
     register_all_modules()
     torch.manual_seed(0)
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny_maskrcnn_imat.py",
-                      fold=0, data_root=DATA)
+    cfg = load_config(config or Path(__file__).resolve().parents[1] / "configs"
+                      / "tiny_maskrcnn_imat.py", fold=0, data_root=DATA)
     torch.save({"meta": {}, "state_dict": MODELS.build(cfg.model).state_dict()}, path)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -44,6 +45,11 @@ DECODINGS = ("threshold", "topk", "pair")
 def box_pixels(xywh, h: int, w: int) -> tuple[int, int, int, int]:
     """The pixel rectangle ``(x0, y0, x1, y1)`` a box covers (at least one pixel, inside the
     image): where a soft mask was cropped from and is pasted back."""
+    x_end, y_end = xywh[0] + xywh[2], xywh[1] + xywh[3]  # in the box's own precision
+    if all(math.isfinite(v) for v in (xywh[0], xywh[1], x_end, y_end)):
+        x0 = min(max(math.floor(xywh[0]), 0), w - 1)
+        y0 = min(max(math.floor(xywh[1]), 0), h - 1)
+        return x0, y0, min(max(math.ceil(x_end), x0 + 1), w), min(max(math.ceil(y_end), y0 + 1), h)
     x0 = int(np.clip(np.floor(xywh[0]), 0, w - 1))
     y0 = int(np.clip(np.floor(xywh[1]), 0, h - 1))
     return (x0, y0, int(np.clip(np.ceil(xywh[0] + xywh[2]), x0 + 1, w)),

@@ -520,7 +520,7 @@ class _Scorer:
         self.p = len(ti)
         if rule.year == 2019:
             self.pat = view.l_iou[:, None] >= ti[None, :] - 1e-12
-            self.amb = [(i, d, ious, ious[None, :, :] >= ti[:, None, None] - 1e-12)
+            self.amb = [(i, d, ious, ious[None, :, :] >= ti[:, None, None] - 1e-12, {})
                         for i, d, t, ious in view.amb]
             return
         a = len(rule.attribute_ids)
@@ -542,7 +542,7 @@ class _Scorer:
             nd = np.array([bool(s) for s in ts], bool)
             allowed = (ious[None, :, :] > ti[:, None, None]) & (
                 ~nd[None, None, :] | (f[None, :, :] > tf[:, None, None]))
-            self.amb.append((i, d, ious, allowed))
+            self.amb.append((i, d, ious, allowed, {}))
 
     def subset(self, images: np.ndarray) -> _Scorer:
         """The same scorer over some images only (``images``: sorted image indices): each
@@ -560,8 +560,8 @@ class _Scorer:
         out = object.__new__(_Scorer)
         out.v, out.rule, out.p = sub, self.rule, self.p
         out.pat = self.pat[lk]
-        out.amb = [(int(new_img[i]), new_p[d], ious, allowed)
-                   for i, d, ious, allowed in self.amb if im[i]]
+        out.amb = [(int(new_img[i]), new_p[d], ious, allowed, done)
+                   for i, d, ious, allowed, done in self.amb if im[i]]
         return out
 
     def image_scores(self, thr: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -586,10 +586,16 @@ class _Scorer:
             istarts = np.flatnonzero(np.concatenate(([True], imgs[1:] != imgs[:-1])))
             tp[imgs[istarts]] = np.add.reduceat(cov, istarts, axis=0)
         no_thr = np.full(self.p, -1.0)
-        for i, d, ious, allowed in self.amb:
-            rows = np.flatnonzero(kept[d])
-            if rows.size:
-                tp[i] += greedy_tp(ious[rows], no_thr, allowed=allowed[:, rows, :])
+        for i, d, ious, allowed, done in self.amb:  # matched greedily: once per kept set
+            on = kept[d]
+            key = on.tobytes()
+            got = done.get(key)
+            if got is None:
+                rows = np.flatnonzero(on)
+                got = done[key] = (greedy_tp(ious[rows], no_thr, allowed=allowed[:, rows, :])
+                                   if rows.size else None)
+            if got is not None:
+                tp[i] += got
         den = k[:, None] + (0 if self.rule.fn == "ignore" else v.g[:, None] - tp)
         ratio = np.where(den > 0, tp / np.maximum(den, 1), 0.0)
         return ratio.mean(axis=1), (k + v.g) > 0
@@ -707,15 +713,18 @@ class _Search:
         sc = self.scorer(post.mask_thr, post.min_area, post.attributes)
         v = sc.v
         thr = self.thr_array(post)
+        # each image's score at the current thresholds; a category's threshold changes the
+        # scores of the images holding it only, which are all that is scored per trial and
+        # all that is updated after it (an image's score depends on that image alone)
+        base, counted = sc.image_scores(thr, post.max_per_image)
         for c in progress(cats, desc="tune: per-category thresholds", quiet=self.quiet,
                           unit="cat"):
-            base, counted = sc.image_scores(thr, post.max_per_image)
             total, n = base[counted].sum(), counted.sum()
             imgs = np.unique(v.p_img[v.p_label == c])
             part = sc.subset(imgs)
             rest_total = total - base[imgs][counted[imgs]].sum()
             rest_n = n - counted[imgs].sum()
-            best_t, best_s = thr[c], total / max(n, 1)
+            best_t, best_s, best_part = thr[c], total / max(n, 1), None
             for t in SCORE_GRID:
                 if t == thr[c]:
                     continue
@@ -725,8 +734,10 @@ class _Search:
                 self.evaluations += 1
                 val = (rest_total + s[cnt].sum()) / max(rest_n + cnt.sum(), 1)
                 if val > best_s + 1e-12:
-                    best_t, best_s = t, val
+                    best_t, best_s, best_part = t, val, (s, cnt)
             thr[c] = best_t
+            if best_part is not None:
+                base[imgs], counted[imgs] = best_part
             self.raw[c] = (float(best_t), int(support[c]))
         return replace(post, category_thr=shrink(post.score_thr, self.raw, self.shrinkage))
 
@@ -935,7 +946,7 @@ def tp_rates(sc: _Scorer) -> np.ndarray:
         cum = np.cumsum(pat, axis=0)
         before = cum - pat - (cum[starts] - pat[starts])[group]
         np.add.at(hits, v.l_pred, ((pat == 1) & (before == 0)).sum(axis=1))
-    for _, rows, ious, allowed in sc.amb:
+    for _, rows, ious, allowed, _ in sc.amb:
         for p in range(allowed.shape[0]):
             free = np.ones(ious.shape[1], bool)
             for r in range(len(rows)):

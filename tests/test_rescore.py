@@ -47,9 +47,13 @@ def test_tp_rate_is_the_greedy_rule_per_detection(prepared, tmp_path):
 
     f = write_noisy(tmp_path / "v.jsonl", prepared, "val", 0, seed=7, hot_category=31)
     run = read_fold_runs(prepared, [str(f)])[0]
+    anns = run.gt["annotations"]  # a truth twice: its detections have two candidates (greedy)
+    for a in anns[:3]:
+        anns.append(dict(a, id=max(x["id"] for x in anns) + 1))
     fold = _Fold(0, run, truths_of(run), 1, True)
     sc = _Scorer(fold.view(None, 1), rule_of("competition", find_labels(prepared)),
                  AttributeDecoder(), {0: fold})
+    assert sc.amb  # the greedy groups' path is exercised
     fast = tp_rates(sc)
     truths = truths_of(run)
     every = PostProcess(score_thr=0.0, max_per_image=10**6, min_area=1)

@@ -1,12 +1,21 @@
 """Instance masks at the original image size without an N × H × W array (issue 29).
 
-mmdet's R-CNN mask heads (``FCNMaskHead`` and its HTC/Cascade kin) paste every instance's
-28 × 28 prediction into a full-size ``N × H × W`` tensor: 100 instances of a 10717 × 6824
-image are 7.3 GB per copy. :func:`box_mask_heads` makes them paste each instance alone, inside
-its paste region (mmdet's own ``_do_paste_mask(skip_empty=True)``, what mmdet does on CPU),
-and keep only that region: a :class:`BoxMasks`. :meth:`BoxMasks.counts` then encodes one
-instance at a time into the full image's COCO counts — the same text pycocotools gives for the
-full mask (tested), so predictions files do not change.
+mmdet's mask heads make every instance's mask at the original size at once, as one
+``N × H × W`` tensor: 100 instances of a 10717 × 6824 image are 7.3 GB per copy (29 GB as the
+float logits the single-stage and query-based heads resize). Within :func:`box_mask_heads`
+they make one instance at a time and keep only the part of the image it can be non-zero in, a
+:class:`BoxMasks`:
+
+* the R-CNN heads (``FCNMaskHead`` and its HTC/Cascade kin) paste each instance alone inside
+  its paste region (mmdet's own ``_do_paste_mask(skip_empty=True)``, what mmdet does on CPU);
+* YOLACT's protonet, RTMDet-Ins (the kit's ``IMatRTMDetInsSepBNHead``) and Mask2Former (the
+  kit's ``IMatMaskFormerFusionHead``) resize each instance's map to the original size alone
+  (mmdet's operations on one instance give the same values as on all of them) and keep its
+  pixels' bounding rectangle, with the detection's box when it keeps probabilities.
+
+:meth:`BoxMasks.counts` then encodes one instance at a time into the full image's COCO counts
+— the same text pycocotools gives for the full mask (tested), so predictions files do not
+change.
 """
 
 from __future__ import annotations
@@ -70,6 +79,60 @@ class BoxMasks:
         return out
 
 
+_ACTIVE = [False]  # inside box_mask_heads (the kit's own heads read it)
+
+
+def active() -> bool:
+    """Whether the heads should give :class:`BoxMasks` (inside :func:`box_mask_heads`)."""
+    return _ACTIVE[0]
+
+
+def region_of(full, box=None) -> tuple[int, int, np.ndarray]:
+    """``(top, left, region)`` of one instance's full-size map (a 2-D tensor: bool, or uint8
+    probabilities × 255, where pixels from 128 on are the mask): the bounding rectangle of its
+    mask's pixels, grown to the pixel rectangle ``box`` (x0, y0, x1, y1) when given (where a
+    soft mask is cropped from). Empty (0 × 0) when there is neither."""
+    import torch
+
+    on = full >= 128 if full.dtype == torch.uint8 else full
+    rows = torch.nonzero(on.any(dim=1)).flatten()
+    cols = torch.nonzero(on.any(dim=0)).flatten()
+    spans = []
+    if len(rows):
+        spans.append((int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1))
+    if box is not None:
+        x0, y0, x1, y1 = box
+        spans.append((y0, y1, x0, x1))
+    if not spans:
+        return 0, 0, full[:0, :0].cpu().numpy()
+    y0, y1 = min(t[0] for t in spans), max(t[1] for t in spans)
+    x0, x1 = min(t[2] for t in spans), max(t[3] for t in spans)
+    return y0, x0, full[y0:y1, x0:x1].cpu().numpy()
+
+
+def one_by_one(n: int, full_of, height: int, width: int, boxes=None) -> BoxMasks:
+    """:class:`BoxMasks` of ``n`` instances from ``full_of(i)``, instance i's full-size map
+    (see :func:`region_of`; ``boxes``: each one's pixel rectangle, for soft masks), made and
+    cut one at a time."""
+    tops, lefts, regions = [], [], []
+    for i in range(n):
+        top, left, region = region_of(full_of(i), None if boxes is None else boxes[i])
+        tops.append(top)
+        lefts.append(left)
+        regions.append(region)
+    return BoxMasks(height, width, tops, lefts, regions)
+
+
+def pixel_boxes(bboxes, height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """Each x1y1x2y2 box's pixel rectangle (``postprocess.box_pixels``: where ``predict``
+    crops a soft mask)."""
+    from imat_kit.postprocess import box_pixels
+
+    xyxy = bboxes.detach().cpu().double().numpy().reshape(-1, 4)
+    return [box_pixels(np.array([b[0], b[1], b[2] - b[0], b[3] - b[1]], np.float32), height,
+                       width) for b in xyxy]
+
+
 def paste_one_by_one(mask_preds, bboxes, img_h: int, img_w: int, threshold: float
                      ) -> BoxMasks:
     """mmdet's paste (``_do_paste_mask``, ``skip_empty=True``) one instance at a time, each
@@ -110,15 +173,47 @@ def _predict_by_feat_single(self, mask_preds, bboxes, labels, img_meta, rcnn_tes
                             rcnn_test_cfg.mask_thr_binary)
 
 
+def _yolact_predict_by_feat_single(self, mask_preds, bboxes, img_meta: dict, rescale: bool,
+                                   cfg=None) -> BoxMasks:
+    """``YOLACTProtonet._predict_by_feat_single`` (mmdet 3.3), one instance at a time."""
+    import torch.nn.functional as F
+
+    cfg = self.test_cfg if cfg is None else cfg
+    scale_factor = bboxes.new_tensor(img_meta["scale_factor"]).repeat((1, 2))
+    img_h, img_w = img_meta["ori_shape"][:2]
+    if rescale:
+        bboxes /= scale_factor
+    else:
+        w_scale, h_scale = scale_factor[0, 0], scale_factor[0, 1]
+        img_h = int(np.round(img_h * h_scale.item()))
+        img_w = int(np.round(img_w * w_scale.item()))
+    soft = cfg.mask_thr_binary < 0
+    boxes = pixel_boxes(bboxes, img_h, img_w) if soft else None
+
+    def full(i: int):
+        import torch
+
+        m = F.interpolate(mask_preds[i:i + 1].unsqueeze(0), (img_h, img_w), mode="bilinear",
+                          align_corners=False).squeeze(0)[0] > cfg.mask_thr
+        return (m * 255).to(dtype=torch.uint8) if soft else m
+
+    return one_by_one(len(mask_preds), full, img_h, img_w, boxes)
+
+
 @contextlib.contextmanager
 def box_mask_heads() -> Iterator[None]:
     """For the duration, mmdet's ``FCNMaskHead`` (and its subclasses: HTC's, the cascade's,
-    the kit's attribute heads) give :class:`BoxMasks` instead of N × H × W tensors."""
+    the kit's attribute heads), YOLACT's protonet and the kit's RTMDet-Ins and Mask2Former
+    heads give :class:`BoxMasks` instead of N × H × W tensors."""
+    from mmdet.models.dense_heads.yolact_head import YOLACTProtonet
     from mmdet.models.roi_heads.mask_heads.fcn_mask_head import FCNMaskHead
 
-    before = FCNMaskHead._predict_by_feat_single
+    before = FCNMaskHead._predict_by_feat_single, YOLACTProtonet._predict_by_feat_single
     FCNMaskHead._predict_by_feat_single = _predict_by_feat_single
+    YOLACTProtonet._predict_by_feat_single = _yolact_predict_by_feat_single
+    _ACTIVE[0] = True
     try:
         yield
     finally:
-        FCNMaskHead._predict_by_feat_single = before
+        FCNMaskHead._predict_by_feat_single, YOLACTProtonet._predict_by_feat_single = before
+        _ACTIVE[0] = False

@@ -156,7 +156,7 @@ class RunMasks(BitmapMasks):
 
     def __getitem__(self, index):
         if self.decoded:
-            return super().__getitem__(index)
+            return _kept(super().__getitem__(index))
         keep = np.arange(len(self))[index].reshape(-1)
         return self._with(keep=keep)
 
@@ -166,13 +166,13 @@ class RunMasks(BitmapMasks):
 
     def rescale(self, scale, interpolation: str = "nearest"):
         if self.decoded or interpolation != "nearest":
-            return super().rescale(scale, interpolation)
+            return _kept(super().rescale(scale, interpolation))
         new_w, new_h = mmcv.rescale_size((self.width, self.height), scale)
         return self.resize((new_h, new_w))
 
     def resize(self, out_shape, interpolation: str = "nearest"):
         if self.decoded or interpolation != "nearest":
-            return super().resize(out_shape, interpolation)
+            return _kept(super().resize(out_shape, interpolation))
         _, _, _, rows, cols = self._lazy
         h, w = (int(v) for v in out_shape)
         return self._with(rows=rows[nearest_index(len(rows), h)],
@@ -180,7 +180,7 @@ class RunMasks(BitmapMasks):
 
     def flip(self, flip_direction: str = "horizontal"):
         if self.decoded:
-            return super().flip(flip_direction)
+            return _kept(super().flip(flip_direction))
         assert flip_direction in ("horizontal", "vertical", "diagonal")
         _, _, _, rows, cols = self._lazy
         if flip_direction in ("vertical", "diagonal"):
@@ -192,14 +192,14 @@ class RunMasks(BitmapMasks):
     def pad(self, out_shape, pad_val=0):
         h, w = (int(v) for v in out_shape)
         if self.decoded or pad_val != 0 or h < self.height or w < self.width:
-            return super().pad(out_shape, pad_val)
+            return _kept(super().pad(out_shape, pad_val))
         return self.expand(h, w, 0, 0)
 
     def expand(self, expanded_h, expanded_w, top, left):
         h, w, top, left = int(expanded_h), int(expanded_w), int(top), int(left)
         if (self.decoded or top < 0 or left < 0 or top + self.height > h
                 or left + self.width > w):
-            return super().expand(expanded_h, expanded_w, top, left)
+            return _kept(super().expand(expanded_h, expanded_w, top, left))
         _, _, _, rows, cols = self._lazy
         new_rows, new_cols = np.full(h, -1, np.int64), np.full(w, -1, np.int64)
         new_rows[top:top + self.height] = rows
@@ -208,7 +208,7 @@ class RunMasks(BitmapMasks):
 
     def crop(self, bbox):
         if self.decoded:
-            return super().crop(bbox)
+            return _kept(super().crop(bbox))
         assert isinstance(bbox, np.ndarray) and bbox.ndim == 1
         bbox = bbox.copy()
         bbox[0::2] = np.clip(bbox[0::2], 0, self.width)
@@ -249,7 +249,7 @@ class RunMasks(BitmapMasks):
         masks = self.masks
         out = [getattr(BitmapMasks(masks[i:i + _CHANNELS], self.height, self.width),
                        step)(*args, **kwargs) for i in range(0, max(len(masks), 1), _CHANNELS)]
-        return out[0] if len(out) == 1 else BitmapMasks.cat(out)
+        return _kept(out[0] if len(out) == 1 else BitmapMasks.cat(out))
 
     @property
     def areas(self) -> np.ndarray:
@@ -267,7 +267,7 @@ class RunMasks(BitmapMasks):
 
     @classmethod
     def cat(cls, masks):
-        return BitmapMasks.cat(masks)
+        return _kept(BitmapMasks.cat(masks))
 
 
 _CHANNELS = 128  # the most channels OpenCV 5's warpAffine takes
@@ -280,6 +280,17 @@ def _shifted(index: np.ndarray, step: int) -> np.ndarray:
         out[step:] = index[:max(len(index) - step, 0)]
     else:
         out[:step] = index[-step:]
+    return out
+
+
+def _kept(masks: BitmapMasks) -> RunMasks:
+    """mmdet's result of a step on decoded masks, as (decoded) :class:`RunMasks`, so that later
+    warps still go 128 masks at a time (mosaic's ``cat`` and the steps after it included)."""
+    if isinstance(masks, RunMasks):
+        return masks
+    out = RunMasks.__new__(RunMasks)
+    out._lazy, out._decoded = None, masks.masks
+    out.height, out.width = masks.height, masks.width
     return out
 
 

@@ -272,3 +272,38 @@ def test_imat_kit_train_plans_each_family_and_refuses_before_running(prepared, t
                     data_root=str(prepared), quiet=True,
                     cfg_options=["train_dataloader.dataset.pipeline.1.poly2mask=False"])
     assert not (tmp_path / "rtmdet_ins_imat").exists()
+
+
+@pytest.mark.xdist_group("families")
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["rtmdet_ins", "mask2former", "yolact"])
+def test_masks_made_per_instance_give_the_same_predictions_files(family, family_checkpoint,
+                                                                 prepared, tmp_path,
+                                                                 monkeypatch):
+    """RTMDet-Ins, Mask2Former and YOLACT resize each instance's mask to the original size
+    alone and keep its bounding rectangle (``box_mask_heads``: never all masks at that size at
+    once): byte-identical predictions files to mmdet's all-at-once masks, plain and with
+    soft masks."""
+    import contextlib
+
+    from imat_kit.mmdet_ext import box_masks
+    from imat_kit.mmdet_ext import predict as pr
+
+    ckpt = family_checkpoint(family)
+    made = []
+    real = box_masks.region_of
+    for name, kw in {"plain": {}, "soft": {"soft_size": 16}}.items():
+        files = {}
+        for way in ("per_instance", "all_at_once"):
+            if way == "all_at_once":
+                monkeypatch.setattr(pr, "box_mask_heads", contextlib.nullcontext)
+            else:
+                monkeypatch.setattr(box_masks, "region_of",
+                                    lambda *a, **k: made.append(1) or real(*a, **k))
+            files[way] = tmp_path / f"{name}_{way}.jsonl"
+            _predict(family, ckpt, prepared, files[way], split="val", batch_size=2, **kw)
+            monkeypatch.undo()
+        a, b = (files[w].read_bytes() for w in ("per_instance", "all_at_once"))
+        assert a.count(b"\n") > 2 and b'"masks":["' in a
+        assert a == b, name
+    assert made  # the per-instance path did run

@@ -130,6 +130,10 @@ def test_warps_of_more_than_128_masks_work_where_opencv_5_refuses_mmdets():
         assert np.array_equal(out.masks, np.concatenate(parts))
     with pytest.raises(cv2.error):
         expected.rotate((40, 30), 20)  # mmdet's own, in one piece
+    # what a mosaic makes of them (cat, then a rescale) stays ours, and warps in chunks
+    mosaic = RunMasks.cat([got[:100].rescale(0.5), got[100:].rescale(0.5)]).rescale(2.0)
+    assert isinstance(mosaic, RunMasks) and len(mosaic) == 150
+    assert mosaic.translate((40, 30), 5).masks.shape == (150, 40, 30)
 
 
 def test_resized_masks_leave_a_worker_decoded_original_ones_as_runs():
