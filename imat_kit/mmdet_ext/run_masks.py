@@ -144,6 +144,14 @@ class RunMasks(BitmapMasks):
         return not (np.array_equal(rows, np.arange(src_h))
                     and np.array_equal(cols, np.arange(len(cols))))
 
+    def __deepcopy__(self, memo) -> RunMasks:
+        """A copy that stays a ``RunMasks`` (mmdet's caching transforms deep-copy results:
+        their masks must keep warping 128 at a time)."""
+        if self._lazy is None or self._decoded is not None:
+            return _kept(BitmapMasks(self.masks.copy(), self.height, self.width))
+        starts, ends, src_h, rows, cols = self._lazy
+        return self._lazy_masks(list(starts), list(ends), src_h, rows.copy(), cols.copy())
+
     def __reduce__(self):
         if self._lazy is not None and not self.resized:
             starts, ends, src_h, rows, cols = self._lazy

@@ -3,6 +3,7 @@ pixels as mmdet's ``BitmapMasks`` after the same steps, decoded only at the fina
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 import cv2
@@ -134,6 +135,9 @@ def test_warps_of_more_than_128_masks_work_where_opencv_5_refuses_mmdets():
     mosaic = RunMasks.cat([got[:100].rescale(0.5), got[100:].rescale(0.5)]).rescale(2.0)
     assert isinstance(mosaic, RunMasks) and len(mosaic) == 150
     assert mosaic.translate((40, 30), 5).masks.shape == (150, 40, 30)
+    # mmdet's caching transforms (CachedMosaic, CachedMixUp) deep-copy results
+    for kept in (copy.deepcopy(mosaic), copy.deepcopy(got)):
+        assert isinstance(kept, RunMasks) and kept.rotate((40, 30), 20).masks.shape[0] == 150
 
 
 def test_resized_masks_leave_a_worker_decoded_original_ones_as_runs():
