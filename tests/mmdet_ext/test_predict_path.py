@@ -396,3 +396,39 @@ def test_validation_with_masks_kept_per_instance_gives_the_same_metrics(tiny_che
     # every mask the COCO metric scored, the same text
     segm = [json.loads((tmp_path / f"{n}.segm.json").read_text()) for n in out]
     assert len(segm[0]) > 10 and segm[0] == segm[1]
+
+
+def test_box_masks_hold_each_instance_as_its_region_of_the_full_mask():
+    """region_of keeps the rectangle of a full-size map's mask pixels (grown to a soft mask's
+    box); BoxMasks hold bool regions packed 8 to a byte and give back exactly the full mask's
+    COCO text, crops and mirror image (the text pycocotools writes for the full mask)."""
+    import torch
+
+    from imat_kit.mmdet_ext.box_masks import BoxMasks, region_of
+
+    rng = np.random.default_rng(8)
+    for it in range(60):
+        h, w = int(rng.integers(1, 40)), int(rng.integers(1, 40))
+        full = np.zeros((h, w), bool)
+        if it % 6:
+            y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+            full[y0:int(rng.integers(y0, h)) + 1, x0:int(rng.integers(x0, w)) + 1] = \
+                rng.random() < 2
+            full &= rng.random((h, w)) < 0.8
+        soft = (full * rng.integers(128, 256, (h, w)) + ~full * rng.integers(0, 128, (h, w))
+                ).astype(np.uint8)
+        bx, by = int(rng.integers(0, w)), int(rng.integers(0, h))  # as box_pixels gives it
+        box = (bx, by, int(rng.integers(bx + 1, w + 1)), int(rng.integers(by + 1, h + 1)))
+        for m, b in ((full, None), (soft, box)):
+            top, left, region = region_of(torch.from_numpy(m), b)
+            masks = BoxMasks(h, w, [top], [left], [region])
+            thr = 128 if m.dtype == np.uint8 else None
+            binary = m >= 128 if thr else m
+            want = mask_util.encode(np.asfortranarray(binary.astype(np.uint8)))["counts"].decode()
+            assert masks.counts(0, thr) == want
+            assert masks.mirrored().counts(0, thr) == mask_util.encode(np.asfortranarray(
+                binary[:, ::-1].astype(np.uint8)))["counts"].decode()
+            if b is not None:  # a soft mask's box: its probabilities, exactly
+                x0, y0, x1, y1 = b
+                assert np.array_equal(masks.crop(0, x0, y0, x1, y1), m[y0:y1, x0:x1])
+            assert masks[[0]].counts(0, thr) == want
