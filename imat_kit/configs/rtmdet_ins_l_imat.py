@@ -14,9 +14,21 @@ model = dict(
                    num_classes=_base_.imat_num_classes))
 
 
-def _rle(pipeline):  # IMatLoadAnnotations, without poly2mask=False
-    return [dict({k: v for k, v in t.items() if k != 'poly2mask'}, type='IMatLoadAnnotations')
-            if t['type'] == 'LoadAnnotations' else t for t in pipeline]
+def _rle(pipeline):
+    """IMatLoadAnnotations (without poly2mask=False); in training pipelines, then ShrinkToFit
+    to 1280 px: the mosaic caches 40 loaded images and shrinks each to 640 px, the second
+    stage resizes to at most 1280, so a larger image (the competition's reach 10717 x 6824)
+    only fills the caches."""
+    out = []
+    for t in pipeline:
+        if t['type'] == 'LoadAnnotations':
+            out.append(dict({k: v for k, v in t.items() if k != 'poly2mask'},
+                            type='IMatLoadAnnotations'))
+            if any(x['type'] in ('CachedMosaic', 'RandomResize') for x in pipeline):
+                out.append(dict(type='ShrinkToFit', scale=(1280, 1280)))
+        else:
+            out.append(t)
+    return out
 
 
 # The recipe's loaders and pipelines with the kit's data.
