@@ -139,13 +139,13 @@ def stored(region: np.ndarray):
     return _Bits(region) if region.dtype == bool else np.array(region, copy=True)
 
 
-def one_by_one(n: int, full_of, height: int, width: int, boxes=None) -> BoxMasks:
-    """:class:`BoxMasks` of ``n`` instances from ``full_of(i)``, instance i's full-size map
-    (see :func:`region_of`; ``boxes``: each one's pixel rectangle, for soft masks), made and
-    cut one at a time."""
+def one_by_one(n: int, full_of, height: int, width: int) -> BoxMasks:
+    """:class:`BoxMasks` of ``n`` instances from ``full_of(i)``: instance i's full-size map and
+    the pixel rectangle its soft mask is cropped from, or None (see :func:`region_of`), made
+    and cut one at a time."""
     tops, lefts, regions = [], [], []
     for i in range(n):
-        top, left, region = region_of(full_of(i), None if boxes is None else boxes[i])
+        top, left, region = region_of(*full_of(i))
         tops.append(top)
         lefts.append(left)
         regions.append(region)
@@ -224,9 +224,9 @@ def _yolact_predict_by_feat_single(self, mask_preds, bboxes, img_meta: dict, res
 
         m = F.interpolate(mask_preds[i:i + 1].unsqueeze(0), (img_h, img_w), mode="bilinear",
                           align_corners=False).squeeze(0)[0] > cfg.mask_thr
-        return (m * 255).to(dtype=torch.uint8) if soft else m
+        return ((m * 255).to(dtype=torch.uint8), boxes[i]) if soft else (m, None)
 
-    return one_by_one(len(mask_preds), full, img_h, img_w, boxes)
+    return one_by_one(len(mask_preds), full, img_h, img_w)
 
 
 @contextlib.contextmanager

@@ -98,7 +98,9 @@ class IMatRTMDetInsSepBNHead(RTMDetInsSepBNHead):
         logits = self._mask_predict_by_feat_single(mask_feat, results.kernels, results.priors)
         soft = _soft(cfg)
 
-        def full(i: int) -> torch.Tensor:
+        boxes = box_masks.pixel_boxes(results.bboxes, out_h, out_w) if soft else None
+
+        def full(i: int) -> tuple:
             m = F.interpolate(logits[i:i + 1].unsqueeze(0), scale_factor=stride,
                               mode="bilinear")
             if rescale:
@@ -106,10 +108,9 @@ class IMatRTMDetInsSepBNHead(RTMDetInsSepBNHead):
                                            math.ceil(m.shape[-1] * scale_factor[1])],
                                   mode="bilinear", align_corners=False)[..., :out_h, :out_w]
             prob = m.sigmoid()[0, 0]
-            return _uint8(prob) if soft else prob > cfg.mask_thr_binary
+            return (_uint8(prob), boxes[i]) if soft else (prob > cfg.mask_thr_binary, None)
 
-        boxes = box_masks.pixel_boxes(results.bboxes, out_h, out_w) if soft else None
-        results.masks = box_masks.one_by_one(len(results), full, out_h, out_w, boxes)
+        results.masks = box_masks.one_by_one(len(results), full, out_h, out_w)
         return results
 
 
@@ -153,9 +154,11 @@ class IMatMaskFormerFusionHead(MaskFormerFusionHead):
         top_scores, top_labels, queries = top_scores[thing], top_labels[thing], queries[thing]
         height, width = size if size is not None else mask_pred.shape[-2:]
         soft = _soft(self.test_cfg)
-        mask_scores, bboxes, tops, lefts, regions = [], [], [], [], []
-        for q in queries.tolist():  # one query's mask at the full size at a time
-            m = mask_pred[q:q + 1]
+        mask_scores, bboxes = [], []
+        query_list = queries.tolist()
+
+        def full(i: int) -> tuple:  # one query's mask at the full size at a time
+            m = mask_pred[query_list[i]:query_list[i] + 1]
             if size is not None:
                 m = F.interpolate(m[:, None], size=tuple(size), mode="bilinear",
                                   align_corners=False)[:, 0]
@@ -164,18 +167,18 @@ class IMatMaskFormerFusionHead(MaskFormerFusionHead):
                                / (binary.flatten(1).sum(1) + 1e-6))
             box = mask2bbox(binary.bool())
             bboxes.append(box)
-            full = _uint8(m.sigmoid()[0]) if soft else binary.bool()[0]
-            top, left, region = box_masks.region_of(
-                full, box_masks.pixel_boxes(box, int(height), int(width))[0] if soft else None)
-            tops.append(top)
-            lefts.append(left)
-            regions.append(region)
+            if soft:
+                return (_uint8(m.sigmoid()[0]),
+                        box_masks.pixel_boxes(box, int(height), int(width))[0])
+            return binary.bool()[0], None
+
+        masks = box_masks.one_by_one(len(query_list), full, int(height), int(width))
         results = InstanceData()
         results.bboxes = torch.cat(bboxes) if bboxes else mask_pred.new_zeros((0, 4))
         results.labels = top_labels
         results.scores = top_scores * (torch.cat(mask_scores) if mask_scores
                                        else top_scores.new_zeros(0))
-        results.masks = box_masks.BoxMasks(int(height), int(width), tops, lefts, regions)
+        results.masks = masks
         return results
 
     def instance_postprocess(self, mask_cls, mask_pred):
