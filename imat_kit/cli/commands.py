@@ -405,12 +405,54 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 def _cmd_demo(a: argparse.Namespace) -> int:
     from imat_kit.cli.demo import run_demo
+    from imat_kit.cli.formatting import demo_summary_lines
 
     suffix = "2020" if a.year == 2020 else ""
-    run_demo(a.out or f"outputs/demo{suffix}", images=a.images, folds=tuple(a.folds),
-             iters=a.iters, seed=a.seed, year=a.year,
-             submission=a.submission or f"submissions/demo{suffix}.csv",
-             overwrite=a.overwrite, verbose=a.verbose, quiet=a.quiet)
+    s = run_demo(a.out or f"outputs/demo{suffix}", images=a.images, folds=tuple(a.folds),
+                 iters=a.iters, seed=a.seed, year=a.year,
+                 submission=a.submission or f"submissions/demo{suffix}.csv",
+                 overwrite=a.overwrite, verbose=a.verbose, quiet=a.quiet, echo=_echo)
+    for line in demo_summary_lines(s):
+        print(line)
+    return 0
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from imat_kit.cli.formatting import run_summary_lines
+    from imat_kit.pipeline.run import run_pipeline
+    from imat_kit.pipeline.runfile import RUN_FILE_SUFFIXES, read_run_file
+    from imat_kit.pipeline.spec import spec_from_options
+
+    files = [t for t in a.targets if Path(t).suffix in RUN_FILE_SUFFIXES]
+    if files:
+        if len(a.targets) > 1:
+            raise KitError("give one run file, or configs, not both", value=" ".join(a.targets))
+        given = [flag for flag, v in (("--data", a.data), ("--out", a.out),
+                                      ("--gpus", a.gpus), ("--cfg-options", a.cfg_options),
+                                      ("--tta", a.tta), ("--submission", a.submission))
+                 if v is not None]
+        if given:
+            raise KitError(f"{', '.join(given)}: the run file holds these settings (give them "
+                           "there)", file=files[0])
+        spec = read_run_file(files[0])
+    else:
+        scales = None
+        if a.tta_scales is not None:
+            try:
+                scales = [float(x) for x in a.tta_scales.split(",")]
+            except ValueError:
+                raise KitError("--tta-scales takes factors like 0.8,1.0,1.2",
+                               value=a.tta_scales) from None
+        spec = spec_from_options(a.targets, data=a.data, out=a.out, folds=a.folds,
+                                 seed=a.seed, gpus=a.gpus, launcher=a.launcher,
+                                 cfg_options=a.cfg_options, tta=a.tta, tta_scales=scales,
+                                 soft_size=a.soft_size, checkpoints=a.checkpoints,
+                                 checkpoint=a.checkpoint, submission=a.submission,
+                                 rescore=not a.no_rescore, figures=not a.no_figures)
+    result = run_pipeline(spec, retrain=a.retrain, verbose=a.verbose, quiet=a.quiet,
+                          echo=_echo)
+    for line in run_summary_lines(result):
+        print(line)
     return 0
 
 
@@ -761,6 +803,46 @@ def _parser_result_steps(sub, parents) -> None:
     _overwrite(s, "start afresh when OUT holds a demo run with other options")
     _verbose(s)
     s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("run", parents=parents, help="the whole chain for every model and fold, "
+                       "to a tuned, validated submission: prepare, train, predict, evaluate, "
+                       "tune, ensemble, submit, validate, report (resumable)")
+    s.add_argument("targets", nargs="+", metavar="CONFIG|RUN.yaml",
+                   help="one or more model configs, or one run file (docs/run.md)")
+    s.add_argument("--data", default=None, help="the competition files (prepared when not "
+                   "yet)")
+    s.add_argument("--out", default=None, help="the run's folder")
+    s.add_argument("--folds", type=_parse_folds, default=[0, 1, 2, 3, 4],
+                   help="folds to train (default 0,1,2,3,4)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="the folds', the trainings' and the re-scorer's seed")
+    s.add_argument("--gpus", default=None, metavar="IDS|N",
+                   help="GPU ids (0,1,2,3): the (model, fold) trainings and predictions run "
+                   "at once, one per GPU; with --launcher, the count of each fold's processes")
+    s.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                   help="pytorch: each fold in DDP over --gpus N processes; slurm: through "
+                   "srun (mim)")
+    _cfg_options(s, "train_cfg.max_epochs=24 (every model, training and prediction)")
+    s.add_argument("--tta", choices=["flip", "scales", "scales+flip"], default=None,
+                   help="test-time augmentation of every model's predictions")
+    s.add_argument("--tta-scales", default=None, metavar="F,F,…",
+                   help="factors of the test resize for --tta scales")
+    s.add_argument("--soft-size", type=int, default=0,
+                   help="keep soft masks at SxS for the fusion (e.g. 28)")
+    s.add_argument("--checkpoints", type=int, default=1, metavar="N",
+                   help="predict with each fold's last N checkpoints, fused")
+    s.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                   help="best: the checkpoint save_best kept (the competition score on the "
+                   "fold)")
+    s.add_argument("--submission", default=None, help="default RUN/submission.csv")
+    s.add_argument("--no-rescore", action="store_true",
+                   help="tune without the learned re-scorer")
+    s.add_argument("--no-figures", action="store_true", help="skip the figures")
+    s.add_argument("--retrain", action="store_true",
+                   help="train again a fold whose work dir holds a run made with other "
+                   "settings (default: stop and say what differs)")
+    _verbose(s)
+    s.set_defaults(func=_cmd_run)
 
 
 def build_parser() -> argparse.ArgumentParser:

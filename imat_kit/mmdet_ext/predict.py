@@ -228,9 +228,10 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     keys = [im["image_key"] for im in images]
-    done = _resume(out, partial, meta, overwrite, keys)
+    changed: list[str] = []
+    done = _resume(out, partial, meta, overwrite, keys, changed)
     if done is None:
-        return {"images": len(images), "predicted_now": 0, "out": str(out)}
+        return {"images": len(images), "predicted_now": 0, "out": str(out), "changed": []}
     todo = [im for im in images if im["image_key"] not in done]
     if todo:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -238,7 +239,8 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
                       soft_size=soft_size, batch_size=batch_size, quiet=quiet,
                       attributes=(attribute_ids, attribute_floor))
     _finish(partial, out, keys)
-    return {"images": len(images), "predicted_now": len(todo), "out": str(out)}
+    return {"images": len(images), "predicted_now": len(todo), "out": str(out),
+            "changed": changed}
 
 
 def last_checkpoints(work_dir: str | Path, n: int) -> list[Path]:
@@ -285,28 +287,30 @@ def predict_checkpoints(config: str | Path, checkpoints: list[str | Path], *, ou
                        value=[str(c) for c in checkpoints])
     out = Path(out)
     parts_dir = out.with_name(out.name + ".checkpoints")
-    parts, now = [], 0
+    parts, now, changed = [], 0, []
     for c, sha in zip(checkpoints, shas):
         part = parts_dir / f"{sha[:16]}.jsonl"
         r = predict(config, c, out=part, overwrite=overwrite, quiet=quiet, **kw)
         now += r["predicted_now"]
+        changed += [d for d in r["changed"] if d not in changed]
         parts.append(part)
     heads = [{"file": str(f), **read_header(f)} for f in parts]
     if out.exists() and not overwrite and not now:
         old = read_header(out)
         if old.get("inputs") == heads:
             return {"images": r["images"], "predicted_now": 0, "out": str(out),
-                    "checkpoints": len(parts)}
+                    "checkpoints": len(parts), "changed": []}
     ensemble_files(parts, out, method="fusion", quiet=quiet,
                    meta={"checkpoints": [{"checkpoint": str(c), "sha256": h}
                                          for c, h in zip(checkpoints, shas)]})
     return {"images": r["images"], "predicted_now": now, "out": str(out),
-            "checkpoints": len(parts)}
+            "checkpoints": len(parts), "changed": changed}
 
 
-def _usable(path: Path, meta: dict, overwrite: bool) -> bool:
+def _usable(path: Path, meta: dict, overwrite: bool, changed: list[str]) -> bool:
     """Whether an existing predictions file was made with ``meta``'s settings; one made with
-    other settings is deleted (``overwrite``) or refused with what differs."""
+    other settings is deleted (``overwrite``; what differed goes to ``changed``) or refused
+    with what differs."""
     if not path.exists():
         return False
     diffs = describe_differences(read_header(path), {"version": VERSION, **meta}, RESUME_KEYS)
@@ -316,16 +320,19 @@ def _usable(path: Path, meta: dict, overwrite: bool) -> bool:
         raise KitError("it holds predictions made with other settings: " + "; ".join(diffs)
                        + ". Pass --overwrite to predict every image again, or choose another "
                        "--out", file=str(path))
+    changed.extend(d for d in diffs if d not in changed)
     path.unlink()
     return False
 
 
 def _resume(out: Path, partial: Path, meta: dict, overwrite: bool,
-            keys: list[str]) -> set[str] | None:
+            keys: list[str], changed: list[str]) -> set[str] | None:
     """Prepare ``partial`` for appending and return the images it already holds; None when
-    ``out`` is finished with the same settings and every image (nothing to do, untouched)."""
-    have_partial = _usable(partial, meta, overwrite)
-    if _usable(out, meta, overwrite) and not have_partial:
+    ``out`` is finished with the same settings and every image (nothing to do, untouched).
+    A file made with other settings is deleted under ``overwrite``, what differed going to
+    ``changed``."""
+    have_partial = _usable(partial, meta, overwrite, changed)
+    if _usable(out, meta, overwrite, changed) and not have_partial:
         done = {p.image_key for p in iter_predictions(out, resumable=True)}
         if done >= set(keys):
             return None

@@ -158,14 +158,14 @@ def log_tail(log: Path, lines: int = LOG_TAIL) -> str:
 
 def run_logged(cmd: list[str], env: dict, log: Path, *, desc: str,
                max_epochs: int | None = None, verbose: bool = False,
-               quiet: bool = False) -> int:
+               quiet: bool = False, position: int | None = None) -> int:
     """Run a training command with its whole output appended to ``log``; on the terminal one
     progress bar (or, ``verbose``, the output itself, live). Returns the exit code."""
     from tqdm import tqdm
 
     log.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(desc=desc, total=None, unit="it", disable=quiet or verbose, dynamic_ncols=True,
-               leave=False, mininterval=0.5)
+               leave=False, mininterval=0.5, position=position)
     with open(log, "a", encoding="utf-8") as f, bar:
         f.write(f"\n$ {shlex.join(cmd)}\n")
         f.flush()
@@ -210,7 +210,7 @@ def run_record(phase: Phase, fold: int, *, data_root: str | None, cfg_options: l
 
 
 def _reusable(work_dir: Path, record: dict, *, overwrite: bool,
-              echo: Callable[[str], None]) -> bool:
+              echo: Callable[[str], None], overwrite_flag: str = "--overwrite") -> bool:
     """Whether the work dir holds a run with exactly ``record``'s settings. A run with other
     settings is deleted (``overwrite``) or refused with what differs."""
     if not work_dir.exists() or not any(work_dir.iterdir()):
@@ -224,9 +224,10 @@ def _reusable(work_dir: Path, record: dict, *, overwrite: bool,
     if not overwrite:
         shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
         raise KitError(f"{work_dir} holds a run made with other settings: {shown}. Pass "
-                       "--overwrite to delete it and train afresh, or use another --work-root",
-                       file=record["config"])
-    echo(f"--overwrite: deleting {work_dir} ({len(diffs)} setting(s) differ)")
+                       f"{overwrite_flag} to delete it and train afresh, or use another "
+                       "--work-root", file=record["config"])
+    echo(f"{overwrite_flag}: deleting {work_dir} ({len(diffs)} setting(s) differ: "
+         + "; ".join(diffs[:3]) + ")")
     shutil.rmtree(work_dir)
     return False
 
@@ -236,11 +237,15 @@ def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path =
                 launcher: str = "none", gpus: int = 1, auto_scale_lr: bool = False,
                 amp: str | None = None, dry_run: bool = False, overwrite: bool = False,
                 verbose: bool = False, quiet: bool = False,
-                echo: Callable[[str], None] | None = None) -> list[dict]:
+                echo: Callable[[str], None] | None = None, env: dict | None = None,
+                overwrite_flag: str = "--overwrite", position: int | None = None
+                ) -> list[dict]:
     """Train each fold through the config's phase chain; returns one record per phase run.
     ``amp`` (``bf16``/``fp16``) trains with mixed precision (needs a CUDA GPU). ``echo``
     receives a line per decision (a run started, resumed, skipped or deleted); the command
-    line passes ``print``."""
+    line passes ``print``. ``env`` adds variables to the runs' environment (``imat-kit run``
+    sets ``CUDA_VISIBLE_DEVICES`` per job); ``overwrite_flag`` is the option that errors name
+    (``run`` calls it ``--retrain``); ``position`` places the progress bar (one per device)."""
     echo = echo or (lambda _line: None)
     chain = phase_chain(config)
     cfg_options = list(cfg_options or [])
@@ -257,7 +262,7 @@ def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path =
 
         if not torch.cuda.is_available():
             cfg_options = CPU_DIST_OPTIONS + cfg_options
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     if data_root is not None:
         env["IMAT_DATA_ROOT"] = data_root_env(data_root)
     env.setdefault("PYTHONWARNINGS", THIRD_PARTY_WARNINGS)
@@ -275,7 +280,8 @@ def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path =
             record = run_record(phase, fold, data_root=data_root, cfg_options=cfg_options,
                                 launcher=launcher, gpus=gpus, auto_scale_lr=auto_scale_lr,
                                 start_checkpoint=previous if i > 0 else None)
-            reuse = not dry_run and _reusable(work_dir, record, overwrite=overwrite, echo=echo)
+            reuse = not dry_run and _reusable(work_dir, record, overwrite=overwrite, echo=echo,
+                                              overwrite_flag=overwrite_flag)
             if reuse and done.exists():
                 info = json.loads(done.read_text())
                 previous = Path(info["checkpoint"])
@@ -301,7 +307,7 @@ def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path =
                 json.dump(record, f, indent=1)
             code = run_logged(cmd, env, log, desc=f"fold {fold} {phase.name}",
                               max_epochs=record["settings"].get("train_cfg.max_epochs"),
-                              verbose=verbose, quiet=quiet)
+                              verbose=verbose, quiet=quiet, position=position)
             if code != 0:
                 raise KitError(f"training fold {fold} phase {phase.name} failed with exit code "
                                f"{code}; the end of its log ({log}):\n{log_tail(log)}\n"
