@@ -419,7 +419,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 def _cmd_run(a: argparse.Namespace) -> int:
     from imat_kit.cli.formatting import run_summary_lines
-    from imat_kit.pipeline.run import run_pipeline
+    from imat_kit.pipeline.chain import run_pipeline
     from imat_kit.pipeline.runfile import RUN_FILE_SUFFIXES, read_run_file
     from imat_kit.pipeline.spec import spec_from_options
 
@@ -449,6 +449,12 @@ def _cmd_run(a: argparse.Namespace) -> int:
                                  soft_size=a.soft_size, checkpoints=a.checkpoints,
                                  checkpoint=a.checkpoint, submission=a.submission,
                                  rescore=not a.no_rescore, figures=not a.no_figures)
+    if a.dry_run:
+        from imat_kit.pipeline.chain import plan
+
+        for line in plan(spec):
+            print(line)
+        return 0
     result = run_pipeline(spec, retrain=a.retrain, verbose=a.verbose, quiet=a.quiet,
                           echo=_echo)
     for line in run_summary_lines(result):
@@ -841,6 +847,9 @@ def _parser_result_steps(sub, parents) -> None:
     s.add_argument("--retrain", action="store_true",
                    help="train again a fold whose work dir holds a run made with other "
                    "settings (default: stop and say what differs)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="check the configs and the run file, print the jobs and steps, run "
+                   "and write nothing")
     _verbose(s)
     s.set_defaults(func=_cmd_run)
 

@@ -151,7 +151,7 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     config; returns the key figures, also written to ``OUT/summary.json``. ``echo`` hears the
     run's lines (one per step)."""
     from imat_kit.mmdet_ext.config import is_attribute_model, load_config
-    from imat_kit.pipeline.run import run_pipeline
+    from imat_kit.pipeline.chain import run_pipeline
     from imat_kit.pipeline.spec import ModelSpec, RunSpec, check_models
 
     config = Path(config) if config else default_config(year)

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,9 @@ ENV_KEYS = ("IMAT_FOLD", "IMAT_DATA_ROOT")
 #: the transforms that load annotations: mmdet's, and the kit's (masks kept as runs until the
 #: pipeline has resized them, :mod:`imat_kit.mmdet_ext.run_masks`)
 LOAD_ANNOTATIONS = ("LoadAnnotations", "IMatLoadAnnotations")
+#: held while a config is read: the fold and data root reach it through the process's
+#: environment, and ``imat-kit run --gpus`` reads configs from several threads
+CONFIG_LOCK = threading.RLock()
 
 
 def data_root_env(data_root: str | Path) -> str:
@@ -79,7 +83,7 @@ def load_config(path: str | Path, *, fold: int | None = None,
     quiet_mmengine_log()
     if not Path(path).is_file():
         raise KitError("config not found", file=str(path))
-    with imat_env(fold, data_root):
+    with CONFIG_LOCK, imat_env(fold, data_root):
         cfg = Config.fromfile(str(path))
     opts = parse_cfg_options(options)
     if opts:

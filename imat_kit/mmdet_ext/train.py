@@ -41,7 +41,7 @@ from imat_kit.data.paths import ann_relpath
 from imat_kit.errors import KitError
 from imat_kit.files import atomic_open, describe_differences, file_fingerprint
 from imat_kit.mmdet_ext.checks import check_training_config
-from imat_kit.mmdet_ext.config import data_root_env, flat_settings, load_config
+from imat_kit.mmdet_ext.config import CONFIG_LOCK, data_root_env, flat_settings, load_config
 from imat_kit.mmdet_ext.runner import last_checkpoint
 
 DONE = "imat_done.json"
@@ -76,7 +76,8 @@ def phase_chain(config: str | Path) -> list[Phase]:
             raise KitError("config not found", file=str(path))
         if any(p.config.resolve() == path.resolve() for p in chain):
             raise KitError("imat_next_phase chain loops back", file=str(path))
-        cfg = Config.fromfile(str(path))
+        with CONFIG_LOCK:
+            cfg = Config.fromfile(str(path))
         prev = cfg.get("imat_previous_phase")
         if chain and (not prev or (path.parent / prev).resolve() != chain[-1].config.resolve()):
             raise KitError(f"this config follows {chain[-1].config.name} (its imat_next_phase) "

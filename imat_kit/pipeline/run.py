@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imat_kit.errors import KitError
-from imat_kit.files import atomic_open, file_fingerprint, json_fingerprint
+from imat_kit.files import atomic_open, file_fingerprint
 from imat_kit.pipeline.schedule import Job, Outcome, run_jobs
 from imat_kit.pipeline.spec import ModelSpec, RunSpec
 
@@ -288,7 +288,7 @@ def model_jobs(run: Run) -> list[Job]:
             train_key = f"train {m.name} fold {k}"
             jobs.append(Job(train_key, lambda dev, m=m, k=k: _train(run, m, k, dev,
                                                                      slots.get(dev)),
-                            log=run.out / "work_dirs" / m.name))
+                            log=logs / f"train_{m.name}_fold{k}.log"))
             for split in ("val", "test"):
                 jobs.append(Job(f"predict {m.name} fold {k} {split}",
                                 lambda dev, m=m, k=k, s=split: _predict(run, m, k, s, dev),
@@ -319,6 +319,11 @@ def train_and_predict(run: Run) -> None:
             f" ({o.error})" if o.error else "")
         (run.say if parallel or kind != "done" else run.log)("  " + line)
 
+    if parallel:  # what threads must not initialise at the same time (pkg_resources' set of
+        # installed packages, which mmengine reads when it loads a config)
+        from mmengine.utils import is_installed
+
+        is_installed("mmdet")
     outcomes = run_jobs(jobs, run.spec.gpus, on_event=event)
     trained = [o.result for k, o in outcomes.items() if k.startswith("train")]
     predicted = [o.result for k, o in outcomes.items() if k.startswith("predict")]
@@ -339,23 +344,3 @@ def train_and_predict(run: Run) -> None:
         "checkpoints": {f"{m}/fold{k}": c for (m, k), c in run.checkpoints.items()},
         "work_dirs": {f"{m}/fold{k}": str(w) for (m, k), w in run.work_dirs.items()}}
     run._report("train + predict", status, why, time.perf_counter() - t0, headline)
-
-
-def run_pipeline(spec: RunSpec, *, retrain: bool = False, verbose: bool = False,
-                 quiet: bool = False, echo: Callable[[str], None] | None = None,
-                 before: Callable[[Run], None] | None = None) -> RunResult:
-    """Run (or resume) every step of ``spec``; ``before`` runs first (the demo's synthetic
-    data). Returns the steps' reports and results."""
-    from imat_kit.pipeline.steps import POST_STEPS, prepare_step
-
-    run = Run(spec, retrain=retrain, verbose=verbose, quiet=quiet, echo=echo)
-    run.log(f"imat-kit run: {json_fingerprint(spec.describe())[:12]} "
-            + json.dumps(spec.describe(), default=str))
-    if before is not None:
-        before(run)
-    prepare_step(run)
-    train_and_predict(run)
-    for step in POST_STEPS:
-        if step.applies(run):
-            step.do(run)
-    return run.result

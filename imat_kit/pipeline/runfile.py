@@ -15,6 +15,8 @@ from imat_kit.errors import KitError
 from imat_kit.pipeline.spec import ModelSpec, RunSpec, check_models, check_run, parse_gpus
 
 RUN_FILE_SUFFIXES = (".yaml", ".yml")
+#: larger than any run file (a few models' settings)
+MAX_BYTES = 1 << 20
 
 #: run-level keys → their kind; sections (prepare, ensemble, tune) have their own tables
 TOP = {"data": "path", "out": "path", "folds": "folds", "seed": "int", "gpus": "gpus",
@@ -130,10 +132,15 @@ def read_run_file(path: str | Path) -> RunSpec:
     name = str(path)
     if not path.is_file():
         raise KitError("run file not found", file=name)
+    if path.stat().st_size > MAX_BYTES:
+        raise KitError(f"a run file is a few lines; this one has more than {MAX_BYTES:,} bytes",
+                       file=name, value=path.stat().st_size)
     try:
         root = yaml.compose(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise KitError("a run file must be UTF-8 text", file=name) from None
+    except RecursionError:  # PyYAML's parser recurses once per level of nesting
+        raise KitError("values nested too deeply for a run file", file=name) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise KitError(f"not valid YAML: {getattr(e, 'problem', None) or e}",
@@ -145,6 +152,8 @@ def read_run_file(path: str | Path) -> RunSpec:
         spec, lines = _spec(tree, path.parent, name)
     except _Located as e:
         raise KitError(e.message, file=name, row=e.line, value=e.value) from None
+    except RecursionError:
+        raise KitError("values nested too deeply for a run file", file=name) from None
     check_run(spec, where=lambda key: (name, lines.get(key)))
     check_models(spec.models, where=lambda i, key: (name, lines.get((i, key),
                                                                      lines.get((i, None)))))

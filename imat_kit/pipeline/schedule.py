@@ -80,7 +80,7 @@ def run_jobs(jobs: list[Job], devices: tuple[str, ...] = (), *,
 def _blocked(job: Job, state: _State) -> str | None:
     for a in job.after:
         o = state.outcomes.get(a)
-        if o is not None and o.status != "done":
+        if o is not None and o.status in ("failed", "blocked"):
             return a
     return None
 

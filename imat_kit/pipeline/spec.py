@@ -146,7 +146,9 @@ def check_models(models: tuple[ModelSpec, ...], where=lambda i, key: (None, None
                 ("checkpoint", m.checkpoint in CHECKPOINT_CHOICES, "last or best"),
                 ("soft_size", m.soft_size >= 0, "0 (off) or a size like 28"),
                 ("batch_size", m.batch_size >= 1, "at least 1"),
-                ("weight", m.weight > 0, "positive"),
+                ("weight", 0 < m.weight < float("inf"), "a positive number"),
+                ("tta_scales", m.tta_scales is None or all(0 < f <= 8 for f in m.tta_scales),
+                 "factors within (0, 8]"),
                 ("amp", m.amp in (None, "bf16", "fp16"), "bf16 or fp16"),
                 ("attribute_floor", 0 < m.attribute_floor < 1, "within (0, 1)")):
             if not ok:

@@ -75,8 +75,8 @@ def test_demo_end_to_end_and_resume(tmp_path, monkeypatch):
     assert s["val_segm_AP_mean"] == table.segm_AP[2] and 0 <= s["val_segm_AP_mean"] <= 1
     assert s["val_AP_iou_f1_mean"] == pytest.approx(table.AP_iou_f1[2])
     assert 0 <= s["val_AP_iou_f1_mean"] <= 1
-    runs = read_fold_runs(out / "data", [str(out / "predictions" / f"fold{k}_val.jsonl")
-                                         for k in (0, 1)])
+    preds = out / "predictions" / "tiny_test_attr"  # the run's folder of the demo's model
+    runs = read_fold_runs(out / "data", [str(preds / f"fold{k}_val.jsonl") for k in (0, 1)])
     matched = [len(match_instances(r.gt, r.preds)[0]) for r in runs]
     for k, n in enumerate(matched):
         for col in ("attr_micro_f1", "prior_micro_f1"):
@@ -104,12 +104,16 @@ def test_demo_end_to_end_and_resume(tmp_path, monkeypatch):
     sample = pd.read_csv(out / "data" / "sample_submission.csv")
     assert list(dict.fromkeys(csv.ImageId)) == sample.ImageId.tolist()
     assert 0 <= s["test_competition_ensemble"] <= 1
+    # the demo is `imat-kit run`: its manifest names the checkpoints with their SHA-256
+    run_man = json.loads((out / "manifest.json").read_text())
+    assert len(run_man["models"][0]["folds"]) == 2 and s["run_manifest"]
     # a second run reuses every finished step: no training, no prediction
-    kept = [*(out / "predictions").glob("fold*.jsonl"), *(out / "work_dirs").rglob("*.pth")]
+    kept = [*preds.glob("fold*.jsonl"), *(out / "work_dirs").rglob("*.pth"), sub,
+            out / "report.html"]
     mtimes = {p: p.stat().st_mtime_ns for p in kept}
     s2 = run_demo(out, images=24, folds=(0, 1), iters=4, seed=0, submission=sub,
                   config=config, quiet=True)
-    assert len(mtimes) >= 6 and {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert len(mtimes) >= 8 and {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert s2["test_competition_ensemble"] == s["test_competition_ensemble"]
     # another --iters must not reuse the first run's checkpoints: it stops and says why
     with pytest.raises(KitError, match=r"other options.*iters: was 4, now 5.*--overwrite"):
@@ -134,27 +138,27 @@ def test_demo_2020_writes_validates_and_scores_a_2020_submission(tmp_path, monke
 
 
 def test_demo_figures_from_predictions_that_match(prepared, tmp_path):
-    """The demo's evaluation and attribute-threshold steps on exact predictions that carry
-    the true attributes: every figure is known."""
-    from imat_kit.cli.demo import Demo, _evaluate, _tune_attributes
+    """The run's evaluation and attribute-threshold steps (the demo's figures) on exact
+    predictions that carry the true attributes: every figure is known."""
+    from imat_kit.pipeline.run import Run
+    from imat_kit.pipeline.spec import ModelSpec, RunSpec
+    from imat_kit.pipeline.steps import POST_STEPS
 
-    d = Demo(tmp_path, images=0, folds=(0, 1), iters=0, seed=0, year=2019,
-             submission=tmp_path / "s.csv", config=REPO / "tests" / "configs" / "x.py",
-             quiet=True)
-    (tmp_path / "data").symlink_to(prepared)
-    for k in d.folds:
-        write_val(d.preds / f"fold{k}_val.jsonl", fold_predictions(prepared, k, attributes=True),
-                  k)
-    _evaluate(d)
-    mean = d.results["table"].iloc[-2]
-    assert mean.segm_AP == pytest.approx(1.0) and mean.competition == pytest.approx(1.0)
-    assert mean.AP_iou_f1 == pytest.approx(1.0) and mean.attr_micro_f1 == pytest.approx(1.0)
-    assert 0 < mean.prior_micro_f1 < 1  # the per-category prior is no oracle
-    _tune_attributes(d)
-    cross = d.results["attr_cross_folds"]
+    spec = RunSpec(data=prepared, out=tmp_path, folds=(0, 1),
+                   models=(ModelSpec(config=REPO / "tests" / "configs" / "x.py", name="m"),))
+    run = Run(spec, quiet=True)
+    for k in spec.folds:
+        write_val(run.pred("m", k, "val"), fold_predictions(prepared, k, attributes=True), k)
+    steps = {s.name: s for s in POST_STEPS}
+    mean = steps["evaluate"].do(run)["mean"]
+    assert mean["segm_AP"] == pytest.approx(1.0) and mean["competition"] == pytest.approx(1.0)
+    assert mean["AP_iou_f1"] == pytest.approx(1.0)
+    assert mean["attr_micro_f1"] == pytest.approx(1.0)
+    assert 0 < mean["prior_micro_f1"] < 1  # the per-category prior is no oracle
+    cross = steps["tune_attributes"].do(run)["cross_folds"]
     assert cross["attr_micro_f1"] == pytest.approx(1.0)
     assert cross["AP_iou_f1"] == pytest.approx(1.0)
-    assert d.results["thresholds_file"].exists()
+    assert (tmp_path / "eval" / "attribute_thresholds.json").exists()
 
 
 def test_demo_refuses_a_config_without_attributes(tmp_path, monkeypatch):

@@ -156,6 +156,27 @@ def test_evaluation_table_through_submit(fuzz2019, data):
 
 
 @given(data=st.data())
+def test_run_file_through_run(fuzz2019, data):
+    """A run file (written as JSON, which is YAML) checked whole by ``imat-kit run
+    --dry-run``: the plan, or one line naming the run file; nothing written."""
+    from tests.helpers import REPO
+
+    d = _scratch()
+    valid = d / "valid.yaml"
+    valid.write_text(json.dumps({
+        "data": str(fuzz2019 / "data"), "out": "out", "folds": [0, 1], "seed": 0,
+        "gpus": "0,1", "models": [{"config": str(REPO / "tests" / "configs" / "tiny_test.py"),
+                                   "name": "a", "tta": "flip", "checkpoints": 2,
+                                   "cfg_options": ["train_cfg.max_iters=4"], "weight": 1.5}],
+        "prepare": {"folds": 2}, "ensemble": {"iou": 0.6},
+        "tune": {"rescore": False, "min_support": 5}}))
+    f = d / "run.yaml"
+    what = _mutated(data, "json", valid, f)
+    check("run file/run --dry-run", what, f, lambda: run_cli(["run", str(f), "--dry-run"]),
+          outputs=(d / "out",))
+
+
+@given(data=st.data())
 def test_postprocess_file_through_submit(fuzz2019, data):
     _file_through_submit(data, fuzz2019, fuzz2019 / "valid" / "postprocess.json", "json",
                          "--postprocess", "postprocess/submit")
