@@ -179,17 +179,21 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _tta_scales(text: str | None) -> list[float] | None:
+    """``--tta-scales 0.8,1.0,1.2`` as factors (None when not given)."""
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise KitError("--tta-scales takes factors like 0.8,1.0,1.2", value=text) from None
+
+
 def _cmd_predict(a: argparse.Namespace) -> int:
     from imat_kit.errors import KitError
     from imat_kit.mmdet_ext.predict import last_checkpoints, predict, predict_checkpoints
 
-    scales = None
-    if a.tta_scales is not None:
-        try:
-            scales = [float(x) for x in a.tta_scales.split(",")]
-        except ValueError:
-            raise KitError("--tta-scales takes factors like 0.8,1.0,1.2",
-                           value=a.tta_scales) from None
+    scales = _tta_scales(a.tta_scales)
     if a.checkpoints and a.checkpoint:
         raise KitError("give one checkpoint, or several with --checkpoints, not both",
                        value=a.checkpoint)
@@ -436,16 +440,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
                            "there)", file=files[0])
         spec = read_run_file(files[0])
     else:
-        scales = None
-        if a.tta_scales is not None:
-            try:
-                scales = [float(x) for x in a.tta_scales.split(",")]
-            except ValueError:
-                raise KitError("--tta-scales takes factors like 0.8,1.0,1.2",
-                               value=a.tta_scales) from None
         spec = spec_from_options(a.targets, data=a.data, out=a.out, folds=a.folds,
                                  seed=a.seed, gpus=a.gpus, launcher=a.launcher,
-                                 cfg_options=a.cfg_options, tta=a.tta, tta_scales=scales,
+                                 cfg_options=a.cfg_options, tta=a.tta,
+                                 tta_scales=_tta_scales(a.tta_scales),
                                  soft_size=a.soft_size, checkpoints=a.checkpoints,
                                  checkpoint=a.checkpoint, submission=a.submission,
                                  rescore=not a.no_rescore, figures=not a.no_figures)
