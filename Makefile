@@ -69,12 +69,12 @@ lint: $(VENV)/.installed
 DEMO_DIR ?= outputs/demo
 demo: $(VENV)/.installed
 	$(BIN)/imat-kit demo --out $(DEMO_DIR) --images 300 --folds 0,1 --iters 360 --seed 0 \
-		--submission submissions/demo.csv
+		--jobs 2 --submission submissions/demo.csv
 
 # the same on the synthetic 2020 set: a 2020-layout submission, scored with the 2020 rule
 demo2020: $(VENV)/.installed
 	$(BIN)/imat-kit demo --year 2020 --out $(DEMO_DIR)2020 --images 300 --folds 0,1 --iters 360 \
-		--seed 0 --submission submissions/demo2020.csv
+		--seed 0 --jobs 2 --submission submissions/demo2020.csv
 
 clean-demo:
 	rm -rf $(DEMO_DIR) $(DEMO_DIR)2020 submissions/demo.csv submissions/demo.json \

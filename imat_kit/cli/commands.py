@@ -415,7 +415,8 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     s = run_demo(a.out or f"outputs/demo{suffix}", images=a.images, folds=tuple(a.folds),
                  iters=a.iters, seed=a.seed, year=a.year,
                  submission=a.submission or f"submissions/demo{suffix}.csv",
-                 overwrite=a.overwrite, verbose=a.verbose, quiet=a.quiet, echo=_echo)
+                 overwrite=a.overwrite, verbose=a.verbose, quiet=a.quiet, echo=_echo,
+                 jobs=a.jobs)
     for line in demo_summary_lines(s):
         print(line)
     return 0
@@ -441,7 +442,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
         spec = read_run_file(files[0])
     else:
         spec = spec_from_options(a.targets, data=a.data, out=a.out, folds=a.folds,
-                                 seed=a.seed, gpus=a.gpus, launcher=a.launcher,
+                                 seed=a.seed, gpus=a.gpus, jobs=a.jobs,
+                                 launcher=a.launcher,
                                  cfg_options=a.cfg_options, tta=a.tta,
                                  tta_scales=_tta_scales(a.tta_scales),
                                  soft_size=a.soft_size, checkpoints=a.checkpoints,
@@ -498,6 +500,13 @@ def _fold_files(patterns: list[str]) -> list[str]:
     if not files:
         raise KitError(f"no predictions file matches {' '.join(patterns)}")
     return files
+
+
+def _jobs(s, default: int) -> None:
+    s.add_argument("--jobs", type=int, default=default, metavar="N",
+                   help="without GPUs: N (model, fold) trainings and predictions at once on the "
+                   f"CPU, each with its share of the cores (default {default}; on 2 cores 2 "
+                   "jobs train the demo's folds about 25%% faster than one after another)")
 
 
 def _mask_size(s) -> None:
@@ -801,6 +810,7 @@ def _parser_result_steps(sub, parents) -> None:
     s.add_argument("--images", type=int, default=300)
     s.add_argument("--folds", type=_parse_folds, default=[0, 1], help="folds to train")
     s.add_argument("--iters", type=int, default=360, help="training iterations per fold")
+    _jobs(s, 2)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--submission", default=None,
                    help="default submissions/demo.csv (2020: submissions/demo2020.csv)")
@@ -823,6 +833,7 @@ def _parser_result_steps(sub, parents) -> None:
     s.add_argument("--gpus", default=None, metavar="IDS|N",
                    help="GPU ids (0,1,2,3): the (model, fold) trainings and predictions run "
                    "at once, one per GPU; with --launcher, the count of each fold's processes")
+    _jobs(s, 1)
     s.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
                    help="pytorch: each fold in DDP over --gpus N processes; slurm: through "
                    "srun (mim)")

@@ -20,6 +20,7 @@ def plan(spec: RunSpec) -> list[str]:
     lines = [f"run folder {spec.out}; data {spec.data}; folds "
              f"{', '.join(map(str, spec.folds))}; seed {spec.seed}"
              + (f"; GPUs {','.join(spec.gpus)} (one job each)" if spec.gpus else "")
+             + (f"; {spec.jobs} jobs at once on the CPU" if spec.jobs > 1 else "")
              + (f"; launcher {spec.launcher} × {spec.launcher_gpus}"
                 if spec.launcher != "none" else "")]
     for m in spec.models:

@@ -125,6 +125,24 @@ class Run:
             self._shas[key] = file_fingerprint(p)["sha256"]
         return self._shas[key]
 
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The scheduler's slots: GPU ids, or ``cpu0``, ``cpu1``, … for CPU jobs at once."""
+        if self.spec.gpus:
+            return self.spec.gpus
+        return tuple(f"cpu{i}" for i in range(self.spec.jobs)) if self.spec.jobs > 1 else ()
+
+    def slot_env(self, device: str | None) -> dict | None:
+        """What a job on ``device`` adds to its processes' environment: its GPU, or (a CPU
+        slot) no GPU and its share of the cores."""
+        if device is None:
+            return None
+        if device.startswith("cpu"):
+            threads = str(max(1, (os.cpu_count() or 1) // self.spec.jobs))
+            return {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads,
+                    "MKL_NUM_THREADS": threads}
+        return {"CUDA_VISIBLE_DEVICES": device}
+
     def rel(self, path: str | Path) -> str:
         p = Path(path)
         try:
@@ -216,7 +234,7 @@ def _train(run: Run, model: ModelSpec, fold: int, device: str | None, slot: int 
     from imat_kit.mmdet_ext.predict import last_checkpoints
     from imat_kit.mmdet_ext.train import train_folds
 
-    env = {"CUDA_VISIBLE_DEVICES": device} if device is not None else None
+    env = run.slot_env(device)
     recs = train_folds(model.config, [fold], work_root=run.out / "work_dirs" / model.name,
                        data_root=str(run.data), cfg_options=_train_options(run, model),
                        launcher=run.spec.launcher, gpus=run.spec.launcher_gpus,
@@ -260,13 +278,13 @@ def _predict(run: Run, model: ModelSpec, fold: int, split: str, device: str | No
         if len(ckpts) > 1:
             return predict_checkpoints(str(model.config), ckpts, quiet=run.quiet, **kw)
         return predict(str(model.config), ckpts[0], quiet=run.quiet, **kw)
-    # a process per GPU job: CUDA_VISIBLE_DEVICES chooses its device
+    # a process per job: CUDA_VISIBLE_DEVICES chooses its GPU (a CPU job: its threads)
     log = run.out / "logs" / f"predict_{model.name}_fold{fold}_{split}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     result = log.with_suffix(".json")
     task = {"config": str(model.config), "checkpoints": ckpts, "kwargs": kw,
             "result": str(result)}
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": device}
+    env = {**os.environ, **run.slot_env(device)}
     with open(log, "a", encoding="utf-8") as f:
         code = subprocess.call([sys.executable, "-m", "imat_kit.pipeline.worker",
                                 json.dumps(task)], env=env, stdout=f, stderr=subprocess.STDOUT)
@@ -281,7 +299,7 @@ def _predict(run: Run, model: ModelSpec, fold: int, split: str, device: str | No
 def model_jobs(run: Run) -> list[Job]:
     """Each (model, fold)'s training, then its validation and test predictions."""
     jobs = []
-    slots = {d: i for i, d in enumerate(run.spec.gpus)}
+    slots = {d: i for i, d in enumerate(run.devices)}
     logs = run.out / "logs"
     for m in run.spec.models:
         for k in run.spec.folds:
@@ -301,18 +319,19 @@ def train_and_predict(run: Run) -> None:
     """The model jobs on the run's devices, with one line for the step (and, on several
     devices, one per job)."""
     jobs = model_jobs(run)
-    parallel = len(run.spec.gpus) > 1
+    parallel = len(run.devices) > 1
     n_train = sum(j.key.startswith("train") for j in jobs)
     run.say(f"{'train + predict':<{NAME_WIDTH}} started: {n_train} training run(s), "
             f"{len(jobs) - n_train} prediction file(s)"
-            + (f" on GPUs {','.join(run.spec.gpus)}" if run.spec.gpus else ""))
+            + (f" on GPUs {','.join(run.spec.gpus)}" if run.spec.gpus else
+               f", {run.spec.jobs} at once on the CPU" if run.spec.jobs > 1 else ""))
     t0 = time.perf_counter()
     times: dict[str, float] = {}
 
     def event(kind: str, o: Outcome) -> None:
         if kind == "start":
             times[o.key] = time.perf_counter()
-            run.log(f"{o.key}: started" + (f" on GPU {o.device}" if o.device else ""))
+            run.log(f"{o.key}: started" + (f" on {o.device}" if o.device else ""))
             return
         took = _duration(time.perf_counter() - times.get(o.key, time.perf_counter()))
         line = f"{o.key}: {kind}" + (f" in {took}" if kind != "blocked" else "") + (
@@ -324,7 +343,7 @@ def train_and_predict(run: Run) -> None:
         from mmengine.utils import is_installed
 
         is_installed("mmdet")
-    outcomes = run_jobs(jobs, run.spec.gpus, on_event=event)
+    outcomes = run_jobs(jobs, run.devices, on_event=event)
     trained = [o.result for k, o in outcomes.items() if k.startswith("train")]
     predicted = [o.result for k, o in outcomes.items() if k.startswith("predict")]
     n_runs = sum(len(t["statuses"]) for t in trained)

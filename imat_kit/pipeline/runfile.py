@@ -20,6 +20,7 @@ MAX_BYTES = 1 << 20
 
 #: run-level keys → their kind; sections (prepare, ensemble, tune) have their own tables
 TOP = {"data": "path", "out": "path", "folds": "folds", "seed": "int", "gpus": "gpus",
+       "jobs": "int",
        "launcher": "str", "submission": "path", "figures": "bool", "models": "models",
        "prepare": "section", "ensemble": "section", "tune": "section"}
 SECTIONS = {"prepare": {"folds": ("prepare_folds", "int"), "split": ("prepare_split", "str")},

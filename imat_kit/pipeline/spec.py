@@ -78,6 +78,8 @@ class RunSpec:
     gpus: tuple[str, ...] = ()
     launcher: str = "none"
     launcher_gpus: int = 1
+    #: without GPUs: (model, fold) jobs run at once on the CPU, each with its share of the cores
+    jobs: int = 1
     prepare_folds: int = 5
     prepare_split: str = "stratified"
     ensemble_method: str = "fusion"
@@ -175,6 +177,9 @@ def check_run(spec: RunSpec, where=lambda key: (None, None)) -> None:
          f"below prepare's fold count ({spec.prepare_folds})"),
         ("launcher", spec.launcher in LAUNCHERS, "none, pytorch or slurm"),
         ("gpus", spec.launcher_gpus >= 1, "at least 1"),
+        ("jobs", spec.jobs >= 1, "at least 1"),
+        ("jobs", spec.jobs == 1 or (not spec.gpus and spec.launcher == "none"),
+         "1 with gpus or a launcher (then one job runs per GPU, or each fold over all)"),
         ("prepare", spec.prepare_folds >= 2, "folds: at least 2"),
         ("prepare", spec.prepare_split in SPLITS, "split: " + ", ".join(SPLITS)),
         ("ensemble", spec.ensemble_method in METHODS, "method: " + ", ".join(METHODS)),
@@ -201,6 +206,7 @@ def check_run(spec: RunSpec, where=lambda key: (None, None)) -> None:
 
 def _shown_value(spec: RunSpec, key: str) -> object:
     return {"folds": spec.folds, "launcher": spec.launcher, "gpus": spec.launcher_gpus,
+            "jobs": spec.jobs,
             "prepare": (spec.prepare_folds, spec.prepare_split),
             "ensemble": (spec.ensemble_method, spec.ensemble_iou, spec.ensemble_scores),
             "tune": (spec.tune_metric, spec.tune_fn, spec.tune_min_support)}.get(key)
@@ -228,6 +234,7 @@ def parse_gpus(text: str | int | list, launcher: str) -> tuple[tuple[str, ...], 
 
 def spec_from_options(configs: list[str], *, data: str | None, out: str | None,
                       folds: list[int], seed: int = 0, gpus: str | None = None,
+                      jobs: int = 1,
                       launcher: str = "none", cfg_options: list[str] | None = None,
                       predict_options: list[str] | None = None, tta: str | None = None,
                       tta_scales: list[float] | None = None, soft_size: int = 0,
@@ -245,7 +252,7 @@ def spec_from_options(configs: list[str], *, data: str | None, out: str | None,
                              soft_size=soft_size, checkpoints=checkpoints,
                              checkpoint=checkpoint) for c in configs)
     spec = RunSpec(data=Path(data), out=Path(out), models=models, folds=tuple(folds),
-                   seed=seed, gpus=ids, launcher=launcher, launcher_gpus=count,
+                   seed=seed, gpus=ids, launcher=launcher, launcher_gpus=count, jobs=jobs,
                    submission=Path(submission) if submission else None,
                    tune_rescore=rescore, figures=figures)
     check_run(spec)

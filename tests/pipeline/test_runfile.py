@@ -3,6 +3,7 @@ written) and the command line's options."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,30 @@ def test_the_run_file_of_the_docs_is_valid(tmp_path):
     htc = spec.models[1]
     assert (htc.tta, htc.checkpoints, htc.soft_size, htc.amp) == ("scales+flip", 3, 28, "bf16")
     assert spec.gpus == ("0", "1", "2", "3") and spec.tune_rescore
+
+
+def test_cpu_jobs_take_a_share_of_the_cores_and_gpu_jobs_their_gpu(tmp_path):
+    import os
+
+    from imat_kit.pipeline.run import Run
+
+    (tmp_path / "d").mkdir()
+    spec = spec_from_options([str(TINY)], data=str(tmp_path / "d"), out=str(tmp_path / "r"),
+                             folds=[0, 1], jobs=2)
+    run = Run(spec)
+    assert run.devices == ("cpu0", "cpu1")
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    assert run.slot_env("cpu1") == {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads,
+                                    "MKL_NUM_THREADS": threads}
+    assert run.slot_env(None) is None
+    gpu = Run(spec_from_options([str(TINY)], data=str(tmp_path / "d"),
+                                out=str(tmp_path / "r"), folds=[0], gpus="2,5"))
+    assert gpu.devices == ("2", "5") and gpu.slot_env("5") == {"CUDA_VISIBLE_DEVICES": "5"}
+    assert Run(dataclasses.replace(spec, jobs=1)).devices == ()
+    with pytest.raises(KitError, match="jobs must be 1 with gpus"):
+        spec_from_options([str(TINY)], data=str(tmp_path / "d"), out="r", folds=[0],
+                          gpus="0,1", jobs=2)
+    text = GOOD.replace("gpus: 0,1", "jobs: 2")
+    assert read_run_file(_file(tmp_path, text)).jobs == 2
+    with pytest.raises(KitError, match=r"run.yaml:6: jobs must be 1 with gpus"):
+        read_run_file(_file(tmp_path, GOOD.replace("gpus: 0,1", "gpus: 0,1\njobs: 3")))
