@@ -40,7 +40,7 @@ def main() -> None:
     spec = RunSpec(data=data, out=OUT / "run", models=(model,), folds=(0, 1))
     other = dataclasses.replace(model, name="tiny_b",
                                 cfg_options=(*model.cfg_options,
-                                             "optim_wrapper.optimizer.lr=0.01"))
+                                             "optim_wrapper.optimizer.lr=0.0004"))
     runs = [("first run", spec),
             ("same inputs again", spec),
             ("changed TTA (flip)", dataclasses.replace(

@@ -133,15 +133,15 @@ class Run:
         return tuple(f"cpu{i}" for i in range(self.spec.jobs)) if self.spec.jobs > 1 else ()
 
     def slot_env(self, device: str | None) -> dict | None:
-        """What a job on ``device`` adds to its processes' environment: its GPU, or (a CPU
-        slot) no GPU and its share of the cores."""
+        """What a job on ``device`` adds to its processes' environment: its GPU (a CPU slot:
+        none), and its share of the cores. Jobs at once each with every core's worth of
+        OpenMP threads spin against each other: measured 9.2 s per iteration of the tiny
+        model, two jobs on 2 cores, against 1.5 with one thread each."""
         if device is None:
             return None
-        if device.startswith("cpu"):
-            threads = str(max(1, (os.cpu_count() or 1) // self.spec.jobs))
-            return {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads,
-                    "MKL_NUM_THREADS": threads}
-        return {"CUDA_VISIBLE_DEVICES": device}
+        threads = str(max(1, (os.cpu_count() or 1) // len(self.devices)))
+        return {"CUDA_VISIBLE_DEVICES": "" if device.startswith("cpu") else device,
+                "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
     def rel(self, path: str | Path) -> str:
         p = Path(path)

@@ -183,7 +183,8 @@ def test_cpu_jobs_take_a_share_of_the_cores_and_gpu_jobs_their_gpu(tmp_path):
     assert run.slot_env(None) is None
     gpu = Run(spec_from_options([str(TINY)], data=str(tmp_path / "d"),
                                 out=str(tmp_path / "r"), folds=[0], gpus="2,5"))
-    assert gpu.devices == ("2", "5") and gpu.slot_env("5") == {"CUDA_VISIBLE_DEVICES": "5"}
+    assert gpu.devices == ("2", "5") and gpu.slot_env("5") == {
+        "CUDA_VISIBLE_DEVICES": "5", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     assert Run(dataclasses.replace(spec, jobs=1)).devices == ()
     with pytest.raises(KitError, match="jobs must be 1 with gpus"):
         spec_from_options([str(TINY)], data=str(tmp_path / "d"), out="r", folds=[0],
