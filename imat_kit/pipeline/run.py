@@ -83,6 +83,8 @@ class Run:
         #: (model name, fold) → the checkpoints predictions use
         self.checkpoints: dict[tuple[str, int], list[str]] = {}
         self.work_dirs: dict[tuple[str, int], Path] = {}
+        #: the out-of-fold predictions with their truth, read once (steps.fold_runs)
+        self.fold_runs: list | None = None
 
     # --- folders ---------------------------------------------------------------------------
 
@@ -160,7 +162,7 @@ class Run:
         old = json.loads(record_path.read_text()) if record_path.exists() else None
         why = _why(old, inputs, outputs, self)
         if why is None:
-            self._report(name, "skipped", "same inputs as before", 0.0, old["headline"])
+            self.report_step(name, "skipped", "same inputs as before", 0.0, old["headline"])
             self.result.results[name] = old["result"]
             return old["result"]
         self.say(f"{name:<{NAME_WIDTH}} started: {why}")
@@ -171,11 +173,11 @@ class Run:
                   "headline": headline, "result": result}
         with atomic_open(record_path, "w") as f:
             json.dump(record, f, indent=1, default=str)
-        self._report(name, "ran", why, seconds, headline)
+        self.report_step(name, "ran", why, seconds, headline)
         self.result.results[name] = result
         return result
 
-    def _report(self, name: str, status: str, why: str, seconds: float, headline: str) -> None:
+    def report_step(self, name: str, status: str, why: str, seconds: float, headline: str) -> None:
         self.result.steps.append(StepReport(name, status, why, seconds, headline))
         if status == "skipped":
             self.say(f"{name:<{NAME_WIDTH}} skipped ({why}): {headline}")
@@ -362,4 +364,4 @@ def train_and_predict(run: Run) -> None:
     run.result.results["models"] = {
         "checkpoints": {f"{m}/fold{k}": c for (m, k), c in run.checkpoints.items()},
         "work_dirs": {f"{m}/fold{k}": str(w) for (m, k), w in run.work_dirs.items()}}
-    run._report("train + predict", status, why, time.perf_counter() - t0, headline)
+    run.report_step("train + predict", status, why, time.perf_counter() - t0, headline)

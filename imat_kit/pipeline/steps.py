@@ -52,7 +52,7 @@ def prepare_step(run: Run) -> None:
     recorded = (run.out / ".steps" / "prepare.json").exists()
     if report.exists() and not recorded:
         rep = json.loads(report.read_text())
-        run._report("prepare", "skipped", "the data was prepared before",
+        run.report_step("prepare", "skipped", "the data was prepared before",
                     0.0, f"{rep['folds']} {rep['split']} folds (seed {rep['seed']}) in {data}")
     else:
         if raw is None:
@@ -81,9 +81,9 @@ def fold_runs(run: Run) -> list:
     """The out-of-fold predictions with their truth, read once per run."""
     from imat_kit.eval.runs import read_fold_runs
 
-    if getattr(run, "_fold_runs", None) is None:
-        run._fold_runs = read_fold_runs(run.data, [str(p) for p in run.oof_files()])
-    return run._fold_runs
+    if run.fold_runs is None:
+        run.fold_runs = read_fold_runs(run.data, [str(p) for p in run.oof_files()])
+    return run.fold_runs
 
 
 def labels(run: Run):
@@ -438,12 +438,14 @@ def _manifest(run: Run) -> dict:
             models.append({"name": m.name, "config": str(m.config),
                            "config_sha256": run.sha(m.config), "folds": folds})
         r = run.result.results
+        tuned = json.loads(pp.read_text())  # read once: its settings and its figures
         content = {
             "format": "imat-kit-run", "spec": s.describe(), "models": models,
             "files": {run.rel(p): run.sha(p) for p in dict.fromkeys(files)},
-            "settings": {"postprocess": json.loads(pp.read_text()).get("settings"),
+            "settings": {"postprocess": tuned.get("settings"),
                          "postprocess_sha256": run.sha(pp)},
-            "scores": {"folds": r["evaluate"], "tune": _json_safe(_tune_summary(pp)),
+            "scores": {"folds": r["evaluate"], "tune": _json_safe(
+                {k: tuned.get(k) for k in ("metric", "fn", "nested", "groups_kept", "rescoring")}),
                        "test": r.get("score")},
             "submission": {"path": str(sub), "sha256": run.sha(sub),
                            "manifest": str(sub.with_suffix(".json"))},
@@ -456,10 +458,6 @@ def _manifest(run: Run) -> dict:
                                  "spec": json.dumps(s.describe(), sort_keys=True, default=str)},
                     [out], work)
 
-
-def _tune_summary(pp_file: Path) -> dict:
-    pp = json.loads(pp_file.read_text())
-    return {k: pp.get(k) for k in ("metric", "fn", "nested", "groups_kept", "rescoring")}
 
 
 def _json_safe(v):
