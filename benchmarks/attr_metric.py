@@ -1,5 +1,5 @@
-"""AP^{IoU+F1}: ``imat_kit.attr_metric.fashionpedia_eval`` against Fashionpedia's own ``FPEval``
-(package ``fashionpedia`` 1.1), same data, same run: equal figures, and the time of each.
+"""AP^{IoU+F1}: ``imat_kit.eval.attr_metric.fashionpedia_eval`` against Fashionpedia's own
+``FPEval`` (package ``fashionpedia`` 1.1), same data, same run: equal figures, and the time of each.
 
 A Fashionpedia-sized validation case (``tests.coco_helpers.random_attribute_case``, as the
 test's): images of 512×512 with 3–8 garments each (46 categories, 294 attributes of the 2020

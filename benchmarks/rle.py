@@ -1,4 +1,4 @@
-"""Encode speed: ``imat_kit.rle.encode`` against the common notebook kernel, same run.
+"""Encode speed: ``imat_kit.data.rle.encode`` against the common notebook kernel, same run.
 
 The notebook kernel (flatten in Fortran order, pad with zeros, diff) is what most 2019
 kernels used to write EncodedPixels. Masks are 1500×1000 garment-like blobs (uint8 0/1).

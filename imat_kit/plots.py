@@ -298,7 +298,7 @@ def _outline(m: np.ndarray, width: int = 2) -> np.ndarray:
 
 def plot_category_distribution(per_cat, out: str | Path) -> None:
     """Horizontal bar chart of instances per category (log scale), most frequent on top;
-    ``per_cat`` is the ``categories`` table of :func:`imat_kit.stats.dataset_stats`."""
+    ``per_cat`` is the ``categories`` table of :func:`imat_kit.data.stats.dataset_stats`."""
     d = per_cat.sort_values("instances")
     fig, ax = plt.subplots(figsize=(8, 10))
     ax.barh([f"{i} {n[:28]}" for i, n in zip(d["category_id"], d["name"])],

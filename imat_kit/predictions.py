@@ -224,7 +224,7 @@ class Expected:
     @classmethod
     def of(cls, labels, images: Mapping[str, tuple[int, int]] | None = None,
            split: str = "the split") -> Expected:
-        """The label space of a :class:`~imat_kit.labels.Labels` (and the split's images)."""
+        """The label space of a :class:`~imat_kit.data.labels.Labels` (and the split's images)."""
         return cls(frozenset(labels.category_ids), frozenset(labels.attribute_ids), images,
                    split, labels.source or "the label file")
 

@@ -1,14 +1,11 @@
 """The package's structure: no import cycle (function-level imports included), no printing
-outside the command line, the short module names users import, and test modules that import
+outside the command line, and test modules that import
 only the shared helpers."""
 
 from __future__ import annotations
 
 import ast
-import importlib
 from pathlib import Path
-
-import pytest
 
 from tests.helpers import REPO
 
@@ -110,15 +107,6 @@ def test_library_code_does_not_print():
                     and node.func.id == "print"):
                 printing.append(f"{p.relative_to(REPO)}:{node.lineno}")
     assert printing == []
-
-
-@pytest.mark.parametrize("short", ["labels", "rle", "coco", "folds", "synth", "prepare", "paths",
-                                   "metric", "attr_metric", "evaluate", "attr_eval", "demo"])
-def test_short_module_names_are_the_stage_modules(short):
-    from imat_kit import SHORT_NAMES
-
-    assert importlib.import_module(f"imat_kit.{short}") is importlib.import_module(
-        SHORT_NAMES[short])
 
 
 def test_test_modules_import_only_the_helpers():

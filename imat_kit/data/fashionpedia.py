@@ -5,7 +5,7 @@ and ``instances_attributes_val2020.json``: the same 46 categories and 294 attrib
 as the 2020 competition, ``attribute_ids`` on every annotation, and segmentations as polygons
 (a list of ``[x0, y0, x1, y1, …]`` rings) or as RLE (``{"size": [h, w], "counts": …}``,
 compressed text or an uncompressed list). :func:`fashionpedia_to_coco` turns such a file into
-the same :class:`~imat_kit.coco.CocoData` that ``train.csv`` becomes (compressed RLE masks,
+the same :class:`~imat_kit.data.coco.CocoData` that ``train.csv`` becomes (compressed RLE masks,
 bbox and area from pycocotools, ``attribute_ids`` sorted), so ``imat-kit prepare`` writes the
 same files, folds included, from either source.
 

@@ -31,14 +31,6 @@ def presence_matrix(ann_image: np.ndarray, ann_category: np.ndarray, n_images: i
     return y
 
 
-def instance_matrix(ann_image: np.ndarray, ann_category: np.ndarray, n_images: int,
-                    n_categories: int) -> np.ndarray:
-    """``n_images × n_categories`` int64: instances of each category in each image."""
-    y = np.zeros((n_images, n_categories), dtype=np.int64)
-    np.add.at(y, (ann_image, ann_category), 1)
-    return y
-
-
 def make_folds(presence: np.ndarray, n_folds: int = 5, method: str = "stratified",
                seed: int = 0) -> np.ndarray:
     """The fold (0..K-1) of every image, deterministic for a given seed."""

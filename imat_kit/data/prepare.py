@@ -2,7 +2,7 @@
 
 Reads ``DATA/train.csv`` (+ ``train/`` images, ``label_descriptions.json``,
 ``sample_submission.csv`` and ``test/`` when present), or Fashionpedia's
-``instances_attributes_train2020.json`` (+ ``train/``; see :mod:`imat_kit.fashionpedia`) when
+``instances_attributes_train2020.json`` (+ ``train/``; see :mod:`imat_kit.data.fashionpedia`) when
 DATA has no ``train.csv`` or ``annotations=`` names such a file, and writes into ``OUT``
 (default DATA)::
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from imat_kit.data.coco import NO_ANNOTATIONS, CocoData, csv_to_coco
 from imat_kit.errors import KitError
-from imat_kit.eval.fashionpedia import fashionpedia_to_coco, find_fashionpedia
+from imat_kit.data.fashionpedia import fashionpedia_to_coco, find_fashionpedia
 from imat_kit.data.folds import balance_report, make_folds, presence_matrix, summarise_balance, write_folds_csv
 from imat_kit.files import atomic_open
 from imat_kit.progress import progress

@@ -28,7 +28,7 @@ from imat_kit.eval.runs import FoldRun, as_run, read_fold_runs, split_expected
 from imat_kit.files import atomic_open
 
 __all__ = ["REFERENCE_TABLE3", "FoldRun", "attribute_columns", "evaluate_files", "evaluate_fold",
-           "evaluate_to", "has_attributes", "pred_instances", "read_fold_runs", "split_expected",
+           "evaluate_to", "pred_instances", "read_fold_runs", "split_expected",
            "truth_instances"]
 
 #: The reference study (Matterport Mask R-CNN R50, COCO weights; AP on 100 validation images)
@@ -36,13 +36,6 @@ REFERENCE_TABLE3 = pd.DataFrame({
     "run": ["baseline", "heads 20 epochs", "+ all layers", "full data"],
     "AP": [11.9, 17.0, 22.4, 30.6], "AP50": [20.8, 30.3, 38.8, 51.3],
     "AP75": [13.2, 17.5, 22.6, 31.8], "time": ["15 min", "3 h", "11 h", "45 h (GTX 1070)"]})
-
-
-def has_attributes(preds: dict, head: dict | None = None) -> bool:
-    """Whether predictions speak of attributes: an instance carries some, or the header says
-    an attribute model made them (one that detected nothing carries none)."""
-    return bool((head or {}).get("attribute_model")) or any(
-        p.attr_probs or p.attributes for p in preds.values())
 
 
 def attribute_columns(run: FoldRun, labels, thresholds, *, score_thr: float = 0.3) -> dict:

@@ -1,8 +1,9 @@
 """Per-instance attributes through MMDetection's data pipeline.
 
 An instance's attributes travel as one row of ``gt_attributes`` (N × A, float32 multi-hot over
-the dataset's attribute space, in the order of :attr:`imat_kit.labels.Labels.attribute_id_list`)
-and arrive in ``data_sample.gt_instances.attributes``.
+the dataset's attribute space, in the order of
+:attr:`imat_kit.data.labels.Labels.attribute_id_list`) and arrive in
+``data_sample.gt_instances.attributes``.
 
 The trap this module closes: mmdet 3.3's ``FilterAnnotations`` and ``RandomCrop`` (and our
 ``RecomputeBBoxFromMasks``, and any transform that drops instances) subset only the keys they

@@ -232,10 +232,10 @@ def _reader_case(kind: str, what: str, f: Path, read) -> None:
 def test_readers_in_process(fuzz2020, data):
     """Each reader of the 2020 set's files (the richest layout) on one mutated file."""
     from imat_kit.data.coco import csv_to_coco
+    from imat_kit.data.fashionpedia import fashionpedia_to_coco
     from imat_kit.data.labels import load_labels
     from imat_kit.data.paths import find_labels
     from imat_kit.eval.attr_eval import load_thresholds
-    from imat_kit.eval.fashionpedia import fashionpedia_to_coco
     from imat_kit.eval.runs import read_fold_runs
     from imat_kit.postprocess import load_postprocess
     from imat_kit.predictions import read_predictions

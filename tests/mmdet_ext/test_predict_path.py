@@ -207,7 +207,7 @@ def test_installed_package_finds_its_configs(tmp_path):
     r = subprocess.run([sys.executable, "-m", "imat_kit.cli", "demo", "--help"], env=env,
                        cwd=elsewhere, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--iters" in r.stdout, r.stderr
-    code = ("import imat_kit, sys; from imat_kit.demo import default_config; "
+    code = ("import imat_kit, sys; from imat_kit.cli.demo import default_config; "
             "from mmengine.config import Config; p = default_config(); "
             "c = Config.fromfile(str(p)); print(imat_kit.__file__); print(p); "
             "print(c.model.roi_head.bbox_head.num_classes, c.runner_type); "
