@@ -27,8 +27,12 @@ def safe_globals() -> list:
 
 
 def register_safe_globals() -> None:
+    """Allow-list :func:`safe_globals` for ``torch.load`` (those not listed yet)."""
     if hasattr(torch.serialization, "add_safe_globals"):
-        torch.serialization.add_safe_globals(safe_globals())
+        have = torch.serialization.get_safe_globals()
+        new = [g for g in safe_globals() if not any(g is h for h in have)]
+        if new:
+            torch.serialization.add_safe_globals(new)
 
 
 def _hub_cached(url: str) -> str | None:

@@ -4,6 +4,10 @@
 ``[a,b]`` lists mean what they mean to ``mim``), and the fold / data root reach the config
 through ``IMAT_FOLD`` / ``IMAT_DATA_ROOT`` only while it is read: the caller's environment is
 left as it was.
+
+The fold is also a config value: ``--cfg-options imat_fold=K`` (with ``mim train`` as with the
+kit's commands) moves every fold-dependent setting to fold K (:func:`apply_fold_option`); the
+environment variable stays as the default.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,9 +91,53 @@ def load_config(path: str | Path, *, fold: int | None = None,
     with CONFIG_LOCK, imat_env(fold, data_root):
         cfg = Config.fromfile(str(path))
     opts = parse_cfg_options(options)
+    if fold is not None and "imat_fold" in opts and str(opts["imat_fold"]) != str(int(fold)):
+        raise KitError(f"--cfg-options imat_fold={opts['imat_fold']} with fold {fold}: the kit's "
+                       "commands take the fold from --fold/--folds", file=str(path))
     if opts:
         cfg.merge_from_dict(opts)
+    apply_fold_option(cfg)
     return cfg
+
+
+#: the kit's datasets and metrics that depend on the fold
+FOLD_DATASETS = ("IMatDataset",)
+FOLD_METRICS = ("IMatCocoMetric", "IMatCompetitionMetric")
+_VAL_FILE = re.compile(r"fold\d+_val\.json$")
+
+
+def apply_fold_option(cfg) -> None:
+    """``imat_fold`` in a config (``--cfg-options imat_fold=K``) → ``fold`` and every dataset
+    and evaluator that was built for the fold the config was read with, moved to fold K (in
+    place). The config reads the fold from ``IMAT_FOLD`` (default 0) when it is parsed; the
+    option wins over it. Without the option nothing changes."""
+    if cfg.get("imat_fold") is None:
+        return
+    try:
+        fold = int(str(cfg.imat_fold))
+    except ValueError:
+        raise KitError("imat_fold must be a fold number", value=cfg.imat_fold) from None
+    if fold < 0:
+        raise KitError("imat_fold must be a fold number", value=cfg.imat_fold)
+    cfg.fold = fold
+
+    def move(node: object) -> None:
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if kind in FOLD_DATASETS and "fold" in node and node.get("split") != "test":
+                node["fold"] = fold
+            if kind in FOLD_METRICS and isinstance(node.get("ann_file"), str):
+                node["ann_file"] = _VAL_FILE.sub(f"fold{fold}_val.json", node["ann_file"])
+            for v in node.values():
+                move(v)
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                move(v)
+
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader", "val_evaluator",
+                "test_evaluator"):
+        if cfg.get(key) is not None:
+            move(cfg[key])
 
 
 def flat_settings(cfg, drop: tuple[str, ...] = ("work_dir", "resume")) -> dict[str, object]:

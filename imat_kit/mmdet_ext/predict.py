@@ -42,6 +42,7 @@ from imat_kit.mmdet_ext.config import (
     is_attribute_model,
     load_config,
 )
+from imat_kit.mmdet_ext.runtime import setup_runtime
 from imat_kit.postprocess import box_pixels
 from imat_kit.predictions import (
     ATTRIBUTE_FLOOR,
@@ -378,6 +379,7 @@ def build_detector(cfg, checkpoint: str | Path, device: str):
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
 
+    setup_runtime()  # mmengine checkpoints under torch >= 2.6, an offline https load_from
     init_default_scope(cfg.get("default_scope", "mmdet"))
     if "init_cfg" in cfg.model.get("backbone", {}):
         cfg.model.backbone.init_cfg = None  # the checkpoint has the weights: no download

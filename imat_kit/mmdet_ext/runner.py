@@ -1,9 +1,9 @@
 """``IMatRunner``: mmengine's Runner with the two rules our configs would otherwise restate.
 
-* **One work dir per fold.** A run's work dir ends in ``fold<k>`` (k = the config's ``fold``,
-  i.e. ``IMAT_FOLD``): ``mim train mmdet configs/x.py`` writes to ``work_dirs/x/fold<k>``, and
-  ``--work-dir W`` to ``W/fold<k>`` unless W already ends in ``fold<k>``. Two folds can never
-  resume or overwrite each other's run.
+* **One work dir per fold.** A run's work dir ends in ``fold<k>`` (k = the config's ``fold``:
+  ``--cfg-options imat_fold=K``, else ``IMAT_FOLD``, else 0): ``mim train mmdet configs/x.py``
+  writes to ``work_dirs/x/fold<k>``, and ``--work-dir W`` to ``W/fold<k>`` unless W already
+  ends in ``fold<k>``. Two folds can never resume or overwrite each other's run.
 * **A later phase starts from the earlier one.** A config with ``imat_previous_phase`` (the
   earlier phase's config, relative to this one) and ``load_from = 'imat:previous-phase'``
   starts from the last checkpoint of the earlier phase's run on the same fold, found beside this
@@ -35,6 +35,8 @@ from mmengine.runner import Runner
 
 from imat_kit.errors import KitError
 from imat_kit.mmdet_ext.checks import check_training_config
+from imat_kit.mmdet_ext.config import apply_fold_option
+from imat_kit.mmdet_ext.runtime import setup_runtime
 
 #: the ``load_from`` of a later phase: the earlier phase's last checkpoint on the same fold
 PREVIOUS_PHASE = "imat:previous-phase"
@@ -114,7 +116,12 @@ def apply_run_rules(cfg) -> None:
 
 @RUNNERS.register_module()
 class IMatRunner(Runner):
-    """See the module docstring; otherwise exactly mmengine's Runner."""
+    """See the module docstring; otherwise exactly mmengine's Runner. Building one makes the
+    runtime changes a run needs (:func:`~imat_kit.mmdet_ext.runtime.setup_runtime`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        setup_runtime()  # before mmengine's init_dist and any checkpoint load
+        super().__init__(*args, **kwargs)
 
     def load_checkpoint(self, filename: str, map_location="cpu", strict: bool = False,
                         revise_keys: list = [(r"^module.", "")]):  # noqa: B006 (mmengine's)
@@ -141,7 +148,9 @@ class IMatRunner(Runner):
 
     @classmethod
     def from_cfg(cls, cfg) -> Runner:
+        setup_runtime()
         cfg = cfg.copy()
+        apply_fold_option(cfg)
         if cfg.get("train_dataloader") is not None and cfg.get("train_cfg") is not None:
             check_training_config(cfg)
         apply_run_rules(cfg)

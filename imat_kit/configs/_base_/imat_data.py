@@ -2,8 +2,10 @@
 # dataset, its pipelines and the evaluators (COCO bbox+segm, the competition score). The only
 # place for them.
 #
-# Data root and fold come from the environment, so one override trains fold k:
-#   IMAT_FOLD=3 mim train mmdet configs/maskrcnn_r50_imat.py
+# The fold is a config value, so one override trains fold k:
+#   mim train mmdet configs/maskrcnn_r50_imat.py --cfg-options imat_fold=3
+# (IMatRunner moves the datasets and evaluators to it); IMAT_FOLD=3 in the environment does the
+# same and is the default. The data root comes from the environment:
 #   IMAT_DATA_ROOT=/data/imat2019/ ...      (default: data/imat2019/, with the trailing /)
 # IMatRunner (imat_kit) puts every run in a work dir ending in fold<k> (work_dirs/<config>/
 # fold<k> by default), and starts a later phase (imat_previous_phase) from the last checkpoint
