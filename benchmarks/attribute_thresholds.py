@@ -19,8 +19,9 @@ from _common import REPO, machine
 
 from imat_kit.data.paths import find_labels, read_ann
 from imat_kit.eval.analysis import f1_from_counts
-from imat_kit.eval.attr_eval import AttributeThresholds, attribute_table, micro_f1, tune_thresholds
+from imat_kit.eval.attr_eval import attribute_table, micro_f1, tune_thresholds
 from imat_kit.eval.evaluate import read_fold_runs
+from imat_kit.postprocess import AttributeThresholds
 
 
 def _half(run: dict, keys: set[str]) -> dict:

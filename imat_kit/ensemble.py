@@ -165,7 +165,7 @@ def _soft_vote(boxes: list[np.ndarray], softs: list[np.ndarray], weights: np.nda
     of their boxes, kept where it reaches 0.5; also that mean resampled into the fused box."""
     import cv2
 
-    from imat_kit.postprocess import box_pixels
+    from imat_kit.data.masks import box_pixels
 
     ib = [box_pixels(b, h, w) for b in boxes]
     ux0, uy0 = min(b[0] for b in ib), min(b[1] for b in ib)
@@ -305,10 +305,9 @@ def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "f
 def _data_expected(data: str | Path, labels, head: dict) -> Expected:
     """The data's label file and the images of the inputs' split."""
     from imat_kit.data.paths import read_ann, test_image_sizes
-    from imat_kit.eval.runs import split_expected
 
     if head.get("split") == "val" and head.get("fold") is not None:
-        return split_expected(labels, read_ann(data, "val", head["fold"]), head["fold"])
+        return Expected.of_split(labels, read_ann(data, "val", head["fold"]), head["fold"])
     if head.get("split") in (None, "test"):
         return Expected.of(labels, test_image_sizes(data, quiet=True), "the test set")
     return Expected.of(labels)

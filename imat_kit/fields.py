@@ -129,3 +129,9 @@ def loads(text: str | bytes, *, what: str, file: str, row: int | None = None) ->
     except RecursionError:
         raise KitError(f"{what} nests arrays/objects too deep to read", file=file,
                        row=row) from None
+
+
+def key_line(text: str, key: str) -> int | None:
+    """The 1-based line of a JSON file where the object key ``key`` first appears."""
+    at = text.find(f'"{key}":')
+    return text.count("\n", 0, at) + 1 if at >= 0 else None

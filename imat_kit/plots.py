@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 from pycocotools import mask as mask_util
 
+from imat_kit.data.masks import pair_ious, score_order
 from imat_kit.errors import KitError
-from imat_kit.eval.matching import greedy_pairs, pair_ious, score_order
+from imat_kit.eval.matching import greedy_pairs
 from imat_kit.files import atomic_open
 
 
@@ -330,8 +331,8 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
     (attributes: how many have truth). ``attribute_thresholds`` cut the attribute
     probabilities (overlays, attributes)."""
     from imat_kit.data.paths import find_labels, image_dir, read_ann
-    from imat_kit.eval.runs import FoldRun, split_expected
-    from imat_kit.predictions import read_header, read_predictions
+    from imat_kit.eval.runs import FoldRun
+    from imat_kit.predictions import Expected, read_header, read_predictions
 
     if what not in PLOTS:
         raise KitError(f"figure must be one of {', '.join(PLOTS)}", value=what)
@@ -353,7 +354,7 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
     head = read_header(predictions)
     split = "val" if head.get("split") == "val" and head.get("fold") is not None else "test"
     gt = read_ann(data, split, head.get("fold") or 0)
-    _, preds = read_predictions(predictions, split_expected(
+    _, preds = read_predictions(predictions, Expected.of_split(
         find_labels(data), gt, head["fold"] if split == "val" else None))
     if what == "pr":
         where = f"fold {head['fold']} validation" if split == "val" else "test"
@@ -365,7 +366,8 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
         cm = confusion_matrix(gt, preds, len(names), score_thr=score_thr)
         plot_confusion(cm, names, out)
         return {"matrix": cm}
-    from imat_kit.eval.attr_eval import apply_thresholds, attribute_table, load_thresholds
+    from imat_kit.eval.attr_eval import attribute_table
+    from imat_kit.postprocess import apply_thresholds, load_thresholds
 
     thr = load_thresholds(attribute_thresholds, find_labels(data))
     preds = apply_thresholds(preds, thr)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,112 +32,83 @@ from pycocotools import mask as mask_util
 
 from imat_kit import fields
 from imat_kit.data import rle as rle_mod
+from imat_kit.data.masks import pair_ious, score_order, soft_counts_at
 from imat_kit.errors import KitError
-from imat_kit.eval.attr_eval import AttributeThresholds, _key_line
-from imat_kit.eval.matching import pair_ious, score_order
 from imat_kit.files import atomic_open
+from imat_kit.predictions import ATTRIBUTE_THRESHOLD
 
 FORMAT = "imat-kit-postprocess"
+#: the format of the files ``tune-attributes`` writes
+THRESHOLDS_FORMAT = "imat-kit-attribute-thresholds"
 DECODINGS = ("threshold", "topk", "pair")
 
 
-def box_pixels(xywh, h: int, w: int) -> tuple[int, int, int, int]:
-    """The pixel rectangle ``(x0, y0, x1, y1)`` a box covers (at least one pixel, inside the
-    image): where a soft mask was cropped from and is pasted back."""
-    x_end, y_end = xywh[0] + xywh[2], xywh[1] + xywh[3]  # in the box's own precision
-    if all(math.isfinite(v) for v in (xywh[0], xywh[1], x_end, y_end)):
-        x0 = min(max(math.floor(xywh[0]), 0), w - 1)
-        y0 = min(max(math.floor(xywh[1]), 0), h - 1)
-        return x0, y0, min(max(math.ceil(x_end), x0 + 1), w), min(max(math.ceil(y_end), y0 + 1), h)
-    x0 = int(np.clip(np.floor(xywh[0]), 0, w - 1))
-    y0 = int(np.clip(np.floor(xywh[1]), 0, h - 1))
-    return (x0, y0, int(np.clip(np.ceil(xywh[0] + xywh[2]), x0 + 1, w)),
-            int(np.clip(np.ceil(xywh[1] + xywh[3]), y0 + 1, h)))
+@dataclass(frozen=True)
+class AttributeThresholds:
+    """A global threshold and per-attribute ones (attribute id → threshold)."""
+
+    global_threshold: float = ATTRIBUTE_THRESHOLD
+    per_attribute: dict = field(default_factory=dict)
+
+    def of(self, attribute_id: int) -> float:
+        return self.per_attribute.get(int(attribute_id), self.global_threshold)
+
+    def cut(self, probs: dict[int, float]) -> tuple[int, ...]:
+        return tuple(sorted(k for k, v in probs.items() if v >= self.of(k)))
 
 
-def soft_counts(xywh, soft: np.ndarray, h: int, w: int, threshold: float) -> str:
-    """A soft mask (S×S uint8 probabilities inside the box) pasted into an h×w image and cut at
-    ``threshold``: COCO counts text (an empty mask when nothing reaches it). Encoded from the
-    box's columns directly (no h×w array)."""
-    return soft_counts_at(xywh, soft, h, w, (threshold,))[0]
+def load_thresholds(path: str | Path | None, labels=None) -> AttributeThresholds:
+    """A file written by ``imat-kit tune-attributes`` (``None``: a global 0.5), checked:
+    thresholds within 0..1 and, given the data's ``labels``, every attribute id one of its
+    label file's (a file tuned on another label space is refused, naming the id's line)."""
+    if path is None:
+        return AttributeThresholds()
+    file = str(path)
+    try:
+        text = fields.read_text(path, file=file)
+    except OSError as e:
+        raise KitError(f"cannot read the thresholds file: {e.strerror}", file=file) from None
+    d = fields.loads(text, what="thresholds file", file=file)
+    if not isinstance(d, dict) or d.get("format") != THRESHOLDS_FORMAT:
+        raise KitError("not an attribute thresholds file (needs \"format\": "
+                       f"\"{THRESHOLDS_FORMAT}\"; write one with imat-kit tune-attributes)",
+                       file=file)
+    g = d.get("global_threshold")
+    if not fields.is_number(g) or not 0 <= g <= 1:
+        raise KitError("global_threshold must be a number in 0..1", file=file,
+                       row=fields.key_line(text, "global_threshold"), value=g)
+    per = {}
+    attrs = d.get("attributes") or {}
+    if not isinstance(attrs, dict):
+        raise KitError("attributes must map attribute ids to {\"threshold\": …}", file=file,
+                       row=fields.key_line(text, "attributes"), value=attrs)
+    for k, v in attrs.items():
+        t = v.get("threshold") if isinstance(v, dict) else None
+        if not fields.is_digits(k) or not fields.is_number(t) or not 0 <= t <= 1:
+            raise KitError("each attribute needs an integer id and a threshold in 0..1",
+                           file=file, row=fields.key_line(text, k), value=f"{k}: {v}")
+        if labels is not None and int(k) not in labels.attribute_ids:
+            raise KitError(f"attribute id {k} is not an attribute of the data's label file "
+                           f"({labels.source or 'label_descriptions.json'}): thresholds tuned "
+                           "on another label space?", file=file, row=fields.key_line(text, k),
+                           value=int(k))
+        per[int(k)] = float(t)
+    return AttributeThresholds(float(g), per)
 
 
-def soft_counts_at(xywh, soft: np.ndarray, h: int, w: int, thresholds) -> list[str]:
-    """:func:`soft_counts` at several thresholds. The soft mask is stretched bilinearly over
-    the box (half-pixel centres, edges clamped: cv2's ``INTER_LINEAR``, in double precision)
-    and a pixel is in at threshold t when its value reaches 255 t. Each box column's profile
-    is linear between the soft mask's rows, so its runs are read off where the profile crosses
-    255 t, without evaluating a pixel: in C (``imat_kit._counts.soft_masks``) where the
-    extension is built, else :func:`soft_counts_numpy` (the same operations, the same bits)."""
-    x0, y0, x1, y1 = box_pixels(xywh, h, w)
-    soft = np.ascontiguousarray(soft, np.uint8)
-    if rle_mod._counts is not None:
-        return rle_mod._counts.soft_masks(soft.tobytes(), soft.shape[0], soft.shape[1], x0, y0,
-                                          x1 - x0, y1 - y0, int(h), int(w),
-                                          [float(t) for t in thresholds])
-    return soft_counts_numpy((x0, y0, x1, y1), soft, h, w, thresholds)
+def thresholds_from(content: dict) -> AttributeThresholds:
+    """The thresholds of a :func:`tune_thresholds` result still in memory (what
+    :func:`load_thresholds` reads back from its file)."""
+    return AttributeThresholds(float(content["global_threshold"]),
+                               {int(a): float(v["threshold"])
+                                for a, v in content["attributes"].items()})
 
 
-def _taps(n_out: int, n_src: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each of ``n_out`` output positions' lower source tap and the upper tap's weight, for a
-    bilinear stretch of ``n_src`` positions (half-pixel centres, clamped at both ends)."""
-    f = (np.arange(n_out) + 0.5) * (n_src / n_out) - 0.5
-    low = np.floor(f)
-    weight = f - low
-    low = low.astype(np.int64)
-    weight[low < 0] = 0.0
-    low[low < 0] = 0
-    top = low >= n_src - 1
-    weight[top] = 0.0
-    low[top] = n_src - 1
-    return low, weight
-
-
-def soft_counts_numpy(box: tuple[int, int, int, int], soft: np.ndarray, h: int, w: int,
-                      thresholds) -> list[str]:
-    """:func:`soft_counts_at` in numpy, on the pixel rectangle ``box`` (x0, y0, x1, y1)."""
-    x0, y0, x1, y1 = box
-    bw, bh = x1 - x0, y1 - y0
-    src = soft.astype(np.float64)
-    sh, sw = src.shape
-    low, weight = _taps(bw, sw)
-    high = np.minimum(low + 1, sw - 1)
-    prof = src[:, low] * (1 - weight) + src[:, high] * weight  # (sh, bw): down each column
-    fy = (np.arange(bh) + 0.5) * (sh / bh) - 0.5  # each box row's position among the rows
-    level = np.asarray(thresholds, np.float64)[:, None, None] * 255.0  # (K, 1, 1)
-    k = len(thresholds)
-    a, b = prof[:-1][None], prof[1:][None]  # the two ends of each piece between source rows
-    j = np.arange(sh - 1, dtype=np.float64)[None, :, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cross = j + (level - a) / (b - a)
-    up, down = (a < level) & (b >= level), (a >= level) & (b < level)
-    inside = up | down | ((a >= level) & (b >= level))
-    # rows where the piece reaches the level: fy in [cross, j+1) rising, [j, cross] falling
-    lo_f = np.where(up, cross, j)
-    hi_f = np.where(down, cross, j + 1)
-    start = np.searchsorted(fy, lo_f.ravel(), "left").reshape(lo_f.shape)
-    end = np.where(down, np.searchsorted(fy, hi_f.ravel(), "right").reshape(hi_f.shape),
-                   np.searchsorted(fy, hi_f.ravel(), "left").reshape(hi_f.shape))
-    # above the first row's centre the first row's value, from the last row's centre the last's
-    head_end, tail_start = np.searchsorted(fy, [0.0, sh - 1.0], "left")
-    starts = np.concatenate([np.zeros((k, 1, bw), np.int64), start,
-                             np.full((k, 1, bw), tail_start)], axis=1)
-    ends = np.concatenate([np.full((k, 1, bw), head_end), end, np.full((k, 1, bw), bh)], axis=1)
-    ins = np.concatenate([(prof[0][None] >= level[:, :, 0])[:, None], inside,
-                          (prof[-1][None] >= level[:, :, 0])[:, None]], axis=1)
-    ins &= ends > starts
-    first = (np.arange(x0, x1) * h + y0)[:, None]  # each column's first box pixel
-    out = []
-    for q in range(k):
-        sel = ins[q].T  # column-major: by column, then piece
-        st, en = (starts[q].T + first)[sel], (ends[q].T + first)[sel]
-        if st.size > 1:  # contiguous pieces (also a run reaching the image's bottom and the
-            join = np.flatnonzero(st[1:] == en[:-1])  # next column's top) are one run
-            if join.size:
-                st, en = np.delete(st, join + 1), np.delete(en, join)
-        out.append(rle_mod.counts_to_coco_string(rle_mod.runs_to_counts(st, en - st, h * w),
-                                                 h, w))
-    return out
+def apply_thresholds(preds: dict, thresholds: AttributeThresholds) -> dict:
+    """The predictions with each instance's attribute set cut from its probabilities by
+    ``thresholds`` (instances without stored probabilities keep their sets)."""
+    return {k: replace(p, attributes=[thresholds.cut(a) for a in p.attr_probs])
+            if p.attr_probs else p for k, p in preds.items()}
 
 
 @dataclass(frozen=True)
@@ -354,7 +324,8 @@ def write_postprocess(content: dict, out: str | Path) -> None:
 def from_values(v: dict, *, file: str = "<settings>", text: str = "") -> PostProcess:
     """A :class:`PostProcess` from its :meth:`PostProcess.values` (as a file holds them)."""
     def bad(key: str, msg: str, value: object) -> KitError:
-        return KitError(msg, file=file, row=_key_line(text, key) if text else None, value=value)
+        return KitError(msg, file=file, row=fields.key_line(text, key) if text else None,
+                        value=value)
 
     def number(key: str, lo: float, hi: float, integer: bool = False) -> float:
         x = v.get(key)
@@ -441,18 +412,18 @@ def load_postprocess(path: str | Path, labels=None) -> tuple[PostProcess, dict]:
             if c not in labels.category_ids:
                 raise KitError(f"category id {c} is not a category of the data's label file "
                                f"({source}): settings tuned on another label space?",
-                               file=file, row=_key_line(text, str(c)), value=c)
+                               file=file, row=fields.key_line(text, str(c)), value=c)
         for c, _ in sorted(post.attributes.pairs):
             if c not in labels.category_ids:
                 raise KitError(f"category id {c} is not a category of the data's label file "
                                f"({source}): settings tuned on another label space?",
-                               file=file, row=_key_line(text, "per_pair"), value=c)
+                               file=file, row=fields.key_line(text, "per_pair"), value=c)
         for a in sorted(set(post.attributes.thresholds.per_attribute)
                         | {a for _, a in post.attributes.pairs}):
             if a not in labels.attribute_ids:
                 raise KitError(f"attribute id {a} is not an attribute of the data's label file "
                                f"({source}): settings tuned on another label space?",
-                               file=file, row=_key_line(text, str(a)), value=a)
+                               file=file, row=fields.key_line(text, str(a)), value=a)
         space = d.get("label_space")
         if isinstance(space, dict):
             from imat_kit.predictions import label_space
@@ -462,7 +433,7 @@ def load_postprocess(path: str | Path, labels=None) -> tuple[PostProcess, dict]:
                 if key in space and space[key] != mine[key]:
                     raise KitError(f"tuned on data with other {key} than this data's label "
                                    f"file ({source})", file=file,
-                                   row=_key_line(text, "label_space"))
+                                   row=fields.key_line(text, "label_space"))
     return post, d
 
 
@@ -475,7 +446,7 @@ def _with_rescorer(post: PostProcess, d: dict, file: str, text: str) -> PostProc
     model, named = d.get("rescore"), d["settings"].get("rescore")
     if model is None and named is None:
         return post
-    row = _key_line(text, "rescore") if text else None
+    row = fields.key_line(text, "rescore") if text else None
     if model is None or not isinstance(named, dict):
         raise KitError("the settings and the file disagree on the re-scorer (one names it, "
                        "the other has none)", file=file, row=row)

@@ -42,6 +42,7 @@ import numpy as np
 
 from imat_kit import fields
 from imat_kit.data import rle as rle_mod
+from imat_kit.data.paths import ann_relpath
 from imat_kit.errors import KitError
 from imat_kit.files import atomic_open
 
@@ -227,6 +228,15 @@ class Expected:
         """The label space of a :class:`~imat_kit.data.labels.Labels` (and the split's images)."""
         return cls(frozenset(labels.category_ids), frozenset(labels.attribute_ids), images,
                    split, labels.source or "the label file")
+
+    @classmethod
+    def of_split(cls, labels, gt_coco: dict, fold: int | None) -> Expected:
+        """What predictions of a split must fit: the label file's ids and the images of
+        ``gt_coco``, fold ``fold``'s validation set (``None``: the test set)."""
+        split = (f"fold {fold}'s validation set ({ann_relpath('val', fold)})" if fold is not None
+                 else f"the test set ({ann_relpath('test')})")
+        return cls.of(labels, {im["image_key"]: (im["height"], im["width"])
+                               for im in gt_coco["images"]}, split)
 
     @classmethod
     def of_header(cls, head: dict, file: str) -> Expected | None:

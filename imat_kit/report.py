@@ -186,8 +186,8 @@ def collect_report(data: str | Path, predictions: list[str], *,
     """Read the folds' predictions once and compute every table the report shows."""
     from imat_kit.data.paths import find_labels, read_ann
     from imat_kit.eval.analysis import error_breakdown, image_scores
-    from imat_kit.eval.attr_eval import apply_thresholds, load_thresholds
     from imat_kit.eval.evaluate import evaluate_files, read_fold_runs
+    from imat_kit.postprocess import apply_thresholds, load_thresholds
     from imat_kit.progress import progress
 
     data = Path(data)

@@ -27,9 +27,9 @@ import numpy as np
 from imat_kit import __version__, fields
 from imat_kit.data import rle as rle_mod
 from imat_kit.data.labels import Labels, format_class_id, parse_class_id
+from imat_kit.data.masks import score_order
 from imat_kit.data.readers import csv_columns, read_csv
 from imat_kit.errors import KitError
-from imat_kit.eval.matching import score_order
 from imat_kit.files import atomic_open
 from imat_kit.postprocess import PostProcess, kept_instances, masks_of
 from imat_kit.predictions import ImagePrediction
@@ -380,9 +380,8 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
     validation found (none for predictions that passed the reader's checks)."""
     from imat_kit.data.paths import find_labels, sample_image_ids, test_image_sizes
     from imat_kit.data.readers import read_csv
-    from imat_kit.eval.attr_eval import apply_thresholds, load_thresholds
     from imat_kit.files import file_fingerprint
-    from imat_kit.postprocess import load_postprocess, sha256_of
+    from imat_kit.postprocess import apply_thresholds, load_postprocess, load_thresholds, sha256_of
     from imat_kit.predictions import Expected, read_header, read_predictions
 
     cfg = cfg or SubmitConfig()

@@ -56,8 +56,9 @@ from pathlib import Path
 import numpy as np
 
 from imat_kit import rescore as rescore_mod
+from imat_kit.data.masks import iou_of, pair_ious, pair_overlaps, score_order
 from imat_kit.errors import KitError
-from imat_kit.eval.attr_eval import match_instances, thresholds_from, tune_thresholds
+from imat_kit.eval.attr_eval import match_instances, tune_thresholds
 from imat_kit.eval.attr_metric import (
     F1_TYPES,
     SWEEPS,
@@ -65,7 +66,7 @@ from imat_kit.eval.attr_metric import (
     f1_of_counts,
     fashionpedia_eval,
 )
-from imat_kit.eval.matching import greedy_tp, iou_of, pair_ious, pair_overlaps, score_order
+from imat_kit.eval.matching import greedy_tp
 from imat_kit.eval.metric import FN_RULES, IOU_THRESHOLDS, Instance, truth_instances
 from imat_kit.eval.runs import FoldRun
 from imat_kit.postprocess import (
@@ -75,6 +76,7 @@ from imat_kit.postprocess import (
     class_leftovers,
     masks_at,
     masks_of,
+    thresholds_from,
 )
 from imat_kit.predictions import label_space
 from imat_kit.progress import parallel_map, progress

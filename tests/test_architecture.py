@@ -118,3 +118,72 @@ def test_test_modules_import_only_the_helpers():
             offenders += [f"{p.relative_to(REPO)}: {n}" for n in names
                           if n.startswith("tests") and not n.startswith("tests.helpers")]
     assert offenders == []
+
+
+#: the package's layers, lowest first: a module imports only its own layer and those below.
+#: ``mmdet_ext`` stands beside the stack: it builds on the layers up to ``eval`` and only
+#: ``pipeline`` and ``cli`` import it.
+LAYERS = {
+    "core": ("imat_kit", "imat_kit.errors", "imat_kit.fields", "imat_kit.files",
+             "imat_kit.progress"),
+    "data": ("imat_kit.data",),
+    "predictions": ("imat_kit.predictions", "imat_kit.postprocess", "imat_kit.rescore",
+                    "imat_kit.ensemble"),
+    "eval": ("imat_kit.eval",),
+    "tune": ("imat_kit.tune", "imat_kit.submission"),
+    "report": ("imat_kit.report", "imat_kit.plots"),
+    "pipeline": ("imat_kit.pipeline",),
+    "cli": ("imat_kit.cli",),
+}
+ORDER = list(LAYERS)
+BESIDE = {"mmdet_ext": ("imat_kit.mmdet_ext", "eval")}  # name: (package, highest layer it uses)
+
+
+def layer_of(module: str) -> str | None:
+    """The layer of a module (the longest matching prefix), None for the configs."""
+    best, name = "", None
+    for layer, prefixes in {**LAYERS, **{k: (v[0],) for k, v in BESIDE.items()}}.items():
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > len(best):
+                best, name = p, layer
+    return None if module.startswith("imat_kit.configs") else name
+
+
+def layer_violations(edges: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for m, deps in edges.items():
+        lm = layer_of(m)
+        for d in deps:
+            ld = layer_of(d)
+            if lm is None or ld is None or ld == lm:
+                continue
+            if lm in BESIDE:
+                ok = ld in ORDER and ORDER.index(ld) <= ORDER.index(BESIDE[lm][1])
+            elif ld in BESIDE:
+                ok = ORDER.index(lm) >= ORDER.index("pipeline")
+            else:
+                ok = ORDER.index(ld) < ORDER.index(lm)
+            if not ok:
+                bad.append(f"{m} ({lm}) imports {d} ({ld})")
+    return sorted(bad)
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in import_graph(PACKAGE) if layer_of(m) is None
+            and not m.startswith("imat_kit.configs")] == []
+
+
+def test_layers_point_one_way():
+    """data → predictions/results → eval → tune/submission → report → pipeline → cli, with
+    mmdet_ext beside (docs/DESIGN.md's module map)."""
+    assert layer_violations(import_graph(PACKAGE)) == []
+
+
+def test_the_layer_check_finds_an_upward_import():
+    edges = {"imat_kit.data.rle": {"imat_kit.eval.metric"}, "imat_kit.eval.metric": set(),
+             "imat_kit.tune": {"imat_kit.mmdet_ext.predict"}, "imat_kit.mmdet_ext.predict":
+             {"imat_kit.report"}, "imat_kit.report": set()}
+    assert layer_violations(edges) == [
+        "imat_kit.data.rle (data) imports imat_kit.eval.metric (eval)",
+        "imat_kit.mmdet_ext.predict (mmdet_ext) imports imat_kit.report (report)",
+        "imat_kit.tune (tune) imports imat_kit.mmdet_ext.predict (mmdet_ext)"]

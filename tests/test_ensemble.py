@@ -159,8 +159,8 @@ def test_members_scale_keeps_the_order_and_one_input_s_count_at_any_threshold():
     may join two fused scores: the image's order, by fused score, then decides, as
     ``fuse_image`` lists them), and at every threshold the fused predictions kept number what
     one input keeps on average."""
+    from imat_kit.data.masks import score_order
     from imat_kit.ensemble import members_scale
-    from imat_kit.eval.matching import score_order
 
     rng = np.random.default_rng(0)
 

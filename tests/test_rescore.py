@@ -40,7 +40,8 @@ def strips(prepared, tmp_path_factory):
 def test_tp_rate_is_the_greedy_rule_per_detection(prepared, tmp_path):
     """Each detection's TP rate equals the share of IoU thresholds at which the greedy rule
     (every detection kept, leftovers as submit writes them) makes it a true positive."""
-    from imat_kit.eval.matching import greedy_pairs, pair_ious
+    from imat_kit.data.masks import pair_ious
+    from imat_kit.eval.matching import greedy_pairs
     from imat_kit.eval.metric import IOU_THRESHOLDS
     from imat_kit.postprocess import AttributeDecoder
     from imat_kit.tune import _Fold, _Scorer, rule_of, tp_rates, truths_of

@@ -13,6 +13,7 @@ import pytest
 from pycocotools import mask as mask_util
 
 from imat_kit.cli.commands import main
+from imat_kit.data.masks import soft_counts
 from imat_kit.data.paths import find_labels
 from imat_kit.errors import KitError
 from imat_kit.eval.runs import read_fold_runs
@@ -23,7 +24,6 @@ from imat_kit.postprocess import (
     from_values,
     kept_instances,
     load_postprocess,
-    soft_counts,
 )
 from tests.helpers.tuning_cases import solution_path, write_noisy, write_noisy_test
 
@@ -46,7 +46,8 @@ def tuned_case(prepared, tmp_path_factory):
 # --- the matching core ----------------------------------------------------------------------
 
 def test_greedy_matching_equals_a_brute_force_greedy_on_pixels():
-    from imat_kit.eval.matching import greedy_pairs, greedy_tp, pair_ious, score_order
+    from imat_kit.data.masks import pair_ious, score_order
+    from imat_kit.eval.matching import greedy_pairs, greedy_tp
     from imat_kit.eval.metric import IOU_THRESHOLDS
 
     rng = np.random.default_rng(0)
@@ -94,7 +95,7 @@ def test_link_f1_equals_pairwise_f1():
 def _stretched(box, soft, h, w):
     """The soft mask stretched over its box as a full h x w array of values (0..255): the
     definition soft_counts_at cuts, evaluated pixel by pixel in float64."""
-    from imat_kit.postprocess import _taps, box_pixels
+    from imat_kit.data.masks import _taps, box_pixels
 
     x0, y0, x1, y1 = box_pixels(box, h, w)
     src = soft.astype(np.float64)
@@ -125,7 +126,7 @@ def test_soft_mask_cut_is_the_bilinear_stretch_thresholded():
     the two roundings) may fall either way. And the stretch is cv2's own on these cases."""
     import cv2
 
-    from imat_kit.postprocess import box_pixels, soft_counts_at
+    from imat_kit.data.masks import box_pixels, soft_counts_at
 
     for box, soft, h, w, ts in _soft_cases(400, 2):
         full = _stretched(box, soft, h, w)
@@ -145,7 +146,7 @@ def test_soft_mask_cut_is_the_bilinear_stretch_thresholded():
 def test_soft_mask_cut_in_c_equals_numpy():
     """The C build and the numpy fallback give the same texts, bit for bit."""
     from imat_kit.data import rle
-    from imat_kit.postprocess import box_pixels, soft_counts_at, soft_counts_numpy
+    from imat_kit.data.masks import box_pixels, soft_counts_at, soft_counts_numpy
 
     if rle._counts is None:
         pytest.skip("the C extension is not built here: only the numpy path runs")
@@ -189,8 +190,8 @@ def test_overlap_cut_in_c_equals_numpy_and_the_pixels(monkeypatch):
 def test_tuned_score_is_the_score_of_the_submission_it_describes(year, prepared,
                                                                  prepared2020, tmp_path):
     from imat_kit.data.paths import test_image_sizes
-    from imat_kit.eval.attr_eval import AttributeThresholds
     from imat_kit.eval.runs import FoldRun
+    from imat_kit.postprocess import AttributeThresholds
     from imat_kit.submission import csv_instances, score_submission, submit
     from imat_kit.tune import fold_scores, truths_of
 
@@ -473,7 +474,7 @@ def test_pair_thresholds_shrink_by_support_and_decode(monkeypatch, prepared, tmp
     pair seen twice barely moves; the decoding uses it, survives the file and is checked on
     load like every id."""
     import imat_kit.tune as tn
-    from imat_kit.eval.attr_eval import AttributeThresholds
+    from imat_kit.postprocess import AttributeThresholds
 
     rng = np.random.default_rng(0)
     rows = []

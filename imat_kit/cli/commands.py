@@ -237,9 +237,8 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from imat_kit.data.paths import find_labels
-    from imat_kit.eval.attr_eval import load_thresholds
     from imat_kit.eval.evaluate import evaluate_to
-    from imat_kit.postprocess import load_postprocess
+    from imat_kit.postprocess import load_postprocess, load_thresholds
 
     files = _fold_files(a.predictions)
     labels = find_labels(a.data)

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from imat_kit.data.readers import read_csv
 from imat_kit.errors import KitError
 from imat_kit.files import atomic_open
-from imat_kit.data.readers import read_csv
 
 METHODS = ("stratified", "random")
 

@@ -13,7 +13,6 @@ Both years' files ship inside the package (``imat_kit/data``); 2019 is the defau
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path

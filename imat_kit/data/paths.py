@@ -17,10 +17,10 @@ from pathlib import Path
 
 from imat_kit import fields
 from imat_kit.data.coco import image_file_name, image_size
-from imat_kit.errors import KitError
-from imat_kit.progress import progress
 from imat_kit.data.labels import Labels, load_labels
 from imat_kit.data.readers import read_csv, read_json
+from imat_kit.errors import KitError
+from imat_kit.progress import progress
 
 ANN_SPLITS = ("train", "val", "all", "test")
 

@@ -27,12 +27,18 @@ from pathlib import Path
 import numpy as np
 
 from imat_kit.data.coco import NO_ANNOTATIONS, CocoData, csv_to_coco
-from imat_kit.errors import KitError
 from imat_kit.data.fashionpedia import fashionpedia_to_coco, find_fashionpedia
-from imat_kit.data.folds import balance_report, make_folds, presence_matrix, summarise_balance, write_folds_csv
+from imat_kit.data.folds import (
+    balance_report,
+    make_folds,
+    presence_matrix,
+    summarise_balance,
+    write_folds_csv,
+)
+from imat_kit.data.paths import ann_relpath, find_labels, test_images
+from imat_kit.errors import KitError
 from imat_kit.files import atomic_open
 from imat_kit.progress import progress
-from imat_kit.data.paths import ann_relpath, find_labels, test_images
 
 
 def prepare(data_dir: str | Path, out_dir: str | Path | None = None, *, n_folds: int = 5,

@@ -53,11 +53,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from imat_kit.data.labels import SHIPPED_LABELS, Labels, format_class_id, load_labels
+from imat_kit.data.rle import encode, runs_to_string
 from imat_kit.errors import KitError
 from imat_kit.files import atomic_open
 from imat_kit.progress import progress
-from imat_kit.data.labels import SHIPPED_LABELS, Labels, format_class_id, load_labels
-from imat_kit.data.rle import encode, runs_to_string
 
 # Approximate per-category instance counts of the 2019 train.csv (for frequencies only).
 REAL_COUNTS = np.array([

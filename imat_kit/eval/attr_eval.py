@@ -18,93 +18,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from imat_kit import fields
+from imat_kit.data.masks import pair_ious, score_order
 from imat_kit.errors import KitError
-from imat_kit.eval.matching import greedy_pairs, pair_ious, score_order
+from imat_kit.eval.matching import greedy_pairs
 from imat_kit.eval.runs import FoldRun, as_run
 from imat_kit.files import atomic_open
+from imat_kit.postprocess import THRESHOLDS_FORMAT, AttributeThresholds
 from imat_kit.predictions import ATTRIBUTE_THRESHOLD
-
-FORMAT = "imat-kit-attribute-thresholds"
-
-
-@dataclass(frozen=True)
-class AttributeThresholds:
-    """A global threshold and per-attribute ones (attribute id → threshold)."""
-
-    global_threshold: float = ATTRIBUTE_THRESHOLD
-    per_attribute: dict = field(default_factory=dict)
-
-    def of(self, attribute_id: int) -> float:
-        return self.per_attribute.get(int(attribute_id), self.global_threshold)
-
-    def cut(self, probs: dict[int, float]) -> tuple[int, ...]:
-        return tuple(sorted(k for k, v in probs.items() if v >= self.of(k)))
-
-
-def load_thresholds(path: str | Path | None, labels=None) -> AttributeThresholds:
-    """A file written by ``imat-kit tune-attributes`` (``None``: a global 0.5), checked:
-    thresholds within 0..1 and, given the data's ``labels``, every attribute id one of its
-    label file's (a file tuned on another label space is refused, naming the id's line)."""
-    if path is None:
-        return AttributeThresholds()
-    file = str(path)
-    try:
-        text = fields.read_text(path, file=file)
-    except OSError as e:
-        raise KitError(f"cannot read the thresholds file: {e.strerror}", file=file) from None
-    d = fields.loads(text, what="thresholds file", file=file)
-    if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise KitError(f"not an attribute thresholds file (needs \"format\": \"{FORMAT}\"; "
-                       "write one with imat-kit tune-attributes)", file=file)
-    g = d.get("global_threshold")
-    if not fields.is_number(g) or not 0 <= g <= 1:
-        raise KitError("global_threshold must be a number in 0..1", file=file,
-                       row=_key_line(text, "global_threshold"), value=g)
-    per = {}
-    attrs = d.get("attributes") or {}
-    if not isinstance(attrs, dict):
-        raise KitError("attributes must map attribute ids to {\"threshold\": …}", file=file,
-                       row=_key_line(text, "attributes"), value=attrs)
-    for k, v in attrs.items():
-        t = v.get("threshold") if isinstance(v, dict) else None
-        if not fields.is_digits(k) or not fields.is_number(t) or not 0 <= t <= 1:
-            raise KitError("each attribute needs an integer id and a threshold in 0..1",
-                           file=file, row=_key_line(text, k), value=f"{k}: {v}")
-        if labels is not None and int(k) not in labels.attribute_ids:
-            raise KitError(f"attribute id {k} is not an attribute of the data's label file "
-                           f"({labels.source or 'label_descriptions.json'}): thresholds tuned "
-                           "on another label space?", file=file, row=_key_line(text, k),
-                           value=int(k))
-        per[int(k)] = float(t)
-    return AttributeThresholds(float(g), per)
-
-
-def _key_line(text: str, key: str) -> int | None:
-    """The 1-based line of a JSON file where the object key ``key`` first appears."""
-    at = text.find(f'"{key}":')
-    return text.count("\n", 0, at) + 1 if at >= 0 else None
-
-
-def thresholds_from(content: dict) -> AttributeThresholds:
-    """The thresholds of a :func:`tune_thresholds` result still in memory (what
-    :func:`load_thresholds` reads back from its file)."""
-    return AttributeThresholds(float(content["global_threshold"]),
-                               {int(a): float(v["threshold"])
-                                for a, v in content["attributes"].items()})
-
-
-def apply_thresholds(preds: dict, thresholds: AttributeThresholds) -> dict:
-    """The predictions with each instance's attribute set cut from its probabilities by
-    ``thresholds`` (instances without stored probabilities keep their sets)."""
-    return {k: replace(p, attributes=[thresholds.cut(a) for a in p.attr_probs])
-            if p.attr_probs else p for k, p in preds.items()}
 
 
 def match_instances(gt_coco: dict, preds: dict, *, iou: float = 0.5,
@@ -215,7 +141,7 @@ def tune_thresholds(runs: list[FoldRun], attribute_ids: list[int], *, min_suppor
     final = AttributeThresholds(global_threshold,
                                 {int(a): v["threshold"] for a, v in out.items()})
     cut = probs >= np.array([final.of(a) for a in seen])[None, :]
-    return {"format": FORMAT, "global_threshold": global_threshold,
+    return {"format": THRESHOLDS_FORMAT, "global_threshold": global_threshold,
             "global_tuned": g_tuned, "min_support": min_support,
             "matched_instances": len(pairs), "probability_floor": floor,
             "micro_f1_at_0.5": round(at_half, 6), "micro_f1": round(_f1(cut, truth), 6),

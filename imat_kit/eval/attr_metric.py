@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from imat_kit.data.masks import pair_ious, score_order
 from imat_kit.errors import KitError
-from imat_kit.eval.matching import fpeval_greedy, greedy_tp, pair_ious, score_order
+from imat_kit.eval.matching import fpeval_greedy, greedy_tp
 from imat_kit.eval.metric import AVERAGES, IOU_THRESHOLDS, coco_results, competition_score
 
 #: FPEval's ``catsWithAttributes``: the categories whose matches need attribute F1

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from imat_kit.data.paths import find_labels
-from imat_kit.eval.attr_eval import AttributeThresholds, apply_thresholds, attribute_table, micro_f1
+from imat_kit.eval.attr_eval import attribute_table, micro_f1
 from imat_kit.eval.attr_metric import (
     attribute_categories,
     detections_from_predictions,
@@ -24,11 +24,12 @@ from imat_kit.eval.metric import (
     pred_instances,
     truth_instances,
 )
-from imat_kit.eval.runs import FoldRun, as_run, read_fold_runs, split_expected
+from imat_kit.eval.runs import FoldRun, as_run, read_fold_runs
 from imat_kit.files import atomic_open
+from imat_kit.postprocess import AttributeThresholds, apply_thresholds
 
 __all__ = ["REFERENCE_TABLE3", "FoldRun", "attribute_columns", "evaluate_files", "evaluate_fold",
-           "evaluate_to", "pred_instances", "read_fold_runs", "split_expected",
+           "evaluate_to", "pred_instances", "read_fold_runs",
            "truth_instances"]
 
 #: The reference study (Matterport Mask R-CNN R50, COCO weights; AP on 100 validation images)

@@ -1,7 +1,7 @@
 """Matching predicted masks to truths: the one place every score of the kit gets its matches.
 
 Each score starts from the pairwise mask IoUs of an image, computed once by pycocotools on
-compressed RLE (:func:`pair_ious`), and applies one of two greedy rules to them:
+compressed RLE (:func:`imat_kit.data.masks.pair_ious`), and applies one of two greedy rules to them:
 
 * **greedy by score** (:func:`greedy_tp`, :func:`greedy_pairs`): detections in descending score
   order each take the free truth of highest IoU among those that pass the threshold (and an
@@ -20,51 +20,8 @@ The metrics are defined in ``docs/metrics.md`` and computed in :mod:`imat_kit.ev
 from __future__ import annotations
 
 import numpy as np
-from pycocotools import mask as mask_util
 
 _EPS = 1e-12
-
-
-def pair_ious(dt_rles: list[dict], gt_rles: list[dict], crowd: list[int] | None = None
-              ) -> np.ndarray:
-    """D × G mask IoUs (float64) of compressed COCO RLEs (``crowd``: COCO's iscrowd flag per
-    truth, default none)."""
-    if not dt_rles or not gt_rles:
-        return np.zeros((len(dt_rles), len(gt_rles)))
-    return np.asarray(mask_util.iou(dt_rles, gt_rles, crowd or [0] * len(gt_rles)),
-                      dtype=np.float64).reshape(len(dt_rles), len(gt_rles))
-
-
-def pair_overlaps(texts: list, first: np.ndarray, second: np.ndarray, size: list
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The pixels shared by each pair ``(texts[first[i]], texts[second[i]])`` of COCO counts
-    texts (masks of one ``size``), and each text's area (int64): every text decoded once,
-    only the listed pairs measured (pycocotools' ``iou`` decodes both lists at each call and
-    measures every pair). In C where the kit's extension is built, else with pycocotools."""
-    from imat_kit.data.rle import _counts
-
-    first = np.ascontiguousarray(first, np.int64)
-    second = np.ascontiguousarray(second, np.int64)
-    got = None if _counts is None else _counts.overlaps(texts, first.tobytes(), second.tobytes())
-    if got is not None:
-        return np.frombuffer(got[0], np.int64), np.frombuffer(got[1], np.int64)
-    rles = [{"size": size, "counts": t} for t in texts]
-    areas = np.asarray(mask_util.area(rles), np.int64) if rles else np.zeros(0, np.int64)
-    inter = np.array([mask_util.area(mask_util.merge([rles[i], rles[j]], intersect=True))
-                      for i, j in zip(first.tolist(), second.tolist())], np.int64)
-    return inter, areas
-
-
-def iou_of(inter: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:
-    """IoU from the shared pixels and the two areas, as pycocotools computes it (0 where
-    nothing is shared)."""
-    union = area_a + area_b - inter
-    return np.where(inter > 0, inter / np.maximum(union, 1), 0.0)
-
-
-def score_order(scores) -> np.ndarray:
-    """Indices by descending score, ties in input order (every greedy rule here)."""
-    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
 
 
 def greedy_tp(ious: np.ndarray, thresholds: np.ndarray, *, strict: bool = False,

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from imat_kit.data import rle as rle_mod
+from imat_kit.data.masks import pair_ious, score_order
 from imat_kit.errors import KitError
-from imat_kit.eval.matching import greedy_tp, pair_ious, score_order
+from imat_kit.eval.matching import greedy_tp
 
 IOU_THRESHOLDS = np.round(np.arange(0.50, 0.951, 0.05), 2)
 AVERAGES = ("image", "image_class", "class")

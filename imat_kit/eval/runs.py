@@ -59,15 +59,6 @@ def as_run(run: FoldRun | Mapping) -> FoldRun:
                    run["preds"], run["gt"], run.get("data"), run.get("train_gt"))
 
 
-def split_expected(labels, gt_coco: dict, fold: int | None) -> Expected:
-    """What predictions of a split must fit: the label file's ids and the images of
-    ``gt_coco``, fold ``fold``'s validation set (``None``: the test set)."""
-    split = (f"fold {fold}'s validation set ({ann_relpath('val', fold)})" if fold is not None
-             else f"the test set ({ann_relpath('test')})")
-    return Expected.of(labels, {im["image_key"]: (im["height"], im["width"])
-                                for im in gt_coco["images"]}, split)
-
-
 def read_fold_runs(data: str | Path, files: list[str]) -> list[FoldRun]:
     """Each validation predictions file with its header, predictions, fold and ground truth,
     sorted by fold: what the fold table, the tuners and the report are computed from, read
@@ -89,6 +80,6 @@ def read_fold_runs(data: str | Path, files: list[str]) -> list[FoldRun]:
                            f"does not have (its folds: {', '.join(map(str, have)) or 'none'})",
                            file=f, row=1, value=fold)
         gt = read_ann(data, "val", fold)
-        _, preds = read_predictions(f, split_expected(labels, gt, fold))
+        _, preds = read_predictions(f, Expected.of_split(labels, gt, fold))
         runs.append(FoldRun(str(f), int(fold), head, preds, gt, Path(data)))
     return sorted(runs, key=lambda r: r.fold)

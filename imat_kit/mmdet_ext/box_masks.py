@@ -153,9 +153,9 @@ def one_by_one(n: int, full_of, height: int, width: int) -> BoxMasks:
 
 
 def pixel_boxes(bboxes, height: int, width: int) -> list[tuple[int, int, int, int]]:
-    """Each x1y1x2y2 box's pixel rectangle (``postprocess.box_pixels``: where ``predict``
+    """Each x1y1x2y2 box's pixel rectangle (``data.masks.box_pixels``: where ``predict``
     crops a soft mask)."""
-    from imat_kit.postprocess import box_pixels
+    from imat_kit.data.masks import box_pixels
 
     xyxy = bboxes.detach().cpu().double().numpy().reshape(-1, 4)
     return [box_pixels(np.array([b[0], b[1], b[2] - b[0], b[3] - b[1]], np.float32), height,

@@ -31,6 +31,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from imat_kit.data.labels import labels_from_dict
+from imat_kit.data.masks import box_pixels
 from imat_kit.data.paths import ann_relpath, find_labels, image_dir, read_ann
 from imat_kit.ensemble import fuse_image
 from imat_kit.errors import KitError
@@ -43,7 +44,6 @@ from imat_kit.mmdet_ext.config import (
     load_config,
 )
 from imat_kit.mmdet_ext.runtime import setup_runtime
-from imat_kit.postprocess import box_pixels
 from imat_kit.predictions import (
     ATTRIBUTE_FLOOR,
     VERSION,
@@ -169,7 +169,7 @@ def _to_prediction(sample, key: str, flip: bool = False, soft_size: int = 0,
 
 
 def crop_soft(prob: np.ndarray, xywh: np.ndarray, size: int) -> np.ndarray:
-    """Probabilities (H×W uint8) inside the box (:func:`postprocess.box_pixels`: where
+    """Probabilities (H×W uint8) inside the box (:func:`imat_kit.data.masks.box_pixels`: where
     ``submit`` pastes them back), resampled to size×size (uint8)."""
     x0, y0, x1, y1 = box_pixels(xywh, *prob.shape)
     return _resampled(prob[y0:y1, x0:x1], size)

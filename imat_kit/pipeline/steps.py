@@ -184,8 +184,9 @@ def _evaluate(run: Run) -> dict:
 
 
 def _tune_attributes(run: Run) -> dict:
-    from imat_kit.eval.attr_eval import thresholds_from, tune_thresholds, write_thresholds
+    from imat_kit.eval.attr_eval import tune_thresholds, write_thresholds
     from imat_kit.eval.evaluate import attribute_columns
+    from imat_kit.postprocess import thresholds_from
 
     out = run.eval_dir / "attribute_thresholds.json"
 

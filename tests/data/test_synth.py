@@ -1,4 +1,3 @@
-import hashlib
 import json
 
 import numpy as np
@@ -89,7 +88,7 @@ def test_real_size_painter_is_deterministic_and_its_runs_are_the_silhouettes():
     a = _paint_real(np.random.default_rng(5), 900, 700, 3, cats)
     b = _paint_real(np.random.default_rng(5), 900, 700, 3, cats)
     assert np.array_equal(a[0], b[0]) and a[0].shape == (900, 700, 3)
-    for (cat, starts, lengths), (_, s2, l2) in zip(a[1], b[1]):
+    for (_cat, starts, lengths), (_, s2, l2) in zip(a[1], b[1]):
         assert np.array_equal(starts, s2) and np.array_equal(lengths, l2)
         mask = rle.decode(rle.runs_to_string(starts, lengths), 900, 700)
         assert mask.sum() == lengths.sum() > 0

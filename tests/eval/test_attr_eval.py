@@ -15,14 +15,8 @@ from imat_kit.data.labels import load_labels
 from imat_kit.data.paths import find_labels, sample_image_ids
 from imat_kit.ensemble import fuse_image
 from imat_kit.errors import KitError
-from imat_kit.eval.attr_eval import (
-    AttributeThresholds,
-    apply_thresholds,
-    attribute_table,
-    load_thresholds,
-    micro_f1,
-    tune_thresholds,
-)
+from imat_kit.eval.attr_eval import attribute_table, micro_f1, tune_thresholds
+from imat_kit.postprocess import AttributeThresholds, apply_thresholds, load_thresholds
 from imat_kit.predictions import ImagePrediction, write_predictions
 from imat_kit.submission import SubmitConfig, score_submission, submit, validate_submission
 from tests.helpers.predictions import truth_predictions

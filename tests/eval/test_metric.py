@@ -138,7 +138,7 @@ def test_pair_overlaps_give_pycocotools_ious(monkeypatch):
     """The listed pairs' shared pixels and the texts' areas (C, else pycocotools' merge) turn
     into exactly pycocotools' IoUs; str and bytes texts alike."""
     from imat_kit.data import rle
-    from imat_kit.eval.matching import iou_of, pair_ious, pair_overlaps
+    from imat_kit.data.masks import iou_of, pair_ious, pair_overlaps
 
     rng = np.random.default_rng(6)
     for it in range(200):

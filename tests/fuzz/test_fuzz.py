@@ -235,9 +235,8 @@ def test_readers_in_process(fuzz2020, data):
     from imat_kit.data.fashionpedia import fashionpedia_to_coco
     from imat_kit.data.labels import load_labels
     from imat_kit.data.paths import find_labels
-    from imat_kit.eval.attr_eval import load_thresholds
     from imat_kit.eval.runs import read_fold_runs
-    from imat_kit.postprocess import load_postprocess
+    from imat_kit.postprocess import load_postprocess, load_thresholds
     from imat_kit.predictions import read_predictions
 
     d = fuzz2020 / "data"
