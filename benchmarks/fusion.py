@@ -30,7 +30,7 @@ from imat_kit.eval.runs import FoldRun
 from imat_kit.postprocess import from_values
 from imat_kit.predictions import ImagePrediction
 from imat_kit.progress import progress
-from imat_kit.tune import fold_scores, tune
+from imat_kit.tune.nested import fold_scores, tune
 
 SIZE = 160
 N_CAT = 46

@@ -33,7 +33,7 @@ from imat_kit.data.synth import real_image_sizes
 from imat_kit.eval.runs import FoldRun
 from imat_kit.predictions import ImagePrediction
 from imat_kit.progress import progress
-from imat_kit.tune import tune
+from imat_kit.tune.nested import tune
 
 SOFT = 14
 HOT = tuple(range(20, 30))  # categories whose false positives score high

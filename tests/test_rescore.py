@@ -27,7 +27,7 @@ from tests.helpers.tuning_cases import (
 @pytest.fixture(scope="module")
 def strips(prepared, tmp_path_factory):
     """The strip case on the 3 prepared folds, tuned once with --rescore (min support 3)."""
-    from imat_kit.tune import tune
+    from imat_kit.tune.nested import tune
 
     d = tmp_path_factory.mktemp("rescore")
     files = [str(write_noisy(d / f"fold{k}_val.jsonl", prepared, "val", k, seed=k,
@@ -41,20 +41,21 @@ def test_tp_rate_is_the_greedy_rule_per_detection(prepared, tmp_path):
     """Each detection's TP rate equals the share of IoU thresholds at which the greedy rule
     (every detection kept, leftovers as submit writes them) makes it a true positive."""
     from imat_kit.data.masks import pair_ious
+    from imat_kit.eval.fast_score import Scorer, rule_of, tp_rates, truths_of
     from imat_kit.eval.matching import greedy_pairs
     from imat_kit.eval.metric import IOU_THRESHOLDS
+    from imat_kit.eval.score_parts import FoldParts
     from imat_kit.postprocess import AttributeDecoder
-    from imat_kit.tune import _Fold, _Scorer, rule_of, tp_rates, truths_of
 
     f = write_noisy(tmp_path / "v.jsonl", prepared, "val", 0, seed=7, hot_category=31)
     run = read_fold_runs(prepared, [str(f)])[0]
     anns = run.gt["annotations"]  # a truth twice: its detections have two candidates (greedy)
     for a in anns[:3]:
         anns.append(dict(a, id=max(x["id"] for x in anns) + 1))
-    fold = _Fold(0, run, truths_of(run), 1, True)
-    sc = _Scorer(fold.view(None, 1), rule_of("competition", find_labels(prepared)),
+    fold = FoldParts(0, run, truths_of(run), 1, True)
+    sc = Scorer.build(fold.view(None, 1), rule_of("competition", find_labels(prepared)),
                  AttributeDecoder(), {0: fold})
-    assert sc.amb  # the greedy groups' path is exercised
+    assert sc.groups  # the greedy groups' path is exercised
     fast = tp_rates(sc)
     truths = truths_of(run)
     every = PostProcess(score_thr=0.0, max_per_image=10**6, min_area=1)
@@ -126,7 +127,7 @@ def test_rescored_tune_score_is_the_score_of_the_submission(strips, prepared, tm
     submission submit --postprocess writes with them, scored by imat-kit score."""
     from imat_kit.predictions import read_predictions
     from imat_kit.submission import score_submission
-    from imat_kit.tune import fold_scores
+    from imat_kit.tune.nested import fold_scores
 
     _, _, runs, r = strips
     pp = tmp_path / "pp.json"
@@ -152,7 +153,7 @@ def test_rescored_tune_score_is_the_score_of_the_submission(strips, prepared, tm
     assert main(["submit", "-q", "--predictions", str(f), "--data", str(prepared), "--out",
                  str(sub), "--postprocess", str(pp)]) == 0
     scored = score_submission(sub, solution_path(prepared), prepared, quiet=True)["score"]
-    from imat_kit.tune import truths_of
+    from imat_kit.eval.fast_score import truths_of
 
     fast = fold_scores([run], post, labels, truths=[truths_of(run)])[0]
     assert fast == pytest.approx(scored, abs=1e-12)
@@ -245,7 +246,7 @@ def test_rescore_on_2020_data_through_the_cli(prepared2020, tmp_path, capsys):
 def test_rescore_for_ap_iou_f1(prepared2020, tmp_path):
     """AP^{IoU+F1} (scored by FPEval's rule for every setting: the slow path) re-scores with
     the 2020 rule's TP rate as the target."""
-    from imat_kit.tune import tune
+    from imat_kit.tune.nested import tune
 
     files = [str(write_noisy(tmp_path / f"fold{k}_val.jsonl", prepared2020, "val", k, seed=k))
              for k in range(3)]  # two folds hold too few predictions to fit on (< 100)
@@ -261,20 +262,21 @@ def test_reordered_parts_equal_parts_computed_anew(prepared, tmp_path):
     and at a min area (whose drops only touching detections' order shapes too)."""
     from dataclasses import replace
 
-    from imat_kit.tune import _Fold, truths_of
+    from imat_kit.eval.fast_score import truths_of
+    from imat_kit.eval.score_parts import FoldParts
 
     f = write_noisy(tmp_path / "v.jsonl", prepared, "val", 0, seed=3, hot_category=31)
     run = read_fold_runs(prepared, [str(f)])[0]
     truths = truths_of(run)
-    base = _Fold(0, run, truths, 1, True)
+    base = FoldParts(0, run, truths, 1, True)
     rng = np.random.default_rng(0)
     for trial in range(3):
         preds = {k: replace(p, scores=(rng.random(len(p)) if trial else
                                        p.scores[::-1].copy()))
                  for k, p in run.preds.items()}
         new = run.with_preds(preds)
-        fast = _Fold(0, new, truths, 1, True, base=base)
-        slow = _Fold(0, new, truths, 1, True)
+        fast = FoldParts(0, new, truths, 1, True, base=base)
+        slow = FoldParts(0, new, truths, 1, True)
         for floor in (1, 50):
             a, b = fast.view(None, floor), slow.view(None, floor)
             if floor == 1:  # some images reused, some computed anew
@@ -286,7 +288,7 @@ def test_reordered_parts_equal_parts_computed_anew(prepared, tmp_path):
             for x, y in zip(a.amb, b.amb):
                 assert x[0] == y[0] and np.array_equal(x[1], y[1])
                 assert np.array_equal(x[2], y[2]) and np.array_equal(x[3], y[3])
-        again = _Fold(0, new, truths, 1, True, base=base)  # the same order again: cached
+        again = FoldParts(0, new, truths, 1, True, base=base)  # the same order again: cached
         a, b = again.view(None, 1), slow.view(None, 1)
         assert again.reordered_anew == 0
         assert np.array_equal(a.p_area, b.p_area) and np.array_equal(a.l_pred, b.l_pred)
@@ -296,7 +298,7 @@ def test_reordered_parts_equal_parts_computed_anew(prepared, tmp_path):
 def test_too_few_predictions_leave_re_scoring_out_with_a_note(prepared):
     """A model that predicted almost nothing (a few iterations of training) gives too few
     predictions to fit on: tune says so and writes no model, instead of failing."""
-    from imat_kit.tune import tune
+    from imat_kit.tune.nested import tune
     from tests.helpers.tuning_cases import shrinkage_case
 
     labels = find_labels(prepared)

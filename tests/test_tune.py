@@ -34,7 +34,7 @@ HOT = 31  # the most frequent category of the `prepared` set: given high-scoring
 def tuned_case(prepared, tmp_path_factory):
     """Noisy validation predictions of the 3 prepared folds, category HOT with high-scoring
     false positives, tuned once (min support 3)."""
-    from imat_kit.tune import tune
+    from imat_kit.tune.nested import tune
 
     d = tmp_path_factory.mktemp("tune")
     files = [str(write_noisy(d / f"fold{k}_val.jsonl", prepared, "val", k, seed=k,
@@ -79,7 +79,7 @@ def test_greedy_matching_equals_a_brute_force_greedy_on_pixels():
 
 def test_link_f1_equals_pairwise_f1():
     from imat_kit.eval.attr_metric import multihot, pairwise_f1
-    from imat_kit.tune import _f1_of
+    from imat_kit.eval.fast_score import f1_of_sets
 
     rng = np.random.default_rng(1)
     ids = list(range(12))
@@ -89,7 +89,7 @@ def test_link_f1_equals_pairwise_f1():
     for kind in ("binary_macro", "positive"):
         ref = [pairwise_f1(multihot([p], index), multihot([t], index), kind)[0, 0]
                for p, t in zip(ps, ts)]
-        assert np.allclose(_f1_of(ps, ts, len(ids), kind), ref)
+        assert np.allclose(f1_of_sets(ps, ts, len(ids), kind), ref)
 
 
 def _stretched(box, soft, h, w):
@@ -190,10 +190,11 @@ def test_overlap_cut_in_c_equals_numpy_and_the_pixels(monkeypatch):
 def test_tuned_score_is_the_score_of_the_submission_it_describes(year, prepared,
                                                                  prepared2020, tmp_path):
     from imat_kit.data.paths import test_image_sizes
+    from imat_kit.eval.fast_score import truths_of
     from imat_kit.eval.runs import FoldRun
     from imat_kit.postprocess import AttributeThresholds
     from imat_kit.submission import csv_instances, score_submission, submit
-    from imat_kit.tune import fold_scores, truths_of
+    from imat_kit.tune.nested import fold_scores
 
     data = prepared if year == 2019 else prepared2020
     labels = find_labels(data)
@@ -238,7 +239,7 @@ def test_evaluate_postprocess_adds_the_tuned_columns(tuned_case, prepared, tmp_p
         assert c in t.columns
     post = from_values(r["settings"])
     in_sample = [p["tuned_in_sample"] for p in r["per_fold"]]
-    from imat_kit.tune import fold_scores
+    from imat_kit.tune.nested import fold_scores
 
     assert np.allclose(fold_scores(runs, post, find_labels(prepared)), in_sample)
     assert np.allclose(t.competition_post[:3], in_sample, atol=1e-4)  # the same scores
@@ -267,17 +268,18 @@ def test_tune_finds_the_optimum_built_into_the_case(tuned_case):
 
 
 def test_nested_settings_never_saw_the_scored_fold(prepared, tuned_case, monkeypatch):
-    import imat_kit.tune as tn
+    import imat_kit.tune.nested as tn
+    import imat_kit.tune.search as search_module
 
     _, _, runs, r = tuned_case
     seen = []
-    real = tn._Search.run
+    real = search_module.Search.run
 
     def spy(self, post=None):
         seen.append(sorted(f.run.fold for f in self.folds))
         return real(self, post)
 
-    monkeypatch.setattr(tn._Search, "run", spy)
+    monkeypatch.setattr(search_module.Search, "run", spy)
     again = tn.tune(runs, find_labels(prepared), min_support=3, quiet=True)
     assert again["settings"] == r["settings"]  # deterministic
     # one search per scored fold, on the other folds only; then the final one on all
@@ -292,7 +294,7 @@ def test_nested_settings_never_saw_the_scored_fold(prepared, tuned_case, monkeyp
 
 def test_one_fold_has_no_honest_figure_and_defaults_are_kept_when_nothing_helps(
         prepared, tuned_case, tmp_path):
-    from imat_kit.tune import tune
+    from imat_kit.tune.nested import tune
 
     _, _, runs, _ = tuned_case
     one = tune(runs[:1], find_labels(prepared), min_support=3, quiet=True)
@@ -404,7 +406,7 @@ def test_tune_other_metrics_2020_rule_and_ap_iou_f1(prepared2020, tmp_path):
     """The 2020 rule (the default on 2020 data) and Fashionpedia's AP^{IoU+F1} (exact path,
     no per-category thresholds): both tune, report a nested figure, and the settings' score
     is the one ``fold_scores`` gives."""
-    from imat_kit.tune import fold_scores, tune
+    from imat_kit.tune.nested import fold_scores, tune
 
     labels = find_labels(prepared2020)
     files = [str(write_noisy(tmp_path / f"fold{k}_val.jsonl", prepared2020, "val", k, seed=k))
@@ -428,7 +430,7 @@ def test_tune_finds_one_prediction_per_image_under_the_2020_formula(prepared2020
     score grid. TP / (TP + FP) (the published 2020 formula, the default) is best at one per
     image: tune finds cap 1, says so, and its nested figure gains; with false negatives
     counted, keeping them all is better and the cap stays above 1."""
-    from imat_kit.tune import tune
+    from imat_kit.tune.nested import tune
     from tests.helpers.tuning_cases import one_sure_predictions
 
     labels = find_labels(prepared2020)
@@ -451,7 +453,7 @@ def test_shrinkage_strength_is_chosen_by_the_nested_figure(prepared):
     must reach 0.95. Shrunk toward the global one by a fixed strength (λ = 20, the old rule)
     it stays far below and the nested figure falls short of the right threshold's; with the
     strength chosen by the nested figure it comes within 0.05 of that oracle."""
-    from imat_kit.tune import fold_scores, tune
+    from imat_kit.tune.nested import fold_scores, tune
     from tests.helpers.tuning_cases import shrinkage_case
 
     labels = find_labels(prepared)
@@ -473,7 +475,7 @@ def test_pair_thresholds_shrink_by_support_and_decode(monkeypatch, prepared, tmp
     the pair gets its F1-optimal threshold shrunk toward the attribute's by its support; a
     pair seen twice barely moves; the decoding uses it, survives the file and is checked on
     load like every id."""
-    import imat_kit.tune as tn
+    import imat_kit.tune.attributes as tune_attributes
     from imat_kit.postprocess import AttributeThresholds
 
     rng = np.random.default_rng(0)
@@ -483,9 +485,9 @@ def test_pair_thresholds_shrink_by_support_and_decode(monkeypatch, prepared, tmp
         rows.append((3, {7: float(rng.uniform(0.3, 0.4) if true else rng.uniform(0.05, 0.15))},
                      {7} if true else set()))
     rows += [(4, {7: 0.45}, {7}), (4, {7: 0.2}, set())]  # category 4: two instances
-    monkeypatch.setattr(tn, "_pairs", lambda runs: rows)
+    monkeypatch.setattr(tune_attributes, "matched_attribute_pairs", lambda runs: rows)
     base = AttributeThresholds(0.5, {})
-    pairs = tn.tune_pair_thresholds([], base, min_support=10)
+    pairs = tune_attributes.tune_pair_thresholds([], base, min_support=10)
     n3 = sum(1 for c, _, t in rows if c == 3 and t)
     t3 = max(p[7] for c, p, t in rows if c == 3 and not t)
     lo3 = min(p[7] for c, p, t in rows if c == 3 and t)

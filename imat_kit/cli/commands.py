@@ -258,7 +258,7 @@ def _cmd_tune(a: argparse.Namespace) -> int:
     from imat_kit.data.paths import find_labels
     from imat_kit.eval.runs import read_fold_runs
     from imat_kit.postprocess import write_postprocess
-    from imat_kit.tune import tune
+    from imat_kit.tune.nested import tune
 
     labels = find_labels(a.data)
     metric = a.metric or ("competition2020" if labels.year == 2020 else "competition")

@@ -63,7 +63,7 @@ def match_instances(gt_coco: dict, preds: dict, *, iou: float = 0.5,
     return matched, missed
 
 
-def _best_threshold(p: np.ndarray, y: np.ndarray, floor: float) -> tuple[float, float]:
+def best_threshold(p: np.ndarray, y: np.ndarray, floor: float) -> tuple[float, float]:
     """The threshold maximising F1 of ``p >= threshold`` against ``y`` and that F1 (the
     highest threshold among equal F1s); midpoints between distinct probabilities."""
     if not p.size or not y.any():  # nothing matched, or no truth to find: nothing to tune
@@ -123,7 +123,7 @@ def tune_thresholds(runs: list[FoldRun], attribute_ids: list[int], *, min_suppor
     at_half = _f1(probs >= ATTRIBUTE_THRESHOLD, truth)
     g_tuned = global_threshold is None
     if g_tuned:
-        g, _ = _best_threshold(probs.ravel(), truth.ravel(), floor)
+        g, _ = best_threshold(probs.ravel(), truth.ravel(), floor)
         global_threshold = ATTRIBUTE_THRESHOLD if np.isnan(g) else round(g, 6)
     out = {}
     for a in seen:
@@ -132,7 +132,7 @@ def tune_thresholds(runs: list[FoldRun], attribute_ids: list[int], *, min_suppor
         if not support:
             continue
         at_global = _f1(p >= global_threshold, y)
-        thr, best = _best_threshold(p, y, floor)
+        thr, best = best_threshold(p, y, floor)
         tuned = support >= min_support and not np.isnan(thr)
         out[str(a)] = {"threshold": round(thr, 6) if tuned else global_threshold,
                        "tuned": bool(tuned), "support": support,

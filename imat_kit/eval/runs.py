@@ -37,6 +37,14 @@ class FoldRun:
             self._train_gt = read_ann(self.data, "train", self.fold)
         return self._train_gt
 
+    def read_train_gt(self) -> dict | None:
+        """The fold's training annotations without keeping them: those given, else read from
+        ``data`` afresh (the annotations of real data take gigabytes; a caller that only
+        reduces them lets them go), ``None`` without either."""
+        if self._train_gt is not None:
+            return self._train_gt
+        return read_ann(self.data, "train", self.fold) if self.data is not None else None
+
     @property
     def attributes(self) -> bool:
         """Whether the predictions speak of attributes: an instance carries some, or the

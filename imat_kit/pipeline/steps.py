@@ -239,7 +239,7 @@ def tune_metric(run: Run) -> str:
 
 def _tune(run: Run) -> dict:
     from imat_kit.postprocess import write_postprocess
-    from imat_kit.tune import tune
+    from imat_kit.tune.nested import tune
 
     s = run.spec
     metric = tune_metric(run)

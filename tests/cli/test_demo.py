@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 # imported before the spies, so tune's own tune_thresholds calls are not counted as demo steps
-import imat_kit.tune  # noqa: F401
+import imat_kit.tune.nested  # noqa: F401
 from imat_kit.cli.demo import run_demo
 from imat_kit.errors import KitError
 from imat_kit.eval.attr_eval import match_instances
@@ -24,7 +24,7 @@ COMMAND_STEPS = [("imat_kit.data.synth", "generate_images"),
                  ("imat_kit.data.prepare", "prepare"), ("imat_kit.mmdet_ext.train", "train_folds"),
                  ("imat_kit.mmdet_ext.predict", "predict"),
                  ("imat_kit.eval.evaluate", "evaluate_to"),
-                 ("imat_kit.eval.attr_eval", "tune_thresholds"), ("imat_kit.tune", "tune"),
+                 ("imat_kit.eval.attr_eval", "tune_thresholds"), ("imat_kit.tune.nested", "tune"),
                  ("imat_kit.ensemble", "ensemble_files"), ("imat_kit.submission", "submit"),
                  ("imat_kit.submission", "score_submission"), ("imat_kit.plots", "make_plot"),
                  ("imat_kit.report", "build_report")]

@@ -113,7 +113,7 @@ def test_run_end_to_end_resumes_and_reruns_what_changed(synth_dir, tmp_path, mon
     assert json.loads((out / "manifest.json").read_text())["spec"]["models"][0]["tta"] == "flip"
 
     # killed during tuning: the next run keeps what finished and resumes from there
-    import imat_kit.tune as tune_module
+    import imat_kit.tune.nested as tune_module
 
     def killed(*_a, **_k):
         raise KeyboardInterrupt
