@@ -23,6 +23,7 @@ first run's data and checkpoints; ``--overwrite`` starts such a run afresh.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import time
@@ -30,6 +31,8 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
+from imat_kit.cli.formatting import demo_summary_lines
+from imat_kit.cli.options import echo, jobs_option, overwrite_option, parse_folds, verbose_option
 from imat_kit.errors import KitError
 from imat_kit.files import atomic_open, describe_differences, file_fingerprint
 
@@ -187,3 +190,37 @@ def run_demo(out: str | Path = "outputs/demo", *, images: int = 300, folds: tupl
     with atomic_open(out / "summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def add_demo(sub, parents) -> None:
+    s = sub.add_parser("demo", parents=parents, help="the whole pipeline on synthetic data "
+                       "(resumable)")
+    s.add_argument("--out", default=None, help="default outputs/demo (2020: outputs/demo2020)")
+    s.add_argument("--year", type=int, choices=[2019, 2020], default=2019,
+                   help="2020: the synthetic 2020 set, a 2020-layout submission and rule")
+    s.add_argument("--images", type=int, default=300)
+    s.add_argument("--folds", type=parse_folds, default=[0, 1], help="folds to train")
+    s.add_argument("--iters", type=int, default=360, help="training iterations per fold")
+    jobs_option(s, 2)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--submission", default=None,
+                   help="default submissions/demo.csv (2020: submissions/demo2020.csv)")
+    overwrite_option(s, "start afresh when OUT holds a demo run with other options")
+    verbose_option(s)
+    s.set_defaults(func=run_command)
+
+
+def run_command(a: argparse.Namespace) -> int:
+    suffix = "2020" if a.year == 2020 else ""
+    s = run_demo(a.out or f"outputs/demo{suffix}", images=a.images, folds=tuple(a.folds),
+                 iters=a.iters, seed=a.seed, year=a.year,
+                 submission=a.submission or f"submissions/demo{suffix}.csv",
+                 overwrite=a.overwrite, verbose=a.verbose, quiet=a.quiet, echo=echo,
+                 jobs=a.jobs)
+    for line in demo_summary_lines(s):
+        print(line)
+    return 0
+
+
+#: command → the function that adds its parser
+PARSERS = {"demo": add_demo}
