@@ -25,6 +25,7 @@ import pandas as pd
 
 from imat_kit import __version__
 from imat_kit.errors import KitError
+from imat_kit.eval.evaluate import REFERENCE_TABLE3, FoldTable, evaluate_files, read_fold_runs
 from imat_kit.files import atomic_open
 
 _CSS = """
@@ -151,7 +152,7 @@ class ReportData:
     data: Path
     labels: object
     runs: list
-    table: pd.DataFrame  # the fold table (mean and std rows last)
+    table: FoldTable
     cats: pd.DataFrame  # per-category AP per fold
     train_counts: dict[int, int]
     attr_names: dict[int, str]
@@ -186,7 +187,6 @@ def collect_report(data: str | Path, predictions: list[str], *,
     """Read the folds' predictions once and compute every table the report shows."""
     from imat_kit.data.paths import find_labels, read_ann
     from imat_kit.eval.analysis import error_breakdown, image_scores
-    from imat_kit.eval.evaluate import evaluate_files, read_fold_runs
     from imat_kit.postprocess import apply_thresholds, load_thresholds
     from imat_kit.progress import progress
 
@@ -236,12 +236,11 @@ def collect_report(data: str | Path, predictions: list[str], *,
 
 
 def _folds_section(r: ReportData, tmp: Path) -> str:
-    from imat_kit.eval.evaluate import REFERENCE_TABLE3
 
-    table, mean = r.table, r.table.iloc[-2]
+    table, mean = r.table.frame(), r.table.mean
     out = [f'<h2>Fold table</h2><p>{len(r.runs)} fold(s), '
-           f'{int(table.images.iloc[:-2].sum())} validation images. segm AP '
-           f'<b>{100 * mean.segm_AP:.1f}</b> ± {100 * table.iloc[-1].segm_AP:.1f}, '
+           f'{int(r.table.rows.images.sum())} validation images. segm AP '
+           f'<b>{100 * mean.segm_AP:.1f}</b> ± {100 * r.table.std.segm_AP:.1f}, '
            f'competition score ({html.escape(r.average)} average, score ≥ {r.score_thr:g})'
            f' <b>{mean.competition:.4f}</b>.</p>']
     attr_cols = [c for c in ATTRIBUTE_COLUMNS if c in table.columns]
@@ -352,7 +351,7 @@ def _attributes_section(r: ReportData, tmp: Path) -> str:
     if tuned_on:
         where += (", tuned on fold(s) " + ", ".join(map(str, sorted(tuned_on)))
                   + " shown here: a flattering figure")
-    mean = r.table.iloc[-2]
+    mean = r.table.mean
     attr_cols = [c for c in ATTRIBUTE_COLUMNS if c in r.table.columns]
     return ("<h2>Attributes</h2>"
             f"<p>Fashionpedia's AP<sup>IoU+F1</sup> <b>{100 * mean.AP_iou_f1:.1f}</b> "
@@ -360,7 +359,7 @@ def _attributes_section(r: ReportData, tmp: Path) -> str:
             f"{100 * mean.AP_f1:.1f}); attribute micro F1 over matched instances "
             f"<b>{micro_f1(f1):.3f}</b> against the per-category prior's "
             f"{micro_f1(f1, 'prior_'):.3f} ({where}).</p>"
-            + _table(r.table[["fold", *attr_cols]], summary_rows=("mean", "std"))
+            + _table(r.table.frame()[["fold", *attr_cols]], summary_rows=("mean", "std"))
             + _img(tmp / "attr.png", "attribute F1 against support")
             + _table(top, floats="{:.3f}"))
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imat_kit.eval.evaluate import REFERENCE_TABLE3
+from imat_kit.eval.evaluate import REFERENCE_TABLE3, FoldTable
 
 
-def print_evaluation(table, average: str) -> None:
-    """The fold table as ``imat-kit evaluate`` (and the demo) print it."""
-    show = table[[c for c in ("fold", "segm_AP", "segm_AP50", "segm_AP75", "segm_APs",
+def print_evaluation(table: FoldTable, average: str) -> None:
+    """The fold table as ``imat-kit evaluate`` prints it."""
+    frame = table.frame()
+    show = frame[[c for c in ("fold", "segm_AP", "segm_AP50", "segm_AP75", "segm_APs",
                               "segm_APm", "segm_APl", "bbox_AP", "competition", "images")
                   if c in table.columns]]
     print(show.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    m, sd = table.iloc[-2], table.iloc[-1]
+    m, sd = table.mean, table.std
     print(f"\nsegm AP {100 * m.segm_AP:.1f} ± {100 * sd.segm_AP:.1f}, AP50 {100 * m.segm_AP50:.1f},"
           f" AP75 {100 * m.segm_AP75:.1f}; competition score ({average}) "
           f"{m.competition:.4f} ± {sd.competition:.4f}")
@@ -23,18 +24,18 @@ def print_evaluation(table, average: str) -> None:
         cols = [c[: -len("_post")] for c in post]
         print("\nat the postprocess file's settings (beside the defaults; in-sample on the "
               "folds it was tuned on):")
-        print(table[["fold", *[x for c, p in zip(cols, post) for x in (c, p)
+        print(frame[["fold", *[x for c, p in zip(cols, post) for x in (c, p)
                                if x in table.columns]]].to_string(
             index=False, float_format=lambda v: f"{v:.4f}"))
     print("reference study (Matterport R50, 100 val images):")
     print(REFERENCE_TABLE3.to_string(index=False))
 
 
-def print_attribute_figures(table) -> None:
+def print_attribute_figures(table: FoldTable) -> None:
     """The attribute columns of a fold table (when the predictions carried attributes)."""
     if "AP_iou_f1" not in table.columns:
         return
-    m, sd = table.iloc[-2], table.iloc[-1]
+    m, sd = table.mean, table.std
     print(f"attributes: AP^IoU+F1 {100 * m.AP_iou_f1:.1f} ± {100 * sd.AP_iou_f1:.1f} "
           f"(AP^IoU {100 * m.AP_iou_fp:.1f}, AP^F1 {100 * m.AP_f1:.1f}; Fashionpedia's "
           f"definition); attribute micro F1 on matched instances {m.attr_micro_f1:.3f} vs "

@@ -4,6 +4,7 @@ mask IoUs computed once: the segm pass keeps them and the competition score read
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -28,9 +29,8 @@ from imat_kit.eval.runs import FoldRun, as_run, read_fold_runs
 from imat_kit.files import atomic_open
 from imat_kit.postprocess import AttributeThresholds, apply_thresholds
 
-__all__ = ["REFERENCE_TABLE3", "FoldRun", "attribute_columns", "evaluate_files", "evaluate_fold",
-           "evaluate_to", "pred_instances", "read_fold_runs",
-           "truth_instances"]
+__all__ = ["REFERENCE_TABLE3", "FoldRun", "FoldTable", "attribute_columns", "evaluate_files",
+           "evaluate_fold", "evaluate_to", "pred_instances", "read_fold_runs", "truth_instances"]
 
 #: The reference study (Matterport Mask R-CNN R50, COCO weights; AP on 100 validation images)
 REFERENCE_TABLE3 = pd.DataFrame({
@@ -71,12 +71,47 @@ def evaluate_fold(gt_coco: dict, preds: dict, *, average: str = "image",
     return {"row": row, "per_category": segm["per_category"], "segm": segm}
 
 
+@dataclass(frozen=True)
+class FoldTable:
+    """The fold table: one row per fold (``rows``), and the mean and the population std of
+    every numeric column over the folds. :meth:`frame` is the table as ``evaluation.csv``
+    holds it (the fold rows, then the rows ``mean`` and ``std``)."""
+
+    rows: pd.DataFrame
+    mean: pd.Series
+    std: pd.Series
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame) -> FoldTable:
+        """The table of ``rows`` (a ``fold`` column and figures)."""
+        rows = rows.reset_index(drop=True)
+        nums = rows.drop(columns=["fold"]).select_dtypes("number")
+        return cls(rows, nums.mean(), nums.std(ddof=0))
+
+    @property
+    def columns(self) -> pd.Index:
+        return self.rows.columns
+
+    def frame(self) -> pd.DataFrame:
+        """The fold rows (``fold`` as text), then ``mean`` and ``std``: the CSV's layout."""
+        summary = pd.DataFrame([{"fold": "mean", **self.mean.to_dict()},
+                                {"fold": "std", **self.std.to_dict()}])
+        return pd.concat([self.rows.astype({"fold": str}), summary], ignore_index=True)
+
+    def records(self, drop: tuple[str, ...] = ()) -> tuple[list[dict], dict, dict]:
+        """The fold rows, the mean and the std as records, as the CSV's layout gives them
+        (without the columns ``drop``)."""
+        out = self.frame().drop(columns=list(drop), errors="ignore").to_dict("records")
+        n = len(self.rows)
+        return out[:n], out[n], out[n + 1]
+
+
 def evaluate_files(data: str | Path, files: list[str], *, average: str = "image",
                    score_thr: float = 0.3, runs: list[FoldRun] | None = None,
                    thresholds=None, postprocess=None, bbox: bool = False,
                    segm: dict | None = None, fn: str = "ignore"
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per predictions file (its header's fold), plus mean and std rows; and the
+                   ) -> tuple[FoldTable, pd.DataFrame]:
+    """The fold table, one row per predictions file (its header's fold); and the
     per-category segm AP table (categories × folds). ``runs`` (from :func:`read_fold_runs`)
     spares reading the files again. Predictions with attributes add the
     :func:`attribute_columns` (attribute sets cut by ``thresholds``, default a global 0.5).
@@ -98,11 +133,7 @@ def evaluate_files(data: str | Path, files: list[str], *, average: str = "image"
             r["row"].update(post_columns(run, labels, postprocess, average=average, fn=fn))
         rows.append({"fold": run.fold, "file": run.file, **r["row"]})
         per_cat[f"fold{run.fold}"] = r["per_category"]
-    table = pd.DataFrame(rows).sort_values("fold")
-    nums = table.select_dtypes("number").drop(columns=["fold"])
-    summary = pd.DataFrame([{"fold": "mean", **nums.mean().to_dict()},
-                            {"fold": "std", **nums.std(ddof=0).to_dict()}])
-    table = pd.concat([table.astype({"fold": str}), summary], ignore_index=True)
+    table = FoldTable.of(pd.DataFrame(rows).sort_values("fold"))
     cats = pd.DataFrame(per_cat)
     cats.index.name = "category_id"
     cats["mean"] = cats.mean(axis=1)
@@ -153,7 +184,7 @@ def post_columns(run: FoldRun, labels, post, *, average: str = "image",
 def evaluate_to(data: str | Path, files: list[str], out: str | Path, *, average: str = "image",
                 score_thr: float = 0.3, thresholds=None, runs: list[FoldRun] | None = None,
                 postprocess=None, bbox: bool = False, fn: str = "ignore"
-                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                ) -> tuple[FoldTable, pd.DataFrame]:
     """:func:`evaluate_files`, written to ``OUT/evaluation.csv`` and ``OUT/per_category_ap.csv``
     (with the category names), and for predictions with attributes ``OUT/per_attribute.csv``
     (:func:`attr_eval.attribute_table` over every fold): the ``imat-kit evaluate`` step.
@@ -168,7 +199,7 @@ def evaluate_to(data: str | Path, files: list[str], out: str | Path, *, average:
     cats.insert(0, "category", [names[i] for i in cats.index])
     out = Path(out)
     with atomic_open(out / "evaluation.csv", "w", newline="") as f:
-        table.to_csv(f, index=False, float_format="%.4f")
+        table.frame().to_csv(f, index=False, float_format="%.4f")
     with atomic_open(out / "per_category_ap.csv", "w", newline="") as f:
         cats.to_csv(f, float_format="%.4f")
     with_attr = [r for r in runs if r.attributes]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imat_kit.errors import KitError
+from imat_kit.eval.evaluate import FoldTable
 from imat_kit.files import atomic_open
 from imat_kit.pipeline.run import Run
 
@@ -116,9 +117,9 @@ def _done_files(run: Run) -> list[Path]:
     return [Path(w) / DONE for w in run.work_dirs.values()]
 
 
-def _table_result(table) -> dict:
-    rows = table.drop(columns=["file"], errors="ignore").to_dict("records")
-    return {"rows": rows[:-2], "mean": rows[-2], "std": rows[-1]}
+def _table_result(table: FoldTable) -> dict:
+    rows, mean, std = table.records(drop=("file",))
+    return {"rows": rows, "mean": mean, "std": std}
 
 
 # --- the steps -------------------------------------------------------------------------------
@@ -225,11 +226,7 @@ def tuning_table(tuned: dict):
              "attr_micro_f1_defaults": p.get("attr_micro_f1_defaults", float("nan")),
              "attr_micro_f1_other_folds": p.get("attr_micro_f1_nested", float("nan"))}
             for p in tuned["per_fold"]]
-    df = pd.DataFrame(rows)
-    nums = df.drop(columns=["fold"])
-    return pd.concat([df, pd.DataFrame([{"fold": "mean", **nums.mean().to_dict()},
-                                        {"fold": "std", **nums.std(ddof=0).to_dict()}])],
-                     ignore_index=True)
+    return FoldTable.of(pd.DataFrame(rows)).frame()
 
 
 def tune_metric(run: Run) -> str:

@@ -51,3 +51,20 @@ def test_evaluate_refuses_test_predictions(prep, tmp_path, capsys):
     assert main(["evaluate", "--data", str(prep), "--predictions",
                  str(tmp_path / "t.jsonl")]) == 2
     assert "needs validation predictions" in capsys.readouterr().err
+
+
+def test_fold_table_keeps_mean_and_std_beside_the_rows():
+    from imat_kit.eval.evaluate import FoldTable
+
+    rows = pd.DataFrame([{"fold": 1, "file": "b", "segm_AP": 0.3, "images": 5},
+                         {"fold": 0, "file": "a", "segm_AP": 0.1, "images": 7}])
+    t = FoldTable.of(rows.sort_values("fold"))
+    assert list(t.rows["fold"]) == [0, 1]
+    assert t.mean["segm_AP"] == pytest.approx(0.2) and t.std["segm_AP"] == pytest.approx(0.1)
+    assert "fold" not in t.mean and "file" not in t.mean
+    frame = t.frame()
+    assert list(frame["fold"]) == ["0", "1", "mean", "std"]
+    assert frame["images"].tolist() == [7, 5, 6, 1]
+    fold_rows, mean, std = t.records(drop=("file",))
+    assert [r["fold"] for r in fold_rows] == ["0", "1"] and "file" not in mean
+    assert (mean["fold"], std["fold"], mean["images"]) == ("mean", "std", 6)

@@ -127,10 +127,10 @@ def test_competition_metric_equals_evaluate(request, year, tmp_path):
         metric.process({}, [{"img_id": im["id"], "ori_shape": (h, w), "pred_instances": inst}])
     out = metric.evaluate(len(gt["images"]))
     assert 0 < out["imat/competition"] < 1
-    assert out["imat/competition"] == pytest.approx(float(table["competition"].iloc[0]),
+    assert out["imat/competition"] == pytest.approx(float(table.rows["competition"].iloc[0]),
                                                     abs=1e-12)
     if year == 2020:
         assert out["imat/competition2020"] == pytest.approx(
-            float(table["competition2020"].iloc[0]), abs=1e-12)
+            float(table.rows["competition2020"].iloc[0]), abs=1e-12)
     else:
         assert "imat/competition2020" not in out
