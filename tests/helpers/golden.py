@@ -28,7 +28,7 @@ TIMING = re.compile(r"\d+(\.\d+)?\s?(s|min|ms|it/s|s/it)\b")
 
 #: JSON keys whose values change from one run to the next (timings, the code's commit, digests
 #: of checkpoints, which hold their training's time)
-VOLATILE = ("seconds", "iou_seconds", "code_version", "time", "elapsed")
+VOLATILE = ("seconds", "iou_seconds", "seconds_by_part", "code_version", "time", "elapsed")
 MADE = re.compile(rb"made \d{4}-\d\d-\d\d \d\d:\d\d")
 
 
