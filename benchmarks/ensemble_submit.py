@@ -26,8 +26,9 @@ from rle import notebook_encode
 from imat_kit.data import rle
 from imat_kit.data.synth import _SHAPES, _convex_runs, category_weights, real_image_sizes
 from imat_kit.ensemble import ensemble
+from imat_kit.postprocess import PostProcess
 from imat_kit.predictions import ImagePrediction, PredictionsWriter, read_predictions
-from imat_kit.submission import SubmitConfig, write_submission
+from imat_kit.submission import write_submission
 
 OUT = REPO / "outputs" / "bench" / "ensemble"
 
@@ -86,7 +87,7 @@ def make_inputs(n_images: int, k: int = 5, seed: int = 0) -> tuple[list[Path], d
     return files, {kk: (int(h), int(w)) for kk, h, w in zip(keys, hgt, wid)}
 
 
-def naive(inputs: list[dict], keys: list[str], cfg: SubmitConfig) -> list[tuple]:
+def naive(inputs: list[dict], keys: list[str], cfg: PostProcess) -> list[tuple]:
     """Full-mask baseline: decode everything, average masks per greedy group, remove overlaps
     on full masks, encode with the notebook kernel."""
     rows = []
@@ -134,7 +135,7 @@ def main() -> None:
     files, sizes = make_inputs(a.images)
     print(f"inputs: {len(files)} files × {a.images} images ({time.perf_counter() - t:.0f} s to "
           f"make or find), {sum(f.stat().st_size for f in files) / 1e6:.0f} MB")
-    cfg = SubmitConfig(score_thr=0.3)
+    cfg = PostProcess(score_thr=0.3)
     t0 = time.perf_counter()
     inputs = [read_predictions(f)[1] for f in files]
     t1 = time.perf_counter()

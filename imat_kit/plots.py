@@ -21,6 +21,7 @@ from imat_kit.data.masks import pair_ious, score_order
 from imat_kit.errors import KitError
 from imat_kit.eval.matching import greedy_pairs
 from imat_kit.files import atomic_open
+from imat_kit.postprocess import SCORE_THR
 
 
 def _save(fig, out: str | Path) -> None:
@@ -135,7 +136,7 @@ def plot_pr_curves(ev: dict, out: str | Path, title: str = "") -> None:
 
 
 def confusion_matrix(gt_coco: dict, preds: dict, n_classes: int = 46, iou: float = 0.5,
-                     score_thr: float = 0.3) -> np.ndarray:
+                     score_thr: float = SCORE_THR) -> np.ndarray:
     """(C+1)×(C+1) counts, rows = truth, columns = prediction, index C = background. Each
     truth is matched (greedy by score, mask IoU ≥ ``iou``, any class) to at most one
     prediction; unmatched truths count as background predictions, unmatched predictions as
@@ -226,7 +227,7 @@ def _attr_text(attrs, attr_names: dict | None) -> str:
 
 def plot_overlays(gt_coco: dict, preds: dict, image_dir: str | Path, out: str | Path, *,
                   image_keys: list[str] | None = None, n: int = 6, seed: int = 0,
-                  score_thr: float = 0.3, titles: dict[str, str] | None = None) -> list[str]:
+                  score_thr: float = SCORE_THR, titles: dict[str, str] | None = None) -> list[str]:
     """Truth and prediction side by side for chosen (or ``n`` random) images: every instance
     outlined in its category's colour and labelled with its category name (and attributes when
     they are known; predictions with their score), and a legend of the categories drawn.
@@ -321,7 +322,7 @@ PLOT_INPUTS = {"losses": ("work_dirs",), "categories": ("data",), "pr": ("data",
 
 def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
               labels: list[str] | None = None, data: str | Path | None = None,
-              predictions: str | Path | None = None, score_thr: float = 0.3,
+              predictions: str | Path | None = None, score_thr: float = SCORE_THR,
               images: list[str] | None = None, n: int = 6, seed: int = 0,
               attribute_thresholds: str | Path | None = None) -> dict:
     """The ``imat-kit plot WHAT`` step: read the inputs of one figure and draw it into ``out``.

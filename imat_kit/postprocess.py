@@ -38,6 +38,10 @@ from imat_kit.files import atomic_open
 from imat_kit.predictions import ATTRIBUTE_THRESHOLD
 
 FORMAT = "imat-kit-postprocess"
+#: the defaults of every setting (the writer's when nothing was tuned): read everywhere from here
+SCORE_THR = 0.3
+MAX_PER_IMAGE = 100
+MIN_AREA = 20
 #: the format of the files ``tune-attributes`` writes
 THRESHOLDS_FORMAT = "imat-kit-attribute-thresholds"
 DECODINGS = ("threshold", "topk", "pair")
@@ -161,12 +165,13 @@ class AttributeDecoder:
 @dataclass(frozen=True)
 class PostProcess:
     """Every setting ``submit`` applies to predictions (see the module doc); the defaults are
-    the writer's: score 0.3, 100 per image, 20 px, masks as stored, attributes at 0.5."""
+    the writer's (:data:`SCORE_THR`, :data:`MAX_PER_IMAGE`, :data:`MIN_AREA`, masks as stored,
+    attributes at :data:`~imat_kit.predictions.ATTRIBUTE_THRESHOLD`)."""
 
-    score_thr: float = 0.3
+    score_thr: float = SCORE_THR
     category_thr: dict = field(default_factory=dict)
-    max_per_image: int = 100
-    min_area: int = 20
+    max_per_image: int = MAX_PER_IMAGE
+    min_area: int = MIN_AREA
     mask_thr: float | None = None
     attributes: AttributeDecoder = field(default_factory=AttributeDecoder)
     rescore: object = None  # a rescore.Rescorer: replaces the scores before the rest

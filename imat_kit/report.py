@@ -27,6 +27,7 @@ from imat_kit import __version__
 from imat_kit.errors import KitError
 from imat_kit.eval.evaluate import REFERENCE_TABLE3, FoldTable, evaluate_files, read_fold_runs
 from imat_kit.files import atomic_open
+from imat_kit.postprocess import SCORE_THR
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0 auto;max-width:1100px;
@@ -181,7 +182,7 @@ class ReportData:
 def collect_report(data: str | Path, predictions: list[str], *,
                    work_dirs: list[str | Path] | None = None,
                    submission: str | Path | None = None, gallery: int = 6,
-                   average: str = "image", score_thr: float = 0.3,
+                   average: str = "image", score_thr: float = SCORE_THR,
                    attribute_thresholds: str | Path | None = None, quiet: bool = True,
                    postprocess: str | Path | None = None) -> ReportData:
     """Read the folds' predictions once and compute every table the report shows."""
@@ -390,7 +391,7 @@ def render_report(r: ReportData) -> str:
 def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
                  work_dirs: list[str | Path] | None = None,
                  submission: str | Path | None = None, gallery: int = 6,
-                 average: str = "image", score_thr: float = 0.3,
+                 average: str = "image", score_thr: float = SCORE_THR,
                  attribute_thresholds: str | Path | None = None, quiet: bool = True,
                  postprocess: str | Path | None = None) -> dict:
     """Write the report to ``out`` (atomically); returns what it holds (``sections``, the fold

@@ -19,7 +19,7 @@ import math
 import re
 import subprocess
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from imat_kit.data.masks import score_order
 from imat_kit.data.readers import csv_columns, read_csv
 from imat_kit.errors import KitError
 from imat_kit.files import atomic_open
-from imat_kit.postprocess import PostProcess, kept_instances, masks_of
+from imat_kit.postprocess import AttributeDecoder, PostProcess, kept_instances, masks_of
 from imat_kit.predictions import ImagePrediction
 from imat_kit.progress import parallel_map
 
@@ -40,36 +40,18 @@ HEADER_2020 = [*HEADER, "AttributesIds"]
 EMPTY_CLASS = "23"  # the placeholder class of sample_submission.csv, on rows without a mask
 
 
-@dataclass(frozen=True)
-class SubmitConfig:
-    """Every threshold of the writer, recorded in the submission's manifest
-    (:class:`postprocess.PostProcess` holds the same settings as ``imat-kit tune`` writes
-    them; ``category_thr`` and ``mask_thr`` come from such a file)."""
+#: how masks are written: at the image's size, or resized to 512 × 512 (the 2019 kernel rule)
+MASK_SIZES = ("original", "512")
 
-    score_thr: float = 0.3
-    max_per_image: int = 100
-    min_area: int = 20
-    mask_size: str = "original"  # or "512": masks resized to 512×512 before encoding
-    attributes: bool = False  # write ClassId with attributes (when predictions carry them)
-    category_thr: dict = field(default_factory=dict)  # category → score threshold
-    mask_thr: float | None = None  # rebuild masks from soft masks at this probability
 
-    def __post_init__(self) -> None:
-        if self.mask_size not in ("original", "512"):
-            raise KitError("mask_size must be 'original' or '512'", value=self.mask_size)
-        self.postprocess()  # the thresholds are checked there
-
-    def postprocess(self) -> PostProcess:
-        return PostProcess(score_thr=self.score_thr, category_thr=dict(self.category_thr),
-                           max_per_image=self.max_per_image, min_area=self.min_area,
-                           mask_thr=self.mask_thr)
-
-    @classmethod
-    def of(cls, post: PostProcess, **kw) -> SubmitConfig:
-        """The writer's settings from a postprocess file's (``kw``: mask_size, attributes)."""
-        return cls(score_thr=post.score_thr, max_per_image=post.max_per_image,
-                   min_area=post.min_area, category_thr=dict(post.category_thr),
-                   mask_thr=post.mask_thr, **kw)
+def writer_settings(post: PostProcess, *, mask_size: str = "original",
+                    attributes: bool = False) -> dict:
+    """Every threshold the writer applies, as the submission's manifest records them."""
+    if mask_size not in MASK_SIZES:
+        raise KitError("mask_size must be 'original' or '512'", value=mask_size)
+    return {"score_thr": post.score_thr, "max_per_image": post.max_per_image,
+            "min_area": post.min_area, "mask_size": mask_size, "attributes": attributes,
+            "category_thr": dict(post.category_thr), "mask_thr": post.mask_thr}
 
 
 def _resized_runs(counts: str, h: int, w: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,17 +72,17 @@ def submission_layout(data: str | Path) -> int:
     return 2020 if "AttributesIds" in cols else 2019
 
 
-def image_rows(pred: ImagePrediction, cfg: SubmitConfig,
-               layout: int = 2019) -> list[tuple[str, ...]]:
+def image_rows(pred: ImagePrediction, post: PostProcess, layout: int = 2019, *,
+               mask_size: str = "original", attributes: bool = False) -> list[tuple[str, ...]]:
     """``(EncodedPixels, ClassId)`` rows of one image (2020: ``(EncodedPixels, ClassId,
     AttributesIds)``): thresholded, capped, same-class overlaps removed (best score keeps the
     pixel), small leftovers dropped (:func:`postprocess.kept_instances`; with ``attributes``,
     a class is a category with its attribute set; with ``mask_size`` 512, overlaps and areas
-    are taken on the 512×512 masks)."""
-    post = cfg.postprocess()
-    if cfg.mask_size == "512":
+    are taken on the 512×512 masks). ``post``'s attribute decoding and re-scorer are applied
+    before (:func:`submit`)."""
+    if mask_size == "512":
         pred, post = _at_512(pred, post)
-    if cfg.attributes and pred.attributes:  # one class per (category, attribute set)
+    if attributes and pred.attributes:  # one class per (category, attribute set)
         sets = {a: k for k, a in enumerate(dict.fromkeys(
             (int(c), tuple(a)) for c, a in zip(pred.labels.tolist(), pred.attributes)))}
         thr = post.thresholds_of(pred.labels)
@@ -113,7 +95,7 @@ def image_rows(pred: ImagePrediction, cfg: SubmitConfig,
     rows = []
     for i, counts, _ in kept:
         own = pred.attributes[i] if pred.attributes else ()
-        cid = format_class_id(int(pred.labels[i]), own if cfg.attributes else ())
+        cid = format_class_id(int(pred.labels[i]), own if attributes else ())
         s, e = rle_mod.coco_to_runs({"counts": counts})
         enc = rle_mod.runs_to_string(s, e - s)
         rows.append((enc, cid, ",".join(map(str, sorted(own)))) if layout == 2020
@@ -148,21 +130,29 @@ def _code_version() -> str:
 
 
 def _rows_many(preds: list, kw: dict) -> list[list[tuple[str, ...]]]:
-    return [image_rows(p, kw["cfg"], kw["layout"]) if p is not None else [] for p in preds]
+    return [image_rows(p, kw["post"], kw["layout"], mask_size=kw["mask_size"],
+                       attributes=kw["attributes"]) if p is not None else [] for p in preds]
 
 
 def write_submission(preds: dict[str, ImagePrediction], image_ids: list[str],
-                     out: str | Path, cfg: SubmitConfig, *, manifest: dict | None = None,
-                     layout: int = 2019, workers: int | None = None,
-                     quiet: bool = False, name: str | None = None) -> dict:
+                     out: str | Path, post: PostProcess | None = None, *,
+                     mask_size: str = "original", attributes: bool = False,
+                     manifest: dict | None = None, layout: int = 2019,
+                     workers: int | None = None, quiet: bool = False,
+                     name: str | None = None) -> dict:
     """Write the CSV (atomically, in the ``layout`` of 2019 or 2020) and ``<out>.json``
-    beside it; returns the manifest (``name``: the CSV's name in it, default ``out``'s). The
-    rows of the images are computed in ``workers`` processes (default: up to 2)."""
+    beside it, each image's rows by :func:`image_rows` at ``post`` (default: the defaults);
+    returns the manifest (``name``: the CSV's name in it, default ``out``'s). The rows of the
+    images are computed in ``workers`` processes (default: up to 2)."""
+    post = post or PostProcess()
+    settings = writer_settings(post, mask_size=mask_size, attributes=attributes)
     out = Path(out)
     n_rows = n_empty = 0
     missing = 0
     all_rows = parallel_map(_rows_many, [preds.get(key) for key in image_ids],
-                            {"cfg": cfg, "layout": layout}, workers=workers,
+                            {"post": replace(post, attributes=AttributeDecoder(), rescore=None),
+                             "layout": layout, "mask_size": mask_size,
+                             "attributes": attributes}, workers=workers,
                             desc="submission rows", quiet=quiet)
     empty = [EMPTY_CLASS, ""] if layout == 2020 else [EMPTY_CLASS]
     with atomic_open(out, "w", newline="") as f:
@@ -180,7 +170,7 @@ def write_submission(preds: dict[str, ImagePrediction], image_ids: list[str],
     man = {"submission": name or out.name, "layout": layout, "rows": n_rows,
            "images": len(image_ids), "images_without_prediction": n_empty,
            "images_missing_from_predictions": missing,
-           "thresholds": asdict(cfg), "code_version": _code_version(), **(manifest or {})}
+           "thresholds": settings, "code_version": _code_version(), **(manifest or {})}
     with atomic_open(out.with_suffix(".json"), "w") as f:
         json.dump(man, f, indent=2, default=str)
     return man
@@ -361,17 +351,19 @@ def csv_instances(path: str | Path, sizes: dict[str, tuple[int, int]], *,
 
 
 def submit(predictions: str | Path, data: str | Path, out: str | Path,
-           cfg: SubmitConfig | None = None, *, evaluation: str | Path | None = None,
+           post: PostProcess | None = None, *, mask_size: str = "original",
+           attributes: bool = False, evaluation: str | Path | None = None,
            attribute_thresholds: str | Path | None = None, manifest: dict | None = None,
            quiet: bool = False, postprocess: str | Path | None = None
            ) -> tuple[dict, list[Problem]]:
     """The ``imat-kit submit`` step: a predictions file (test split) → the submission CSV and
     its manifest, validated before they take their names; the layout (2019 or 2020) follows
     the data's ``sample_submission.csv``. ``evaluation`` (the ``evaluation.csv`` of ``imat-kit
-    evaluate``) puts the fold table into the manifest; ``attribute_thresholds`` (a file of
-    ``imat-kit tune-attributes``) cuts the attribute probabilities (default: a global 0.5).
-    ``postprocess`` (a file of ``imat-kit tune``) replaces ``cfg``'s thresholds and the
-    attribute cut by its settings; the manifest records its SHA-256 and every value.
+    evaluate``) puts the fold table into the manifest. The settings applied are ``post``
+    (default: the defaults), else those of ``postprocess`` (a file of ``imat-kit tune``; with
+    ``post`` too, ``post`` is what applies — the command line's options over the file's
+    values); ``attribute_thresholds`` (a file of ``imat-kit tune-attributes``) replaces their
+    attribute decoding. The manifest records every value and each file's SHA-256.
 
     The CSV is written under a temporary name beside ``out`` and validated; only a valid one
     is renamed onto ``out`` (and its manifest onto ``out``'s ``.json``). One that fails is
@@ -381,10 +373,10 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
     from imat_kit.data.paths import find_labels, sample_image_ids, test_image_sizes
     from imat_kit.data.readers import read_csv
     from imat_kit.files import file_fingerprint
-    from imat_kit.postprocess import apply_thresholds, load_postprocess, load_thresholds, sha256_of
+    from imat_kit.postprocess import load_postprocess, load_thresholds, sha256_of
     from imat_kit.predictions import Expected, read_header, read_predictions
 
-    cfg = cfg or SubmitConfig()
+    writer_settings(PostProcess(), mask_size=mask_size)  # checked before anything is read
     out = Path(out)
     head = read_header(predictions)
     if head.get("split") not in (None, "test"):
@@ -393,7 +385,7 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
     labels = find_labels(data)
     ids = sample_image_ids(data)
     layout = submission_layout(data)
-    if layout == 2020 and cfg.attributes:
+    if layout == 2020 and attributes:
         raise KitError("--attributes writes attributes into ClassId, the 2019 layout's way; a "
                        "2020 submission always writes them in AttributesIds (drop the flag)",
                        file=str(Path(data) / "sample_submission.csv"))
@@ -402,25 +394,26 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
         labels, {k: sizes[k] for k in ids if k in sizes}, "the test set (sample_submission.csv)"))
     post_info = None
     if postprocess is not None:
-        post, content = load_postprocess(postprocess, labels)
-        if attribute_thresholds is not None or cfg.attributes:
-            raise KitError("the postprocess file holds the attribute decoding and was tuned "
-                           "with ClassId as the category: give it without "
-                           "--attribute-thresholds and --attributes", file=str(postprocess))
-        if post.mask_thr is not None and not head.get("soft_size"):
-            raise KitError(f"the postprocess file rebuilds masks from soft masks (mask_thr "
-                           f"{post.mask_thr}), but these predictions store none (predict "
-                           "--soft-size)", file=str(predictions), row=1)
-        cfg = SubmitConfig.of(post, mask_size=cfg.mask_size)
-        preds = post.attributes.apply(preds)
-        if post.rescore is not None:  # the learned scores order, cut and cap the rows
-            preds = post.rescore.apply(preds)
+        tuned, content = load_postprocess(postprocess, labels)
+        if attributes:
+            raise KitError("the postprocess file was tuned with ClassId as the category: give "
+                           "it without --attributes", file=str(postprocess))
+        post = post or tuned
         post_info = {"file": str(postprocess), "sha256": sha256_of(postprocess),
-                     "settings": post.values(), "metric": content.get("metric"),
+                     "settings": tuned.values(), "metric": content.get("metric"),
                      "folds": content.get("folds"), "nested": content.get("nested"),
                      "scores": content.get("scores")}
-    else:
-        preds = apply_thresholds(preds, load_thresholds(attribute_thresholds, labels))
+    post = post or PostProcess()
+    if attribute_thresholds is not None:
+        post = replace(post, attributes=AttributeDecoder(
+            thresholds=load_thresholds(attribute_thresholds, labels)))
+    if post.mask_thr is not None and not head.get("soft_size"):
+        raise KitError(f"the postprocess file rebuilds masks from soft masks (mask_thr "
+                       f"{post.mask_thr}), but these predictions store none (predict "
+                       "--soft-size)", file=str(predictions), row=1)
+    preds = post.attributes.apply(preds)
+    if post.rescore is not None:  # the learned scores order, cut and cap the rows
+        preds = post.rescore.apply(preds)
     extra = {"predictions": str(predictions), "source": head, "postprocess": post_info,
              "attribute_thresholds": None if attribute_thresholds is None else {
                  "file": str(attribute_thresholds),
@@ -432,9 +425,10 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
                                 for r in table.to_dict(orient="records")]
     stage = out.with_name(f".{out.stem}.unvalidated{out.suffix}")
     try:
-        man = write_submission(preds, ids, stage, cfg, quiet=quiet, manifest=extra,
+        man = write_submission(preds, ids, stage, post, mask_size=mask_size,
+                               attributes=attributes, quiet=quiet, manifest=extra,
                                layout=layout, name=out.name)
-        problems = validate_submission(stage, ids, sizes, labels, mask_size=cfg.mask_size)
+        problems = validate_submission(stage, ids, sizes, labels, mask_size=mask_size)
         final = out if not problems else out.with_name(f"{out.stem}.invalid{out.suffix}")
         if problems:
             man["submission"] = final.name

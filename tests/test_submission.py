@@ -10,9 +10,9 @@ from imat_kit.data import rle
 from imat_kit.data.labels import load_labels
 from imat_kit.data.paths import sample_image_ids
 from imat_kit.eval.metric import competition_score
+from imat_kit.postprocess import PostProcess
 from imat_kit.predictions import ImagePrediction, read_predictions, write_predictions
 from imat_kit.submission import (
-    SubmitConfig,
     csv_instances,
     image_rows,
     validate_submission,
@@ -35,8 +35,8 @@ def test_perfect_predictions_score_one_and_validate(synth_dir, tmp_path):
     preds = truth_predictions(synth_dir)
     ids = sample_image_ids(synth_dir)
     out = tmp_path / "submissions" / "perfect.csv"
-    man = write_submission(preds, ids, out, SubmitConfig(score_thr=0.0, min_area=0,
-                                                         attributes=True), quiet=True,
+    man = write_submission(preds, ids, out, PostProcess(score_thr=0.0, min_area=0),
+                           attributes=True, quiet=True,
                            manifest={"note": "test"})
     assert json.loads(out.with_suffix(".json").read_text())["thresholds"]["attributes"] is True
     assert man["code_version"].startswith("0.1.0")
@@ -49,7 +49,7 @@ def test_perfect_predictions_score_one_and_validate(synth_dir, tmp_path):
     assert competition_score(truth, got)["score"] == pytest.approx(1.0)
     # without attributes in the ClassId the attribute-matching score drops, the plain one not
     out2 = tmp_path / "plain.csv"
-    write_submission(preds, ids, out2, SubmitConfig(score_thr=0.0, min_area=0), quiet=True)
+    write_submission(preds, ids, out2, PostProcess(score_thr=0.0, min_area=0), quiet=True)
     got2 = csv_instances(out2, sizes, with_scores=True)
     assert competition_score(truth, got2)["score"] < 1.0
     assert competition_score(csv_instances(synth_dir / "test_solution.csv", sizes,
@@ -70,15 +70,15 @@ def test_same_class_overlap_goes_to_the_best_score():
     b = np.zeros((10, 10), bool)
     b[3:9, 3:9] = True
     p = _pred([a, b, b], [6, 6, 7], [0.5, 0.9, 0.8])
-    rows = image_rows(p, SubmitConfig(score_thr=0.1, min_area=1))
+    rows = image_rows(p, PostProcess(score_thr=0.1, min_area=1))
     assert [c for _, c in rows] == ["6", "7", "6"]  # by descending score
     np.testing.assert_array_equal(rle.decode(rows[0][0], 10, 10), b)  # best, whole
     np.testing.assert_array_equal(rle.decode(rows[1][0], 10, 10), b)  # other class: kept
     np.testing.assert_array_equal(rle.decode(rows[2][0], 10, 10), a & ~b)  # loses overlap
     # thresholds: score, count, leftover area
-    assert len(image_rows(p, SubmitConfig(score_thr=0.85))) == 1
-    assert len(image_rows(p, SubmitConfig(score_thr=0.1, max_per_image=2))) == 2
-    assert [c for _, c in image_rows(p, SubmitConfig(score_thr=0.1, min_area=28))] == ["6", "7"]
+    assert len(image_rows(p, PostProcess(score_thr=0.85))) == 1
+    assert len(image_rows(p, PostProcess(score_thr=0.1, max_per_image=2))) == 2
+    assert [c for _, c in image_rows(p, PostProcess(score_thr=0.1, min_area=28))] == ["6", "7"]
     assert (a & ~b).sum() == 27
 
 
@@ -86,7 +86,7 @@ def test_mask_size_512(synth_dir, tmp_path):
     preds = truth_predictions(synth_dir)
     ids = sample_image_ids(synth_dir)
     out = tmp_path / "s512.csv"
-    write_submission(preds, ids, out, SubmitConfig(score_thr=0, mask_size="512"), quiet=True)
+    write_submission(preds, ids, out, PostProcess(score_thr=0), mask_size="512", quiet=True)
     assert validate_submission(out, ids, {}, load_labels(), mask_size="512") == []
     bad = validate_submission(out, ids, sizes_of(synth_dir), load_labels())
     assert any("past the" in p.message for p in bad)

@@ -355,7 +355,7 @@ def test_a_bad_postprocess_file_is_refused_in_one_line(change, match, prepared, 
     assert list(out.iterdir()) == []
 
 
-def test_postprocess_of_other_data_or_with_other_flags_is_refused(prepared, tmp_path, capsys):
+def test_postprocess_of_other_data_is_refused_and_options_replace_its_values(prepared, tmp_path, capsys):
     from imat_kit.data.labels import load_labels
     from imat_kit.predictions import label_space
     from tests.helpers.prediction_cases import write_case
@@ -368,11 +368,23 @@ def test_postprocess_of_other_data_or_with_other_flags_is_refused(prepared, tmp_
         (tmp_path / "bad.json").write_text(bad)
         with pytest.raises(KitError, match=r"bad\.json"):
             load_postprocess(tmp_path / "bad.json")
-    ok = _pp(tmp_path, PostProcess().values())
+    ok = _pp(tmp_path, PostProcess(max_per_image=7).values())
     rc = main(["submit", "-q", "--data", str(prepared), "--predictions", str(f), "--out",
-               str(tmp_path / "s.csv"), "--postprocess", str(ok), "--score-thr", "0.5"])
-    assert rc == 2 and "--score-thr" in capsys.readouterr().err
+               str(tmp_path / "s.csv"), "--postprocess", str(ok), "--attributes"])
+    assert rc == 2 and "--attributes" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
+    # one settings object: options given beside the file replace its values, and the
+    # attribute thresholds of tune-attributes replace its attribute decoding
+    thr = tmp_path / "thr.json"
+    thr.write_text(json.dumps({"format": "imat-kit-attribute-thresholds",
+                               "global_threshold": 0.4, "attributes": {}}))
+    assert main(["submit", "-q", "--data", str(prepared), "--predictions", str(f), "--out",
+                 str(tmp_path / "s.csv"), "--postprocess", str(ok), "--score-thr", "0.5",
+                 "--attribute-thresholds", str(thr)]) == 0
+    man = json.loads((tmp_path / "s.json").read_text())
+    assert (man["thresholds"]["score_thr"], man["thresholds"]["max_per_image"]) == (0.5, 7)
+    assert man["postprocess"]["settings"]["score_thr"] == PostProcess().score_thr
+    assert man["attribute_thresholds"]["sha256"]
 
 
 def test_kept_instances_per_category_threshold_cap_and_leftovers():

@@ -14,6 +14,7 @@ from imat_kit.cli.options import (
     thresholds_option,
 )
 from imat_kit.plots import PLOTS
+from imat_kit.postprocess import SCORE_THR
 
 
 def add_plot(sub, parents) -> None:
@@ -26,7 +27,7 @@ def add_plot(sub, parents) -> None:
                    "data")
     s.add_argument("--predictions", help="pr/confusion/overlays/attributes: a predictions "
                    ".jsonl (attributes: a fold's validation file)")
-    s.add_argument("--score-thr", type=float, default=0.3)
+    s.add_argument("--score-thr", type=float, default=SCORE_THR)
     s.add_argument("--images", nargs="+", help="overlays: these ImageIds")
     s.add_argument("--n", type=int, default=6, help="overlays: random images")
     s.add_argument("--seed", type=int, default=0)
@@ -61,7 +62,7 @@ def add_report(sub, parents) -> None:
                    help="a submission CSV: its manifest (NAME.json) goes into the provenance")
     s.add_argument("--gallery", type=int, default=6, help="worst and best images shown")
     average_option(s)
-    s.add_argument("--score-thr", type=float, default=0.3)
+    s.add_argument("--score-thr", type=float, default=SCORE_THR)
     thresholds_option(s)
     postprocess_option(s, "a file of `imat-kit tune`: the fold figures at its settings beside the "
                  "defaults, and its nested figure")

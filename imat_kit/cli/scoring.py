@@ -24,7 +24,7 @@ from imat_kit.data.paths import find_labels
 from imat_kit.eval.attr_eval import tune_thresholds, write_thresholds
 from imat_kit.eval.evaluate import evaluate_to
 from imat_kit.eval.runs import read_fold_runs
-from imat_kit.postprocess import load_postprocess, load_thresholds, write_postprocess
+from imat_kit.postprocess import SCORE_THR, load_postprocess, load_thresholds, write_postprocess
 from imat_kit.tune.nested import tune
 
 
@@ -34,7 +34,7 @@ def add_evaluate(sub, parents) -> None:
     fold_inputs(s)
     s.add_argument("--out", default=".", help="folder for evaluation.csv, per_category_ap.csv")
     average_option(s)
-    s.add_argument("--score-thr", type=float, default=0.3,
+    s.add_argument("--score-thr", type=float, default=SCORE_THR,
                    help="score threshold for the competition score (COCO AP uses all)")
     s.add_argument("--bbox", action="store_true",
                    help="add the box AP (column bbox_AP): a second COCO pass over the boxes")
@@ -104,7 +104,7 @@ def add_tune_attributes(sub, parents) -> None:
     s.add_argument("--global-threshold", type=float, default=None,
                    help="the threshold of the attributes below --min-support (default: tuned "
                    "for the micro F1 of all attributes pooled)")
-    s.add_argument("--score-thr", type=float, default=0.3,
+    s.add_argument("--score-thr", type=float, default=SCORE_THR,
                    help="detections below this score are not matched")
     s.set_defaults(func=run_tune_attributes)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from imat_kit.cli.options import (
@@ -19,8 +20,14 @@ from imat_kit.cli.options import (
 )
 from imat_kit.data.paths import find_labels, sample_image_ids, test_image_sizes
 from imat_kit.ensemble import METHODS, ensemble_files
-from imat_kit.errors import KitError
-from imat_kit.submission import SubmitConfig, score_submission, submit, validate_submission
+from imat_kit.postprocess import (
+    MAX_PER_IMAGE,
+    MIN_AREA,
+    SCORE_THR,
+    PostProcess,
+    load_postprocess,
+)
+from imat_kit.submission import score_submission, submit, validate_submission
 
 
 def add_ensemble(sub, parents) -> None:
@@ -56,11 +63,11 @@ def add_submit(sub, parents) -> None:
     s.add_argument("--predictions", required=True, help="a predictions .jsonl (test split)")
     data_option(s, "folder with sample_submission.csv and test/")
     s.add_argument("--out", required=True, help="e.g. submissions/NAME.csv")
-    s.add_argument("--score-thr", type=float, default=None, help="default 0.3")
-    s.add_argument("--max-per-image", type=int, default=None, help="default 100")
+    s.add_argument("--score-thr", type=float, default=None, help=f"default {SCORE_THR}")
+    s.add_argument("--max-per-image", type=int, default=None, help=f"default {MAX_PER_IMAGE}")
     s.add_argument("--min-area", type=int, default=None,
                    help="drop instances left with fewer pixels after overlap removal "
-                   "(default 20)")
+                   f"(default {MIN_AREA})")
     mask_size_option(s)
     s.add_argument("--attributes", action="store_true",
                    help="2019 layout: write ClassId with attributes when predictions carry "
@@ -68,29 +75,22 @@ def add_submit(sub, parents) -> None:
     s.add_argument("--evaluation", default=None,
                    help="evaluation.csv of `imat-kit evaluate`: fold scores for the manifest")
     thresholds_option(s)
-    postprocess_option(s, "apply the settings of `imat-kit tune` (instead of --score-thr, "
-                 "--max-per-image, --min-area and --attribute-thresholds)")
+    postprocess_option(s, "apply the settings of `imat-kit tune` (--score-thr, "
+                       "--max-per-image, --min-area and --attribute-thresholds given too "
+                       "replace the file's values)")
     s.set_defaults(func=run_submit)
 
 
 def run_submit(a: argparse.Namespace) -> int:
-    given = {k: v for k, v in (("--score-thr", a.score_thr), ("--max-per-image", a.max_per_image),
-                               ("--min-area", a.min_area),
-                               ("--attribute-thresholds", a.attribute_thresholds),
-                               ("--attributes", a.attributes or None)) if v is not None}
-    if a.postprocess is not None and given:
-        raise KitError(f"{', '.join(given)}: the postprocess file holds these settings (give "
-                       "one or the other)", file=a.postprocess)
-    d = SubmitConfig()
-
-    def pick(v, default):
-        return default if v is None else v
-
-    cfg = SubmitConfig(score_thr=pick(a.score_thr, d.score_thr),
-                       max_per_image=pick(a.max_per_image, d.max_per_image),
-                       min_area=pick(a.min_area, d.min_area), mask_size=a.mask_size,
-                       attributes=a.attributes)
-    man, problems = submit(a.predictions, a.data, a.out, cfg, evaluation=a.evaluation,
+    given = {k: v for k, v in (("score_thr", a.score_thr), ("max_per_image", a.max_per_image),
+                               ("min_area", a.min_area)) if v is not None}
+    post = None
+    if given:  # over the postprocess file's values, or over the defaults
+        base = (PostProcess() if a.postprocess is None else
+                load_postprocess(a.postprocess, find_labels(a.data))[0])
+        post = replace(base, **given)
+    man, problems = submit(a.predictions, a.data, a.out, post, mask_size=a.mask_size,
+                           attributes=a.attributes, evaluation=a.evaluation,
                            attribute_thresholds=a.attribute_thresholds, quiet=a.quiet,
                            postprocess=a.postprocess)
     written = Path(a.out).with_name(man["submission"])

@@ -23,6 +23,7 @@ import pandas as pd
 
 from imat_kit.eval.attr_eval import category_prior, f1_from_counts, match_instances, with_prior
 from imat_kit.eval.metric import competition_score, pred_instances, truth_instances
+from imat_kit.postprocess import SCORE_THR
 
 __all__ = ["attribute_f1", "category_prior", "error_breakdown", "f1_from_counts", "f1_summary",
            "image_scores", "with_prior"]
@@ -87,7 +88,7 @@ def _mean_of_nothing_is_nan():
         ClassedAPDataObject.get_mAP = original
 
 
-def image_scores(gt_coco: dict, preds: dict, *, score_thr: float = 0.3) -> pd.DataFrame:
+def image_scores(gt_coco: dict, preds: dict, *, score_thr: float = SCORE_THR) -> pd.DataFrame:
     """Each validation image's own competition score (IoU thresholds 0.50…0.95), with its
     truth and prediction counts, sorted worst first."""
     truth = truth_instances(gt_coco)
@@ -102,7 +103,7 @@ def image_scores(gt_coco: dict, preds: dict, *, score_thr: float = 0.3) -> pd.Da
         .reset_index(drop=True)
 
 
-def attribute_f1(gt_coco: dict, preds: dict, *, iou: float = 0.5, score_thr: float = 0.3,
+def attribute_f1(gt_coco: dict, preds: dict, *, iou: float = 0.5, score_thr: float = SCORE_THR,
                  matched_only: bool = False) -> pd.DataFrame:
     """Per attribute id: TP, FP, FN, precision, recall, F1 and support (truth count) over the
     instances matched one-to-one (greedy by score, same category, mask IoU ≥ ``iou``); the

@@ -29,12 +29,12 @@ from imat_kit.errors import KitError
 from imat_kit.eval.matching import greedy_pairs
 from imat_kit.eval.runs import FoldRun, as_run
 from imat_kit.files import atomic_open
-from imat_kit.postprocess import THRESHOLDS_FORMAT, AttributeThresholds
+from imat_kit.postprocess import SCORE_THR, THRESHOLDS_FORMAT, AttributeThresholds
 from imat_kit.predictions import ATTRIBUTE_THRESHOLD
 
 
 def match_instances(gt_coco: dict, preds: dict, *, iou: float = 0.5,
-                    score_thr: float = 0.3) -> tuple[list, list]:
+                    score_thr: float = SCORE_THR) -> tuple[list, list]:
     """Detections matched one-to-one to truths of their category with mask IoU ≥ ``iou``,
     greedy by descending score (``score_thr`` and above): ``(matched, unmatched_truths)``, the
     first a list of ``(prediction, index, annotation)``, the second of annotations."""
@@ -97,7 +97,7 @@ def _pairs(runs: list[dict], score_thr: float) -> tuple[list, float]:
 
 
 def tune_thresholds(runs: list[FoldRun], attribute_ids: list[int], *, min_support: int = 10,
-                    global_threshold: float | None = None, score_thr: float = 0.3) -> dict:
+                    global_threshold: float | None = None, score_thr: float = SCORE_THR) -> dict:
     """Per-attribute thresholds from validation runs (``evaluate.read_fold_runs``); returns
     the thresholds file's content. The global threshold (for the attributes below
     ``min_support``) is tuned too, for the micro F1 of every attribute pooled, unless given:
@@ -161,7 +161,7 @@ def write_thresholds(content: dict, out: str | Path) -> None:
 
 
 def attribute_table(runs: list[FoldRun], labels, thresholds: AttributeThresholds, *,
-                    score_thr: float = 0.3) -> pd.DataFrame:
+                    score_thr: float = SCORE_THR) -> pd.DataFrame:
     """Per attribute over the matched instances of every fold: the model's TP, FP, FN,
     precision, recall, F1 and the per-category prior's precision/recall/F1 (the prior is
     learnt from each fold's training annotations), support and the threshold used."""

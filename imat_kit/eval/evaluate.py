@@ -27,7 +27,7 @@ from imat_kit.eval.metric import (
 )
 from imat_kit.eval.runs import FoldRun, as_run, read_fold_runs
 from imat_kit.files import atomic_open
-from imat_kit.postprocess import AttributeThresholds, apply_thresholds
+from imat_kit.postprocess import SCORE_THR, AttributeThresholds, apply_thresholds
 
 __all__ = ["REFERENCE_TABLE3", "FoldRun", "FoldTable", "attribute_columns", "evaluate_files",
            "evaluate_fold", "evaluate_to", "pred_instances", "read_fold_runs", "truth_instances"]
@@ -39,7 +39,7 @@ REFERENCE_TABLE3 = pd.DataFrame({
     "AP75": [13.2, 17.5, 22.6, 31.8], "time": ["15 min", "3 h", "11 h", "45 h (GTX 1070)"]})
 
 
-def attribute_columns(run: FoldRun, labels, thresholds, *, score_thr: float = 0.3) -> dict:
+def attribute_columns(run: FoldRun, labels, thresholds, *, score_thr: float = SCORE_THR) -> dict:
     """The attribute figures of one fold: Fashionpedia's AP^{IoU+F1} (``AP_iou_f1``), its
     AP^{IoU} and AP^{F1}, and the attribute micro F1 over matched instances of the model and
     of the per-category prior (``thresholds`` cut the probabilities)."""
@@ -55,7 +55,7 @@ def attribute_columns(run: FoldRun, labels, thresholds, *, score_thr: float = 0.
 
 
 def evaluate_fold(gt_coco: dict, preds: dict, *, average: str = "image",
-                  score_thr: float = 0.3, bbox: bool = False) -> dict:
+                  score_thr: float = SCORE_THR, bbox: bool = False) -> dict:
     """One fold's figures: ``row`` (segm AP figures, the 2019 competition score at
     ``score_thr``, the image count; ``bbox``: the box AP too, a second COCO pass),
     ``per_category`` (segm AP) and ``segm`` (the whole :func:`metric.coco_eval` result, its
@@ -107,7 +107,7 @@ class FoldTable:
 
 
 def evaluate_files(data: str | Path, files: list[str], *, average: str = "image",
-                   score_thr: float = 0.3, runs: list[FoldRun] | None = None,
+                   score_thr: float = SCORE_THR, runs: list[FoldRun] | None = None,
                    thresholds=None, postprocess=None, bbox: bool = False,
                    segm: dict | None = None, fn: str = "ignore"
                    ) -> tuple[FoldTable, pd.DataFrame]:
@@ -182,7 +182,7 @@ def post_columns(run: FoldRun, labels, post, *, average: str = "image",
 
 
 def evaluate_to(data: str | Path, files: list[str], out: str | Path, *, average: str = "image",
-                score_thr: float = 0.3, thresholds=None, runs: list[FoldRun] | None = None,
+                score_thr: float = SCORE_THR, thresholds=None, runs: list[FoldRun] | None = None,
                 postprocess=None, bbox: bool = False, fn: str = "ignore"
                 ) -> tuple[FoldTable, pd.DataFrame]:
     """:func:`evaluate_files`, written to ``OUT/evaluation.csv`` and ``OUT/per_category_ap.csv``

@@ -16,6 +16,7 @@ from imat_kit.data import rle as rle_mod
 from imat_kit.data.masks import pair_ious, score_order
 from imat_kit.errors import KitError
 from imat_kit.eval.matching import greedy_tp
+from imat_kit.postprocess import SCORE_THR
 
 IOU_THRESHOLDS = np.round(np.arange(0.50, 0.951, 0.05), 2)
 AVERAGES = ("image", "image_class", "class")
@@ -286,7 +287,7 @@ def _quiet(*_args, **_kwargs) -> None:
     """faster-coco-eval's print function: the kit prints its own tables."""
 
 
-def competition_from_ious(gt_coco: dict, preds: dict, ious: dict, *, score_thr: float = 0.3,
+def competition_from_ious(gt_coco: dict, preds: dict, ious: dict, *, score_thr: float = SCORE_THR,
                           average: str = "image", max_dets: int = 100) -> dict:
     """The 2019 score (:func:`competition_score` of :func:`truth_instances` and
     :func:`pred_instances` at ``score_thr``, the same figure) from the IoU matrices a segm

@@ -13,6 +13,8 @@ from mmdet.evaluation.metrics import coco_metric as _coco_metric
 from mmdet.registry import METRICS
 from mmengine.evaluator import BaseMetric
 
+from imat_kit.postprocess import SCORE_THR
+
 _ITEMS = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
 ENGINES = ("faster", "pycocotools")
 
@@ -111,7 +113,7 @@ class IMatCompetitionMetric(BaseMetric):
 
     default_prefix = "imat"
 
-    def __init__(self, ann_file: str, score_thr: float = 0.3, fn: str = "ignore",
+    def __init__(self, ann_file: str, score_thr: float = SCORE_THR, fn: str = "ignore",
                  average: str = "image", collect_device: str = "cpu",
                  prefix: str | None = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)

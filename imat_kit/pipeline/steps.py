@@ -14,6 +14,7 @@ from imat_kit.errors import KitError
 from imat_kit.eval.evaluate import FoldTable
 from imat_kit.files import atomic_open
 from imat_kit.pipeline.run import Run
+from imat_kit.postprocess import SCORE_THR
 
 #: the demo's figures (file name → the ``imat-kit plot`` figure)
 FIGURES = {"loss_curves.png": "losses", "pr_curves.png": "pr",
@@ -181,7 +182,7 @@ def _evaluate(run: Run) -> dict:
                 f"{n} {r['mean']['competition']:.4f}" for n, r in result["models"].items())
         return head, result
 
-    return run.step("evaluate", {**inputs, "bbox": True, "score_thr": 0.3}, outs, work)
+    return run.step("evaluate", {**inputs, "bbox": True, "score_thr": SCORE_THR}, outs, work)
 
 
 def _tune_attributes(run: Run) -> dict:

@@ -16,9 +16,14 @@ from imat_kit.data.paths import find_labels, sample_image_ids
 from imat_kit.ensemble import fuse_image
 from imat_kit.errors import KitError
 from imat_kit.eval.attr_eval import attribute_table, micro_f1, tune_thresholds
-from imat_kit.postprocess import AttributeThresholds, apply_thresholds, load_thresholds
+from imat_kit.postprocess import (
+    AttributeThresholds,
+    PostProcess,
+    apply_thresholds,
+    load_thresholds,
+)
 from imat_kit.predictions import ImagePrediction, write_predictions
-from imat_kit.submission import SubmitConfig, score_submission, submit, validate_submission
+from imat_kit.submission import score_submission, submit, validate_submission
 from tests.helpers.predictions import truth_predictions
 
 
@@ -183,7 +188,7 @@ def _submit_2020(data, tmp_path, preds):
     f = tmp_path / "test.jsonl"
     write_predictions(f, {"split": "test"}, preds.values())
     out = tmp_path / "sub.csv"
-    man, problems = submit(f, data, out, SubmitConfig(score_thr=0.0, min_area=0), quiet=True)
+    man, problems = submit(f, data, out, PostProcess(score_thr=0.0, min_area=0), quiet=True)
     return out, man, problems
 
 
@@ -212,8 +217,7 @@ def test_2020_submission_round_trip(prepared2020, tmp_path):
     # --attributes (the 2019 layout's ClassId with attributes) has no 2020 meaning: refused
     # before anything is written (it used to write ClassIds its own validation refused)
     with pytest.raises(KitError, match="--attributes writes attributes into ClassId"):
-        submit(tmp_path / "test.jsonl", data, tmp_path / "a.csv", SubmitConfig(attributes=True),
-               quiet=True)
+        submit(tmp_path / "test.jsonl", data, tmp_path / "a.csv", attributes=True, quiet=True)
     assert not (tmp_path / "a.csv").exists()
 
 
@@ -250,7 +254,7 @@ def test_2019_submission_with_attributes_round_trip(synth_dir, tmp_path):
     write_predictions(f, {"split": "test"}, preds.values())
     out = tmp_path / "sub.csv"
     man, problems = submit(f, prepared, out,
-                           SubmitConfig(score_thr=0.0, min_area=0, attributes=True), quiet=True)
+                           PostProcess(score_thr=0.0, min_area=0), attributes=True, quiet=True)
     assert man["layout"] == 2019 and problems == []
     df = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert list(df.columns) == ["ImageId", "EncodedPixels", "ClassId"]
