@@ -44,3 +44,8 @@ class KitError(ValueError):
         return KitError(self.reason, file=self.file or file,
                         row=self.row if self.row is not None else row, value=self.value,
                         hint=self.hint)
+
+
+class KitWarning(UserWarning):
+    """Something the user should know that does not stop the step (an old file format read
+    as the new one); the command line prints it as one ``note:`` line."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from pycocotools import mask as mask_util
 from imat_kit import fields
 from imat_kit.data import rle as rle_mod
 from imat_kit.data.masks import pair_ious, score_order, soft_counts_at
-from imat_kit.errors import KitError
+from imat_kit.errors import KitError, KitWarning
 from imat_kit.files import atomic_open
 from imat_kit.predictions import ATTRIBUTE_THRESHOLD
 
@@ -62,9 +63,13 @@ class AttributeThresholds:
 
 
 def load_thresholds(path: str | Path | None, labels=None) -> AttributeThresholds:
-    """A file written by ``imat-kit tune-attributes`` (``None``: a global 0.5), checked:
-    thresholds within 0..1 and, given the data's ``labels``, every attribute id one of its
-    label file's (a file tuned on another label space is refused, naming the id's line)."""
+    """The per-attribute thresholds of a postprocess file (``imat-kit tune-attributes`` writes
+    one whose settings are the defaults with its thresholds; ``None``: a global 0.5), checked
+    as :func:`load_postprocess` checks it. A file whose attributes are decoded otherwise
+    (top-k) is refused: it goes in as ``--postprocess``. A thresholds file of an earlier
+    imat-kit (``"format": "imat-kit-attribute-thresholds"``) is read as before (thresholds
+    within 0..1, every attribute id one of the data's), with a
+    :class:`~imat_kit.errors.KitWarning` saying how to replace it."""
     if path is None:
         return AttributeThresholds()
     file = str(path)
@@ -73,10 +78,21 @@ def load_thresholds(path: str | Path | None, labels=None) -> AttributeThresholds
     except OSError as e:
         raise KitError(f"cannot read the thresholds file: {e.strerror}", file=file) from None
     d = fields.loads(text, what="thresholds file", file=file)
+    if isinstance(d, dict) and d.get("format") == FORMAT:
+        decoder = load_postprocess(path, labels)[0].attributes
+        if decoder.decoding != "threshold":
+            raise KitError(f"this postprocess file decodes attributes by {decoder.decoding}, "
+                           "not by per-attribute thresholds: give it as --postprocess",
+                           file=file, row=fields.key_line(text, "decoding"))
+        return decoder.thresholds
+    if isinstance(d, dict) and d.get("format") == THRESHOLDS_FORMAT:
+        warnings.warn(KitWarning(
+            f"{file}: an attribute thresholds file of an earlier imat-kit, read as the "
+            "thresholds it holds; imat-kit tune-attributes writes a postprocess file now (run "
+            "it again to replace this one)"), stacklevel=2)
     if not isinstance(d, dict) or d.get("format") != THRESHOLDS_FORMAT:
-        raise KitError("not an attribute thresholds file (needs \"format\": "
-                       f"\"{THRESHOLDS_FORMAT}\"; write one with imat-kit tune-attributes)",
-                       file=file)
+        raise KitError(f"not a postprocess file (needs \"format\": \"{FORMAT}\"; write one with "
+                       "imat-kit tune-attributes or imat-kit tune)", file=file)
     g = d.get("global_threshold")
     if not fields.is_number(g) or not 0 <= g <= 1:
         raise KitError("global_threshold must be a number in 0..1", file=file,

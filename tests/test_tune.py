@@ -355,7 +355,8 @@ def test_a_bad_postprocess_file_is_refused_in_one_line(change, match, prepared, 
     assert list(out.iterdir()) == []
 
 
-def test_postprocess_of_other_data_is_refused_and_options_replace_its_values(prepared, tmp_path, capsys):
+def test_postprocess_of_other_data_is_refused_and_options_replace_its_values(prepared, tmp_path,
+                                                                              capsys):
     from imat_kit.data.labels import load_labels
     from imat_kit.predictions import label_space
     from tests.helpers.prediction_cases import write_case

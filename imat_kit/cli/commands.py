@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from imat_kit import __version__
 from imat_kit.cli import data, demo, figures, models, run, scoring, submission
 from imat_kit.cli.options import quiet_parent, quiet_third_party_warnings
-from imat_kit.errors import KitError
+from imat_kit.errors import KitError, KitWarning
 
 DESCRIPTION = """\
 From the iMaterialist Fashion competition files to a scored submission with MMDetection.
@@ -49,6 +50,21 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", KitWarning)
+        previous = warnings.showwarning
+
+        def note(message, category, *rest) -> None:
+            if issubclass(category, KitWarning):
+                print(f"imat-kit {args.command}: note: {message}", file=sys.stderr)
+            else:
+                previous(message, category, *rest)
+
+        warnings.showwarning = note
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except KitError as e:

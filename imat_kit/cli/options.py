@@ -101,8 +101,8 @@ def mask_size_option(s) -> None:
 
 def thresholds_option(s) -> None:
     s.add_argument("--attribute-thresholds", default=None, metavar="FILE",
-                   help="per-attribute thresholds of `imat-kit tune-attributes` (default: a "
-                   "global 0.5)")
+                   help="the per-attribute thresholds of a postprocess file, as `imat-kit "
+                   "tune-attributes` writes it (default: a global 0.5)")
 
 
 def postprocess_option(s, help: str) -> None:

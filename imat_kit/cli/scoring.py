@@ -98,7 +98,9 @@ def add_tune_attributes(sub, parents) -> None:
     s = sub.add_parser("tune-attributes", parents=parents, help="one probability threshold "
                        "per attribute, maximising its F1 over the validation folds")
     fold_inputs(s)
-    s.add_argument("--out", default="attribute_thresholds.json", help="the thresholds JSON")
+    s.add_argument("--out", default="attribute_thresholds.json",
+                   help="a postprocess file: the defaults, attributes decoded at the tuned "
+                   "thresholds (for --attribute-thresholds or --postprocess)")
     s.add_argument("--min-support", type=int, default=10,
                    help="attributes with fewer matched truths keep the global threshold")
     s.add_argument("--global-threshold", type=float, default=None,
@@ -111,12 +113,13 @@ def add_tune_attributes(sub, parents) -> None:
 
 def run_tune_attributes(a: argparse.Namespace) -> int:
     runs = read_fold_runs(a.data, fold_files(a.predictions))
-    r = tune_thresholds(runs, list(find_labels(a.data).attribute_id_list),
+    labels = find_labels(a.data)
+    r = tune_thresholds(runs, list(labels.attribute_id_list),
                         min_support=a.min_support, global_threshold=a.global_threshold,
                         score_thr=a.score_thr)
-    write_thresholds(r, a.out)
+    write_thresholds(r, a.out, labels, a.data)
     if not a.quiet:
-        for line in threshold_lines(r, find_labels(a.data), limit=20):
+        for line in threshold_lines(r, labels, limit=20):
             print(line)
     att = r["attributes"].values()
     tuned = [v for v in att if v["tuned"]]

@@ -29,8 +29,15 @@ from imat_kit.errors import KitError
 from imat_kit.eval.matching import greedy_pairs
 from imat_kit.eval.runs import FoldRun, as_run
 from imat_kit.files import atomic_open
-from imat_kit.postprocess import SCORE_THR, THRESHOLDS_FORMAT, AttributeThresholds
-from imat_kit.predictions import ATTRIBUTE_THRESHOLD
+from imat_kit.postprocess import (
+    FORMAT,
+    SCORE_THR,
+    AttributeDecoder,
+    AttributeThresholds,
+    PostProcess,
+    thresholds_from,
+)
+from imat_kit.predictions import ATTRIBUTE_THRESHOLD, label_space
 
 
 def match_instances(gt_coco: dict, preds: dict, *, iou: float = 0.5,
@@ -141,7 +148,7 @@ def tune_thresholds(runs: list[FoldRun], attribute_ids: list[int], *, min_suppor
     final = AttributeThresholds(global_threshold,
                                 {int(a): v["threshold"] for a, v in out.items()})
     cut = probs >= np.array([final.of(a) for a in seen])[None, :]
-    return {"format": THRESHOLDS_FORMAT, "global_threshold": global_threshold,
+    return {"global_threshold": global_threshold,
             "global_tuned": g_tuned, "min_support": min_support,
             "matched_instances": len(pairs), "probability_floor": floor,
             "micro_f1_at_0.5": round(at_half, 6), "micro_f1": round(_f1(cut, truth), 6),
@@ -155,9 +162,23 @@ def _f1(pred: np.ndarray, y: np.ndarray) -> float:
     return 2 * tp / den if den else 0.0
 
 
-def write_thresholds(content: dict, out: str | Path) -> None:
+def thresholds_postprocess(content: dict, labels, data: str | Path | None = None) -> dict:
+    """The postprocess file ``tune-attributes`` writes from :func:`tune_thresholds`' result:
+    the default settings with the tuned thresholds as the attribute decoding, the data's
+    label space, and the tuning's figures (``attribute_tuning``: each attribute's threshold,
+    support and F1, tuned and at the global threshold)."""
+    post = PostProcess(attributes=AttributeDecoder(thresholds=thresholds_from(content)))
+    return {"format": FORMAT, "tuned_by": "tune-attributes", "settings": post.values(),
+            "label_space": label_space(labels), "data": None if data is None else str(data),
+            "folds": content["folds"], "files": content["files"],
+            "attribute_tuning": content}
+
+
+def write_thresholds(content: dict, out: str | Path, labels,
+                     data: str | Path | None = None) -> None:
+    """:func:`thresholds_postprocess`, written atomically."""
     with atomic_open(out, "w") as f:
-        json.dump(content, f, indent=2)
+        json.dump(thresholds_postprocess(content, labels, data), f, indent=2)
 
 
 def attribute_table(runs: list[FoldRun], labels, thresholds: AttributeThresholds, *,

@@ -196,7 +196,7 @@ def _tune_attributes(run: Run) -> dict:
         runs, lab = fold_runs(run), labels(run)
         ids = list(lab.attribute_id_list)
         tuned = tune_thresholds(runs, ids)
-        write_thresholds(tuned, out)
+        write_thresholds(tuned, out, lab, run.data)
         cross = []
         for r in runs:  # each fold scored with thresholds tuned on the others
             others = [o for o in runs if o is not r] or [r]

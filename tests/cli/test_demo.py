@@ -87,7 +87,7 @@ def test_demo_end_to_end_and_resume(tmp_path, monkeypatch):
         assert s[key] == pytest.approx(table[col][2], nan_ok=True), key
     assert (out / "eval" / "per_attribute.csv").exists()
     thr = json.loads((out / "eval" / "attribute_thresholds.json").read_text())
-    assert thr["format"] == "imat-kit-attribute-thresholds"
+    assert thr["format"] == "imat-kit-postprocess" and thr["tuned_by"] == "tune-attributes"
     assert s["year"] == 2019 and s["test_rule"].startswith("2019")
     man = json.loads(sub.with_suffix(".json").read_text())
     assert len(man["fold_scores"]) == 4 and len(man["source"]["inputs"]) == 2

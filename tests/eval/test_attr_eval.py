@@ -97,6 +97,10 @@ def test_tune_thresholds_with_nothing_matched():
 
 
 def test_thresholds_file_round_trip_and_errors(tmp_path):
+    from imat_kit.errors import KitWarning
+    from imat_kit.eval.attr_eval import write_thresholds
+    from imat_kit.postprocess import AttributeDecoder, load_postprocess
+
     gt, masks = _case(4)
     for i in range(2):
         gt["annotations"][i]["attribute_ids"] = [3]
@@ -104,16 +108,31 @@ def test_thresholds_file_round_trip_and_errors(tmp_path):
            "preds": _preds(gt, masks, [{3: 0.4}, {3: 0.35}, {3: 0.1}, {}])}
     content = tune_thresholds([run], [3], min_support=1)
     path = tmp_path / "t.json"
-    path.write_text(json.dumps(content))
-    thr = load_thresholds(path)
+    write_thresholds(content, path, load_labels())
+    thr = load_thresholds(path, load_labels())
     assert thr.of(3) == pytest.approx(0.225) and thr.of(99) == content["global_threshold"]
+    # it is a postprocess file: the defaults, attributes decoded at the tuned thresholds
+    post, whole = load_postprocess(path, load_labels())
+    assert post == PostProcess(attributes=AttributeDecoder(thresholds=thr))
+    assert whole["tuned_by"] == "tune-attributes" and whole["attribute_tuning"] == content
+    # a thresholds file of an earlier imat-kit: read, with a note saying how to replace it
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": "imat-kit-attribute-thresholds", **content}))
+    with pytest.warns(KitWarning, match="tune-attributes writes a postprocess file now"):
+        assert load_thresholds(old, load_labels()) == thr
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({**content, "attributes": {"3": {"threshold": 2}}}))
-    with pytest.raises(KitError, match=r"threshold in 0\.\.1"):
+    bad.write_text(json.dumps({"format": "imat-kit-attribute-thresholds", **content,
+                               "attributes": {"3": {"threshold": 2}}}))
+    with pytest.raises(KitError, match=r"threshold in 0\.\.1"), pytest.warns(KitWarning):
         load_thresholds(bad)
     bad.write_text("{}")
-    with pytest.raises(KitError, match="not an attribute thresholds file"):
+    with pytest.raises(KitError, match="not a postprocess file"):
         load_thresholds(bad)
+    topk = tmp_path / "topk.json"
+    topk.write_text(json.dumps({"format": "imat-kit-postprocess", "settings": PostProcess(
+        attributes=AttributeDecoder("topk", topk={3: 2})).values()}))
+    with pytest.raises(KitError, match="give it as --postprocess"):
+        load_thresholds(topk)
 
 
 def test_fusing_three_noisy_attribute_predictors_beats_the_best_single():
@@ -140,7 +159,7 @@ def test_fusing_three_noisy_attribute_predictors_beats_the_best_single():
     assert f1(fused) > max(singles) + 0.03, (f1(fused), singles)
 
 
-def test_evaluate_writes_attribute_figures(prepared2020, tmp_path):
+def test_evaluate_writes_attribute_figures(prepared2020, tmp_path, capsys):
     from imat_kit.data.paths import read_ann
 
     gt = read_ann(prepared2020, "val", 0)
@@ -182,6 +201,20 @@ def test_evaluate_writes_attribute_figures(prepared2020, tmp_path):
     page = (tmp_path / "r.html").read_text()
     assert "AP<sup>IoU+F1</sup> <b>100.0</b>" in page and str(out) in page
     assert "tuned on fold(s) 0 shown here: a flattering figure" in page
+    # the thresholds file of an earlier imat-kit: used, with one note on how to replace it
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": "imat-kit-attribute-thresholds",
+                               **json.loads(out.read_text())["attribute_tuning"]}))
+    capsys.readouterr()
+    assert main(["evaluate", "--data", str(prepared2020), "--predictions", str(f), "--out",
+                 str(tmp_path / "ev_old"), "--attribute-thresholds", str(old), "-q"]) == 0
+    notes = [x for x in capsys.readouterr().err.splitlines() if "note:" in x]
+    assert len(notes) == 1 and notes[0].startswith(f"imat-kit evaluate: note: {old}:"), notes
+    assert main(["evaluate", "--data", str(prepared2020), "--predictions", str(f), "--out",
+                 str(tmp_path / "ev_new"), "--attribute-thresholds", str(out), "-q"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert (tmp_path / "ev_old" / "per_attribute.csv").read_text() == (
+        tmp_path / "ev_new" / "per_attribute.csv").read_text()
 
 
 def _submit_2020(data, tmp_path, preds):

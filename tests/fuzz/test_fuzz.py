@@ -511,10 +511,20 @@ def test_found_postprocess_and_prediction_values(fuzz2019, fuzz2020, tmp_path):
 
 
 def test_found_thresholds_and_fashionpedia_values(fuzz2020, tmp_path):
-    """A thresholds file whose attributes are a number (an AttributeError once); a Fashionpedia
-    RLE size holding a newline (the refusal spread over two lines once)."""
+    """A thresholds file whose attributes are a number (an AttributeError once), in the file
+    of an earlier imat-kit and in the postprocess file tune-attributes writes now; a
+    Fashionpedia RLE size holding a newline (the refusal spread over two lines once)."""
     f, err = _submit_with(fuzz2020, tmp_path, "thresholds.json", "--attribute-thresholds",
-                          lambda d: d.update(attributes=746764))
+                          lambda d: d["settings"]["attributes"].update(per_attribute=746764))
+    assert f"{f}:" in err and "per_attribute" in err and "Traceback" not in err, err
+
+    def legacy(d):
+        d.clear()
+        d.update(format="imat-kit-attribute-thresholds", global_threshold=0.5,
+                 attributes=746764)
+
+    f, err = _submit_with(fuzz2020, tmp_path, "thresholds.json", "--attribute-thresholds",
+                          legacy)
     assert f"{f}:" in err and "attributes must map" in err, err
     fp = json.loads((fuzz2020 / "valid" / "instances_attributes_train2020.json").read_text())
     fp["annotations"][1]["segmentation"]["size"] = "a\nb"

@@ -152,7 +152,8 @@ def pipeline_digests(data, folder) -> dict:
     ens = folder / "ens_lines.jsonl"
     ens.write_text("".join((folder / "ens.jsonl").read_text().splitlines(keepends=True)[1:]))
     thr = json.loads((folder / "thr.json").read_text())
-    (folder / "thr_values.json").write_text(json.dumps(thr["attributes"], sort_keys=True))
+    values = thr["attribute_tuning"]["attributes"]
+    (folder / "thr_values.json").write_text(json.dumps(values, sort_keys=True))
     return {"evaluation": _digest(folder / "ev" / "evaluation.csv", "file"),
             "per_category": _digest(folder / "ev" / "per_category_ap.csv"),
             "per_attribute": _digest(folder / "ev" / "per_attribute.csv"),
