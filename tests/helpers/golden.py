@@ -30,6 +30,8 @@ TIMING = re.compile(r"\d+(\.\d+)?\s?(s|min|ms|it/s|s/it)\b")
 #: of checkpoints, which hold their training's time)
 VOLATILE = ("seconds", "iou_seconds", "seconds_by_part", "code_version", "time", "elapsed")
 MADE = re.compile(rb"made \d{4}-\d\d-\d\d \d\d:\d\d")
+VERSION = re.compile(rb"\d+\.\d+\.\d+\+g[0-9a-f]+")  # the code's commit
+SHA = re.compile(r"[0-9a-f]{64}")
 
 
 def _stable(value):
@@ -38,6 +40,8 @@ def _stable(value):
                 if k not in VOLATILE and not k.endswith("sha256")}
     if isinstance(value, list):
         return [_stable(v) for v in value]
+    if isinstance(value, str) and SHA.fullmatch(value):  # a file's digest: its file is hashed
+        return "<sha256>"
     return value
 
 
@@ -49,7 +53,7 @@ def _sha(path: Path) -> str:
         head, _, rest = data.partition(b"\n")
         data = json.dumps(_stable(json.loads(head)), sort_keys=True).encode() + b"\n" + rest
     elif path.suffix == ".html":
-        data = MADE.sub(b"made <date>", data)
+        data = VERSION.sub(b"<version>", MADE.sub(b"made <date>", data))
     return hashlib.sha256(data.replace(str(REPO).encode(), b"<repo>")).hexdigest()[:16]
 
 
