@@ -22,12 +22,11 @@ from imat_kit.predictions import (
     CHECK_CHUNK,
     Expected,
     ImagePrediction,
-    _chunk_problems,
-    _parse_line,
     attribute_sets,
     read_header,
     read_predictions,
 )
+from imat_kit.predictions.checks import chunk_problems, parse_line_fields
 
 
 def unchecked_from_json(line: str, soft_size: int | None = None) -> ImagePrediction:
@@ -59,10 +58,10 @@ def chunk_checks_only(path, expected) -> float:
     """Seconds spent in the vectorised checks alone (lines parsed beforehand)."""
     with open(path, encoding="utf-8") as f:
         f.readline()
-        items = [(i + 2, *_parse_line(json.loads(line), None)) for i, line in enumerate(f)]
+        items = [(i + 2, *parse_line_fields(json.loads(line), None)) for i, line in enumerate(f)]
     t = time.perf_counter()
     for k in range(0, len(items), CHECK_CHUNK):
-        assert not _chunk_problems(items[k:k + CHECK_CHUNK], expected)
+        assert not chunk_problems(items[k:k + CHECK_CHUNK], expected)
     return time.perf_counter() - t
 
 

@@ -25,6 +25,7 @@ both).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,30 +51,6 @@ METHODS = ("fusion", "nms")
 SCORES = ("members", "mean")
 
 
-def _pool(preds: list[ImagePrediction | None]) -> tuple | None:
-    """All models' instances of one image, concatenated, with the model index of each; soft
-    masks and attribute probabilities only when every model that predicted anything has
-    them."""
-    labels, scores, masks, model, boxes, soft, probs = [], [], [], [], [], [], []
-    for m, p in enumerate(preds):
-        if p is None or not len(p):
-            continue
-        labels.append(p.labels)
-        scores.append(p.scores)
-        masks += p.masks
-        model.append(np.full(len(p), m))
-        boxes.append(p.bboxes)
-        soft.append(p.soft)
-        probs.append(p.attr_probs or None)
-    if not labels:
-        return None
-    all_soft = (np.concatenate(soft) if all(x is not None for x in soft)
-                and len({x.shape[1:] for x in soft}) == 1 else None)
-    all_probs = [a for x in probs for a in x] if all(x is not None for x in probs) else None
-    return (np.concatenate(labels), np.concatenate(scores).astype(np.float64), masks,
-            np.concatenate(model), np.concatenate(boxes), all_soft, all_probs)
-
-
 def _mean_probs(probs: list[dict[int, float]], weights: np.ndarray) -> dict[int, float]:
     """The weighted mean of sparse attribute probabilities (a missing id counts as 0)."""
     total = float(weights.sum())
@@ -92,12 +69,25 @@ def fuse_image(preds: list[ImagePrediction | None], *, method: str = "fusion",
     ref = next((p for p in preds if p is not None), None)
     if ref is None:
         raise KitError("no model has a prediction for this image")
-    pooled = _pool(preds)
-    if pooled is None:
+    given = [(m, p) for m, p in enumerate(preds) if p is not None and len(p)]
+    if not given:
         return empty_prediction(ref.image_key, ref.height, ref.width)
-    labels, scores, masks, model, boxes, soft, probs = pooled
+    # every model's instances, with the model of each; soft masks and attribute
+    # probabilities only when every model that predicted anything has them
+    pool = ImagePrediction.cat([p for _, p in given])
+    model = np.concatenate([np.full(len(p), m) for m, p in given])
+    labels, scores, masks = pool.labels, pool.scores.astype(np.float64), pool.masks
+    boxes, soft, probs = pool.bboxes, pool.soft, pool.attr_probs or None
     h, width = ref.height, ref.width
-    out_l, out_s, out_m, out_soft, out_p = [], [], [], [], []
+    fused: list[ImagePrediction] = []  # one instance each, scores in float64 until the end
+
+    def keep(c: int, score: float, counts: str, soft_one, probs_one) -> None:
+        fused.append(ImagePrediction(
+            ref.image_key, h, width, np.array([c], np.int64), np.array([score], np.float64),
+            np.zeros((1, 4), np.float32), [counts],
+            None if soft is None else soft_one[None], [],
+            [probs_one] if probs is not None else []))
+
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         idx = idx[np.argsort(-scores[idx], kind="stable")]
@@ -111,11 +101,9 @@ def fuse_image(preds: list[ImagePrediction | None], *, method: str = "fusion",
             free[a] = False
             if method == "nms":
                 free &= ~(ious[a] >= iou)
-                out_l.append(int(c))
-                out_s.append(scores[idx[a]])
-                out_m.append(masks[idx[a]])
-                out_soft.append(soft[idx[a]] if soft is not None else None)
-                out_p.append(probs[idx[a]] if probs is not None else None)
+                keep(int(c), scores[idx[a]], masks[idx[a]],
+                     soft[idx[a]] if soft is not None else None,
+                     probs[idx[a]] if probs is not None else None)
                 continue
             members = [a]
             for m in range(k):
@@ -139,24 +127,18 @@ def fuse_image(preds: list[ImagePrediction | None], *, method: str = "fusion",
                 counts = _vote([masks[idx[i]] for i in members], mw, h * width)
             if counts is None:
                 continue
-            out_l.append(int(c))
-            out_s.append(fused_score)
-            out_m.append(counts)
-            out_soft.append(fused_soft)
-            out_p.append(_mean_probs([probs[idx[i]] for i in members], mw)
-                         if probs is not None else None)
-    order = np.argsort(-np.asarray(out_s), kind="stable")
-    out_m = [out_m[i] for i in order]
-    rles = [{"size": [h, width], "counts": m} for m in out_m]
-    fused_boxes = (np.asarray(mask_util.toBbox(rles), np.float32).reshape(-1, 4) if rles
-                   else np.zeros((0, 4), np.float32))
-    soft_out = None
-    if soft is not None:
-        soft_out = np.stack([out_soft[i] for i in order]) if out_m else soft[:0]
-    fused_probs = [out_p[i] for i in order] if probs is not None else []
-    return ImagePrediction(ref.image_key, h, width, np.asarray(out_l, np.int64)[order],
-                           np.asarray(out_s, np.float32)[order], fused_boxes, out_m, soft_out,
-                           attribute_sets(fused_probs), fused_probs)
+            keep(int(c), fused_score, counts, fused_soft,
+                 _mean_probs([probs[idx[i]] for i in members], mw) if probs is not None
+                 else None)
+    if not fused:
+        return replace(empty_prediction(ref.image_key, h, width),
+                       soft=None if soft is None else soft[:0])
+    out = ImagePrediction.cat(fused)
+    out = out[np.argsort(-out.scores, kind="stable")]
+    rles = out.rles()
+    return replace(out, scores=out.scores.astype(np.float32),
+                   bboxes=np.asarray(mask_util.toBbox(rles), np.float32).reshape(-1, 4),
+                   attributes=attribute_sets(out.attr_probs))
 
 
 def _soft_vote(boxes: list[np.ndarray], softs: list[np.ndarray], weights: np.ndarray,

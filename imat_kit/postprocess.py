@@ -323,7 +323,7 @@ def apply_postprocess(preds: dict, post: PostProcess) -> dict:
     out = {}
     for key, p in preds.items():
         kept = kept_instances(p, post)
-        q = p.take(np.array([i for i, _, _ in kept], np.int64))
+        q = p[np.array([i for i, _, _ in kept], np.int64)]
         attrs = ([post.attributes.decode(int(c), a) for c, a in zip(q.labels.tolist(),
                                                                      q.attr_probs)]
                  if q.attr_probs else q.attributes)

@@ -108,7 +108,7 @@ def _at_512(pred: ImagePrediction, post: PostProcess) -> tuple[ImagePrediction, 
     masks first, with ``mask_thr``) resized to 512×512: what the overlap rule then works on."""
     keep = np.flatnonzero(pred.scores >= post.thresholds_of(pred.labels))
     keep = keep[score_order(pred.scores[keep])][: post.max_per_image]
-    sub = pred.take(keep)
+    sub = pred[keep]
     masks = []
     for counts in masks_of(sub, np.arange(len(sub)), post).values():
         s, e = _resized_runs(counts, sub.height, sub.width, 512)

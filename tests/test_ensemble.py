@@ -5,7 +5,12 @@ from pycocotools import mask as mask_util
 from imat_kit.cli.commands import main
 from imat_kit.ensemble import ensemble, fuse_image
 from imat_kit.eval.metric import Instance, class_key, competition_score
-from imat_kit.predictions import ImagePrediction, read_predictions, write_predictions
+from imat_kit.predictions import (
+    ImagePrediction,
+    parse_line,
+    read_predictions,
+    write_predictions,
+)
 from tests.helpers.predictions import truth_predictions
 
 
@@ -150,7 +155,7 @@ def test_soft_fusion_averages_probabilities():
     m = mask_util.decode(f.rles()[0]).astype(bool)
     np.testing.assert_array_equal(m, a)
     # soft masks survive the file format
-    g = ImagePrediction.from_json(f.to_json(), 8)
+    g = parse_line(f.to_json(), 8)
     np.testing.assert_array_equal(g.soft, f.soft)
 
 

@@ -256,7 +256,7 @@ def test_predictions_roundtrip_with_attribute_probabilities(tmp_path):
     assert head["version"] == 2
     assert q.attr_probs == [{115: 0.9123, 317: 0.4}, {}]
     assert q.attributes == [(115,), ()]  # the default 0.5 threshold
-    assert q.take(np.array([1, 0])).attr_probs == [{}, {115: 0.9123, 317: 0.4}]
+    assert q[np.array([1, 0])].attr_probs == [{}, {115: 0.9123, 317: 0.4}]
     sp = sparse_probs(np.array([[0.01, 0.2, 0.9]]), [4, 7, 340], floor=0.05)
     assert sp == [{7: pytest.approx(0.2), 340: pytest.approx(0.9)}]
 
