@@ -13,19 +13,21 @@ import pytest
 from pycocotools import mask as mask_util
 
 from imat_kit.cli.commands import main
-from imat_kit.data.masks import soft_counts
 from imat_kit.data.paths import find_labels
 from imat_kit.errors import KitError
 from imat_kit.eval.runs import read_fold_runs
 from imat_kit.postprocess import (
     AttributeDecoder,
     PostProcess,
-    apply_postprocess,
     from_values,
-    kept_instances,
     load_postprocess,
 )
-from tests.helpers.tuning_cases import solution_path, write_noisy, write_noisy_test
+from tests.helpers.tuning_cases import (
+    postprocess_file,
+    solution_path,
+    write_noisy,
+    write_noisy_test,
+)
 
 HOT = 31  # the most frequent category of the `prepared` set: given high-scoring false positives
 
@@ -75,113 +77,6 @@ def test_greedy_matching_equals_a_brute_force_greedy_on_pixels():
                     tp += 1
             assert greedy_tp(ious, IOU_THRESHOLDS)[t_i] == tp
             assert len(greedy_pairs(ious, t)) == tp
-
-
-def test_link_f1_equals_pairwise_f1():
-    from imat_kit.eval.attr_metric import multihot, pairwise_f1
-    from imat_kit.eval.fast_score import f1_of_sets
-
-    rng = np.random.default_rng(1)
-    ids = list(range(12))
-    index = {a: a for a in ids}
-    ps = [tuple(sorted(set(rng.choice(ids, int(rng.integers(0, 5)))))) for _ in range(60)]
-    ts = [tuple(sorted(set(rng.choice(ids, int(rng.integers(0, 5)))))) for _ in range(60)]
-    for kind in ("binary_macro", "positive"):
-        ref = [pairwise_f1(multihot([p], index), multihot([t], index), kind)[0, 0]
-               for p, t in zip(ps, ts)]
-        assert np.allclose(f1_of_sets(ps, ts, len(ids), kind), ref)
-
-
-def _stretched(box, soft, h, w):
-    """The soft mask stretched over its box as a full h x w array of values (0..255): the
-    definition soft_counts_at cuts, evaluated pixel by pixel in float64."""
-    from imat_kit.data.masks import _taps, box_pixels
-
-    x0, y0, x1, y1 = box_pixels(box, h, w)
-    src = soft.astype(np.float64)
-    lo, a = _taps(x1 - x0, src.shape[1])
-    prof = src[:, lo] * (1 - a) + src[:, np.minimum(lo + 1, src.shape[1] - 1)] * a
-    ly, b = _taps(y1 - y0, src.shape[0])
-    hy = np.minimum(ly + 1, src.shape[0] - 1)
-    full = np.full((h, w), -1.0)
-    full[y0:y1, x0:x1] = prof[ly] * (1 - b[:, None]) + prof[hy] * b[:, None]
-    return full
-
-
-def _soft_cases(n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    for it in range(n):
-        h, w = int(rng.integers(1, 50)), int(rng.integers(1, 50))
-        box = [0, 0, w, h] if it % 4 == 0 else [rng.uniform(-3, w), rng.uniform(-3, h),
-                                                 rng.uniform(0, w), rng.uniform(0, h)]
-        soft = rng.integers(0, 256, (int(rng.integers(1, 15)), int(rng.integers(1, 15))))
-        if it % 9 == 0:
-            soft[:] = rng.choice([0, 255])
-        yield box, soft.astype(np.uint8), h, w, [float(t) for t in rng.uniform(0, 1, 3)] + [0.5]
-
-
-def test_soft_mask_cut_is_the_bilinear_stretch_thresholded():
-    """Each pixel of the cut mask is in exactly when the bilinear stretch (cv2's
-    INTER_LINEAR, in float64) reaches 255 t; a value within 1e-9 of the threshold (a tie of
-    the two roundings) may fall either way. And the stretch is cv2's own on these cases."""
-    import cv2
-
-    from imat_kit.data.masks import box_pixels, soft_counts_at
-
-    for box, soft, h, w, ts in _soft_cases(400, 2):
-        full = _stretched(box, soft, h, w)
-        for t, counts in zip(ts, soft_counts_at(box, soft, h, w, ts)):
-            got = mask_util.decode({"size": [h, w], "counts": counts.encode()}).astype(bool)
-            differ = got != (full >= t * 255)
-            assert not differ.any() or np.abs(full[differ] - t * 255).max() < 1e-9
-        x0, y0, x1, y1 = box_pixels(box, h, w)
-        ref = cv2.resize(soft.astype(np.float32), (x1 - x0, y1 - y0),
-                         interpolation=cv2.INTER_LINEAR)
-        assert np.allclose(full[y0:y1, x0:x1], ref, atol=1e-3)
-    assert soft_counts([0, 0, 3, 3], np.full((2, 2), 200, np.uint8), 4, 4, 0.5) == \
-        mask_util.encode(np.asfortranarray(np.pad(np.ones((3, 3), np.uint8),
-                                                  ((0, 1), (0, 1)))))["counts"].decode()
-
-
-def test_soft_mask_cut_in_c_equals_numpy():
-    """The C build and the numpy fallback give the same texts, bit for bit."""
-    from imat_kit.data import rle
-    from imat_kit.data.masks import box_pixels, soft_counts_at, soft_counts_numpy
-
-    if rle._counts is None:
-        pytest.skip("the C extension is not built here: only the numpy path runs")
-    for box, soft, h, w, ts in _soft_cases(1500, 3):
-        assert soft_counts_at(box, soft, h, w, ts) == \
-            soft_counts_numpy(box_pixels(box, h, w), soft, h, w, ts)
-
-
-def test_overlap_cut_in_c_equals_numpy_and_the_pixels(monkeypatch):
-    """class_leftovers cuts on runs in C (``_counts.leftover``) or in numpy: the same texts
-    and areas, and the pixels of each mask minus the earlier kept ones."""
-    from imat_kit.data import rle
-    from imat_kit.postprocess import class_leftovers
-
-    if rle._counts is None:
-        pytest.skip("the C extension is not built here: only the numpy path runs")
-    rng = np.random.default_rng(4)
-    for _ in range(300):
-        h, w = int(rng.integers(1, 30)), int(rng.integers(1, 30))
-        ms = (rng.random((int(rng.integers(1, 6)), h, w)) < rng.uniform(0.1, 0.9)).astype(
-            np.uint8)
-        rles = [{"size": [h, w], "counts": mask_util.encode(np.asfortranarray(m))["counts"]
-                 .decode()} for m in ms]
-        floor = int(rng.integers(1, 20))
-        fast = class_leftovers(rles, floor, h * w)
-        with monkeypatch.context() as m:
-            m.setattr(rle, "_counts", None)
-            assert class_leftovers(rles, floor, h * w) == fast
-        taken = np.zeros((h, w), bool)
-        for r, text, area in fast:
-            left = ms[r].astype(bool) & ~taken
-            assert area == left.sum() >= floor
-            assert text == mask_util.encode(np.asfortranarray(left.astype(np.uint8)))[
-                "counts"].decode()
-            taken |= ms[r].astype(bool)
 
 
 # --- exact scores: the tuner's figure is the submission's -------------------------------------
@@ -326,94 +221,6 @@ def test_tune_cli_writes_the_file_and_prints_the_honest_gain(tuned_case, prepare
 
 # --- the postprocess file and kept_instances ------------------------------------------------
 
-def _pp(tmp_path: Path, settings: dict, **extra) -> Path:
-    p = tmp_path / "pp.json"
-    p.write_text(json.dumps({"format": "imat-kit-postprocess", "settings": settings, **extra},
-                            indent=2))
-    return p
-
-
-@pytest.mark.parametrize("change, match", [
-    ({"score_thr": 1.5}, "score_thr must be a number within 0..1"),
-    ({"max_per_image": 0}, "max_per_image must be an integer"),
-    ({"category_thr": {"99": 0.5}}, "category id 99 is not a category"),
-    ({"attributes": {"decoding": "threshold", "per_attribute": {"9999": 0.4}}},
-     "attribute id 9999 is not an attribute"),
-    ({"attributes": {"decoding": "sometimes"}}, "decoding must be one of"),
-    ({"mask_thr": 0.4}, "store none"),  # these predictions have no soft masks
-])
-def test_a_bad_postprocess_file_is_refused_in_one_line(change, match, prepared, tmp_path,
-                                                       capsys):
-    f, _ = write_noisy_test(tmp_path / "t.jsonl", prepared, seed=1, soft=False)
-    pp = _pp(tmp_path, {**PostProcess().values(), **change})
-    out = tmp_path / "out"
-    out.mkdir()
-    rc = main(["submit", "-q", "--data", str(prepared), "--predictions", str(f), "--out",
-               str(out / "s.csv"), "--postprocess", str(pp)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and match in err[0], err
-    assert list(out.iterdir()) == []
-
-
-def test_postprocess_of_other_data_is_refused_and_options_replace_its_values(prepared, tmp_path,
-                                                                              capsys):
-    from imat_kit.data.labels import load_labels
-    from imat_kit.predictions import label_space
-    from tests.helpers.prediction_cases import write_case
-
-    f = write_case(tmp_path / "t.jsonl", prepared, "test", seed=1)
-    pp = _pp(tmp_path, PostProcess().values(), label_space=label_space(load_labels(year=2020)))
-    with pytest.raises(KitError, match="tuned on data with other attributes"):
-        load_postprocess(pp, find_labels(prepared))
-    for bad in ("not json", json.dumps({"format": "other"})):
-        (tmp_path / "bad.json").write_text(bad)
-        with pytest.raises(KitError, match=r"bad\.json"):
-            load_postprocess(tmp_path / "bad.json")
-    ok = _pp(tmp_path, PostProcess(max_per_image=7).values())
-    rc = main(["submit", "-q", "--data", str(prepared), "--predictions", str(f), "--out",
-               str(tmp_path / "s.csv"), "--postprocess", str(ok), "--attributes"])
-    assert rc == 2 and "--attributes" in capsys.readouterr().err
-    assert not (tmp_path / "s.csv").exists()
-    # one settings object: options given beside the file replace its values, and the
-    # attribute thresholds of tune-attributes replace its attribute decoding
-    thr = tmp_path / "thr.json"
-    thr.write_text(json.dumps({"format": "imat-kit-attribute-thresholds",
-                               "global_threshold": 0.4, "attributes": {}}))
-    assert main(["submit", "-q", "--data", str(prepared), "--predictions", str(f), "--out",
-                 str(tmp_path / "s.csv"), "--postprocess", str(ok), "--score-thr", "0.5",
-                 "--attribute-thresholds", str(thr)]) == 0
-    man = json.loads((tmp_path / "s.json").read_text())
-    assert (man["thresholds"]["score_thr"], man["thresholds"]["max_per_image"]) == (0.5, 7)
-    assert man["postprocess"]["settings"]["score_thr"] == PostProcess().score_thr
-    assert man["attribute_thresholds"]["sha256"]
-
-
-def test_kept_instances_per_category_threshold_cap_and_leftovers():
-    from imat_kit.predictions import ImagePrediction
-
-    h, w = 20, 20
-
-    def rect(y0, y1, x0, x1):
-        m = np.zeros((h, w), np.uint8, order="F")
-        m[y0:y1, x0:x1] = 1
-        return mask_util.encode(m)["counts"].decode()
-
-    masks = [rect(0, 10, 0, 10), rect(0, 10, 0, 12), rect(12, 20, 12, 20), rect(0, 5, 15, 20)]
-    p = ImagePrediction("a", h, w, np.array([1, 1, 2, 3]), np.array([0.9, 0.8, 0.5, 0.35],
-                                                                       np.float32),
-                        np.zeros((4, 4), np.float32), masks)
-    kept = kept_instances(p, PostProcess(score_thr=0.3, min_area=1))
-    assert [(i, a) for i, _, a in kept] == [(0, 100), (1, 20), (2, 64), (3, 25)]
-    # the duplicate's 20-pixel leftover is dropped from 21 px on; category 3 at its own 0.4
-    kept = kept_instances(p, PostProcess(score_thr=0.3, min_area=21, category_thr={3: 0.4}))
-    assert [i for i, _, _ in kept] == [0, 2]
-    assert [i for i, _, _ in kept_instances(p, PostProcess(score_thr=0.3, max_per_image=2,
-                                                           min_area=1))] == [0, 1]
-    dec = AttributeDecoder("topk", topk={1: 2})
-    assert dec.decode(1, {5: 0.2, 7: 0.9, 3: 0.2}) == (3, 7) and dec.decode(2, {5: 1.0}) == ()
-    q = apply_postprocess({"a": p}, PostProcess(min_area=21, score_thr=0.3))["a"]
-    assert q.labels.tolist() == [1, 2, 3] and q.attr_probs == []
-
 
 def test_tune_other_metrics_2020_rule_and_ap_iou_f1(prepared2020, tmp_path):
     """The 2020 rule (the default on 2020 data) and Fashionpedia's AP^{IoU+F1} (exact path,
@@ -512,11 +319,11 @@ def test_pair_thresholds_shrink_by_support_and_decode(monkeypatch, prepared, tmp
     assert dec.decode(3, {7: 0.32}) == (7,) and dec.decode(4, {7: 0.32}) == ()
     post = PostProcess(attributes=dec)
     assert from_values(post.values()).attributes == dec
-    bad = _pp(tmp_path, {**post.values(), "attributes": {**dec.as_dict(),
+    bad = postprocess_file(tmp_path, {**post.values(), "attributes": {**dec.as_dict(),
                                                          "per_pair": {"77_7": 0.3}}})
     with pytest.raises(KitError, match="category id 77"):
         load_postprocess(bad, find_labels(prepared))
-    bad = _pp(tmp_path, {**post.values(), "attributes": {**dec.as_dict(),
+    bad = postprocess_file(tmp_path, {**post.values(), "attributes": {**dec.as_dict(),
                                                          "per_pair": {"3-7": 0.3}}})
     with pytest.raises(KitError, match="CATEGORY_ATTRIBUTE"):
         load_postprocess(bad, find_labels(prepared))

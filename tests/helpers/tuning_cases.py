@@ -263,3 +263,11 @@ def shrinkage_case(labels, *, images: int = 60, folds: int = 3, hot: int = 4, se
         runs.append(FoldRun(f"<fold {k}>", k, {"split": "val"}, preds,
                             {"images": ims, "annotations": anns, "categories": cats}))
     return runs
+
+
+def postprocess_file(tmp_path: Path, settings: dict, **extra) -> Path:
+    """``tmp_path/pp.json``: a postprocess file holding ``settings`` (and ``extra`` keys)."""
+    p = tmp_path / "pp.json"
+    p.write_text(json.dumps({"format": "imat-kit-postprocess", "settings": settings, **extra},
+                            indent=2))
+    return p
