@@ -24,7 +24,8 @@ from pycocotools import mask as mask_util
 from rle import notebook_encode
 
 from imat_kit.data import rle
-from imat_kit.data.synth import _SHAPES, _convex_runs, category_weights, real_image_sizes
+from imat_kit.data.synth import SHAPES, category_weights
+from imat_kit.data.synth_real import _convex_runs, real_image_sizes
 from imat_kit.ensemble import ensemble
 from imat_kit.postprocess import PostProcess
 from imat_kit.predictions import ImagePrediction, PredictionsWriter, read_predictions
@@ -54,8 +55,8 @@ def make_inputs(n_images: int, k: int = 5, seed: int = 0) -> tuple[list[Path], d
         irng = np.random.default_rng([seed, i])
         n = int(irng.integers(10, 101))
         cats = irng.choice(46, n, p=p)
-        base = [(int(c), *_convex_runs(irng, h, w, _SHAPES[int(c)][2] * irng.uniform(0.6, 1.4),
-                                        1.0 / _SHAPES[int(c)][1])) for c in cats]
+        base = [(int(c), *_convex_runs(irng, h, w, SHAPES[int(c)][2] * irng.uniform(0.6, 1.4),
+                                        1.0 / SHAPES[int(c)][1])) for c in cats]
         for fold, fh in enumerate(handles):
             frng = np.random.default_rng([seed, i, fold])
             labels, scores, texts = [], [], []

@@ -29,7 +29,7 @@ from _common import machine
 
 from imat_kit.data import rle as rle_mod
 from imat_kit.data.labels import load_labels
-from imat_kit.data.synth import real_image_sizes
+from imat_kit.data.synth_real import real_image_sizes
 from imat_kit.eval.runs import FoldRun
 from imat_kit.predictions import ImagePrediction
 from imat_kit.progress import progress

@@ -32,6 +32,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from imat_kit.data import rle as rle_mod
+from imat_kit.data import rle_batch
 from imat_kit.data.paths import find_labels
 from imat_kit.errors import KitError
 from imat_kit.predictions import (
@@ -175,7 +176,7 @@ def _vote(counts_texts: list[str], weights: np.ndarray, npix: int) -> str | None
     if s.size == 0:
         return None
     counts = rle_mod.runs_to_counts(s, e - s, npix)
-    return rle_mod.coco_strings_batch(counts.astype(np.int64),
+    return rle_batch.coco_strings_batch(counts.astype(np.int64),
                                       np.array([0, counts.size]))[0]
 
 

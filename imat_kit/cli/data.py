@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from imat_kit.cli.options import data_option
-from imat_kit.data import synth
+from imat_kit.data import synth, synth_real
 from imat_kit.data.coco import SIZE_POLICIES
 from imat_kit.data.folds import METHODS
 from imat_kit.data.paths import find_labels
@@ -42,7 +42,8 @@ def run_synth(a: argparse.Namespace) -> int:
     if a.scale == "full":
         images = a.images or synth.FULL_IMAGES
         rows = round(images * synth.FULL_ROWS / synth.FULL_IMAGES)
-        s = synth.generate_full_csv(a.out, seed=a.seed, images=images, rows=rows, quiet=a.quiet)
+        s = synth_real.generate_full_csv(a.out, seed=a.seed, images=images, rows=rows,
+                                         quiet=a.quiet)
         print(f"wrote {a.out}/train.csv: {s['train_images']:,} images, {s['rows']:,} rows "
               "(full scale, no images)")
     elif a.scale == "real":
@@ -50,7 +51,7 @@ def run_synth(a: argparse.Namespace) -> int:
             raise KitError("synth --scale real writes the 2019 layout only (its images serve "
                            "loading and memory benchmarks, where the layout does not matter)",
                            value=a.year)
-        s = synth.generate_real_images(a.out, images=a.images or 200,
+        s = synth_real.generate_real_images(a.out, images=a.images or 200,
                                        test_images=a.test_images, seed=a.seed, quiet=a.quiet)
         w, h = s["mean_size"]
         print(f"wrote {a.out}: {s['train_images']} train images at real sizes (mean "

@@ -33,6 +33,7 @@ from pycocotools import mask as mask_util
 
 from imat_kit import fields
 from imat_kit.data import rle as rle_mod
+from imat_kit.data import rle_batch
 from imat_kit.data.labels import Labels, load_labels, parse_attributes_ids, parse_class_id
 from imat_kit.data.readers import csv_columns, iter_csv
 from imat_kit.errors import KitError
@@ -215,10 +216,10 @@ def _chunk_runs(texts: list[str], h: np.ndarray, w: np.ndarray) -> tuple:
     """The numeric part of a chunk (picklable, runs in a worker): parse and validate every
     RLE text, then COCO counts text, bbox and area of each (those of a bad text are of an
     empty mask and are not used)."""
-    batch = rle_mod.parse_runs_batch(texts, h, w)
-    counts, coff = rle_mod.counts_batch(batch, h * w)
-    strings = rle_mod.coco_strings_batch(counts, coff)
-    bbox, area = rle_mod.bbox_area_batch(batch, h)
+    batch = rle_batch.parse_runs_batch(texts, h, w)
+    counts, coff = rle_batch.counts_batch(batch, h * w)
+    strings = rle_batch.coco_strings_batch(counts, coff)
+    bbox, area = rle_batch.bbox_area_batch(batch, h)
     return batch.bad, strings, bbox, area
 
 

@@ -14,7 +14,7 @@ from imat_kit.data.folds import (
 )
 from imat_kit.data.labels import load_labels
 from imat_kit.data.prepare import prepare
-from imat_kit.data.synth import generate_full_csv
+from imat_kit.data.synth_real import generate_full_csv
 from imat_kit.errors import KitError
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from imat_kit.cli.commands import main
-from imat_kit.data import rle
+from imat_kit.data import rle, rle_batch
 from imat_kit.data.prepare import prepare
 from imat_kit.errors import KitError
 from imat_kit.predictions import iter_predictions, read_header, write_predictions
@@ -198,7 +198,7 @@ def test_rle_parser_does_not_trust_numpy(monkeypatch, fromstring):
     for text, bad in [("1 2 x 4", "x"), ("1 2.5", "2.5"), ("3 4 5²", "5²"), ("1 --2", "--2")]:
         with pytest.raises(KitError, match=f"RLE token is not an integer.*'{bad}'"):
             rle.parse_runs(text, 10, 10)
-    batch = rle.parse_runs_batch(["1 2", "1 2 x 4", "5 1 9 2", "1 2.5"], np.full(4, 10),
+    batch = rle_batch.parse_runs_batch(["1 2", "1 2 x 4", "5 1 9 2", "1 2.5"], np.full(4, 10),
                                  np.full(4, 10))
     assert batch.bad.tolist() == [False, True, False, True]
     assert np.diff(batch.offsets).tolist() == [1, 0, 2, 0]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
-from imat_kit.data import rle
+from imat_kit.data import rle, rle_batch
 from imat_kit.errors import KitError
 
 
@@ -93,7 +93,7 @@ def test_malformed_rle(text, msg):
         rle.parse_runs(text, 3, 3)
     with pytest.raises(KitError):
         rle.kaggle_to_coco(text, 3, 3)
-    batch = rle.parse_runs_batch([text, "1 1"], np.array([3, 3]), np.array([3, 3]))
+    batch = rle_batch.parse_runs_batch([text, "1 1"], np.array([3, 3]), np.array([3, 3]))
     assert batch.bad.tolist() == [True, False]
     assert batch.starts.tolist() == [0] and batch.offsets.tolist() == [0, 0, 1]
 
@@ -128,11 +128,11 @@ def test_batch_kernels_match_pycocotools():
         hs.append(h)
         ws.append(w)
     hs, ws = np.array(hs), np.array(ws)
-    batch = rle.parse_runs_batch(texts, hs, ws)
+    batch = rle_batch.parse_runs_batch(texts, hs, ws)
     assert not batch.bad.any()
-    counts, coff = rle.counts_batch(batch, hs * ws)
-    strings = rle.coco_strings_batch(counts, coff)
-    bbox, area = rle.bbox_area_batch(batch, hs)
+    counts, coff = rle_batch.counts_batch(batch, hs * ws)
+    strings = rle_batch.coco_strings_batch(counts, coff)
+    bbox, area = rle_batch.bbox_area_batch(batch, hs)
     for i, text in enumerate(texts):
         h, w = int(hs[i]), int(ws[i])
         ref = rle.kaggle_to_coco(text, h, w)
@@ -144,7 +144,8 @@ def test_batch_kernels_match_pycocotools():
 
 
 def test_batch_tolerates_extra_whitespace():
-    batch = rle.parse_runs_batch(["1  2", "4 1\t", " 7 2"], np.array([3] * 3), np.array([3] * 3))
+    batch = rle_batch.parse_runs_batch(["1  2", "4 1\t", " 7 2"], np.array([3] * 3),
+                                       np.array([3] * 3))
     assert not batch.bad.any()
     assert batch.starts.tolist() == [0, 3, 6] and batch.lengths.tolist() == [2, 1, 2]
 

@@ -6,10 +6,10 @@ from PIL import Image
 
 from imat_kit.data import rle
 from imat_kit.data.labels import load_labels, parse_class_id
-from imat_kit.data.synth import (
+from imat_kit.data.synth import generate_images
+from imat_kit.data.synth_real import (
     _paint_real,
     generate_full_csv,
-    generate_images,
     generate_real_images,
     real_image_sizes,
 )
