@@ -100,18 +100,17 @@ def summarize(out: Path, spec, result, config: Path, iters: int, year: int,
               total_seconds: float) -> dict:
     """The key figures of a finished demo run (``OUT/summary.json``), from the run's steps."""
     r = result.results
-    mean, cross = r["evaluate"]["mean"], r["tune_attributes"]["cross_folds"]
+    mean, cross = result.fold_table.mean, r["tune_attributes"]["cross_folds"]
     ev = out / "eval"
     pp = json.loads((ev / "postprocess.json").read_text())
-    thr = json.loads((ev / "attribute_thresholds.json").read_text())
     score, sub = r["score"], spec.submission_path
     metric = r["tune"]["metric"]
     return {
         "data": str(spec.data), "work_dirs": str(out / "work_dirs"),
         "predictions": str(out / "predictions"), "evaluation": str(ev / "evaluation.csv"),
         "submission": str(sub), "manifest": str(sub.with_suffix(".json")),
-        "run_manifest": r["manifest"]["manifest"],
-        "figures": str(out / "figures"), "report": r["report"]["report"],
+        "run_manifest": result.manifest,
+        "figures": str(out / "figures"), "report": result.report,
         "folds_trained": list(spec.folds), "iterations": iters, "year": year,
         "config": str(config),
         "val_segm_AP_mean": float(mean["segm_AP"]),
@@ -135,7 +134,7 @@ def summarize(out: Path, spec, result, config: Path, iters: int, year: int,
         "rescore_kept": bool((pp.get("rescoring") or {}).get("kept")),
         "val_score_nested_without_rescore": _rescoring(pp, "without"),
         "val_score_nested_with_rescore": _rescoring(pp, "with"),
-        "attributes_tuned": sum(v["tuned"] for v in thr["attributes"].values()),
+        "attributes_tuned": r["tune_attributes"]["n_tuned"],
         "test_rule": score["rule"],
         "test_competition_ensemble": score["ensemble"],
         "test_competition_single_folds": list(score["single"].values()),

@@ -135,15 +135,14 @@ def demo_summary_lines(s: dict) -> list[str]:
 def run_summary_lines(result) -> list[str]:
     """The closing table of ``imat-kit run``: the fold scores, the tuned gain, the test score
     where the data has a solution, the submission and the run's files."""
-    r = result.results
-    ev = r["evaluate"]
+    table = result.fold_table
     out = ["", f"{'fold':<6}{'competition':>13}{'segm AP':>10}{'AP50':>8}"]
-    for row in [*ev["rows"], {**ev["mean"], "fold": "mean"}, {**ev["std"], "fold": "std"}]:
+    for row in [*table.rows, {**table.mean, "fold": "mean"}, {**table.std, "fold": "std"}]:
         out.append(f"{row['fold']!s:<6}{row['competition']:>13.4f}{100 * row['segm_AP']:>10.1f}"
                    f"{100 * row['segm_AP50']:>8.1f}")
     for name in ("tune", "score", "submit"):
-        step = next((s for s in result.steps if s.name == name), None)
+        step = result.step(name)
         if step is not None:
             out.append(f"{name:<8}{step.headline}")
-    out.append(f"manifest {r['manifest']['manifest']}; report {r['report']['report']}")
+    out.append(f"manifest {result.manifest}; report {result.report}")
     return out

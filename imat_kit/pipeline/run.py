@@ -60,12 +60,44 @@ class StepReport:
     headline: str
 
 
+@dataclass(frozen=True)
+class FoldFigures:
+    """The fold table as the evaluate step records it: each fold's row, the mean and the std
+    (records of the figures by column)."""
+
+    rows: list[dict]
+    mean: dict
+    std: dict
+
+
 @dataclass
 class RunResult:
+    """What a run did: each step's report, and each step's recorded result (JSON-able, as
+    ``RUN/.steps/STEP.json`` holds it; what later steps read). The summaries read the typed
+    views below."""
+
     out: Path
     steps: list[StepReport] = field(default_factory=list)
-    #: each step's result (JSON-able): what later steps and the summary read
     results: dict = field(default_factory=dict)
+
+    @property
+    def fold_table(self) -> FoldFigures:
+        ev = self.results["evaluate"]
+        return FoldFigures(rows=ev["rows"], mean=ev["mean"], std=ev["std"])
+
+    @property
+    def manifest(self) -> str:
+        """The run's manifest file."""
+        return self.results["manifest"]["manifest"]
+
+    @property
+    def report(self) -> str:
+        """The run's HTML report."""
+        return self.results["report"]["report"]
+
+    def step(self, name: str) -> StepReport | None:
+        """The report of the step ``name`` (None when the run has no such step)."""
+        return next((s for s in self.steps if s.name == name), None)
 
 
 class Run:
