@@ -284,15 +284,15 @@ def test_reordered_parts_equal_parts_computed_anew(prepared, tmp_path):
             assert np.array_equal(a.p_area, b.p_area)
             assert np.array_equal(a.l_pred, b.l_pred) and np.array_equal(a.l_truth, b.l_truth)
             assert np.array_equal(a.l_iou, b.l_iou)
-            assert len(a.amb) == len(b.amb)
-            for x, y in zip(a.amb, b.amb):
+            assert len(a.groups) == len(b.groups)
+            for x, y in zip(a.groups, b.groups):
                 assert x[0] == y[0] and np.array_equal(x[1], y[1])
                 assert np.array_equal(x[2], y[2]) and np.array_equal(x[3], y[3])
         again = FoldParts(0, new, truths, 1, True, base=base)  # the same order again: cached
         a, b = again.view(None, 1), slow.view(None, 1)
         assert again.reordered_anew == 0
         assert np.array_equal(a.p_area, b.p_area) and np.array_equal(a.l_pred, b.l_pred)
-        assert [x[0] for x in a.amb] == [y[0] for y in b.amb]
+        assert [x[0] for x in a.groups] == [y[0] for y in b.groups]
 
 
 def test_too_few_predictions_leave_re_scoring_out_with_a_note(prepared):

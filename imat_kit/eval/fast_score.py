@@ -91,7 +91,7 @@ class Scorer:
         if rule.year == 2019:
             passes = view.l_iou[:, None] >= thr_iou[None, :] - 1e-12
             groups = [(i, d, ious, ious[None, :, :] >= thr_iou[:, None, None] - 1e-12, {})
-                      for i, d, t, ious in view.amb]
+                      for i, d, t, ious in view.groups]
             return cls(view=view, rule=rule, n_thresholds=len(thr_iou), link_passes=passes,
                        groups=groups)
         n_attr = len(rule.attribute_ids)
@@ -105,7 +105,7 @@ class Scorer:
         passes = (view.l_iou[:, None] > thr_iou[None, :]) & (
             ~needs[:, None] | (f1[:, None] > thr_f1[None, :]))
         groups = []
-        for i, d, t, ious in view.amb:
+        for i, d, t, ious in view.groups:
             pred_sets = sets(d)
             group_truths = [tuple(view.t_src[g].attributes) for g in t.tolist()]
             f = f1_of_sets([x for x in pred_sets for _ in group_truths],
@@ -133,7 +133,7 @@ class Scorer:
                        p_area=v.p_area[keep_pred], g=v.g[keep_img],
                        t_img=new_img[v.t_img[keep_truth]], l_pred=new_pred[v.l_pred[keep_link]],
                        l_truth=new_truth[v.l_truth[keep_link]], l_iou=v.l_iou[keep_link],
-                       amb=[], p_src=[], t_src=[])
+                       groups=[], p_src=[], t_src=[])
         return Scorer(view=sub, rule=self.rule, n_thresholds=self.n_thresholds,
                       link_passes=self.link_passes[keep_link],
                       groups=[(int(new_img[i]), new_pred[d], ious, allowed, done)
@@ -152,21 +152,22 @@ class Scorer:
         kept &= (rank < cap) & (v.p_area > 0)
         k = np.bincount(v.p_img[kept], minlength=v.n_img)
         tp = np.zeros((v.n_img, self.n_thresholds), np.int64)
-        sel = np.flatnonzero(kept[v.l_pred])
-        if sel.size:
-            tr = v.l_truth[sel]
-            starts = np.flatnonzero(np.concatenate(([True], tr[1:] != tr[:-1])))
-            cov = np.logical_or.reduceat(self.link_passes[sel], starts, axis=0).astype(np.int64)
-            imgs = v.t_img[tr[starts]]
+        kept_links = np.flatnonzero(kept[v.l_pred])
+        if kept_links.size:
+            link_truth = v.l_truth[kept_links]
+            starts = np.flatnonzero(np.concatenate(([True], link_truth[1:] != link_truth[:-1])))
+            cov = np.logical_or.reduceat(self.link_passes[kept_links], starts,
+                                         axis=0).astype(np.int64)
+            imgs = v.t_img[link_truth[starts]]
             istarts = np.flatnonzero(np.concatenate(([True], imgs[1:] != imgs[:-1])))
             tp[imgs[istarts]] = np.add.reduceat(cov, istarts, axis=0)
         no_thr = np.full(self.n_thresholds, -1.0)
         for i, d, ious, allowed, done in self.groups:  # matched greedily: once per kept set
-            on = kept[d]
-            key = on.tobytes()
+            kept_here = kept[d]
+            key = kept_here.tobytes()
             got = done.get(key)
             if got is None:
-                rows = np.flatnonzero(on)
+                rows = np.flatnonzero(kept_here)
                 got = done[key] = (greedy_tp(ious[rows], no_thr, allowed=allowed[:, rows, :])
                                    if rows.size else None)
             if got is not None:
@@ -189,13 +190,13 @@ def tp_rates(sc: Scorer) -> np.ndarray:
     v = sc.view
     hits = np.zeros(len(v.p_img), np.int64)
     if len(v.l_pred):
-        pat = sc.link_passes.astype(np.int64)
-        tr = v.l_truth
-        starts = np.flatnonzero(np.concatenate(([True], tr[1:] != tr[:-1])))
-        group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(tr))))
-        cum = np.cumsum(pat, axis=0)
-        before = cum - pat - (cum[starts] - pat[starts])[group]
-        np.add.at(hits, v.l_pred, ((pat == 1) & (before == 0)).sum(axis=1))
+        link_passes_int = sc.link_passes.astype(np.int64)
+        link_truth = v.l_truth
+        starts = np.flatnonzero(np.concatenate(([True], link_truth[1:] != link_truth[:-1])))
+        group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(link_truth))))
+        cum = np.cumsum(link_passes_int, axis=0)
+        before = cum - link_passes_int - (cum[starts] - link_passes_int[starts])[group]
+        np.add.at(hits, v.l_pred, ((link_passes_int == 1) & (before == 0)).sum(axis=1))
     for _, rows, ious, allowed, _ in sc.groups:
         for p in range(allowed.shape[0]):
             free = np.ones(ious.shape[1], bool)

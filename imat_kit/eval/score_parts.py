@@ -59,8 +59,8 @@ def image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int,
     n = 0 if pred is None else len(pred)
     area = np.zeros(n, np.int64)
     later = np.zeros(n, bool)
-    ld, lg, lv = [], [], []
-    amb: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    link_dets, link_truths, link_ious = [], [], []
+    greedy_groups: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     pairs = [np.zeros((0, 2), np.int64)]
     if n:
         order = score_order(pred.scores)
@@ -69,40 +69,42 @@ def image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int,
                      order[np.isin(pred.labels[order], list(classes))])
             masks = masks_of(pred, which, PostProcess(mask_thr=mask_thr))
         labels = pred.labels[order]
-        t_cat = np.array([t.key for t in truths], np.int64)
+        truth_class = np.array([t.key for t in truths], np.int64)
         size = [pred.height, pred.width]
         # the whole image at once, each text decoded once: which detections of a class touch,
         # their areas and their IoUs with their class's truths (only same-class pairs are
         # measured); only classes with a touching pair are cut, and only the leftovers a cut
         # changed are measured again
-        todo = np.flatnonzero(np.isin(labels, list(classes))) if classes is not None \
+        in_classes = np.flatnonzero(np.isin(labels, list(classes))) if classes is not None \
             else np.arange(n)
-        lab = labels[todo]
-        rles = [{"size": size, "counts": masks[int(order[r])]} for r in todo]
+        det_class = labels[in_classes]
+        rles = [{"size": size, "counts": masks[int(order[r])]} for r in in_classes]
         truth_rles = [t.rle for t in truths]
-        nd = len(rles)
-        same_i, same_j = np.triu_indices(nd, 1)
-        keep = lab[same_i] == lab[same_j]
+        n_dets = len(rles)
+        same_i, same_j = np.triu_indices(n_dets, 1)
+        keep = det_class[same_i] == det_class[same_j]
         same_i, same_j = same_i[keep], same_j[keep]
-        pd, pg = np.nonzero(lab[:, None] == t_cat[None, :])
+        pair_dets, pair_truths = np.nonzero(det_class[:, None] == truth_class[None, :])
         inter, sizes = pair_overlaps([r["counts"] for r in rles + truth_rles],
-                                     np.concatenate([same_i, pd]),
-                                     np.concatenate([same_j, nd + pg]), size)
-        touch = np.zeros((nd, nd), bool)
+                                     np.concatenate([same_i, pair_dets]),
+                                     np.concatenate([same_j, n_dets + pair_truths]), size)
+        touch = np.zeros((n_dets, n_dets), bool)
         touch[same_i, same_j] = inter[:same_i.size] > 0
         touch |= touch.T
-        ious = np.zeros((nd, len(truths)))
-        ious[pd, pg] = iou_of(inter[same_i.size:], sizes[pd], sizes[nd + pg])
-        sizes = sizes[:nd].copy()
+        ious = np.zeros((n_dets, len(truths)))
+        ious[pair_dets, pair_truths] = iou_of(inter[same_i.size:], sizes[pair_dets],
+                                              sizes[n_dets + pair_truths])
+        sizes = sizes[:n_dets].copy()
         upper = np.triu(touch, 1)
-        later[todo] = upper.any(axis=1)
+        later[in_classes] = upper.any(axis=1)
         if upper.any():
-            ij = np.argwhere(upper)  # the earlier first; by class, then by position
-            pairs.append(order[todo[ij[np.argsort(lab[ij[:, 0]], kind="stable")]]])
+            touching_pair = np.argwhere(upper)  # the earlier first; by class, then by position
+            by_class = np.argsort(det_class[touching_pair[:, 0]], kind="stable")
+            pairs.append(order[in_classes[touching_pair[by_class]]])
         kept = sizes >= floor
         npix = pred.height * pred.width
-        for c in np.unique(lab[upper.any(axis=1)]).tolist():
-            at = np.flatnonzero(lab == c)
+        for c in np.unique(det_class[upper.any(axis=1)]).tolist():
+            at = np.flatnonzero(det_class == c)
             left = class_leftovers([rles[k] for k in at], floor, npix, touch[np.ix_(at, at)],
                                    sizes[at])
             kept[at] = False
@@ -110,24 +112,24 @@ def image_part(pred, truths: list[Instance], mask_thr: float | None, floor: int,
                 k = at[r]
                 kept[k], sizes[k] = True, a
                 if text is not rles[k]["counts"] and truth_rles:
-                    tg = np.flatnonzero(t_cat == c)
-                    ious[k, tg] = pair_ious([{"size": size, "counts": text}],
-                                            [truth_rles[g] for g in tg])[0]
-        area[todo[kept]] = sizes[kept]
-        hit = (ious >= LINK_IOU) & (lab[:, None] == t_cat[None, :]) & kept[:, None]
-        for c in np.unique(lab[hit.sum(axis=1) >= 2]).tolist():  # matched greedily, whole
-            rows = np.flatnonzero(kept & (lab == c))
-            tg = np.flatnonzero(t_cat == c)
-            amb.append((todo[rows], tg, ious[np.ix_(rows, tg)]))
-            hit[lab == c] = False
+                    class_truths = np.flatnonzero(truth_class == c)
+                    ious[k, class_truths] = pair_ious([{"size": size, "counts": text}],
+                                            [truth_rles[g] for g in class_truths])[0]
+        area[in_classes[kept]] = sizes[kept]
+        hit = (ious >= LINK_IOU) & (det_class[:, None] == truth_class[None, :]) & kept[:, None]
+        for c in np.unique(det_class[hit.sum(axis=1) >= 2]).tolist():  # matched greedily, whole
+            rows = np.flatnonzero(kept & (det_class == c))
+            class_truths = np.flatnonzero(truth_class == c)
+            greedy_groups.append((in_classes[rows], class_truths, ious[np.ix_(rows, class_truths)]))
+            hit[det_class == c] = False
         d, g = np.nonzero(hit)
-        by_class = np.argsort(lab[d], kind="stable")
+        by_class = np.argsort(det_class[d], kind="stable")
         d, g = d[by_class], g[by_class]
-        ld.append(todo[d])
-        lg.append(g)
-        lv.append(ious[d, g])
-    links = (_cat(ld, np.int64), _cat(lg, np.int64), _cat(lv, np.float64))
-    return area, later, links, amb, np.concatenate(pairs).astype(np.int64)
+        link_dets.append(in_classes[d])
+        link_truths.append(g)
+        link_ious.append(ious[d, g])
+    links = (_cat(link_dets, np.int64), _cat(link_truths, np.int64), _cat(link_ious, np.float64))
+    return area, later, links, greedy_groups, np.concatenate(pairs).astype(np.int64)
 
 
 def _cat(xs: list, dtype) -> np.ndarray:
@@ -149,7 +151,7 @@ def _class_parts_many(jobs: list, kw: dict) -> list:
 @dataclass
 class FlatView:
     """Detections (score order within each image), truths and links of a set of images for
-    one (mask, min area) variant, flat; ``amb`` the groups matched greedily."""
+    one (mask, min area) variant, flat; ``groups`` the groups matched greedily."""
 
     n_img: int
     p_img: np.ndarray
@@ -161,7 +163,7 @@ class FlatView:
     l_pred: np.ndarray  # links, sorted by truth, then by detection
     l_truth: np.ndarray
     l_iou: np.ndarray
-    amb: list  # (image, detections, truths, ious), by image, then by class
+    groups: list  # (image, detections, truths, ious), by image, then by class
     p_src: list  # (the fold's position in tune's list, image_key, index in its line)
     t_src: list  # truth Instance per truth
 
@@ -187,8 +189,8 @@ def concat_views(views: list[FlatView]) -> FlatView:
         l_pred=cat([v.l_pred + o for v, o in zip(views, pred_at)]),
         l_truth=cat([v.l_truth + o for v, o in zip(views, truth_at)]),
         l_iou=cat([v.l_iou for v in views]),
-        amb=[(i + a, d + b, t + c, x) for v, a, b, c in zip(views, img_at, pred_at, truth_at)
-             for i, d, t, x in v.amb],
+        groups=[(i + a, d + b, t + c, x) for v, a, b, c in zip(views, img_at, pred_at, truth_at)
+             for i, d, t, x in v.groups],
         p_src=[s for v in views for s in v.p_src], t_src=[s for v in views for s in v.t_src])
 
 
@@ -208,18 +210,18 @@ class FoldParts:
         self.keys = [im["image_key"] for im in run.gt["images"]]
         self.truths = truths
         self.has_soft = all(p.soft is not None for p in run.preds.values()) and bool(run.preds)
-        img, lab, sc, js, src = [], [], [], [], []
+        img, det_class, sc, line_index, src = [], [], [], [], []
         for i, k in enumerate(self.keys):
             p = run.preds.get(k)
             if p is None or not len(p):
                 continue
             o = score_order(p.scores)
             img.append(np.full(len(o), i))
-            lab.append(p.labels[o])
+            det_class.append(p.labels[o])
             sc.append(p.scores[o].astype(np.float64))
-            js.append(o)
+            line_index.append(o)
             src.extend((pos, k, int(j)) for j in o)
-        self.p_img, self.p_label = _cat(img, np.int64), _cat(lab, np.int64)
+        self.p_img, self.p_label = _cat(img, np.int64), _cat(det_class, np.int64)
         self.p_score, self.p_src = _cat(sc, np.float64), src
         t_img, t_src = [], []
         for i, k in enumerate(self.keys):
@@ -234,7 +236,7 @@ class FoldParts:
                                                                 minlength=len(self.keys)))))
         # a detection's "origin": its image's first position + its index in the image's line
         # (the same in every score order); ``at``: the origin's position in this fold
-        self.origin = self.p_off[self.p_img] + _cat(js, np.int64)
+        self.origin = self.p_off[self.p_img] + _cat(line_index, np.int64)
         self.at = np.empty_like(self.origin)
         self.at[self.origin] = np.arange(len(self.origin))
         self._parts: dict = {}  # mask_thr → each image's part at 1 px (until its view exists)
@@ -291,12 +293,14 @@ class FoldParts:
             self._views[key] = made
         return self._views[key]
 
-    def _assemble(self, area, later, lp, lt, li, amb: list) -> tuple[FlatView, np.ndarray]:
-        o = np.lexsort((lp, lt))
-        amb.sort(key=lambda grp: (grp[0], int(self.p_label[grp[1][0]])))
+    def _assemble(self, area, later, link_pred, link_truth, link_iou,
+                  greedy_groups: list) -> tuple[FlatView, np.ndarray]:
+        o = np.lexsort((link_pred, link_truth))
+        greedy_groups.sort(key=lambda grp: (grp[0], int(self.p_label[grp[1][0]])))
         return FlatView(n_img=len(self.keys), p_img=self.p_img, p_label=self.p_label,
                      p_score=self.p_score, p_area=area.astype(np.int64), g=self.g,
-                     t_img=self.t_img, l_pred=lp[o], l_truth=lt[o], l_iou=li[o], amb=amb,
+                     t_img=self.t_img, l_pred=link_pred[o], l_truth=link_truth[o],
+                     l_iou=link_iou[o], groups=greedy_groups,
                      p_src=self.p_src, t_src=self.t_src), later
 
     def _flat(self, images, parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
@@ -304,11 +308,11 @@ class FoldParts:
         image's numbering to the fold's."""
         at_img = np.repeat(np.asarray(images, np.int64),
                            np.array([len(p[2][0]) for p in parts], np.int64))
-        lp = _cat([p[2][0] for p in parts], np.int64) + self.p_off[at_img]
-        lt = _cat([p[2][1] for p in parts], np.int64) + self.t_off[at_img]
-        amb = [(i, self.p_off[i] + rows, self.t_off[i] + tg, ious)
-               for i, p in zip(images, parts) for rows, tg, ious in p[3]]
-        return lp, lt, _cat([p[2][2] for p in parts], np.float64), amb
+        link_pred = _cat([p[2][0] for p in parts], np.int64) + self.p_off[at_img]
+        link_truth = _cat([p[2][1] for p in parts], np.int64) + self.t_off[at_img]
+        greedy_groups = [(i, self.p_off[i] + rows, self.t_off[i] + class_truths, ious)
+               for i, p in zip(images, parts) for rows, class_truths, ious in p[3]]
+        return link_pred, link_truth, _cat([p[2][2] for p in parts], np.float64), greedy_groups
 
     def _of_parts(self, mask_thr: float | None, parts: list) -> tuple[FlatView, np.ndarray]:
         n_pairs = np.array([len(p[4]) for p in parts], np.int64)
@@ -329,11 +333,11 @@ class FoldParts:
         for i, (a, lat, *_) in zip(images, parts):
             area[self.p_off[i]:self.p_off[i + 1]] = a
             later[self.p_off[i]:self.p_off[i + 1]] = lat
-        lp, lt, li, amb = self._flat(images, parts)
-        return self._assemble(area, later, np.concatenate((view.l_pred[keep], lp)),
-                              np.concatenate((view.l_truth[keep], lt)),
-                              np.concatenate((view.l_iou[keep], li)),
-                              [grp for grp in view.amb if not gone[grp[0]]] + amb)
+        link_pred, link_truth, link_iou, greedy_groups = self._flat(images, parts)
+        return self._assemble(area, later, np.concatenate((view.l_pred[keep], link_pred)),
+                              np.concatenate((view.l_truth[keep], link_truth)),
+                              np.concatenate((view.l_iou[keep], link_iou)),
+                              [grp for grp in view.groups if not gone[grp[0]]] + greedy_groups)
 
     def _floored(self, mask_thr: float | None, floor: int) -> tuple[FlatView, np.ndarray]:
         """The view at a min area: it only changes an image where a detection it drops shares
@@ -368,15 +372,16 @@ class FoldParts:
         cls_key = self.p_img * n_cls + self.p_label
         flip = self.at[first] > self.at[second]
         swapped = np.isin(cls_key, cls_key[self.at[first[flip]]])
-        lp = moved[view.l_pred]
-        keep = ~swapped[lp]
-        lps, lts, lis = [lp[keep]], [view.l_truth[keep]], [view.l_iou[keep]]
-        amb = []
-        for i, rows, tg, ious in view.amb:
+        link_pred = moved[view.l_pred]
+        keep = ~swapped[link_pred]
+        link_preds, link_truth_parts = [link_pred[keep]], [view.l_truth[keep]]
+        link_iou_parts = [view.l_iou[keep]]
+        greedy_groups = []
+        for i, rows, class_truths, ious in view.groups:
             r = moved[rows]
             if not swapped[r[0]]:
                 s = np.argsort(r, kind="stable")
-                amb.append((i, r[s], tg, ious[s]))
+                greedy_groups.append((i, r[s], class_truths, ious[s]))
         area[swapped] = 0
         later[swapped] = False
         pos = np.flatnonzero(swapped)
@@ -396,23 +401,25 @@ class FoldParts:
                                 self.truths.get(self.keys[i], []), missing[i]) for i in redo],
                               {"mask_thr": mask_thr, "floor": floor})
         for i, (a, lat, (d, g, v), groups, _) in zip(redo, fresh):
-            sl = slice(self.p_off[i], self.p_off[i + 1])
-            order, lab = self.origin[sl] - self.p_off[i], self.p_label[sl]
+            span = slice(self.p_off[i], self.p_off[i + 1])
+            order, det_class = self.origin[span] - self.p_off[i], self.p_label[span]
             for c in sorted(missing[i]):
-                mine, link = np.flatnonzero(lab == c), lab[d] == c
+                mine, link = np.flatnonzero(det_class == c), det_class[d] == c
                 entry = (order[mine], a[mine], lat[mine], order[d[link]], g[link], v[link],
-                         [(order[rows], tg, ious) for rows, tg, ious in groups
-                          if lab[rows[0]] == c])
+                         [(order[rows], class_truths, ious) for rows, class_truths, ious in groups
+                          if det_class[rows[0]] == c])
                 base.class_parts[(mask_thr, floor, i, c, tuple(entry[0].tolist()))] = entry
                 entries.append((i, entry))
         for i, (idx, c_area, c_later, d, g, v, groups) in entries:
-            o, ot = self.p_off[i], self.t_off[i]
+            o, truth_start = self.p_off[i], self.t_off[i]
             area[self.at[o + idx]] = c_area
             later[self.at[o + idx]] = c_later
-            lps.append(self.at[o + d])
-            lts.append(ot + g)
-            lis.append(v)
-            amb += [(i, self.at[o + rows], ot + tg, ious) for rows, tg, ious in groups]
+            link_preds.append(self.at[o + d])
+            link_truth_parts.append(truth_start + g)
+            link_iou_parts.append(v)
+            greedy_groups += [(i, self.at[o + rows], truth_start + class_truths, ious)
+                              for rows, class_truths, ious in groups]
         self.reordered_anew += len(redo)
-        return self._assemble(area, later, _cat(lps, np.int64), _cat(lts, np.int64),
-                              _cat(lis, np.float64), amb)
+        return self._assemble(area, later, _cat(link_preds, np.int64),
+                              _cat(link_truth_parts, np.int64), _cat(link_iou_parts, np.float64),
+                              greedy_groups)

@@ -127,7 +127,7 @@ class Search:
         cats = np.array([t.key for t in v.t_src], np.int64)
         out = np.bincount(cats[found], minlength=self.n_cat) if found.any() else \
             np.zeros(self.n_cat, np.int64)
-        for _, _, t, ious in v.amb:
+        for _, _, t, ious in v.groups:
             out[cats[t[0]]] += int((ious.max(0) >= LINK_IOU).sum())
         return {c: int(n) for c, n in enumerate(out) if n}
 
