@@ -187,3 +187,33 @@ def test_the_layer_check_finds_an_upward_import():
         "imat_kit.data.rle (data) imports imat_kit.eval.metric (eval)",
         "imat_kit.mmdet_ext.predict (mmdet_ext) imports imat_kit.report (report)",
         "imat_kit.tune (tune) imports imat_kit.mmdet_ext.predict (mmdet_ext)"]
+
+
+def _module_map() -> set[str]:
+    """The modules docs/DESIGN.md's module map names (paths under imat_kit/, configs left
+    out): its names column, folders by indentation."""
+    text = (REPO / "docs" / "DESIGN.md").read_text()
+    block = text.split("```\nimat_kit/\n", 1)[1].split("```", 1)[0]
+    listed, folders = set(), []
+    for line in block.splitlines():
+        indent = len(line) - len(line.lstrip())
+        if not line.strip() or indent > 8:  # a description's continuation
+            continue
+        names = line.strip().split("  ", 1)[0]
+        level = indent // 2
+        folders = folders[:level - 1] if level else []
+        if names.endswith("/"):
+            folders.append(names.rstrip("/"))
+            continue
+        for name in names.split(", "):
+            if name.endswith(".py"):
+                listed.add("/".join([*folders, name]))
+    return {p for p in listed if not p.startswith(("tests", "configs"))}
+
+
+def test_the_module_map_matches_the_tree():
+    tree = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+            if p.name not in ("__init__.py", "__main__.py")
+            and p.relative_to(PACKAGE).parts[0] != "configs"}
+    listed = _module_map() - {"__init__.py"}
+    assert sorted(tree - listed) == [] and sorted(listed - tree) == []
