@@ -71,3 +71,20 @@ def test_imat_fold_moves_datasets_and_metrics(tmp_path, monkeypatch):
         load_config(config, fold=1, options=["imat_fold=2"])
     with pytest.raises(KitError, match="fold number"):
         load_config(config, options=["imat_fold=x"])
+
+
+def test_mim_trains_the_fold_of_cfg_options(tmp_path, monkeypatch):
+    """What ``mim train CONFIG --cfg-options imat_fold=2`` builds: IMatRunner's work dir, the
+    datasets and the evaluators of fold 2."""
+    from mmengine.config import Config
+
+    import imat_kit.mmdet_ext  # noqa: F401  (as the config's custom_imports does)
+    from imat_kit.mmdet_ext.runner import IMatRunner
+
+    monkeypatch.delenv("IMAT_FOLD", raising=False)
+    cfg = Config.fromfile(str(REPO / "imat_kit" / "configs" / "tiny_maskrcnn_imat.py"))
+    cfg.merge_from_dict({"imat_fold": 2, "load_from": None, "work_dir": str(tmp_path)})
+    runner = IMatRunner.from_cfg(cfg)
+    assert runner.work_dir == str(tmp_path / "fold2")
+    assert runner.cfg.train_dataloader.dataset.fold == 2
+    assert all(e["ann_file"].endswith("fold2_val.json") for e in runner.cfg.val_evaluator)
