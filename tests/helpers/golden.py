@@ -32,6 +32,7 @@ VOLATILE = ("seconds", "iou_seconds", "seconds_by_part", "code_version", "time",
 MADE = re.compile(rb"made \d{4}-\d\d-\d\d \d\d:\d\d")
 VERSION = re.compile(rb"\d+\.\d+\.\d+\+g[0-9a-f]+")  # the code's commit
 SHA = re.compile(r"[0-9a-f]{64}")
+SHORT_SHA = re.compile(rb"<td>[0-9a-f]{12}</td>")  # the report's checkpoint digests
 
 
 def _stable(value):
@@ -46,7 +47,7 @@ def _stable(value):
 
 
 def _sha(path: Path) -> str:
-    data = path.read_bytes()
+    data = path.read_bytes().replace(str(REPO).encode(), b"<repo>")
     if path.suffix == ".json":
         data = json.dumps(_stable(json.loads(data)), sort_keys=True).encode()
     elif path.suffix == ".jsonl" and data:
@@ -54,7 +55,8 @@ def _sha(path: Path) -> str:
         data = json.dumps(_stable(json.loads(head)), sort_keys=True).encode() + b"\n" + rest
     elif path.suffix == ".html":
         data = VERSION.sub(b"<version>", MADE.sub(b"made <date>", data))
-    return hashlib.sha256(data.replace(str(REPO).encode(), b"<repo>")).hexdigest()[:16]
+        data = SHORT_SHA.sub(b"<td><sha256></td>", data)
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def _cli(*argv: str) -> str:
