@@ -23,7 +23,7 @@ from _common import REPO, machine
 from pycocotools import mask as mask_util
 from rle import notebook_encode
 
-from imat_kit.data import rle
+from imat_kit.data import rle, rle_batch
 from imat_kit.data.synth import SHAPES, category_weights
 from imat_kit.data.synth_real import _convex_runs, real_image_sizes
 from imat_kit.ensemble import ensemble
@@ -77,10 +77,10 @@ def make_inputs(n_images: int, k: int = 5, seed: int = 0) -> tuple[list[Path], d
                 texts.append(rle.runs_to_string(s, ln))
             order = np.argsort(-np.array(scores))[:100]
             texts = [texts[j] for j in order]
-            batch = rle.parse_runs_batch(texts, np.full(len(texts), h), np.full(len(texts), w))
-            counts, coff = rle.counts_batch(batch, np.full(len(texts), h * w))
-            strings = rle.coco_strings_batch(counts, coff)
-            bbox, _ = rle.bbox_area_batch(batch, np.full(len(texts), h))
+            batch = rle_batch.parse_runs_batch(texts, np.full(len(texts), h), np.full(len(texts), w))
+            counts, coff = rle_batch.counts_batch(batch, np.full(len(texts), h * w))
+            strings = rle_batch.coco_strings_batch(counts, coff)
+            bbox, _ = rle_batch.bbox_area_batch(batch, np.full(len(texts), h))
             fh.write(ImagePrediction(key, h, w, np.array(labels)[order],
                                      np.array(scores, np.float32)[order],
                                      bbox.astype(np.float32), strings))

@@ -28,6 +28,7 @@ import numpy as np
 from _common import machine
 
 from imat_kit.data import rle as rle_mod
+from imat_kit.data import rle_batch
 from imat_kit.data.labels import load_labels
 from imat_kit.data.synth_real import real_image_sizes
 from imat_kit.eval.runs import FoldRun
@@ -52,7 +53,7 @@ def ellipse_counts(h: int, w: int, cy: float, cx: float, ry: float, rx: float) -
         x, top, bot = np.array([min(int(cx), w - 1)]), np.array([min(int(cy), h - 1)]), None
         bot = top + 1
     counts = rle_mod.runs_to_counts(x * h + top, bot - top, h * w)
-    text = rle_mod.coco_strings_batch(counts.astype(np.int64), np.array([0, counts.size]))[0]
+    text = rle_batch.coco_strings_batch(counts.astype(np.int64), np.array([0, counts.size]))[0]
     box = [float(x[0]), float(top.min()), float(x[-1] - x[0] + 1), float(bot.max() - top.min())]
     return text, box
 
