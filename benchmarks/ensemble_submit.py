@@ -77,7 +77,8 @@ def make_inputs(n_images: int, k: int = 5, seed: int = 0) -> tuple[list[Path], d
                 texts.append(rle.runs_to_string(s, ln))
             order = np.argsort(-np.array(scores))[:100]
             texts = [texts[j] for j in order]
-            batch = rle_batch.parse_runs_batch(texts, np.full(len(texts), h), np.full(len(texts), w))
+            batch = rle_batch.parse_runs_batch(texts, np.full(len(texts), h),
+                                               np.full(len(texts), w))
             counts, coff = rle_batch.counts_batch(batch, np.full(len(texts), h * w))
             strings = rle_batch.coco_strings_batch(counts, coff)
             bbox, _ = rle_batch.bbox_area_batch(batch, np.full(len(texts), h))
