@@ -196,11 +196,11 @@ def main() -> None:
                              *(toy_scale_options(RUNS[0][1], "test") if dry else [])])
     pred_s = time.perf_counter() - t
     man, problems = submit(out / "test.jsonl", data, out / "submission.csv", quiet=True)
-    report["predict"] = {"images": p["images"], "seconds": pred_s,
-                         "images_per_s": p["images"] / pred_s, "submission_rows": man["rows"],
+    report["predict"] = {"images": p.images, "seconds": pred_s,
+                         "images_per_s": p.images / pred_s, "submission_rows": man["rows"],
                          "submission_problems": [str(x) for x in problems]}
-    print(f"predict: {p['images']} test images in {pred_s:.1f} s "
-          f"({p['images'] / pred_s:.1f} img/s); submission {man['rows']} rows, "
+    print(f"predict: {p.images} test images in {pred_s:.1f} s "
+          f"({p.images / pred_s:.1f} img/s); submission {man['rows']} rows, "
           f"{'valid' if not problems else f'{len(problems)} problem(s)'}")
     failed = [f"{r['label']} {r['amp']}" for r in runs if not r["losses_finite"]
               or (not dry and not r["loss_falls"])]

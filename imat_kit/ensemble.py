@@ -25,7 +25,7 @@ both).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -242,7 +242,7 @@ def _fuse_many(jobs: list, kw: dict) -> list[ImagePrediction]:
 def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "fusion",
                    iou: float = 0.5, weights: list[float] | None = None,
                    data: str | Path | None = None, quiet: bool = False,
-                   meta: dict | None = None, scores: str = "members") -> dict:
+                   meta: dict | None = None, scores: str = "members") -> EnsembleSummary:
     """The ``imat-kit ensemble`` step: read predictions files, fuse them, write ``out``
     (atomically; its header lists the inputs' headers, and ``meta``'s fields). Every input
     is checked as it is read (:func:`~imat_kit.predictions.iter_predictions`): with ``data``
@@ -280,9 +280,23 @@ def ensemble_files(files: list[str | Path], out: str | Path, *, method: str = "f
     if all(h.get("attribute_model") for h in heads):
         meta["attribute_model"] = True
     write_predictions(out, meta, fused.values())
-    return {"inputs": len(inputs), "images": len(fused), "out": str(out),
-            "headers": described, "instances": sum(len(p) for p in fused.values()),
-            "fused": fused}
+    return EnsembleSummary(inputs=len(inputs), images=len(fused), out=str(out),
+                           headers=described, instances=sum(len(p) for p in fused.values()),
+                           fused=fused)
+
+
+@dataclass(frozen=True)
+class EnsembleSummary:
+    """What ``ensemble_files`` wrote: the number of inputs, images and fused instances, the
+    file, the inputs' headers as the output's header records them, and the fused
+    predictions (image key → :class:`~imat_kit.predictions.ImagePrediction`)."""
+
+    inputs: int
+    images: int
+    instances: int
+    out: str
+    headers: list = field(default_factory=list)
+    fused: dict = field(default_factory=dict, repr=False)
 
 
 def _data_expected(data: str | Path, labels, head: dict) -> Expected:

@@ -7,6 +7,7 @@ still gets written, showing what exists and saying on the chart what is missing.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -320,11 +321,27 @@ PLOT_INPUTS = {"losses": ("work_dirs",), "categories": ("data",), "pr": ("data",
                "attributes": ("data", "predictions")}
 
 
+@dataclass(frozen=True)
+class Drawn:
+    """What ``make_plot`` drew, per figure: ``points`` (losses: logged points), ``curves`` and
+    ``iou_thresholds`` (pr: the mean precision at the 101 recall points per IoU threshold),
+    ``matrix`` (confusion: counts, truth × prediction, the last row and column the
+    background), ``images`` (overlays: the ImageIds), ``attributes`` (attributes with truth
+    among the matched instances); a field a figure does not produce is None."""
+
+    points: int | None = None
+    curves: np.ndarray | None = None
+    iou_thresholds: np.ndarray | None = None
+    matrix: np.ndarray | None = None
+    images: list[str] | None = None
+    attributes: int | None = None
+
+
 def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
               labels: list[str] | None = None, data: str | Path | None = None,
               predictions: str | Path | None = None, score_thr: float = SCORE_THR,
               images: list[str] | None = None, n: int = 6, seed: int = 0,
-              attribute_thresholds: str | Path | None = None) -> dict:
+              attribute_thresholds: str | Path | None = None) -> Drawn:
     """The ``imat-kit plot WHAT`` step: read the inputs of one figure and draw it into ``out``.
     Returns what was drawn: ``points`` (losses), ``curves`` (pr: the mean precision at the 101
     recall points per IoU threshold, ``iou_thresholds``), ``matrix`` (confusion: counts, truth
@@ -342,14 +359,14 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
     if lacking:
         raise KitError(f"plot {what} needs --{lacking[0].replace('_', '-')}")
     if what == "losses":
-        return {"points": plot_losses(work_dirs, out, labels)}
+        return Drawn(points=plot_losses(work_dirs, out, labels))
     data = Path(data)
     if what == "categories":
         from imat_kit.data.stats import dataset_stats
 
         plot_category_distribution(dataset_stats(data / "train.csv", find_labels(data))
                                    ["categories"], out)
-        return {}
+        return Drawn()
     from imat_kit.eval.metric import coco_eval
 
     head = read_header(predictions)
@@ -361,12 +378,12 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
         where = f"fold {head['fold']} validation" if split == "val" else "test"
         ev = coco_eval(gt, preds, "segm")
         plot_pr_curves(ev, out, f"Precision-recall, {where}")
-        return {"curves": ev.get("pr_curves"), "iou_thresholds": ev.get("iou_thresholds")}
+        return Drawn(curves=ev.get("pr_curves"), iou_thresholds=ev.get("iou_thresholds"))
     if what == "confusion":
         names = find_labels(data).class_names
         cm = confusion_matrix(gt, preds, len(names), score_thr=score_thr)
         plot_confusion(cm, names, out)
-        return {"matrix": cm}
+        return Drawn(matrix=cm)
     from imat_kit.eval.attr_eval import attribute_table
     from imat_kit.postprocess import apply_thresholds, load_thresholds
 
@@ -381,10 +398,10 @@ def make_plot(what: str, out: str | Path, *, work_dirs: list | None = None,
         table = attribute_table([run], labels, thr, score_thr=score_thr)
         plot_attribute_f1(table, {a["id"]: a["name"] for a in labels.attributes}, out,
                           title=f"fold {head['fold']}, matched instances")
-        return {"attributes": int((table.support > 0).sum())}
+        return Drawn(attributes=int((table.support > 0).sum()))
     keys = plot_overlays(gt, preds, image_dir(data, split), out, image_keys=images, n=n,
                          seed=seed, score_thr=score_thr)
-    return {"images": keys}
+    return Drawn(images=keys)
 
 
 def plot_category_ap(per_cat, train_counts: dict[int, int], out: str | Path) -> None:

@@ -146,6 +146,19 @@ def _post_section(table: pd.DataFrame, cols: list[str], content: dict, file: str
             "on (in-sample).</p>" + _table(table[["fold", *pairs]], summary_rows=("mean", "std")))
 
 
+@dataclass(frozen=True)
+class ReportSummary:
+    """What ``build_report`` wrote: the page, its sections, the fold table, the error
+    breakdown per fold, and the gallery's worst and best images."""
+
+    out: str
+    sections: list[str]
+    table: FoldTable
+    errors: pd.DataFrame
+    worst: list[str]
+    best: list[str]
+
+
 @dataclass
 class ReportData:
     """Everything the report shows, computed once; each section renders a part of it."""
@@ -393,7 +406,7 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
                  submission: str | Path | None = None, gallery: int = 6,
                  average: str = "image", score_thr: float = SCORE_THR,
                  attribute_thresholds: str | Path | None = None, quiet: bool = True,
-                 postprocess: str | Path | None = None) -> dict:
+                 postprocess: str | Path | None = None) -> ReportSummary:
     """Write the report to ``out`` (atomically); returns what it holds (``sections``, the fold
     table, the error breakdown per fold, the gallery's images). ``attribute_thresholds`` (a
     ``tune-attributes`` file) cuts the attribute probabilities (default a global 0.5);
@@ -406,5 +419,5 @@ def build_report(data: str | Path, predictions: list[str], out: str | Path, *,
     page = render_report(r)
     with atomic_open(out, "w", encoding="utf-8") as f:
         f.write(page)
-    return {"out": str(out), "sections": list(SECTIONS), "table": r.table, "errors": r.tide,
-            "worst": r.worst.image_key.tolist(), "best": r.best.image_key.tolist()}
+    return ReportSummary(out=str(out), sections=list(SECTIONS), table=r.table, errors=r.tide,
+                         worst=r.worst.image_key.tolist(), best=r.best.image_key.tolist())

@@ -455,10 +455,20 @@ def _number(text: str) -> object:
     return int(v) if v.is_integer() and fields.is_digits(t) else v
 
 
+@dataclass(frozen=True)
+class SubmissionScore:
+    """A submission's competition score, the units it averages over (images, or (image,
+    class) pairs, or classes) and its value at each threshold (or threshold pair)."""
+
+    score: float
+    count: int
+    per_threshold: np.ndarray
+
+
 def score_submission(submission: str | Path, solution: str | Path, data: str | Path, *,
                      average: str = "image", attributes: bool = False, year: int = 2019,
                      sweep: str = "grid", f1: str = "binary_macro", fn: str = "ignore",
-                     quiet: bool = False) -> dict:
+                     quiet: bool = False) -> SubmissionScore:
     """The ``imat-kit score`` step: the competition score of a submission against a solution
     in ``train.csv`` layout. Every ImageId of the submission must be in the solution.
     ``year=2020``: the 2020 rule (:func:`attr_metric.competition_score_2020`, with its
@@ -485,6 +495,9 @@ def score_submission(submission: str | Path, solution: str | Path, data: str | P
     if year == 2020:
         from imat_kit.eval.attr_metric import competition_score_2020
 
-        return competition_score_2020(truth, sub, average=average, sweep=sweep, f1=f1, fn=fn,
-                                      attribute_ids=find_labels(data).attribute_id_list)
-    return competition_score(truth, sub, average=average)
+        r = competition_score_2020(truth, sub, average=average, sweep=sweep, f1=f1, fn=fn,
+                                   attribute_ids=find_labels(data).attribute_id_list)
+    else:
+        r = competition_score(truth, sub, average=average)
+    return SubmissionScore(score=r["score"], count=r["count"],
+                           per_threshold=r["per_threshold"])

@@ -40,12 +40,12 @@ def test_prediction_plots_draw_their_predictions(prep, val_file, tmp_path):
     gt = json.loads((prep / "annotations" / "fold0_val.json").read_text())
     n = len(gt["annotations"])
     dropped = (n + 3) // 4
-    cm = make_plot("confusion", tmp_path / "cm.png", data=prep, predictions=val_file)["matrix"]
+    cm = make_plot("confusion", tmp_path / "cm.png", data=prep, predictions=val_file).matrix
     assert np.trace(cm[:46, :46]) == n - dropped and cm[:46, 46].sum() == dropped
     assert cm.sum() == n and cm[46].sum() == 0  # no false positive
     pr = make_plot("pr", tmp_path / "pr.png", data=prep, predictions=val_file)
-    curves, recall = pr["curves"], np.linspace(0, 1, 101)
-    assert curves.shape == (10, 101) and list(pr["iou_thresholds"]) == pytest.approx(
+    curves, recall = pr.curves, np.linspace(0, 1, 101)
+    assert curves.shape == (10, 101) and list(pr.iou_thresholds) == pytest.approx(
         np.arange(0.5, 0.96, 0.05))
     # exact masks: the same curve at every IoU threshold; a category with k truths of which m
     # are kept has precision 1 up to recall m/k and 0 beyond (0 everywhere when m = 0)
@@ -57,11 +57,11 @@ def test_prediction_plots_draw_their_predictions(prep, val_file, tmp_path):
     expected = np.mean([(recall <= kept[c] / total[c]) & (kept[c] > 0) for c in total], axis=0)
     assert np.allclose(curves, expected[None])
     drawn = make_plot("overlays", tmp_path / "ov.jpg", data=prep, predictions=val_file,
-                      n=4, seed=1)["images"]
+                      n=4, seed=1).images
     keys = {im["image_key"] for im in gt["images"]}
     assert len(set(drawn)) == 4 and set(drawn) <= keys
     assert make_plot("overlays", tmp_path / "ov2.jpg", data=prep, predictions=val_file,
-                     n=4, seed=1)["images"] == drawn  # seeded
+                     n=4, seed=1).images == drawn  # seeded
 
 
 def test_categories_plot(prep, tmp_path):

@@ -152,7 +152,7 @@ def test_rescored_tune_score_is_the_score_of_the_submission(strips, prepared, tm
     sub = tmp_path / "sub.csv"
     assert main(["submit", "-q", "--predictions", str(f), "--data", str(prepared), "--out",
                  str(sub), "--postprocess", str(pp)]) == 0
-    scored = score_submission(sub, solution_path(prepared), prepared, quiet=True)["score"]
+    scored = score_submission(sub, solution_path(prepared), prepared, quiet=True).score
     from imat_kit.eval.fast_score import truths_of
 
     fast = fold_scores([run], post, labels, truths=[truths_of(run)])[0]

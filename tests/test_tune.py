@@ -114,7 +114,7 @@ def test_tuned_score_is_the_score_of_the_submission_it_describes(year, prepared,
         man, problems = submit(f, data, sub, quiet=True, postprocess=pp)
         assert not problems and man["postprocess"]["settings"] == post.values()
         scored = score_submission(sub, solution_path(data), data, year=year,
-                                  quiet=True)["score"]
+                                  quiet=True).score
         fast = fold_scores([run], post, labels, metric=metric, truths=[truth])[0]
         assert fast == pytest.approx(scored, abs=1e-12), (i, post)
     assert len({fold_scores([run], p, labels, metric=metric, truths=[truth])[0]
@@ -141,7 +141,7 @@ def test_evaluate_postprocess_adds_the_tuned_columns(tuned_case, prepared, tmp_p
     from imat_kit.report import build_report
 
     page = Path(build_report(prepared, files, tmp_path / "r.html", postprocess=pp,
-                             quiet=True)["out"]).read_text()
+                             quiet=True).out).read_text()
     assert "At the tuned post-processing settings" in page
     assert f"{r['nested']['gain']:+.4f}" in page
 

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from imat_kit.cli.formatting import prepare_lines, stats_lines, synth_line
 from imat_kit.cli.options import data_option
 from imat_kit.data import synth, synth_real
 from imat_kit.data.coco import SIZE_POLICIES
@@ -44,25 +44,18 @@ def run_synth(a: argparse.Namespace) -> int:
         rows = round(images * synth.FULL_ROWS / synth.FULL_IMAGES)
         s = synth_real.generate_full_csv(a.out, seed=a.seed, images=images, rows=rows,
                                          quiet=a.quiet)
-        print(f"wrote {a.out}/train.csv: {s['train_images']:,} images, {s['rows']:,} rows "
-              "(full scale, no images)")
     elif a.scale == "real":
         if a.year != 2019:
             raise KitError("synth --scale real writes the 2019 layout only (its images serve "
                            "loading and memory benchmarks, where the layout does not matter)",
                            value=a.year)
         s = synth_real.generate_real_images(a.out, images=a.images or 200,
-                                       test_images=a.test_images, seed=a.seed, quiet=a.quiet)
-        w, h = s["mean_size"]
-        print(f"wrote {a.out}: {s['train_images']} train images at real sizes (mean "
-              f"{w:.0f} × {h:.0f}, the largest 10717 × 6824), {s['rows']} instances, "
-              f"{s['test_images']} test images")
+                                            test_images=a.test_images, seed=a.seed,
+                                            quiet=a.quiet)
     else:
         s = synth.generate_images(a.out, images=a.images or 200, test_images=a.test_images,
                                   seed=a.seed, year=a.year, quiet=a.quiet)
-        print(f"wrote {a.out} ({a.year} layout): {s['train_images']} train images "
-              f"({s['rows']} instances, "
-              f"{s['attr_rows']} with attributes), {s['test_images']} test images")
+    print(synth_line(s, a.out, a.scale))
     return 0
 
 
@@ -93,21 +86,8 @@ def run_prepare(a: argparse.Namespace) -> int:
     r = prepare(a.data, a.out, n_folds=a.folds, split=a.split, seed=a.seed,
                 size_mismatch=a.size_mismatch, image_check=not a.no_image_check,
                 skip_bad_rows=a.skip_bad_rows, annotations=a.annotations, quiet=a.quiet)
-    out = Path(r["out"])
-    b = r["balance"]
-    print(f"{r['images']:,} images, {r['annotations']:,} instances ({r['layout']} layout, "
-          f"{r['attributes']} attributes) → {out / 'annotations'}/all.json")
-    print(f"{r['folds']} {r['split']} folds (seed {r['seed']}), images per fold "
-          f"{r['images_per_fold']} → {out / 'folds.csv'}")
-    print(f"category balance (images per fold): mean max relative deviation "
-          f"{b['mean_max_rel_dev']:.4f}, worst {b['worst_max_rel_dev']:.4f} "
-          f"({b['worst_category']}) → {out / 'fold_balance.csv'}")
-    if r["test_images"] is not None:
-        print(f"{r['test_images']} test images → {out / 'annotations'}/test.json")
-    for fix in r["size_fixes"]:
-        print(f"size fix: {fix}")
-    if r["rejected_rows"]:
-        print(f"{r['rejected_rows']} row(s) left out, listed in {out / 'rejected_rows.csv'}")
+    for line in prepare_lines(r):
+        print(line)
     return 0
 
 
@@ -124,26 +104,10 @@ def run_stats(a: argparse.Namespace) -> int:
 
     data = Path(a.data)
     s = dataset_stats(data / "train.csv", find_labels(data))
-    cats = s["categories"]
-    if a.json:
-        out = {k: v for k, v in s.items() if k not in ("categories", "attributes")}
-        out["categories"] = cats.to_dict(orient="records")
-        out["attributes"] = s["attributes"].to_dict(orient="records")
-        print(json.dumps(out, indent=2, default=int))
-    else:
-        print(f"{s['rows']:,} instances on {s['images']:,} images ({s['layout']} layout); "
-              f"{s['instances_per_image']['mean']:.2f} per image (max "
-              f"{s['instances_per_image']['max']}); {s['rows_with_attributes']:,} rows with "
-              "attributes")
-        print(f"height {s['height']}, width {s['width']}; smallest {s['smallest'][0]}x"
-              f"{s['smallest'][1]}, largest {s['largest'][0]}x{s['largest'][1]} (HxW)")
-        print(cats.sort_values("instances", ascending=False).to_string(index=False))
-        if len(s["attributes"]):
-            top = s["attributes"].sort_values("rows", ascending=False).head(15)
-            print("\nmost frequent attributes:")
-            print(top.to_string(index=False))
+    for line in stats_lines(s, as_json=a.json):
+        print(line)
     if a.plot:
-        plot_category_distribution(cats, a.plot)
+        plot_category_distribution(s["categories"], a.plot)
         print(f"category distribution → {a.plot}")
     return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from imat_kit.cli.formatting import plot_lines
 from imat_kit.cli.options import (
     average_option,
     fold_files,
@@ -41,13 +42,8 @@ def run_plot(a: argparse.Namespace) -> int:
     r = make_plot(a.what, a.out, work_dirs=a.work_dirs, labels=a.labels, data=a.data,
                   predictions=a.predictions, score_thr=a.score_thr, images=a.images, n=a.n,
                   seed=a.seed, attribute_thresholds=a.attribute_thresholds)
-    if "images" in r:
-        print("images: " + " ".join(r["images"]))
-    if r.get("points") == 0:
-        print("no training loss logged yet: the figure says so")
-    if "attributes" in r:
-        print(f"{r['attributes']} attributes with truth among the matched instances")
-    print(f"{a.what} → {a.out}")
+    for line in plot_lines(r, a.what, a.out):
+        print(line)
     return 0
 
 
@@ -77,7 +73,7 @@ def run_report(a: argparse.Namespace) -> int:
                      gallery=a.gallery, average=a.average, score_thr=a.score_thr,
                      attribute_thresholds=a.attribute_thresholds, quiet=a.quiet,
                      postprocess=a.postprocess)
-    print(f"report of {len(files)} fold(s) → {r['out']}")
+    print(f"report of {len(files)} fold(s) → {r.out}")
     return 0
 
 #: command → the function that adds its parser

@@ -3,9 +3,14 @@ steps return (the steps themselves print nothing)."""
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 
+from imat_kit.data.synth import SynthSummary
+from imat_kit.ensemble import EnsembleSummary
 from imat_kit.eval.evaluate import REFERENCE_TABLE3, FoldTable
+from imat_kit.submission import SubmissionScore
 
 
 def print_evaluation(table: FoldTable, average: str) -> None:
@@ -146,3 +151,127 @@ def run_summary_lines(result) -> list[str]:
             out.append(f"{name:<8}{step.headline}")
     out.append(f"manifest {result.manifest}; report {result.report}")
     return out
+
+
+def synth_line(s: SynthSummary, out, scale: str) -> str:
+    """What ``imat-kit synth`` prints."""
+    if scale == "full":
+        return (f"wrote {out}/train.csv: {s.train_images:,} images, {s.rows:,} rows "
+                "(full scale, no images)")
+    if scale == "real":
+        w, h = s.mean_size
+        return (f"wrote {out}: {s.train_images} train images at real sizes (mean "
+                f"{w:.0f} × {h:.0f}, the largest 10717 × 6824), {s.rows} instances, "
+                f"{s.test_images} test images")
+    return (f"wrote {out} ({s.year} layout): {s.train_images} train images ({s.rows} "
+            f"instances, {s.attr_rows} with attributes), {s.test_images} test images")
+
+
+def ensemble_line(r: EnsembleSummary, method: str, out: str) -> str:
+    """What ``imat-kit ensemble`` prints (``out`` as the user named it)."""
+    return f"{r.inputs} inputs → {r.images} images, {r.instances} instances ({method}) → {out}"
+
+
+#: how each ``--fn`` choice is named in a score's line
+FN_TEXT = {"ignore": "TP/(TP+FP)", "count": "TP/(TP+FP+FN)"}
+
+
+def score_line(r: SubmissionScore, *, average: str, year: int, fn: str, f1: str, sweep: str,
+               attributes: bool) -> str:
+    """What ``imat-kit score`` prints: the score and the rule it was computed with."""
+    rule = (f"2020 rule: {FN_TEXT[fn]}, IoU and attribute F1 ({f1}, {sweep} sweep)"
+            if year == 2020 else f"attributes {'matched' if attributes else 'ignored'}")
+    return (f"competition score ({average} average, {rule}): {r.score:.4f} over "
+            f"{r.count} {'images' if average == 'image' else 'units'}")
+
+
+def plot_lines(r, what: str, out: str) -> list[str]:
+    """What ``imat-kit plot`` prints about what it drew (a :class:`imat_kit.plots.Drawn`)."""
+    lines = []
+    if r.images is not None:
+        lines.append("images: " + " ".join(r.images))
+    if r.points == 0:
+        lines.append("no training loss logged yet: the figure says so")
+    if r.attributes is not None:
+        lines.append(f"{r.attributes} attributes with truth among the matched instances")
+    return [*lines, f"{what} → {out}"]
+
+
+def predicted_line(r) -> str:
+    """What ``imat-kit predict`` prints of one file (an :class:`imat_kit.mmdet_ext.predict.
+    Predicted`)."""
+    if r.checkpoints > 1:
+        return (f"{r.images} images ({r.predicted_now} predicted now) × {r.checkpoints} "
+                f"checkpoints, fused → {r.out}")
+    return f"{r.images} images ({r.predicted_now} predicted now) → {r.out}"
+
+
+def phase_line(r) -> str:
+    """What ``imat-kit train`` prints of one phase of one fold (an
+    :class:`imat_kit.mmdet_ext.train.PhaseRun`)."""
+    if r.command is not None:
+        return (f"fold {r.fold} {r.phase} ({r.would_be}, dry run): IMAT_FOLD={r.fold} "
+                + shlex.join(r.command))
+    return f"fold {r.fold} {r.phase}: {r.status}" + (f" → {r.checkpoint}" if r.checkpoint
+                                                     else "")
+
+
+def prepare_lines(r: dict) -> list[str]:
+    """What ``imat-kit prepare`` prints, from its report (``prepare_report.json``)."""
+    out = Path(r["out"])
+    b = r["balance"]
+    lines = [f"{r['images']:,} images, {r['annotations']:,} instances ({r['layout']} layout, "
+             f"{r['attributes']} attributes) → {out / 'annotations'}/all.json",
+             f"{r['folds']} {r['split']} folds (seed {r['seed']}), images per fold "
+             f"{r['images_per_fold']} → {out / 'folds.csv'}",
+             f"category balance (images per fold): mean max relative deviation "
+             f"{b['mean_max_rel_dev']:.4f}, worst {b['worst_max_rel_dev']:.4f} "
+             f"({b['worst_category']}) → {out / 'fold_balance.csv'}"]
+    if r["test_images"] is not None:
+        lines.append(f"{r['test_images']} test images → {out / 'annotations'}/test.json")
+    lines += [f"size fix: {fix}" for fix in r["size_fixes"]]
+    if r["rejected_rows"]:
+        lines.append(f"{r['rejected_rows']} row(s) left out, listed in "
+                     f"{out / 'rejected_rows.csv'}")
+    return lines
+
+
+def stats_lines(s: dict, *, as_json: bool) -> list[str]:
+    """What ``imat-kit stats`` prints: the counts and the tables, or (``as_json``) one JSON
+    document."""
+    cats = s["categories"]
+    if as_json:
+        out = {k: v for k, v in s.items() if k not in ("categories", "attributes")}
+        out["categories"] = cats.to_dict(orient="records")
+        out["attributes"] = s["attributes"].to_dict(orient="records")
+        return [json.dumps(out, indent=2, default=int)]
+    lines = [f"{s['rows']:,} instances on {s['images']:,} images ({s['layout']} layout); "
+             f"{s['instances_per_image']['mean']:.2f} per image (max "
+             f"{s['instances_per_image']['max']}); {s['rows_with_attributes']:,} rows with "
+             "attributes",
+             f"height {s['height']}, width {s['width']}; smallest {s['smallest'][0]}x"
+             f"{s['smallest'][1]}, largest {s['largest'][0]}x{s['largest'][1]} (HxW)",
+             cats.sort_values("instances", ascending=False).to_string(index=False)]
+    if len(s["attributes"]):
+        top = s["attributes"].sort_values("rows", ascending=False).head(15)
+        lines += ["\nmost frequent attributes:", top.to_string(index=False)]
+    return lines
+
+
+def submitted_line(man: dict, written: Path) -> str:
+    """What ``imat-kit submit`` prints of the CSV it wrote (from its manifest)."""
+    return (f"{man['layout']} layout: {man['rows']} rows for {man['images']} images "
+            f"({man['images_without_prediction']} without a mask) → {written}, manifest "
+            f"{written.with_suffix('.json')}")
+
+
+def tuned_attributes_line(r: dict, min_support: int, out) -> str:
+    """What ``imat-kit tune-attributes`` prints in the end (from its tuning figures)."""
+    tuned = [v for v in r["attributes"].values() if v["tuned"]]
+    gain = sum(v["f1"] - v["f1_at_global"] for v in tuned) / max(len(tuned), 1)
+    return (f"{len(tuned)} of {len(r['attributes'])} attributes with truth tuned (support >= "
+            f"{min_support}) over {r['matched_instances']} matched instances of folds "
+            f"{r['folds']}; mean F1 gain of the tuned ones {gain:+.3f}; global threshold "
+            f"{r['global_threshold']:.3f}{' (tuned)' if r['global_tuned'] else ''}; micro F1 "
+            f"{r['micro_f1_at_0.5']:.3f} at 0.5 → {r['micro_f1']:.3f} (on the folds it was "
+            f"tuned on) → {out}")

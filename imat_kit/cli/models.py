@@ -5,8 +5,8 @@ it runs (``run_…``)."""
 from __future__ import annotations
 
 import argparse
-import shlex
 
+from imat_kit.cli.formatting import phase_line, predicted_line
 from imat_kit.cli.options import (
     cfg_options_option,
     echo,
@@ -54,12 +54,7 @@ def run_train(a: argparse.Namespace) -> int:
                        overwrite=a.overwrite, verbose=a.verbose, quiet=a.quiet,
                        echo=None if a.quiet else echo)
     for r in recs:
-        if "command" in r:
-            print(f"fold {r['fold']} {r['phase']} ({r['would_be']}, dry run): "
-                  f"IMAT_FOLD={r['fold']} " + shlex.join(r["command"]))
-        else:
-            print(f"fold {r['fold']} {r['phase']}: {r['status']}"
-                  + (f" → {r['checkpoint']}" if "checkpoint" in r else ""))
+        print(phase_line(r))
     return 0
 
 
@@ -134,14 +129,9 @@ def run_predict(a: argparse.Namespace) -> int:
         ckpts = ([str(c) for c in last_checkpoints(at(a.checkpoint), a.last_checkpoints)]
                  if a.last_checkpoints is not None else [at(c) for c in given])
         lead = f"fold {fold}: " if a.folds is not None else ""
-        if len(ckpts) > 1:
-            r = predict_checkpoints(a.config, ckpts, **kw)
-            print(f"{lead}{r['images']} images ({r['predicted_now']} predicted now) × "
-                  f"{r['checkpoints']} checkpoints, fused → {r['out']}")
-        else:
-            r = predict(a.config, ckpts[0], **kw)
-            print(f"{lead}{r['images']} images ({r['predicted_now']} predicted now) → "
-                  f"{r['out']}")
+        r = (predict_checkpoints(a.config, ckpts, **kw) if len(ckpts) > 1 else
+             predict(a.config, ckpts[0], **kw))
+        print(lead + predicted_line(r))
     return 0
 
 #: command → the function that adds its parser

@@ -114,10 +114,6 @@ def average_option(s) -> None:
                    help="how the competition score averages (docs/metrics.md)")
 
 
-#: how each ``--fn`` choice is named in a score's line
-FN_TEXT = {"ignore": "TP/(TP+FP)", "count": "TP/(TP+FP+FN)"}
-
-
 def fn_option(s) -> None:
     s.add_argument("--fn", choices=FN_RULES, default="ignore",
                    help="2020: false negatives not counted, TP/(TP+FP) as the competition "

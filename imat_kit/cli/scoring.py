@@ -11,6 +11,7 @@ from imat_kit.cli.formatting import (
     print_evaluation,
     threshold_lines,
     tune_lines,
+    tuned_attributes_line,
 )
 from imat_kit.cli.options import (
     average_option,
@@ -121,15 +122,7 @@ def run_tune_attributes(a: argparse.Namespace) -> int:
     if not a.quiet:
         for line in threshold_lines(r, labels, limit=20):
             print(line)
-    att = r["attributes"].values()
-    tuned = [v for v in att if v["tuned"]]
-    gain = sum(v["f1"] - v["f1_at_global"] for v in tuned) / max(len(tuned), 1)
-    print(f"{len(tuned)} of {len(r['attributes'])} attributes with truth tuned (support >= "
-          f"{a.min_support}) over {r['matched_instances']} matched instances of folds "
-          f"{r['folds']}; mean F1 gain of the tuned ones {gain:+.3f}; global threshold "
-          f"{r['global_threshold']:.3f}{' (tuned)' if r['global_tuned'] else ''}; micro F1 "
-          f"{r['micro_f1_at_0.5']:.3f} at 0.5 → {r['micro_f1']:.3f} (on the folds it was "
-          f"tuned on) → {a.out}")
+    print(tuned_attributes_line(r, a.min_support, a.out))
     return 0
 
 #: command → the function that adds its parser

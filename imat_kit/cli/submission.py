@@ -9,8 +9,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from imat_kit.cli.formatting import ensemble_line, score_line, submitted_line
 from imat_kit.cli.options import (
-    FN_TEXT,
     average_option,
     data_option,
     fn_option,
@@ -52,8 +52,7 @@ def add_ensemble(sub, parents) -> None:
 def run_ensemble(a: argparse.Namespace) -> int:
     r = ensemble_files(a.inputs, a.out, method=a.method, iou=a.iou, weights=a.weights,
                        data=a.data, quiet=a.quiet, scores=a.scores)
-    print(f"{r['inputs']} inputs → {r['images']} images, {r['instances']} instances "
-          f"({a.method}) → {a.out}")
+    print(ensemble_line(r, a.method, a.out))
     return 0
 
 
@@ -94,9 +93,7 @@ def run_submit(a: argparse.Namespace) -> int:
                            attribute_thresholds=a.attribute_thresholds, quiet=a.quiet,
                            postprocess=a.postprocess)
     written = Path(a.out).with_name(man["submission"])
-    print(f"{man['layout']} layout: {man['rows']} rows for {man['images']} images "
-          f"({man['images_without_prediction']} without a mask) → {written}, manifest "
-          f"{written.with_suffix('.json')}")
+    print(submitted_line(man, written))
     for p in problems:
         print(f"{written}: {p}", file=sys.stderr)
     if problems:
@@ -153,11 +150,8 @@ def run_score(a: argparse.Namespace) -> int:
     r = score_submission(a.submission, a.solution, a.data, average=a.average,
                          attributes=a.attributes, year=a.year, sweep=a.sweep, f1=a.f1,
                          fn=a.fn, quiet=a.quiet)
-    rule = (f"2020 rule: {FN_TEXT[a.fn]}, IoU and attribute F1 ({a.f1}, {a.sweep} sweep)"
-            if a.year == 2020
-            else f"attributes {'matched' if a.attributes else 'ignored'}")
-    print(f"competition score ({a.average} average, {rule}): {r['score']:.4f} over "
-          f"{r['count']} {'images' if a.average == 'image' else 'units'}")
+    print(score_line(r, average=a.average, year=a.year, fn=a.fn, f1=a.f1, sweep=a.sweep,
+                     attributes=a.attributes))
     return 0
 
 #: command → the function that adds its parser

@@ -151,6 +151,20 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     return np.array([r, g, b]) * 255
 
 
+@dataclass(frozen=True)
+class SynthSummary:
+    """What a synthetic dataset holds: training images and their rows (instances), rows
+    with attributes, test images; the layout's year; real-size images' mean size (width,
+    height)."""
+
+    train_images: int
+    rows: int
+    test_images: int = 0
+    attr_rows: int = 0
+    year: int = 2019
+    mean_size: tuple[float, float] | None = None
+
+
 def category_weights(flatten: float = 1.0) -> np.ndarray:
     """Sampling probability per category: the real counts raised to ``flatten`` (1 = real)."""
     w = REAL_COUNTS ** flatten
@@ -326,7 +340,7 @@ def generate_images(out: str | Path, *, images: int = 200, test_images: int | No
     """Write a small synthetic competition dataset into ``out`` (see the module doc), in the
     ``year``'s layout (2019 or 2020).
 
-    Returns a summary: counts of images, rows and rows with attributes.
+    Returns a :class:`SynthSummary`: counts of images, rows and rows with attributes.
     """
     if year not in YEARS:
         raise KitError("--year must be 2019 or 2020", value=year)
@@ -384,4 +398,4 @@ def generate_images(out: str | Path, *, images: int = 200, test_images: int | No
             wr.writerow(["ImageId", "EncodedPixels", "ClassId", "AttributesIds"])
             for name in test_names:
                 wr.writerow([name.removesuffix(".jpg"), "1 1", "23", ""])
-    return summary
+    return SynthSummary(**summary)

@@ -20,6 +20,7 @@ from imat_kit.data.synth import (
     FULL_ROWS,
     NUM_CATEGORIES,
     SHAPES,
+    SynthSummary,
     category_weights,
     image_name,
     random_attributes,
@@ -112,7 +113,7 @@ def generate_full_csv(out: str | Path, *, seed: int = 0, images: int = FULL_IMAG
                 lines.append(f"{name},{runs_to_string(starts, lengths)},{h},{w},"
                              f"{format_class_id(cat, attrs)}\n")
             f.write("".join(lines))
-    return {"train_images": images, "rows": rows}
+    return SynthSummary(train_images=images, rows=rows)
 
 
 def _real_counts(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -210,4 +211,4 @@ def generate_real_images(out: str | Path, *, images: int = 200, test_images: int
         wr.writerow(["ImageId", "EncodedPixels", "ClassId"])
         for name in names[images:]:
             wr.writerow([name, "1 1", "23"])
-    return summary
+    return SynthSummary(**summary)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,19 @@ RESUME_KEYS = ("version", "split", "fold", "data_sha256", "config_sha256", "chec
                "tta", "tta_scales", "soft_size", "attribute_floor")
 TTAS = ("flip", "scales", "scales+flip")
 DEFAULT_TTA_SCALES = (0.8, 1.0, 1.2)
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """What a prediction step did: the split's images, those predicted now (the others were
+    in the file with the same settings), the file, the checkpoints fused (1 for one model),
+    and which settings made it predict again (``tta: was None, now 'flip'``)."""
+
+    images: int
+    predicted_now: int
+    out: str
+    checkpoints: int = 1
+    changed: list[str] = field(default_factory=list)
 
 
 def tta_passes(tta: str | None, scales=None) -> list[tuple[float, bool]]:
@@ -188,7 +202,7 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
             cfg_options: list[str] | None = None, overwrite: bool = False,
             attribute_floor: float = ATTRIBUTE_FLOOR, quiet: bool = False) -> dict:
     """Predict every image of the split into ``out`` (see the module docstring for the batching
-    and resume rules); returns ``images``, ``predicted_now`` and ``out``."""
+    and resume rules); returns what it did (:class:`Predicted`)."""
     import torch
     from mmdet.utils import register_all_modules
 
@@ -232,7 +246,7 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
     changed: list[str] = []
     done = _resume(out, partial, meta, overwrite, keys, changed)
     if done is None:
-        return {"images": len(images), "predicted_now": 0, "out": str(out), "changed": []}
+        return Predicted(images=len(images), predicted_now=0, out=str(out))
     todo = [im for im in images if im["image_key"] not in done]
     if todo:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -240,8 +254,8 @@ def predict(config: str | Path, checkpoint: str | Path, *, split: str, fold: int
                       soft_size=soft_size, batch_size=batch_size, quiet=quiet,
                       attributes=(attribute_ids, attribute_floor))
     _finish(partial, out, keys)
-    return {"images": len(images), "predicted_now": len(todo), "out": str(out),
-            "changed": changed}
+    return Predicted(images=len(images), predicted_now=len(todo), out=str(out),
+                     changed=changed)
 
 
 def last_checkpoints(work_dir: str | Path, n: int) -> list[Path]:
@@ -292,20 +306,20 @@ def predict_checkpoints(config: str | Path, checkpoints: list[str | Path], *, ou
     for c, sha in zip(checkpoints, shas):
         part = parts_dir / f"{sha[:16]}.jsonl"
         r = predict(config, c, out=part, overwrite=overwrite, quiet=quiet, **kw)
-        now += r["predicted_now"]
-        changed += [d for d in r["changed"] if d not in changed]
+        now += r.predicted_now
+        changed += [d for d in r.changed if d not in changed]
         parts.append(part)
     heads = [{"file": str(f), **read_header(f)} for f in parts]
     if out.exists() and not overwrite and not now:
         old = read_header(out)
         if old.get("inputs") == heads:
-            return {"images": r["images"], "predicted_now": 0, "out": str(out),
-                    "checkpoints": len(parts), "changed": []}
+            return Predicted(images=r.images, predicted_now=0, out=str(out),
+                             checkpoints=len(parts))
     ensemble_files(parts, out, method="fusion", quiet=quiet,
                    meta={"checkpoints": [{"checkpoint": str(c), "sha256": h}
                                          for c, h in zip(checkpoints, shas)]})
-    return {"images": r["images"], "predicted_now": now, "out": str(out),
-            "checkpoints": len(parts), "changed": changed}
+    return Predicted(images=r.images, predicted_now=now, out=str(out),
+                     checkpoints=len(parts), changed=changed)
 
 
 def _usable(path: Path, meta: dict, overwrite: bool, changed: list[str]) -> bool:

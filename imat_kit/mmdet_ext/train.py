@@ -233,6 +233,21 @@ def _reusable(work_dir: Path, record: dict, *, overwrite: bool,
     return False
 
 
+@dataclass(frozen=True)
+class PhaseRun:
+    """What ``train_folds`` did with one phase of one fold: ``status`` (started, resumed,
+    skipped (finished), dry run), its work dir and last checkpoint; for a dry run, what it
+    would be and the command it would run."""
+
+    fold: int
+    phase: str
+    work_dir: str
+    status: str
+    checkpoint: str | None = None
+    would_be: str | None = None
+    command: list[str] | None = None
+
+
 def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path = "work_dirs",
                 data_root: str | None = None, cfg_options: list[str] | None = None,
                 launcher: str = "none", gpus: int = 1, auto_scale_lr: bool = False,
@@ -240,7 +255,7 @@ def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path =
                 verbose: bool = False, quiet: bool = False,
                 echo: Callable[[str], None] | None = None, env: dict | None = None,
                 overwrite_flag: str = "--overwrite", position: int | None = None
-                ) -> list[dict]:
+                ) -> list[PhaseRun]:
     """Train each fold through the config's phase chain; returns one record per phase run.
     ``amp`` (``bf16``/``fp16``) trains with mixed precision (needs a CUDA GPU). ``echo``
     receives a line per decision (a run started, resumed, skipped or deleted); the command
@@ -274,7 +289,7 @@ def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path =
         for i, phase in enumerate(chain):
             work_dir = Path(work_root) / phase.name / f"fold{fold}"
             done = work_dir / DONE
-            rec = {"fold": fold, "phase": phase.name, "work_dir": str(work_dir)}
+            rec = {"fold": fold, "phase": phase.name, "work_dir": str(work_dir)}  # PhaseRun
             if i > 0 and previous is None:
                 raise KitError(f"phase {phase.name} of fold {fold} needs the checkpoint of "
                                f"{chain[i - 1].name}, which did not finish")
@@ -286,7 +301,8 @@ def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path =
             if reuse and done.exists():
                 info = json.loads(done.read_text())
                 previous = Path(info["checkpoint"])
-                records.append({**rec, "status": "skipped (finished)", **info})
+                records.append(PhaseRun(**rec, status="skipped (finished)",
+                                        checkpoint=info["checkpoint"]))
                 echo(f"fold {fold} {phase.name}: finished before with the same settings, "
                      "skipped")
                 continue
@@ -297,7 +313,7 @@ def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path =
                                auto_scale_lr=auto_scale_lr)
             status = "resumed" if resume else "started"
             if dry_run:
-                records.append({**rec, "status": "dry run", "would_be": status, "command": cmd})
+                records.append(PhaseRun(**rec, status="dry run", would_be=status, command=cmd))
                 previous = work_dir / "<its last checkpoint>"
                 continue
             log = work_dir / LOG
@@ -321,5 +337,5 @@ def train_folds(config: str | Path, folds: list[int], *, work_root: str | Path =
             with atomic_open(done, "w") as f:
                 json.dump(info, f, indent=2)
             previous = ckpt
-            records.append({**rec, "status": status, **info})
+            records.append(PhaseRun(**rec, status=status, checkpoint=str(ckpt)))
     return records

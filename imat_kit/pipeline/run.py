@@ -276,7 +276,7 @@ def _train(run: Run, model: ModelSpec, fold: int, device: str | None, slot: int 
                        overwrite=run.retrain, verbose=run.verbose, quiet=run.quiet,
                        echo=run.log, env=env, overwrite_flag="--retrain", position=slot)
     last = recs[-1]
-    work_dir = Path(last["work_dir"])
+    work_dir = Path(last.work_dir)
     if model.checkpoints > 1:
         ckpts = [str(c) for c in last_checkpoints(work_dir, model.checkpoints)]
     elif model.checkpoint == "best":
@@ -287,10 +287,10 @@ def _train(run: Run, model: ModelSpec, fold: int, device: str | None, slot: int 
                            value=str(work_dir))
         ckpts = [str(best[-1])]
     else:
-        ckpts = [last["checkpoint"]]
+        ckpts = [last.checkpoint]
     run.checkpoints[(model.name, fold)] = ckpts
     run.work_dirs[(model.name, fold)] = work_dir
-    statuses = [r["status"] for r in recs]
+    statuses = [r.status for r in recs]
     return {"statuses": statuses, "checkpoints": ckpts, "work_dir": str(work_dir)}
 
 
@@ -303,7 +303,7 @@ def _predict_kwargs(run: Run, model: ModelSpec, fold: int, split: str) -> dict:
                 overwrite=True, attribute_floor=model.attribute_floor)
 
 
-def _predict(run: Run, model: ModelSpec, fold: int, split: str, device: str | None) -> dict:
+def _predict(run: Run, model: ModelSpec, fold: int, split: str, device: str | None):
     kw = _predict_kwargs(run, model, fold, split)
     ckpts = run.checkpoints[(model.name, fold)]
     if device is None:
@@ -327,7 +327,9 @@ def _predict(run: Run, model: ModelSpec, fold: int, split: str, device: str | No
 
         raise KitError(f"prediction failed with exit code {code}; the end of its log ({log}):"
                        f"\n{log_tail(log, 10)}")
-    return json.loads(result.read_text())
+    from imat_kit.mmdet_ext.predict import Predicted
+
+    return Predicted(**json.loads(result.read_text()))
 
 
 def model_jobs(run: Run) -> list[Job]:
@@ -382,11 +384,11 @@ def train_and_predict(run: Run) -> None:
     predicted = [o.result for k, o in outcomes.items() if k.startswith("predict")]
     n_runs = sum(len(t["statuses"]) for t in trained)
     n_skipped = sum(s.startswith("skipped") for t in trained for s in t["statuses"])
-    redone = [c for p in predicted for c in p.get("changed", [])]
-    now = sum(p["predicted_now"] for p in predicted)
+    redone = [c for p in predicted for c in p.changed]
+    now = sum(p.predicted_now for p in predicted)
     headline = (f"{n_runs - n_skipped} of {n_runs} training run(s) trained "
                 f"({n_skipped} finished before with the same settings); "
-                f"{now} image(s) predicted into {sum(p['predicted_now'] > 0 for p in predicted)}"
+                f"{now} image(s) predicted into {sum(p.predicted_now > 0 for p in predicted)}"
                 f" of {len(predicted)} file(s)")
     if redone:
         headline += " (predicted again: " + "; ".join(sorted(set(redone))[:3]) + ")"

@@ -273,8 +273,8 @@ def _ensemble(run: Run) -> dict:
         r = ensemble_files(run.test_files(), out, method=s.ensemble_method, iou=s.ensemble_iou,
                            weights=weights, data=run.data, quiet=run.quiet,
                            scores=s.ensemble_scores)
-        return (f"{r['inputs']} test files ({len(s.models)} model(s) × {len(s.folds)} folds) "
-                f"→ {r['images']} images, {r['instances']} instances", {})
+        return (f"{r.inputs} test files ({len(s.models)} model(s) × {len(s.folds)} folds) "
+                f"→ {r.images} images, {r.instances} instances", {})
 
     return run.step("ensemble", {**run.files_in(run.test_files()), **_ensemble_settings(run)},
                     [out], work)
@@ -338,7 +338,7 @@ def _score(run: Run) -> dict:
                for m in s.models for k in s.folds}
 
     def score(path: Path, y: int = year, quiet: bool = True) -> float:
-        return score_submission(path, solution, run.data, year=y, quiet=quiet)["score"]
+        return score_submission(path, solution, run.data, year=y, quiet=quiet).score
 
     def work() -> tuple[str, dict]:
         ens = score(sub, quiet=run.quiet)

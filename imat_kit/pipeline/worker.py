@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 
 from imat_kit.files import atomic_open
 
@@ -22,7 +23,7 @@ def main(argv: list[str]) -> int:
     else:
         r = predict(task["config"], ckpts[0], quiet=True, **kw)
     with atomic_open(task["result"], "w") as f:
-        json.dump(r, f)
+        json.dump(asdict(r), f)
     return 0
 
 

@@ -100,7 +100,7 @@ def test_real_scale_dataset(tmp_path):
     s = generate_real_images(tmp_path, images=3, test_images=1, seed=0, quiet=True)
     df = pd.read_csv(tmp_path / "train.csv")
     per = df.groupby("ImageId", sort=False).size().tolist()
-    assert per == [50, 74, len(df) - 124] and s["rows"] == len(df)
+    assert per == [50, 74, len(df) - 124] and s.rows == len(df)
     for name, g in df.groupby("ImageId"):
         with Image.open(tmp_path / "train" / name) as im:
             assert im.size == (g.Width.iloc[0], g.Height.iloc[0])

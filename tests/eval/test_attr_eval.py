@@ -237,12 +237,12 @@ def test_2020_submission_round_trip(prepared2020, tmp_path):
         ids = [int(x) for x in cell.split(",")]
         assert ids == sorted(set(ids))
     perfect = score_submission(out, data / "test_solution.csv", data, year=2020, quiet=True)
-    assert perfect["score"] == pytest.approx(1.0)
+    assert perfect.score == pytest.approx(1.0)
     # the same masks without attributes: the garments no longer count
     out2, _, _ = _submit_2020(data, tmp_path, truth_predictions(data, attributes=False))
     blind = score_submission(out2, data / "test_solution.csv", data, year=2020, quiet=True)
     ignored = score_submission(out2, data / "test_solution.csv", data, quiet=True)
-    assert blind["score"] < 0.9 and ignored["score"] == pytest.approx(1.0)
+    assert blind.score < 0.9 and ignored.score == pytest.approx(1.0)
     assert main(["validate", "--submission", str(out), "--data", str(data), "-q"]) == 0
     assert main(["score", "--submission", str(out), "--solution",
                  str(data / "test_solution.csv"), "--data", str(data), "--year", "2020",
@@ -293,8 +293,8 @@ def test_2019_submission_with_attributes_round_trip(synth_dir, tmp_path):
     assert list(df.columns) == ["ImageId", "EncodedPixels", "ClassId"]
     assert any(parse_class_id(c)[1] for c in df.ClassId)
     sol = prepared / "test_solution.csv"
-    assert score_submission(out, sol, prepared, attributes=True)["score"] == pytest.approx(1.0)
-    assert score_submission(out, sol, prepared, year=2020)["score"] == pytest.approx(1.0)
+    assert score_submission(out, sol, prepared, attributes=True).score == pytest.approx(1.0)
+    assert score_submission(out, sol, prepared, year=2020).score == pytest.approx(1.0)
 
 
 def test_2020_score_published_formula_on_a_submission(prepared2020, tmp_path, capsys):
@@ -309,15 +309,15 @@ def test_2020_score_published_formula_on_a_submission(prepared2020, tmp_path, ca
     one = tmp_path / "one.csv"
     df.to_csv(one, index=False)
     sol = data / "test_solution.csv"
-    assert score_submission(one, sol, data, year=2020, quiet=True)["score"] == 1.0
-    counted = score_submission(one, sol, data, year=2020, fn="count", quiet=True)["score"]
+    assert score_submission(one, sol, data, year=2020, quiet=True).score == 1.0
+    counted = score_submission(one, sol, data, year=2020, fn="count", quiet=True).score
     assert counted < 0.9
     df.loc[df.ImageId == images[0], ["EncodedPixels", "ClassId", "AttributesIds"]] = ""
     empty = tmp_path / "empty.csv"
     df.to_csv(empty, index=False)
     r = score_submission(empty, sol, data, year=2020, quiet=True)
-    assert r["score"] == pytest.approx((len(images) - 1) / len(images))
-    assert r["count"] == len(images)
+    assert r.score == pytest.approx((len(images) - 1) / len(images))
+    assert r.count == len(images)
     capsys.readouterr()
     assert main(["score", "--submission", str(one), "--solution", str(sol), "--data",
                  str(data), "--year", "2020", "-q"]) == 0

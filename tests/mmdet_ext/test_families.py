@@ -263,9 +263,9 @@ def test_imat_kit_train_plans_each_family_and_refuses_before_running(prepared, t
                  "rtmdet_ins_l_imat.py", "mask2former_r50_imat.py"):
         recs = train_folds(REPO / "configs" / name, [0, 2], work_root=tmp_path,
                            data_root=str(prepared), dry_run=True, quiet=True)
-        assert [(r["fold"], r["phase"], r["status"]) for r in recs] == \
+        assert [(r.fold, r.phase, r.status) for r in recs] == \
             [(0, Path(name).stem, "dry run"), (2, Path(name).stem, "dry run")]
-        assert recs[1]["command"][:3] == [str(Path(sys.executable).parent / "mim"), "train",
+        assert recs[1].command[:3] == [str(Path(sys.executable).parent / "mim"), "train",
                                           "mmdet"]
     with pytest.raises(KitError, match="poly2mask=False"):
         train_folds(TINY / "rtmdet_ins_imat.py", [0], work_root=tmp_path,

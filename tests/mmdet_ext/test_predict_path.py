@@ -313,7 +313,7 @@ def test_checkpoint_ensemble_resumes_after_a_kill(tmp_path, monkeypatch):
 
     def counting(config, checkpoint, **k):
         r = real(config, checkpoint, **k)
-        done.append((Path(checkpoint).name, r["predicted_now"]))
+        done.append((Path(checkpoint).name, r.predicted_now))
         return r
 
     monkeypatch.setattr(pr, "predict", counting)
@@ -326,9 +326,9 @@ def test_checkpoint_ensemble_resumes_after_a_kill(tmp_path, monkeypatch):
         c["sha256"] for c in head["checkpoints"]]
     p = read_predictions(tmp_path / "ens.jsonl")[1]["blob.png"]
     assert len(p) == 1 and _iou(mask_util.decode(p.rles()[0]).astype(bool), truth) > 0.9
-    assert r["predicted_now"] == 1
+    assert r.predicted_now == 1
     done.clear()
-    assert pr.predict_checkpoints(cfg, ckpts, **kw)["predicted_now"] == 0  # nothing to redo
+    assert pr.predict_checkpoints(cfg, ckpts, **kw).predicted_now == 0  # nothing to redo
 
 
 @pytest.mark.xdist_group("tiny_checkpoint")
