@@ -44,11 +44,15 @@ EMPTY_CLASS = "23"  # the placeholder class of sample_submission.csv, on rows wi
 MASK_SIZES = ("original", "512")
 
 
+def check_mask_size(mask_size: str) -> None:
+    if mask_size not in MASK_SIZES:
+        raise KitError("mask_size must be 'original' or '512'", value=mask_size)
+
+
 def writer_settings(post: PostProcess, *, mask_size: str = "original",
                     attributes: bool = False) -> dict:
     """Every threshold the writer applies, as the submission's manifest records them."""
-    if mask_size not in MASK_SIZES:
-        raise KitError("mask_size must be 'original' or '512'", value=mask_size)
+    check_mask_size(mask_size)
     return {"score_thr": post.score_thr, "max_per_image": post.max_per_image,
             "min_area": post.min_area, "mask_size": mask_size, "attributes": attributes,
             "category_thr": dict(post.category_thr), "mask_thr": post.mask_thr}
@@ -354,16 +358,16 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
            post: PostProcess | None = None, *, mask_size: str = "original",
            attributes: bool = False, evaluation: str | Path | None = None,
            attribute_thresholds: str | Path | None = None, manifest: dict | None = None,
-           quiet: bool = False, postprocess: str | Path | None = None
-           ) -> tuple[dict, list[Problem]]:
+           quiet: bool = False, postprocess: str | Path | None = None,
+           overrides: dict | None = None) -> tuple[dict, list[Problem]]:
     """The ``imat-kit submit`` step: a predictions file (test split) → the submission CSV and
     its manifest, validated before they take their names; the layout (2019 or 2020) follows
     the data's ``sample_submission.csv``. ``evaluation`` (the ``evaluation.csv`` of ``imat-kit
-    evaluate``) puts the fold table into the manifest. The settings applied are ``post``
-    (default: the defaults), else those of ``postprocess`` (a file of ``imat-kit tune``; with
-    ``post`` too, ``post`` is what applies — the command line's options over the file's
-    values); ``attribute_thresholds`` (a file of ``imat-kit tune-attributes``) replaces their
-    attribute decoding. The manifest records every value and each file's SHA-256.
+    evaluate``) puts the fold table into the manifest. The settings applied are ``post``, else
+    those of ``postprocess`` (a file of ``imat-kit tune``), else the defaults; ``overrides``
+    (``PostProcess`` fields, e.g. the command line's ``--score-thr``) replace their values and
+    ``attribute_thresholds`` (a file of ``imat-kit tune-attributes``) their attribute decoding.
+    The manifest records every value applied and each file's SHA-256.
 
     The CSV is written under a temporary name beside ``out`` and validated; only a valid one
     is renamed onto ``out`` (and its manifest onto ``out``'s ``.json``). One that fails is
@@ -376,7 +380,7 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
     from imat_kit.postprocess import load_postprocess, load_thresholds, sha256_of
     from imat_kit.predictions import Expected, read_header, read_predictions
 
-    writer_settings(PostProcess(), mask_size=mask_size)  # checked before anything is read
+    check_mask_size(mask_size)
     out = Path(out)
     head = read_header(predictions)
     if head.get("split") not in (None, "test"):
@@ -403,7 +407,7 @@ def submit(predictions: str | Path, data: str | Path, out: str | Path,
                      "settings": tuned.values(), "metric": content.get("metric"),
                      "folds": content.get("folds"), "nested": content.get("nested"),
                      "scores": content.get("scores")}
-    post = post or PostProcess()
+    post = replace(post or PostProcess(), **(overrides or {}))
     if attribute_thresholds is not None:
         post = replace(post, attributes=AttributeDecoder(
             thresholds=load_thresholds(attribute_thresholds, labels)))

@@ -9,6 +9,7 @@ import warnings
 
 from imat_kit.errors import KitError
 from imat_kit.eval.metric import AVERAGES, FN_RULES
+from imat_kit.submission import MASK_SIZES
 
 #: modules whose import-time deprecation notices are not the user's business
 _THIRD_PARTY = r"(mmcv|mmdet|mmengine|mim|torch|pkg_resources|setuptools|albumentations|" \
@@ -96,7 +97,7 @@ def jobs_option(s, default: int) -> None:
 
 
 def mask_size_option(s) -> None:
-    s.add_argument("--mask-size", choices=["original", "512"], default="original")
+    s.add_argument("--mask-size", choices=MASK_SIZES, default="original")
 
 
 def thresholds_option(s) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from imat_kit.cli.formatting import ensemble_line, score_line, submitted_line
@@ -25,7 +24,6 @@ from imat_kit.postprocess import (
     MIN_AREA,
     SCORE_THR,
     PostProcess,
-    load_postprocess,
 )
 from imat_kit.submission import score_submission, submit, validate_submission
 
@@ -83,15 +81,11 @@ def add_submit(sub, parents) -> None:
 def run_submit(a: argparse.Namespace) -> int:
     given = {k: v for k, v in (("score_thr", a.score_thr), ("max_per_image", a.max_per_image),
                                ("min_area", a.min_area)) if v is not None}
-    post = None
-    if given:  # over the postprocess file's values, or over the defaults
-        base = (PostProcess() if a.postprocess is None else
-                load_postprocess(a.postprocess, find_labels(a.data))[0])
-        post = replace(base, **given)
-    man, problems = submit(a.predictions, a.data, a.out, post, mask_size=a.mask_size,
+    PostProcess(**given)  # a bad value is refused before anything is read
+    man, problems = submit(a.predictions, a.data, a.out, mask_size=a.mask_size,
                            attributes=a.attributes, evaluation=a.evaluation,
                            attribute_thresholds=a.attribute_thresholds, quiet=a.quiet,
-                           postprocess=a.postprocess)
+                           postprocess=a.postprocess, overrides=given)
     written = Path(a.out).with_name(man["submission"])
     print(submitted_line(man, written))
     for p in problems:
