@@ -79,20 +79,19 @@ def load_thresholds(path: str | Path | None, labels=None) -> AttributeThresholds
         raise KitError(f"cannot read the thresholds file: {e.strerror}", file=file) from None
     d = fields.loads(text, what="thresholds file", file=file)
     if isinstance(d, dict) and d.get("format") == FORMAT:
-        decoder = load_postprocess(path, labels)[0].attributes
+        decoder = _checked(d, text, file, labels).attributes
         if decoder.decoding != "threshold":
             raise KitError(f"this postprocess file decodes attributes by {decoder.decoding}, "
                            "not by per-attribute thresholds: give it as --postprocess",
                            file=file, row=fields.key_line(text, "decoding"))
         return decoder.thresholds
-    if isinstance(d, dict) and d.get("format") == THRESHOLDS_FORMAT:
-        warnings.warn(KitWarning(
-            f"{file}: an attribute thresholds file of an earlier imat-kit, read as the "
-            "thresholds it holds; imat-kit tune-attributes writes a postprocess file now (run "
-            "it again to replace this one)"), stacklevel=2)
     if not isinstance(d, dict) or d.get("format") != THRESHOLDS_FORMAT:
         raise KitError(f"not a postprocess file (needs \"format\": \"{FORMAT}\"; write one with "
                        "imat-kit tune-attributes or imat-kit tune)", file=file)
+    warnings.warn(KitWarning(
+        f"{file}: an attribute thresholds file of an earlier imat-kit, read as the "
+        "thresholds it holds; imat-kit tune-attributes writes a postprocess file now (run "
+        "it again to replace this one)"), stacklevel=2)
     g = d.get("global_threshold")
     if not fields.is_number(g) or not 0 <= g <= 1:
         raise KitError("global_threshold must be a number in 0..1", file=file,
@@ -421,6 +420,12 @@ def load_postprocess(path: str | Path, labels=None) -> tuple[PostProcess, dict]:
 
     file = str(path)
     text, d = read_json_text(path, what="postprocess file")
+    return _checked(d, text, file, labels), d
+
+
+def _checked(d: object, text: str, file: str, labels) -> PostProcess:
+    """The settings of a postprocess file's content ``d`` (its ``text`` locates the errors),
+    checked as :func:`load_postprocess` says."""
     if not isinstance(d, dict) or d.get("format") != FORMAT or not isinstance(
             d.get("settings"), dict):
         raise KitError(f"not a postprocess file (needs \"format\": \"{FORMAT}\" and "
@@ -455,7 +460,7 @@ def load_postprocess(path: str | Path, labels=None) -> tuple[PostProcess, dict]:
                     raise KitError(f"tuned on data with other {key} than this data's label "
                                    f"file ({source})", file=file,
                                    row=fields.key_line(text, "label_space"))
-    return post, d
+    return post
 
 
 def _with_rescorer(post: PostProcess, d: dict, file: str, text: str) -> PostProcess:

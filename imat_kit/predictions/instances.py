@@ -73,13 +73,13 @@ class ImagePrediction:
         out = {}
         for name in INSTANCE_FIELDS:
             values = [getattr(p, name) for p in full]
-            if isinstance(values[0], np.ndarray) or name == "soft":
-                same = name != "soft" or len({None if v is None else v.shape[1:]
-                                              for v in values}) == 1
-                out[name] = (np.concatenate(values) if same and all(v is not None
-                                                                    for v in values)
-                             else None)
-            else:
+            if name == "soft":  # of one size S × S in every prediction, or none
+                kept = (all(v is not None for v in values)
+                        and len({v.shape[1:] for v in values}) == 1)
+                out[name] = np.concatenate(values) if kept else None
+            elif isinstance(values[0], np.ndarray):
+                out[name] = np.concatenate(values)
+            else:  # lists: kept when every prediction has them
                 out[name] = [x for v in values for x in v] if all(values) else []
         return replace(ref, **out)
 
